@@ -1,0 +1,1 @@
+"""Model definition, export, version resolution and the RunInference model handler."""

@@ -1,0 +1,73 @@
+"""Export a trained model as a new version: transform graph and model in one SavedModel.
+
+Three signatures: `serving_default` takes serialized tf.Example records (what an online server
+receives), `score_raw` takes raw feature columns (what batch scoring sends), and `transform_raw`
+returns the transformed features, so tests can prove the exported graph matches tf.Transform's own.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+import tensorflow_transform as tft
+
+from models import registry, signature
+from models.registry import ModelVersion
+from schemas import InputSchema
+from transforms import features as F
+
+
+class ScoringModule(tf.Module):
+    """Holds the transform layer and the Keras model so both are saved, assets included."""
+
+    def __init__(self, model, tft_output: tft.TFTransformOutput, schema: InputSchema):
+        super().__init__()
+        self.model = model
+        self.tft_layer = tft_output.transform_features_layer()
+        self._schema = schema
+        feature_names = {c.name for c in schema.features}
+        self._example_spec = {k: v for k, v in schema.raw_feature_spec().items() if k in feature_names}
+
+    def transform(self, raw_features: dict) -> dict:
+        transformed = self.tft_layer(raw_features)
+        return {k: v for k, v in transformed.items() if k != F.LABEL_KEY}
+
+    def probability(self, raw_features: dict) -> tf.Tensor:
+        transformed = self.transform(raw_features)
+        return self.model({name: transformed[name] for name in self.model.input_names})
+
+    def signatures(self) -> dict:
+        schema = self._schema
+
+        @tf.function(input_signature=[signature.input_spec(schema)])
+        def score_raw(inputs):
+            return {signature.PROBABILITY: self.probability(signature.to_raw_features(inputs, schema))}
+
+        @tf.function(input_signature=[signature.input_spec(schema)])
+        def transform_raw(inputs):
+            return self.transform(signature.to_raw_features(inputs, schema))
+
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
+        def serve_examples(examples):
+            raw = tf.io.parse_example(examples, self._example_spec)
+            return {signature.PROBABILITY: self.probability(raw)}
+
+        self.score_raw, self.transform_raw, self.serve_examples = score_raw, transform_raw, serve_examples
+        return {
+            signature.RAW_SIGNATURE: score_raw.get_concrete_function(),
+            signature.TRANSFORM_SIGNATURE: transform_raw.get_concrete_function(),
+            signature.EXAMPLES_SIGNATURE: serve_examples.get_concrete_function(),
+        }
+
+
+def export_version(model, transform_dir: str, model_root: str, name: str, schema: InputSchema,
+                   metadata: dict) -> ModelVersion:
+    """Save model + transform graph as the next version; metadata is written last (see registry)."""
+    version = registry.next_version(model_root, name)
+    path = registry.join(model_root, name, str(version))
+    module = ScoringModule(model, tft.TFTransformOutput(transform_dir), schema)
+    tf.saved_model.save(module, path, signatures=module.signatures())
+    metadata = {**metadata, "model_name": name, "version": version,
+                "schema_fingerprint": schema.fingerprint(), "schema_name": schema.name,
+                "signatures": {"raw": signature.RAW_SIGNATURE, "examples": signature.EXAMPLES_SIGNATURE,
+                               "transform": signature.TRANSFORM_SIGNATURE}}
+    registry.write_metadata(path, metadata)
+    return ModelVersion(name, version, path, metadata)

@@ -1,0 +1,1 @@
+"""Beam pipelines (`score`, `train`) and their stages: extract -> validate -> score -> load."""

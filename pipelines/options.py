@@ -1,0 +1,67 @@
+"""The pipelines' own options, as PipelineOptions subclasses so they travel to remote runners.
+
+Beam parses every PipelineOptions subclass with one parser, so each option is declared once:
+`DataOptions` holds what both pipelines take, the others what only one of them takes. Anything
+not declared here (--runner, --direct_num_workers, ...) goes to Beam unchanged.
+"""
+from __future__ import annotations
+
+import argparse
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+DEFAULT_MODEL_ROOT = "artifacts/models"
+DEFAULT_MODEL_NAME = "taxi_tipper"
+DEFAULT_SCORING_INPUT = "data/trips/dt={date}/*.csv"
+DEFAULT_TRAINING_INPUT = "data/chicago_taxi/trips.csv"
+
+
+class DataOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--input", default=None,
+                            help=f"Input files; {{date}} is substituted. Compressed files (.gz, .bz2) are "
+                                 f"read by extension. Scoring default: {DEFAULT_SCORING_INPUT}; "
+                                 f"training default: {DEFAULT_TRAINING_INPUT}.")
+        parser.add_argument("--model_root", default=DEFAULT_MODEL_ROOT,
+                            help="Root of exported models, local or gs:// (TF Serving layout).")
+        parser.add_argument("--model_name", default=DEFAULT_MODEL_NAME, help="Model name under --model_root.")
+
+
+class ScoringOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--date", default=None, help="Partition to score, YYYY-MM-DD (required).")
+        parser.add_argument("--warehouse", default="warehouse/scores.duckdb",
+                            help="Warehouse: a local DuckDB database file.")
+        parser.add_argument("--staging_dir", default=None,
+                            help="Where files are staged before publishing (default: _staging/ beside "
+                                 "the warehouse).")
+        parser.add_argument("--model_version", default="latest", help="'latest' or an integer version.")
+        parser.add_argument("--batch_size", type=int, default=65536, help="Records per model call.")
+        parser.add_argument("--block_bytes", type=int, default=8 << 20,
+                            help="Bytes of input parsed per batch (bounds memory per worker).")
+        parser.add_argument("--summary_json", default=None,
+                            help="Write the run summary (counts, model, timings) here as JSON.")
+
+
+class TrainingOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--work_dir", default="artifacts/train",
+                            help="Where the transform graph and transformed data are written.")
+        parser.add_argument("--epochs", type=int, default=8)
+        parser.add_argument("--eval_percent", type=int, default=20,
+                            help="Share of records held out for evaluation (chosen by record hash).")
+        parser.add_argument("--seed", type=int, default=42)
+
+
+def parse(argv: list[str] | None, description: str, *option_classes) -> PipelineOptions:
+    """Parse our options (so --help lists them and typos fail) and hand the rest to Beam."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="Other options (--runner, --direct_num_workers, ...) go to Beam.")
+    for cls in option_classes:
+        cls._add_argparse_args(parser)
+    parser.parse_known_args(argv)
+    return PipelineOptions(argv)

@@ -1,0 +1,177 @@
+"""Nightly batch scoring: a date's trips -> validated -> scored by RunInference -> the warehouse.
+
+    python -m pipelines.score --date 2026-11-23 [--input ...] [--warehouse ...] [--model_version N]
+
+Everything that can be checked without reading data (the date, the model version and its schema,
+the input files, the warehouse tables) is checked first, so bad configuration fails fast and
+writes nothing. The pipeline then flows one way: extract -> validate -> score -> load.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions
+
+import schemas
+from models import registry
+from models.handler import ExportedModelHandler
+from models.registry import ModelVersion, ModelVersionError
+from pipelines import extract
+from pipelines.extract import InputNotFoundError, ReadCsvBatches
+from pipelines.load import LoadToWarehouse
+from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, parse
+from pipelines.validate import ValidateRecords
+from pipelines.warehouse import DuckDBWarehouse, RunRecord, WarehouseConfigError
+from schemas import InputSchema
+
+CONFIG_ERRORS = (InputNotFoundError, ModelVersionError, WarehouseConfigError, ValueError)
+
+
+class RunFailed(RuntimeError):
+    """The pipeline failed after it started; the run is marked failed, the date left as it was."""
+
+
+@dataclass(frozen=True)
+class ScoringConfig:
+    """A fully checked run: what build_pipeline needs, nothing it has to look up."""
+
+    run: RunRecord
+    files: list[str]
+    schema: InputSchema
+    model: ModelVersion
+    warehouse: DuckDBWarehouse
+    staging_dir: str
+    batch_size: int
+    block_bytes: int
+
+
+def parse_date(value: str | None) -> date:
+    if not value:
+        raise ValueError("--date is required (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"--date {value!r} is not a real date in YYYY-MM-DD form") from None
+
+
+def plan(options: PipelineOptions) -> ScoringConfig:
+    """Check the configuration and resolve the model and the input, before any data is read."""
+    data = options.view_as(DataOptions)
+    opts = options.view_as(ScoringOptions)
+    score_date = parse_date(opts.date)
+    if opts.batch_size < 1 or opts.block_bytes < 1024:
+        raise ValueError("--batch_size must be positive and --block_bytes at least 1024")
+    schema = schemas.INPUT.for_scoring()
+    model = registry.resolve(data.model_root, data.model_name, opts.model_version, schemas.INPUT)
+    input_pattern = data.input or DEFAULT_SCORING_INPUT
+    files = extract.match_input(input_pattern, score_date.isoformat())
+    warehouse = DuckDBWarehouse(opts.warehouse)
+    started = datetime.now(timezone.utc)
+    run = RunRecord(
+        run_id=f"{score_date.isoformat()}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
+        score_date=score_date,
+        model_name=model.name,
+        model_version=model.version,
+        input=input_pattern.format(date=score_date.isoformat()),
+        started_at=started,
+        options={"model_root": data.model_root, "model_version": str(opts.model_version),
+                 "batch_size": opts.batch_size, "block_bytes": opts.block_bytes,
+                 "runner": options.get_all_options().get("runner") or "DirectRunner", "files": len(files)},
+    )
+    return ScoringConfig(run, files, schema, model, warehouse,
+                         opts.staging_dir or warehouse.default_staging_dir(), opts.batch_size, opts.block_bytes)
+
+
+def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
+    """Extract -> validate -> score -> load; returns the published counts."""
+    read = pipeline | "ReadTrips" >> ReadCsvBatches(config.files, config.schema, config.block_bytes)
+    checked = read.batches | "Validate" >> ValidateRecords(config.schema)
+    scored = checked.valid | "RunInference" >> RunInference(
+        ExportedModelHandler(config.model, config.schema, config.batch_size))
+    rejected = (read.rejected, checked.rejected) | "AllRejected" >> beam.Flatten()
+    return (scored, rejected, read.counts) | "WriteScores" >> LoadToWarehouse(
+        config.warehouse, config.run, config.staging_dir)
+
+
+def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
+    row = config.warehouse.run_row(config.run.run_id)
+    counters = {f"{m.key.metric.namespace}/{m.key.metric.name}": m.committed
+                for m in result.metrics().query(MetricsFilter())["counters"]}
+    scored = row["scored_records"] or 0
+    return {
+        "run_id": row["run_id"],
+        "date": row["score_date"].isoformat(),
+        "status": row["status"],
+        "model_name": row["model_name"],
+        "model_version": row["model_version"],
+        "input": row["input"],
+        "input_records": row["input_records"],
+        "scored_records": scored,
+        "rejected_records": row["rejected_records"],
+        "rejected_files": row["rejected_files"],
+        "reconciled": row["input_records"] == scored + (row["rejected_records"] or 0),
+        "timings": {"started_at": row["started_at"].isoformat(),
+                    "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+                    "seconds": round(seconds, 3),
+                    "records_per_second": round(row["input_records"] / seconds, 1) if seconds else None},
+        "metrics": counters,
+        "warehouse": config.warehouse.path,
+    }
+
+
+def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
+    """Score one date. Raises on bad configuration (nothing written) or a failed run (marked failed)."""
+    options = parse(argv, __doc__, DataOptions, ScoringOptions)
+    config = plan(options)
+    config.warehouse.prepare(config.run)
+    t0 = time.perf_counter()
+    try:
+        p = pipeline or beam.Pipeline(options=options)
+        build_pipeline(p, config)
+        result = p.run()
+        result.wait_until_finish()
+    except BaseException as e:
+        reason = f"{type(e).__name__}: {e}"
+        config.warehouse.mark_failed(config.run.run_id, reason, datetime.now(timezone.utc))
+        if isinstance(e, Exception):
+            raise RunFailed(f"run {config.run.run_id} failed, previous results left as they were: {reason}") from e
+        raise
+    summary = summarize(config, result, time.perf_counter() - t0)
+    summary_path = options.view_as(ScoringOptions).summary_json
+    if summary_path:
+        os.makedirs(os.path.dirname(os.path.abspath(summary_path)), exist_ok=True)
+        with open(summary_path, "w") as f:
+            json.dump(summary, f, indent=2, sort_keys=True)
+    return summary
+
+
+def main(argv: list[str]) -> int:
+    logging.getLogger().setLevel(logging.WARNING)
+    try:
+        summary = run(argv)
+    except CONFIG_ERRORS as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except RunFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"{summary['date']}: input {summary['input_records']} = scored {summary['scored_records']} "
+          f"+ rejected {summary['rejected_records']} ({'reconciled' if summary['reconciled'] else 'NOT RECONCILED'}); "
+          f"{summary['rejected_files']} files rejected; model {summary['model_name']} v{summary['model_version']}; "
+          f"run {summary['run_id']} in {summary['timings']['seconds']} s -> {summary['warehouse']}")
+    return 0 if summary["reconciled"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,61 @@
+"""Stage record batches as Parquet files, one file per bundle, and emit what was written.
+
+Downstream steps consume exactly the files emitted here (never a directory listing), so files left
+by a retried bundle or a killed run are never published.
+"""
+from __future__ import annotations
+
+import uuid
+from typing import Callable, Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
+
+from models.registry import join
+
+
+class WriteParquetFiles(beam.DoFn):
+    """Batches in, `(path, rows)` out once per bundle.
+
+    `prepare` (optional) turns each incoming batch into the batch to write, e.g. adding run-level
+    columns; `schema` fixes the file layout, or the first batch's layout is used.
+    """
+
+    def __init__(self, directory: str, prefix: str, schema: pa.Schema | None = None,
+                 prepare: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None):
+        self._directory = directory
+        self._prefix = prefix
+        self._schema = schema
+        self._prepare = prepare
+
+    def start_bundle(self) -> None:
+        self._writer = None
+        self._stream = None
+        self._path = None
+        self._rows = 0
+
+    def process(self, batch) -> Iterator:
+        if isinstance(batch, tuple):  # tf.Transform emits (record batch, passthrough features)
+            batch = batch[0]
+        if self._prepare is not None:
+            batch = self._prepare(batch)
+        if self._writer is None:
+            self._path = join(self._directory, f"{self._prefix}-{uuid.uuid4().hex}.parquet")
+            self._stream = FileSystems.create(self._path)
+            self._writer = pq.ParquetWriter(self._stream, self._schema or batch.schema)
+        if self._schema is not None and batch.schema != self._schema:
+            batch = pa.RecordBatch.from_arrays(
+                [batch.column(f.name).cast(f.type) for f in self._schema], schema=self._schema)
+        self._writer.write_batch(batch)
+        self._rows += batch.num_rows
+        return iter(())
+
+    def finish_bundle(self) -> Iterator:
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._stream.close()
+        yield GlobalWindows.windowed_value((self._path, self._rows))

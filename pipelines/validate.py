@@ -1,0 +1,143 @@
+"""Validate: raw text batches into typed batches, every failing record rejected with its reason.
+
+Checks are column-at-a-time Arrow kernels. The common case (a clean column) costs one cast; only a
+column that fails to cast is examined value by value, with a regular expression, to find which
+records are bad. A record's reason names the first column that failed and the value it held.
+"""
+from __future__ import annotations
+
+import re
+from typing import Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
+
+from pipelines.batches import RawBatch, rejected_batch
+from pipelines.extract import REJECTED
+from schemas import ColumnType, InputSchema
+
+# What Arrow's string-to-number casts accept, so that only values the cast rejects are flagged.
+_NUMBER_PATTERNS = {
+    ColumnType.INT64: r"^[+-]?\d+$",
+    ColumnType.FLOAT64: r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan|Infinity|NaN)$",
+}
+
+
+class SchemaValidator:
+    """Types a raw batch by the schema and splits it into valid records and rejected ones."""
+
+    def __init__(self, schema: InputSchema):
+        self.schema = schema
+        self.arrow_schema = pa.schema([pa.field(c.name, c.type.arrow) for c in schema.columns])
+
+    def validate(self, raw: RawBatch) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
+        batch = raw.records
+        reasons: pa.Array = pa.nulls(batch.num_rows, pa.string())
+        typed = []
+        for column in self.schema.columns:
+            text = batch.column(column.name)
+            values, bad = self._typed(text, column.type)
+            if bad is not None:
+                reasons = _first_reason(reasons, bad, pc.binary_join_element_wise(
+                    f"wrong type: {column.name} is not {column.type.value}: '", text, "'", ""))
+            if column.type is ColumnType.FLOAT64:
+                not_finite = pc.invert(pc.fill_null(pc.is_finite(values), True))
+                reasons = _first_reason(reasons, not_finite, pa.scalar(
+                    f"wrong type: {column.name} is not a finite number"))
+                values = pc.if_else(not_finite, pa.scalar(None, pa.float64()), values)
+            if column.required:
+                # A value that failed its type check is null by now but already has its reason.
+                reasons = _first_reason(reasons, pc.is_null(values), pa.scalar(
+                    f"missing required field: {column.name}"))
+            typed.append(values)
+        typed_batch = pa.RecordBatch.from_arrays(typed, schema=self.arrow_schema)
+        if reasons.null_count == len(reasons):
+            return typed_batch, None
+        ok = pc.is_null(reasons)
+        rejected_mask = pc.invert(ok)
+        rejected = rejected_batch(
+            raw.source,
+            _rejoin_csv(batch.filter(rejected_mask)),
+            reasons.filter(rejected_mask),
+        )
+        return typed_batch.filter(ok), rejected
+
+    @staticmethod
+    def _typed(text: pa.Array, type_: ColumnType) -> tuple[pa.Array, pa.Array | None]:
+        """Cast one text column; on failure also return the mask of values that would not cast."""
+        if type_ is ColumnType.STRING:
+            return text, None
+        try:
+            return pc.cast(text, type_.arrow), None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+        good = pc.match_substring_regex(text, _NUMBER_PATTERNS[type_])
+        bad = pc.fill_null(pc.invert(good), False)
+        cleaned = pc.if_else(bad, pa.scalar(None, pa.string()), text)
+        try:
+            return pc.cast(cleaned, type_.arrow), bad
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            # Shaped like a number but out of range (an int64 overflow): find those one by one.
+            # Only a batch that already failed twice gets here.
+            overflow = [v is not None and not _casts(v, type_) for v in cleaned.to_pylist()]
+            bad = pc.or_(bad, pa.array(overflow))
+            return pc.cast(pc.if_else(bad, pa.scalar(None, pa.string()), text), type_.arrow), bad
+
+
+def _casts(value: str, type_: ColumnType) -> bool:
+    try:
+        pc.cast(pa.array([value]), type_.arrow)
+        return True
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False
+
+
+def _first_reason(reasons: pa.Array, failed: pa.Array, reason) -> pa.Array:
+    """Keep each record's first reason; give `reason` to records failing now with none yet."""
+    return pc.if_else(pc.and_(failed, pc.is_null(reasons)), reason, reasons)
+
+
+_NEEDS_QUOTES = re.compile(r'[",\n\r]')
+
+
+def _rejoin_csv(batch: pa.RecordBatch) -> list[str]:
+    """Rebuild rejected records' CSV text (rare path: only rejected rows get here)."""
+
+    def field(v: str | None) -> str:
+        if v is None:
+            return ""
+        return '"' + v.replace('"', '""') + '"' if _NEEDS_QUOTES.search(v) else v
+
+    columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
+    return [",".join(field(v) for v in row) for row in zip(*columns)]
+
+
+class ValidateBatch(beam.DoFn):
+    def __init__(self, schema: InputSchema):
+        self._validator = SchemaValidator(schema)
+        self._valid = Metrics.counter("validate", "records_valid")
+        self._rejected = Metrics.counter("validate", "records_rejected")
+
+    def process(self, raw: RawBatch) -> Iterator:
+        valid, rejected = self._validator.validate(raw)
+        if valid.num_rows:
+            self._valid.inc(valid.num_rows)
+            yield valid
+        if rejected is not None:
+            self._rejected.inc(rejected.num_rows)
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+
+
+class ValidateRecords(beam.PTransform):
+    """Raw batches -> typed batches (main) and rejected records (tagged `rejected`)."""
+
+    def __init__(self, schema: InputSchema):
+        super().__init__()
+        self._schema = schema
+
+    def expand(self, raw_batches):
+        return raw_batches | "CheckSchema" >> beam.ParDo(ValidateBatch(self._schema)).with_outputs(
+            REJECTED, main="valid"
+        )

@@ -1,0 +1,183 @@
+"""The warehouse a run publishes to: tables from `schemas`, one transaction per published date.
+
+A run never writes a table while it scores. The pipeline stages Parquet files; publishing audits
+them and then, in one transaction, replaces the date's predictions and errors and marks the run
+succeeded. A run that dies before that commit leaves the date exactly as it was, and two runs of
+one date serialise on the transaction, so the date ends with exactly one run's rows.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+import duckdb
+
+from schemas import INPUT, PREDICTIONS, SCORING_ERRORS, SCORING_RUNS, WAREHOUSE_TABLES, TableSchema
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+
+
+class WarehouseConfigError(ValueError):
+    """The warehouse cannot be used as configured; raised before any data is read."""
+
+
+class AuditError(RuntimeError):
+    """Staged results failed their audit; nothing was published."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What the warehouse needs to know about a run, fixed when it starts."""
+
+    run_id: str
+    score_date: date
+    model_name: str
+    model_version: int
+    input: str
+    started_at: datetime
+    options: dict[str, Any] = field(default_factory=dict)
+    challenger_version: int | None = None
+
+
+@dataclass(frozen=True)
+class StagedResults:
+    """Files the pipeline staged, with the row counts their writers reported, and the input count."""
+
+    prediction_files: list[tuple[str, int]]
+    error_files: list[tuple[str, int]]
+    input_records: int
+
+
+class DuckDBWarehouse:
+    """The embedded default warehouse: one DuckDB database file."""
+
+    LOCK_WAIT_SECONDS = 300  # another run may hold the file's lock while it publishes
+
+    def __init__(self, path: str):
+        if "://" in path:
+            raise WarehouseConfigError(f"--warehouse {path!r}: only a local DuckDB file path is supported")
+        self.path = path
+
+    def default_staging_dir(self) -> str:
+        return os.path.join(os.path.dirname(os.path.abspath(self.path)), "_staging")
+
+    def connect(self) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.LOCK_WAIT_SECONDS
+        while True:
+            try:
+                return duckdb.connect(self.path)
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    def prepare(self, run: RunRecord) -> None:
+        """Create missing tables, check existing ones against `schemas`, record the run as running."""
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        with self.connect() as con:
+            for table in WAREHOUSE_TABLES:
+                con.execute(table.duckdb_ddl())
+                _check_columns(con, table)
+            con.execute(
+                f'INSERT INTO "{SCORING_RUNS.name}" (run_id, score_date, status, model_name, model_version, '
+                "challenger_version, input, started_at, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [run.run_id, run.score_date, RUNNING, run.model_name, run.model_version,
+                 run.challenger_version, run.input, run.started_at, json.dumps(run.options, sort_keys=True)],
+            )
+
+    def publish(self, run: RunRecord, staged: StagedResults, finished_at: datetime) -> dict[str, int]:
+        """Audit the staged files, then replace the date's rows in one transaction."""
+        pred_files = [p for p, _ in staged.prediction_files]
+        err_files = [p for p, _ in staged.error_files]
+        with self.connect() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                counts = _audit(con, run, staged)
+                for table, files in ((PREDICTIONS, pred_files), (SCORING_ERRORS, err_files)):
+                    con.execute(f'DELETE FROM "{table.name}" WHERE score_date = ?', [run.score_date])
+                    if files:
+                        con.execute(f'INSERT INTO "{table.name}" BY NAME SELECT * FROM read_parquet(?)', [files])
+                con.execute(
+                    f'UPDATE "{SCORING_RUNS.name}" SET status = ?, input_records = ?, scored_records = ?, '
+                    "rejected_records = ?, rejected_files = ?, finished_at = ? WHERE run_id = ?",
+                    [SUCCEEDED, counts["input_records"], counts["scored_records"], counts["rejected_records"],
+                     counts["rejected_files"], finished_at, run.run_id],
+                )
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return counts
+
+    def mark_failed(self, run_id: str, error: str, finished_at: datetime) -> None:
+        with self.connect() as con:
+            con.execute(
+                f'UPDATE "{SCORING_RUNS.name}" SET status = ?, error = ?, finished_at = ? '
+                "WHERE run_id = ? AND status = ?",
+                [FAILED, error[:4000], finished_at, run_id, RUNNING],
+            )
+
+    def run_row(self, run_id: str) -> dict[str, Any]:
+        with self.connect() as con:
+            cursor = con.execute(f'SELECT * FROM "{SCORING_RUNS.name}" WHERE run_id = ?', [run_id])
+            names = [d[0] for d in cursor.description]
+            row = cursor.fetchone()
+        if row is None:
+            raise KeyError(run_id)
+        return dict(zip(names, row))
+
+
+def _check_columns(con: duckdb.DuckDBPyConnection, table: TableSchema) -> None:
+    rows = con.execute(
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+        "ORDER BY ordinal_position", [table.name]).fetchall()
+    have = [(name, dtype) for name, dtype in rows]
+    want = [(f.name, f.type.duckdb.replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")) for f in table.fields]
+    if have != want:
+        raise WarehouseConfigError(
+            f"table {table.name} does not match schemas/: has {have}, schemas/ defines {want}; "
+            "migrate or move the old table away")
+
+
+def _audit(con: duckdb.DuckDBPyConnection, run: RunRecord, staged: StagedResults) -> dict[str, int]:
+    """What is staged must be whole and sane before anyone can see it."""
+    problems = []
+    pred_files = [p for p, _ in staged.prediction_files]
+    written = sum(n for _, n in staged.prediction_files)
+    scored = null_fields = out_of_range = other_runs = 0
+    if pred_files:
+        scored, null_fields, out_of_range, other_runs = con.execute(
+            f'SELECT count(*), count(*) FILTER (WHERE "{INPUT.key.name}" IS NULL OR probability IS NULL), '
+            "count(*) FILTER (WHERE NOT (probability BETWEEN 0 AND 1)), "
+            "count(*) FILTER (WHERE run_id <> ? OR score_date <> ?) FROM read_parquet(?)",
+            [run.run_id, run.score_date, pred_files]).fetchone()
+    rejected_records = rejected_files = 0
+    err_files = [p for p, _ in staged.error_files]
+    if err_files:
+        rejected_records, rejected_files = con.execute(
+            "SELECT count(*) FILTER (WHERE error_kind = 'record'), count(*) FILTER (WHERE error_kind = 'file') "
+            "FROM read_parquet(?)", [err_files]).fetchone()
+    champion = scored
+    if pred_files:
+        (champion,) = con.execute(
+            "SELECT count(*) FROM read_parquet(?) WHERE model_role = 'champion'", [pred_files]).fetchone()
+    if scored != written:
+        problems.append(f"staged predictions hold {scored} rows but {written} were written")
+    if null_fields:
+        problems.append(f"{null_fields} staged predictions have a null key or probability")
+    if out_of_range:
+        problems.append(f"{out_of_range} staged probabilities are outside [0, 1]")
+    if other_runs:
+        problems.append(f"{other_runs} staged rows belong to another run or date")
+    if staged.input_records != champion + rejected_records:
+        problems.append(f"counts do not reconcile: input {staged.input_records} != scored {champion} "
+                        f"+ rejected {rejected_records}")
+    if problems:
+        raise AuditError("audit failed, nothing published: " + "; ".join(problems))
+    return {"input_records": staged.input_records, "scored_records": champion,
+            "rejected_records": rejected_records, "rejected_files": rejected_files,
+            "prediction_rows": scored}

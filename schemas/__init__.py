@@ -1,0 +1,15 @@
+"""The one source of truth for input records and warehouse tables.
+
+The pipelines read the active use case's schemas from here; a team with its own data points these
+names at its own module.
+"""
+from schemas.core import Column, ColumnType, Field, InputSchema, Role, TableSchema
+from schemas.taxi import PREDICTIONS, SCORING_ERRORS, SCORING_RUNS, TRIPS
+
+INPUT = TRIPS
+WAREHOUSE_TABLES = (PREDICTIONS, SCORING_ERRORS, SCORING_RUNS)
+
+__all__ = [
+    "Column", "ColumnType", "Field", "InputSchema", "Role", "TableSchema",
+    "INPUT", "PREDICTIONS", "SCORING_ERRORS", "SCORING_RUNS", "WAREHOUSE_TABLES",
+]

@@ -1,0 +1,26 @@
+"""Installs the batch-scoring pipeline (also what Dataflow workers install via --setup_file)."""
+from setuptools import find_packages, setup
+
+REQUIRED = [
+    "apache-beam[gcp]==2.77.0",
+    "tensorflow==2.21.0",
+    "tensorflow-transform==1.21.0",
+    "tfx-bsl==1.21.0",
+    "tf-keras==2.21.0",
+    "pyarrow==25.0.1",
+    "numpy==2.4.6",
+    "pandas==3.1.1",
+    "duckdb==2.0.0",
+    "google-cloud-bigquery==3.47.0",
+]
+TEST = ["pytest==9.2.0"]
+
+setup(
+    name="taxi-batch-scoring",
+    version="0.1.0",
+    description="Nightly batch-scoring ETL on Apache Beam: tf.Transform + RunInference + warehouse load.",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["schemas*", "transforms*", "models*", "pipelines*"]),
+    install_requires=REQUIRED,
+    extras_require={"test": TEST},
+)

@@ -1,0 +1,98 @@
+"""Extract and validate: every record is typed, or rejected with a reason; nothing disappears."""
+import apache_beam as beam
+import pyarrow as pa
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+import schemas
+from pipelines.batches import FILE_ERROR, RECORD_ERROR, RawBatch
+from pipelines.extract import InputNotFoundError, ReadCsvBatches, match_input
+from pipelines.validate import SchemaValidator, ValidateRecords
+
+SCHEMA = schemas.INPUT.for_scoring()
+HEADER = ",".join(SCHEMA.names)
+GOOD = "t1,8,12.5,11,15,2,1795446000,41.88,-87.63,,,1.5,,17031839100,Cash,Flash Cab,540,32,0.0"
+
+
+def raw(**overrides) -> RawBatch:
+    values = dict(zip(SCHEMA.names, GOOD.split(",")))
+    values.update(overrides)
+    return RawBatch("f.csv", pa.RecordBatch.from_pydict(
+        {k: pa.array([v if v != "" else None], pa.string()) for k, v in values.items()}))
+
+
+def test_good_record_is_typed_exactly():
+    valid, rejected = SchemaValidator(SCHEMA).validate(raw())
+    assert rejected is None
+    row = valid.to_pylist()[0]
+    assert row["fare"] == 12.5 and row["trip_seconds"] == 540 and row["pickup_census_tract"] is None
+    assert row["dropoff_census_tract"] == 17031839100 and row["company"] == "Flash Cab"
+    assert valid.schema.field("trip_start_hour").type == pa.int64()
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ({"fare": "12,50"}, "wrong type: fare is not FLOAT64: '12,50'"),
+    ({"trip_seconds": "5.5"}, "wrong type: trip_seconds is not INT64: '5.5'"),
+    ({"trip_start_hour": "99999999999999999999"}, "wrong type: trip_start_hour is not INT64"),
+    ({"trip_miles": "inf"}, "wrong type: trip_miles is not a finite number"),
+    ({"fare": ""}, "missing required field: fare"),
+    ({"trip_id": ""}, "missing required field: trip_id"),
+    ({"payment_type": ""}, "missing required field: payment_type"),
+])
+def test_bad_record_is_rejected_with_its_reason(overrides, reason):
+    valid, rejected = SchemaValidator(SCHEMA).validate(raw(**overrides))
+    assert valid.num_rows == 0
+    [row] = rejected.to_pylist()
+    assert row["reason"].startswith(reason)
+    assert row["error_kind"] == RECORD_ERROR and row["source"] == "f.csv"
+    assert row["raw_record"].split(",")[0] == (overrides.get("trip_id") or "t1") or "trip_id" in overrides
+
+
+def test_nullable_columns_may_be_empty_but_not_wrong():
+    valid, rejected = SchemaValidator(SCHEMA).validate(raw(company="", trip_seconds="", tips=""))
+    assert rejected is None and valid.num_rows == 1
+    _, rejected = SchemaValidator(SCHEMA).validate(raw(pickup_latitude="north"))
+    assert rejected.column("reason")[0].as_py() == "wrong type: pickup_latitude is not FLOAT64: 'north'"
+
+
+def test_training_view_requires_the_label_and_not_the_key():
+    training = schemas.INPUT.for_training()
+    valid, rejected = SchemaValidator(training).validate(raw(trip_id="", tips=""))
+    assert valid.num_rows == 0
+    assert rejected.column("reason")[0].as_py() == "missing required field: tips"
+
+
+def _write(path, text):
+    path.write_text(text)
+    return str(path)
+
+
+def test_extract_and_validate_in_a_pipeline(tmp_path):
+    bad_type = GOOD.replace("12.5", "twelve").replace("t1,", "t2,")
+    files = [
+        _write(tmp_path / "a.csv", "\n".join([HEADER, GOOD, "t3,only,three", bad_type,
+                                             GOOD.replace("t1,", "t4,")]) + "\n"),
+        _write(tmp_path / "empty.csv", ""),
+        _write(tmp_path / "header_only.csv", HEADER + "\n"),
+    ]
+    with BeamTestPipeline() as p:
+        read = p | ReadCsvBatches(files, SCHEMA)
+        checked = read.batches | ValidateRecords(SCHEMA)
+        keys = checked.valid | beam.FlatMap(lambda b: b.column("trip_id").to_pylist())
+        rejected = ((read.rejected, checked.rejected) | beam.Flatten()
+                    | beam.FlatMap(lambda b: [(r["source"].rsplit("/", 1)[-1], r["line_number"], r["reason"],
+                                               r["error_kind"]) for r in b.to_pylist()]))
+        assert_that(keys, equal_to(["t1", "t4"]), label="Scored")
+        assert_that(rejected, equal_to([
+            ("a.csv", 3, "malformed line: expected 19 fields, found 3", RECORD_ERROR),
+            ("a.csv", None, "wrong type: fare is not FLOAT64: 'twelve'", RECORD_ERROR),
+            ("empty.csv", None, "empty file: no header and no records", FILE_ERROR),
+            ("header_only.csv", None, "empty file: a header but no records", FILE_ERROR),
+        ]), label="Rejected")
+        assert_that(read.counts | beam.CombineGlobally(sum), equal_to([4]), label="InputCount")
+
+
+def test_no_input_files_is_a_clear_error(tmp_path):
+    with pytest.raises(InputNotFoundError, match="2026-11-23.*nothing matches"):
+        match_input(str(tmp_path / "dt={date}" / "*.csv"), "2026-11-23")
