@@ -1,0 +1,182 @@
+"""`pipelines.score` end to end on DirectRunner, into a real DuckDB warehouse file."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+
+import schemas
+from models import signature
+from pipelines import score
+from pipelines.batches import RawBatch
+from pipelines.validate import SchemaValidator
+from pipelines.warehouse import AuditError, DuckDBWarehouse, RunRecord, StagedResults
+from tests.conftest import REPO, query, write_partition
+
+DAY = "2026-11-23"
+
+
+def score_args(tmp_path, model_root, day=DAY, *extra):
+    return [f"--date={day}", f"--input={tmp_path}/trips/dt={{date}}/*.csv", f"--model_root={model_root}",
+            f"--warehouse={tmp_path}/wh/scores.duckdb", *extra]
+
+
+def predictions(tmp_path, day=DAY):
+    return query(tmp_path / "wh" / "scores.duckdb",
+                 "SELECT trip_id, probability, label, threshold, model_version, run_id FROM predictions "
+                 "WHERE score_date = ? ORDER BY trip_id", [date.fromisoformat(day)])
+
+
+def test_scores_a_date_end_to_end(trained, model_root, tmp_path):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 3000, rows_per_file=1000)
+    summary = score.run(score_args(tmp_path, model_root, DAY, f"--summary_json={tmp_path}/summary.json"))
+
+    rows = predictions(tmp_path)
+    assert len(rows) == 3000 and len({r[0] for r in rows}) == 3000
+    threshold = trained.version.threshold
+    for trip_id, probability, label, stored_threshold, version, run_id in rows:
+        assert 0 <= probability <= 1 and label == (probability >= threshold)
+        assert stored_threshold == pytest.approx(threshold) and version == trained.version.version
+        assert run_id == summary["run_id"]
+    written = json.loads((tmp_path / "summary.json").read_text())
+    assert written == json.loads(json.dumps(summary))
+    assert (written["input_records"], written["scored_records"], written["rejected_records"]) == (3000, 3000, 0)
+    assert written["reconciled"] and written["status"] == "succeeded" and written["model_version"] == 1
+    assert query(tmp_path / "wh" / "scores.duckdb", "SELECT status, input_records FROM scoring_runs") == [
+        ("succeeded", 3000)]
+    assert not os.path.exists(tmp_path / "wh" / "_staging" / summary["run_id"])
+
+    # The warehouse holds what the model itself says for the first file's rows.
+    raw = pacsv.read_csv(tmp_path / "trips" / f"dt={DAY}" / "part-00000.csv", convert_options=pacsv.ConvertOptions(
+        column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True, null_values=[""]))
+    valid, _ = SchemaValidator(schemas.INPUT.for_scoring()).validate(RawBatch("x", raw.to_batches()[0]))
+    model = tf.saved_model.load(trained.version.path)
+    direct = model.signatures[signature.RAW_SIGNATURE](**signature.batch_to_inputs(valid, schemas.INPUT))
+    expected = dict(zip(valid.column("trip_id").to_pylist(), direct[signature.PROBABILITY].numpy().tolist()))
+    stored = {r[0]: r[1] for r in rows if r[0] in expected}
+    assert len(stored) == 1000
+    np.testing.assert_allclose([stored[k] for k in expected], list(expected.values()), atol=1e-6)
+
+
+def test_rerunning_a_date_replaces_it(model_root, tmp_path):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 500)
+    write_partition(tmp_path / "trips" / "dt=2026-11-22", "2026-11-22", 200)
+    score.run(score_args(tmp_path, model_root, "2026-11-22"))
+    first = score.run(score_args(tmp_path, model_root))
+    second = score.run(score_args(tmp_path, model_root))
+    rows = predictions(tmp_path)
+    assert len(rows) == 500 and {r[5] for r in rows} == {second["run_id"]} != {first["run_id"]}
+    assert len(predictions(tmp_path, "2026-11-22")) == 200  # other dates untouched
+    runs = query(tmp_path / "wh" / "scores.duckdb", "SELECT status FROM scoring_runs")
+    assert [r[0] for r in runs] == ["succeeded"] * 3
+
+
+def test_bad_records_are_rejected_with_reasons_and_the_rest_scored(model_root, tmp_path):
+    partition = tmp_path / "trips" / f"dt={DAY}"
+    [path] = write_partition(partition, DAY, 50)
+    lines = open(path).read().splitlines()
+    header, good = lines[0], lines[1:]
+    first = good[0].split(",")
+    wrong_type = ",".join(["bad-type"] + first[1:2] + ["12x"] + first[3:])
+    missing_fare = ",".join(["no-fare"] + first[1:2] + [""] + first[3:])
+    with open(path, "w") as f:
+        f.write("\n".join([header, *good, "truncated,line", wrong_type, missing_fare]) + "\n")
+    (partition / "part-empty.csv").write_text("")
+
+    summary = score.run(score_args(tmp_path, model_root))
+    assert (summary["input_records"], summary["scored_records"], summary["rejected_records"]) == (53, 50, 3)
+    assert summary["rejected_files"] == 1 and summary["reconciled"]
+    errors = query(tmp_path / "wh" / "scores.duckdb",
+                   "SELECT reason, raw_record, error_kind, line_number, source FROM scoring_errors ORDER BY reason")
+    reasons = {r[0]: r for r in errors}
+    assert set(reasons) == {"empty file: no header and no records", "malformed line: expected 19 fields, found 2",
+                            "missing required field: fare", "wrong type: fare is not FLOAT64: '12x'"}
+    assert reasons["malformed line: expected 19 fields, found 2"][1:4] == ("truncated,line", "record", 52)
+    assert reasons["missing required field: fare"][1].startswith("no-fare,")
+    assert reasons["wrong type: fare is not FLOAT64: '12x'"][1].startswith("bad-type,")
+    assert reasons["empty file: no header and no records"][2:] == ("file", None, str(partition / "part-empty.csv"))
+    assert len(predictions(tmp_path)) == 50
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--date=2026-02-30"], "not a real date"),
+    ([], "--date is required"),
+    (["--date=2026-11-21"], "no input files for date 2026-11-21"),
+    (["--date=2026-11-23", "--model_version=9"], "no complete version 9"),
+])
+def test_bad_configuration_fails_before_writing_anything(model_root, tmp_path, args, message, capsys):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 10)
+    base = [a for a in score_args(tmp_path, model_root) if not a.startswith("--date")]
+    assert score.main(base + args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "wh").exists()
+
+
+def test_failed_run_keeps_the_previous_rows_and_says_failed(trained, tmp_path):
+    root = tmp_path / "models"
+    shutil.copytree(os.path.dirname(trained.version.path), root / "taxi_tipper")
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 300)
+    good = score.run(score_args(tmp_path, root))
+    # Version 2: complete metadata, but its SavedModel is damaged, so loading fails mid-run.
+    shutil.copytree(root / "taxi_tipper" / "1", root / "taxi_tipper" / "2")
+    shutil.rmtree(root / "taxi_tipper" / "2" / "variables")
+    with pytest.raises(score.RunFailed, match="previous results left as they were"):
+        score.run(score_args(tmp_path, root))
+    rows = predictions(tmp_path)
+    assert len(rows) == 300 and {r[5] for r in rows} == {good["run_id"]} and {r[4] for r in rows} == {1}
+    runs = query(tmp_path / "wh" / "scores.duckdb", "SELECT model_version, status, error FROM scoring_runs "
+                 "ORDER BY started_at")
+    assert [r[:2] for r in runs] == [(1, "succeeded"), (2, "failed")] and runs[1][2]
+
+
+def test_killed_run_keeps_the_previous_rows(model_root, tmp_path):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 200)
+    good = score.run(score_args(tmp_path, model_root))
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 300_000, rows_per_file=50_000)
+    staging = tmp_path / "wh" / "_staging"
+    env = {**os.environ, "PYTHONPATH": REPO}
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines.score", *score_args(
+        tmp_path, model_root, DAY, "--block_bytes=65536", "--batch_size=2048")], cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(staging.glob("*/predictions/*.parquet")):
+        assert proc.poll() is None, "the run ended before it staged anything"
+        assert time.monotonic() < deadline, "nothing staged in 120 s"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rows = predictions(tmp_path)
+    assert len(rows) == 200 and {r[5] for r in rows} == {good["run_id"]}
+    statuses = [r[0] for r in query(tmp_path / "wh" / "scores.duckdb", "SELECT status FROM scoring_runs "
+                                    "ORDER BY started_at")]
+    assert statuses == ["succeeded", "running"]  # the killed run never finished
+
+
+def test_failed_audit_publishes_nothing(model_root, tmp_path):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 100)
+    good = score.run(score_args(tmp_path, model_root))
+    warehouse = DuckDBWarehouse(str(tmp_path / "wh" / "scores.duckdb"))
+    run = RunRecord("bad-run", date(2026, 11, 23), "taxi_tipper", 1, "x", datetime.now(timezone.utc))
+    warehouse.prepare(run)
+    staged = tmp_path / "staged.parquet"
+    table = pa.Table.from_pylist([{
+        "score_date": date(2026, 11, 23), "trip_id": "t", "probability": 1.5, "label": True, "threshold": 0.5,
+        "model_name": "taxi_tipper", "model_version": 1, "model_role": "champion", "run_id": "bad-run",
+        "scored_at": datetime.now(timezone.utc)}], schema=schemas.PREDICTIONS.arrow_schema)
+    pq.write_table(table, staged)
+    with pytest.raises(AuditError, match=r"outside \[0, 1\].*input 5 != scored 1"):
+        warehouse.publish(run, StagedResults([(str(staged), 1)], [], 5), datetime.now(timezone.utc))
+    with pytest.raises(AuditError, match="hold 1 rows but 2 were written"):
+        warehouse.publish(run, StagedResults([(str(staged), 2)], [], 1), datetime.now(timezone.utc))
+    rows = predictions(tmp_path)
+    assert len(rows) == 100 and {r[5] for r in rows} == {good["run_id"]}
