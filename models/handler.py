@@ -1,25 +1,28 @@
 """Beam RunInference model handler for an exported version: Arrow batches in, Arrow batches out.
 
-Each RunInference element is a whole typed record batch, so batching counts rows, not elements
-(`element_size_fn`), and a model call sees `batch_size` records at most however the input was
-cut. The model is loaded once per process and shared by its threads through RunInference's
-shared-model machinery.
+Each RunInference element is a whole typed record batch, so batching counts records, not elements
+(`element_size_fn`), and a model call sees `batch_size` records at most however the input was cut.
+RunInference loads the model once per process and shares it between the process's threads; with
+`large_model` one copy serves every process on the machine. The loaded model is a `ShardedModel`:
+one copy per claimed device, calls spread round robin, rows counted per device.
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from models import signature
+from models.devices import DEFAULT_BATCH_SIZE, ShardedModel, resolve_kind
 from models.registry import ModelVersion
 from schemas import PREDICTIONS, InputSchema
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+DEVICE_METRICS_NAMESPACE = "scoring_devices"
 
 # What the handler produces: the predictions table less the run-level columns the load stage adds.
 RUN_LEVEL_PREDICTION_FIELDS = ("score_date", "run_id", "scored_at")
@@ -30,32 +33,43 @@ def batch_rows(batch: pa.RecordBatch) -> int:
     return batch.num_rows
 
 
-class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, Any]):
-    def __init__(self, model: ModelVersion, schema: InputSchema, batch_size: int = 65536,
+class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedModel]):
+    def __init__(self, model: ModelVersion, schema: InputSchema, *, batch_size: int | None = None,
+                 accelerator: str = "auto", models_per_process: int = 1, large_model: bool = False,
                  role: str = CHAMPION):
-        # BatchElements sums element sizes, so these bounds are in records, not elements.
-        super().__init__(min_batch_size=batch_size, max_batch_size=batch_size, element_size_fn=batch_rows)
+        """`batch_size` None picks the device's default once the device kind is known (on the worker)."""
         self._batch_size = batch_size
+        self._accelerator = accelerator
+        self._copies = models_per_process
         self._model = model
         self._schema = schema
         self._role = role
+        # BatchElements sums element sizes, so these bounds are in records, not elements. Batches
+        # are formed before the model (and so the device) is known: use the requested size, or the
+        # CPU default, and slice further in run_inference if the device wants smaller calls.
+        rows = batch_size or DEFAULT_BATCH_SIZE["cpu"]
+        super().__init__(min_batch_size=rows, max_batch_size=rows, element_size_fn=batch_rows,
+                         large_model=large_model)
 
-    def load_model(self):
-        import tensorflow as tf
+    def load_model(self) -> ShardedModel:
+        return ShardedModel(self._model.path, self._schema, self._accelerator, self._copies)
 
-        return tf.saved_model.load(self._model.path)
+    def _call_size(self) -> int:
+        return self._batch_size or DEFAULT_BATCH_SIZE[resolve_kind(self._accelerator)]
 
-    def run_inference(self, batch: Sequence[pa.RecordBatch], model: Any,
+    def run_inference(self, batch: Sequence[pa.RecordBatch], model: ShardedModel,
                       inference_args: dict | None = None) -> Iterable[pa.RecordBatch]:
+        if not batch:  # BatchElements flushes an empty batch when one element outweighs the batch size
+            return []
         table = pa.Table.from_batches(batch) if len(batch) > 1 else batch[0]
-        score = model.signatures[signature.RAW_SIGNATURE]
-        # One element can exceed the batch size (a large parse block): call the model in slices.
-        probabilities = np.concatenate([
-            score(**signature.batch_to_inputs(table.slice(start, self._batch_size), self._schema))
-            [signature.PROBABILITY].numpy()
-            for start in range(0, table.num_rows, self._batch_size)
-        ]) if table.num_rows else np.zeros(0, np.float32)
-        scored = self._scored(table, probabilities)
+        size = self._call_size()
+        parts = []
+        for start in range(0, table.num_rows, size):
+            chunk = table.slice(start, size)
+            probabilities, device = model.predict(chunk)
+            Metrics.counter(DEVICE_METRICS_NAMESPACE, f"{self._role}@{device}").inc(chunk.num_rows)
+            parts.append(probabilities)
+        scored = self._scored(table, np.concatenate(parts) if parts else np.zeros(0, np.float32))
         # RunInference wants one result per input element: slice the columns back apart.
         offset, results = 0, []
         for element in batch:
@@ -75,7 +89,7 @@ class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, Any]):
                 key,
                 probs,
                 pc.greater_equal(probs, threshold),
-                pa.repeat(threshold, n),  # constant columns: one value, n references
+                pa.repeat(threshold, n),
                 pa.repeat(self._model.name, n),
                 pa.repeat(self._model.version, n),
                 pa.repeat(self._role, n),

@@ -38,7 +38,19 @@ class ScoringOptions(PipelineOptions):
                             help="Where files are staged before publishing (default: _staging/ beside "
                                  "the warehouse).")
         parser.add_argument("--model_version", default="latest", help="'latest' or an integer version.")
-        parser.add_argument("--batch_size", type=int, default=65536, help="Records per model call.")
+        parser.add_argument("--challenger_version", default=None,
+                            help="Also score every record with this version (rows marked challenger) "
+                                 "and compare it with the champion in the run summary.")
+        parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "tpu"],
+                            help="Where the model runs: auto uses GPUs when present, else CPUs.")
+        parser.add_argument("--batch_size", type=int, default=None,
+                            help="Records per model call (default by device: cpu 65536, gpu 262144, "
+                                 "tpu 131072).")
+        parser.add_argument("--models_per_process", type=int, default=1,
+                            help="Model copies each worker process loads, each on its own device; set it "
+                                 "to the GPU count when a worker runs one SDK process for several GPUs.")
+        parser.add_argument("--large_model", action="store_true", default=False,
+                            help="Load one model copy per machine, shared by all its worker processes.")
         parser.add_argument("--block_bytes", type=int, default=8 << 20,
                             help="Bytes of input parsed per batch (bounds memory per worker).")
         parser.add_argument("--summary_json", default=None,

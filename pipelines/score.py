@@ -25,7 +25,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 import schemas
 from models import registry
-from models.handler import ExportedModelHandler
+from models import devices
+from models.devices import AcceleratorError
+from models.handler import CHALLENGER, CHAMPION, DEVICE_METRICS_NAMESPACE, ExportedModelHandler
 from models.registry import ModelVersion, ModelVersionError
 from pipelines import extract
 from pipelines.extract import InputNotFoundError, ReadCsvBatches
@@ -35,7 +37,8 @@ from pipelines.validate import ValidateRecords
 from pipelines.warehouse import DuckDBWarehouse, RunRecord, WarehouseConfigError
 from schemas import InputSchema
 
-CONFIG_ERRORS = (InputNotFoundError, ModelVersionError, WarehouseConfigError, ValueError)
+CONFIG_ERRORS = (InputNotFoundError, ModelVersionError, WarehouseConfigError, AcceleratorError, ValueError)
+LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 
 class RunFailed(RuntimeError):
@@ -50,10 +53,19 @@ class ScoringConfig:
     files: list[str]
     schema: InputSchema
     model: ModelVersion
+    challenger: ModelVersion | None
     warehouse: DuckDBWarehouse
     staging_dir: str
-    batch_size: int
     block_bytes: int
+    batch_size: int | None
+    accelerator: str
+    models_per_process: int
+    large_model: bool
+
+    def handler(self, model: ModelVersion, role: str) -> ExportedModelHandler:
+        return ExportedModelHandler(model, self.schema, batch_size=self.batch_size, accelerator=self.accelerator,
+                                    models_per_process=self.models_per_process, large_model=self.large_model,
+                                    role=role)
 
 
 def parse_date(value: str | None) -> date:
@@ -70,10 +82,19 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     data = options.view_as(DataOptions)
     opts = options.view_as(ScoringOptions)
     score_date = parse_date(opts.date)
-    if opts.batch_size < 1 or opts.block_bytes < 1024:
-        raise ValueError("--batch_size must be positive and --block_bytes at least 1024")
+    if (opts.batch_size is not None and opts.batch_size < 1) or opts.block_bytes < 1024 \
+            or opts.models_per_process < 1:
+        raise ValueError("--batch_size and --models_per_process must be positive, --block_bytes at least 1024")
     schema = schemas.INPUT.for_scoring()
     model = registry.resolve(data.model_root, data.model_name, opts.model_version, schemas.INPUT)
+    challenger = None
+    if opts.challenger_version is not None:
+        challenger = registry.resolve(data.model_root, data.model_name, opts.challenger_version, schemas.INPUT)
+        if challenger.version == model.version:
+            raise ValueError(f"--challenger_version {challenger.version} is the champion version itself")
+    runner = options.get_all_options().get("runner")
+    if runner in LOCAL_RUNNERS:  # this machine is the worker: check its accelerator now, not mid-run
+        devices.visible_devices(devices.resolve_kind(opts.accelerator))
     input_pattern = data.input or DEFAULT_SCORING_INPUT
     files = extract.match_input(input_pattern, score_date.isoformat())
     warehouse = DuckDBWarehouse(opts.warehouse)
@@ -83,38 +104,49 @@ def plan(options: PipelineOptions) -> ScoringConfig:
         score_date=score_date,
         model_name=model.name,
         model_version=model.version,
+        challenger_version=challenger.version if challenger else None,
         input=input_pattern.format(date=score_date.isoformat()),
         started_at=started,
         options={"model_root": data.model_root, "model_version": str(opts.model_version),
-                 "batch_size": opts.batch_size, "block_bytes": opts.block_bytes,
-                 "runner": options.get_all_options().get("runner") or "DirectRunner", "files": len(files)},
+                 "challenger_version": opts.challenger_version, "accelerator": opts.accelerator,
+                 "batch_size": opts.batch_size, "models_per_process": opts.models_per_process,
+                 "large_model": opts.large_model, "block_bytes": opts.block_bytes,
+                 "runner": runner or "DirectRunner", "files": len(files)},
     )
-    return ScoringConfig(run, files, schema, model, warehouse,
-                         opts.staging_dir or warehouse.default_staging_dir(), opts.batch_size, opts.block_bytes)
+    return ScoringConfig(run, files, schema, model, challenger, warehouse,
+                         opts.staging_dir or warehouse.default_staging_dir(), opts.block_bytes, opts.batch_size,
+                         opts.accelerator, opts.models_per_process, opts.large_model)
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
     """Extract -> validate -> score -> load; returns the published counts."""
     read = pipeline | "ReadTrips" >> ReadCsvBatches(config.files, config.schema, config.block_bytes)
     checked = read.batches | "Validate" >> ValidateRecords(config.schema)
-    scored = checked.valid | "RunInference" >> RunInference(
-        ExportedModelHandler(config.model, config.schema, config.batch_size))
+    scored = checked.valid | "RunInference" >> RunInference(config.handler(config.model, CHAMPION))
+    if config.challenger is not None:
+        challenged = checked.valid | "RunChallenger" >> RunInference(config.handler(config.challenger, CHALLENGER))
+        scored = (scored, challenged) | "BothModels" >> beam.Flatten()
     rejected = (read.rejected, checked.rejected) | "AllRejected" >> beam.Flatten()
     return (scored, rejected, read.counts) | "WriteScores" >> LoadToWarehouse(
         config.warehouse, config.run, config.staging_dir)
 
 
 def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
-    row = config.warehouse.run_row(config.run.run_id)
     counters = {f"{m.key.metric.namespace}/{m.key.metric.name}": m.committed
                 for m in result.metrics().query(MetricsFilter())["counters"]}
+    config.warehouse.record_metrics(config.run.run_id, counters)
+    row = config.warehouse.run_row(config.run.run_id)
     scored = row["scored_records"] or 0
+    prefix = DEVICE_METRICS_NAMESPACE + "/"
     return {
         "run_id": row["run_id"],
         "date": row["score_date"].isoformat(),
         "status": row["status"],
         "model_name": row["model_name"],
         "model_version": row["model_version"],
+        "challenger_version": row["challenger_version"],
+        "comparison": json.loads(row["comparison"]) if row["comparison"] else None,
+        "devices": {k[len(prefix):]: v for k, v in counters.items() if k.startswith(prefix)},
         "input": row["input"],
         "input_records": row["input_records"],
         "scored_records": scored,
@@ -170,6 +202,10 @@ def main(argv: list[str]) -> int:
           f"+ rejected {summary['rejected_records']} ({'reconciled' if summary['reconciled'] else 'NOT RECONCILED'}); "
           f"{summary['rejected_files']} files rejected; model {summary['model_name']} v{summary['model_version']}; "
           f"run {summary['run_id']} in {summary['timings']['seconds']} s -> {summary['warehouse']}")
+    for device, rows in sorted(summary["devices"].items()):
+        print(f"  {device}: {rows} records scored")
+    if summary["comparison"]:
+        print("  champion vs challenger: " + json.dumps(summary["comparison"], sort_keys=True))
     return 0 if summary["reconciled"] else 1
 
 

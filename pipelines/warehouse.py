@@ -97,15 +97,17 @@ class DuckDBWarehouse:
             con.execute("BEGIN TRANSACTION")
             try:
                 counts = _audit(con, run, staged)
+                comparison = _compare(con, pred_files) if run.challenger_version is not None else None
                 for table, files in ((PREDICTIONS, pred_files), (SCORING_ERRORS, err_files)):
                     con.execute(f'DELETE FROM "{table.name}" WHERE score_date = ?', [run.score_date])
                     if files:
                         con.execute(f'INSERT INTO "{table.name}" BY NAME SELECT * FROM read_parquet(?)', [files])
                 con.execute(
                     f'UPDATE "{SCORING_RUNS.name}" SET status = ?, input_records = ?, scored_records = ?, '
-                    "rejected_records = ?, rejected_files = ?, finished_at = ? WHERE run_id = ?",
+                    "rejected_records = ?, rejected_files = ?, finished_at = ?, comparison = ? WHERE run_id = ?",
                     [SUCCEEDED, counts["input_records"], counts["scored_records"], counts["rejected_records"],
-                     counts["rejected_files"], finished_at, run.run_id],
+                     counts["rejected_files"], finished_at, json.dumps(comparison) if comparison else None,
+                     run.run_id],
                 )
                 con.execute("COMMIT")
             except BaseException:
@@ -120,6 +122,11 @@ class DuckDBWarehouse:
                 "WHERE run_id = ? AND status = ?",
                 [FAILED, error[:4000], finished_at, run_id, RUNNING],
             )
+
+    def record_metrics(self, run_id: str, metrics: dict[str, Any]) -> None:
+        with self.connect() as con:
+            con.execute(f'UPDATE "{SCORING_RUNS.name}" SET metrics = ? WHERE run_id = ?',
+                        [json.dumps(metrics, sort_keys=True), run_id])
 
     def run_row(self, run_id: str) -> dict[str, Any]:
         with self.connect() as con:
@@ -161,10 +168,15 @@ def _audit(con: duckdb.DuckDBPyConnection, run: RunRecord, staged: StagedResults
         rejected_records, rejected_files = con.execute(
             "SELECT count(*) FILTER (WHERE error_kind = 'record'), count(*) FILTER (WHERE error_kind = 'file') "
             "FROM read_parquet(?)", [err_files]).fetchone()
-    champion = scored
+    champion = challenger = 0
     if pred_files:
-        (champion,) = con.execute(
-            "SELECT count(*) FROM read_parquet(?) WHERE model_role = 'champion'", [pred_files]).fetchone()
+        champion, challenger = con.execute(
+            "SELECT count(*) FILTER (WHERE model_role = 'champion'), count(*) FILTER (WHERE model_role = 'challenger') "
+            "FROM read_parquet(?)", [pred_files]).fetchone()
+    if run.challenger_version is not None and challenger != champion:
+        problems.append(f"the challenger scored {challenger} records but the champion {champion}")
+    if run.challenger_version is None and challenger:
+        problems.append(f"{challenger} challenger rows staged but no challenger was asked for")
     if scored != written:
         problems.append(f"staged predictions hold {scored} rows but {written} were written")
     if null_fields:
@@ -181,3 +193,26 @@ def _audit(con: duckdb.DuckDBPyConnection, run: RunRecord, staged: StagedResults
     return {"input_records": staged.input_records, "scored_records": champion,
             "rejected_records": rejected_records, "rejected_files": rejected_files,
             "prediction_rows": scored}
+
+
+def _compare(con: duckdb.DuckDBPyConnection, pred_files: list[str]) -> dict[str, float | int | None]:
+    """Champion vs challenger on the same records: how different would switching make tomorrow?"""
+    key = INPUT.key.name
+    row = con.execute(
+        f"""
+        WITH champion AS (SELECT "{key}" AS k, probability AS p, label AS l FROM read_parquet($files)
+                          WHERE model_role = 'champion'),
+             challenger AS (SELECT "{key}" AS k, probability AS p, label AS l FROM read_parquet($files)
+                            WHERE model_role = 'challenger'),
+             paired AS (SELECT c.p AS cp, h.p AS hp, c.l AS cl, h.l AS hl FROM champion c JOIN challenger h USING (k)),
+             ranked AS (  -- average ranks, so ties do not bias Spearman's coefficient
+                SELECT cp, hp, cl, hl,
+                       rank() OVER (ORDER BY cp) + (count(*) OVER (PARTITION BY cp) - 1) / 2.0 AS rc,
+                       rank() OVER (ORDER BY hp) + (count(*) OVER (PARTITION BY hp) - 1) / 2.0 AS rh
+                FROM paired)
+        SELECT count(*), avg(cp), avg(hp), avg(CASE WHEN cl <> hl THEN 1.0 ELSE 0.0 END), corr(rc, rh) FROM ranked
+        """, {"files": pred_files}).fetchone()
+    records, champion_mean, challenger_mean, differ, spearman = row
+    return {"records": records, "champion_mean_probability": champion_mean,
+            "challenger_mean_probability": challenger_mean, "label_disagreement": differ,
+            "rank_correlation": spearman}

@@ -86,6 +86,9 @@ SCORING_RUNS = TableSchema(
         Field("started_at", T.TIMESTAMP, True, "Run start (UTC)."),
         Field("finished_at", T.TIMESTAMP, False, "Run end (UTC)."),
         Field("error", T.STRING, False, "Why the run failed."),
+        Field("comparison", T.STRING, False,
+              "Champion vs challenger, as JSON: mean scores, share of labels that differ, rank correlation."),
+        Field("metrics", T.STRING, False, "Beam metrics of the run (rows per stage and device), as JSON."),
         Field("options", T.STRING, True, "The pipeline options that matter, as JSON."),
     ),
 )

@@ -1,0 +1,127 @@
+"""The RunInference handler on columnar batches, thresholds from the version, champion and challenger."""
+import dataclasses
+import os
+import shutil
+from datetime import date
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tensorflow as tf
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
+from apache_beam.testing.util import assert_that
+
+import schemas
+from models import registry, signature
+from models.handler import CHALLENGER, SCORED_SCHEMA, ExportedModelHandler
+from pipelines import score
+from pipelines.warehouse import _compare
+from tests.conftest import query, write_partition
+from tests.test_sharding import typed_trips  # noqa: F401  (fixture)
+
+DAY = "2026-11-23"
+
+
+def test_handler_scores_columnar_batches(trained, typed_trips):  # noqa: F811
+    batches = typed_trips.to_batches(max_chunksize=700)  # 4000 rows: 6 batches, the last one short
+    handler = ExportedModelHandler(trained.version, schemas.INPUT.for_scoring(), batch_size=1500)
+    model = tf.saved_model.load(trained.version.path)
+    direct = model.signatures[signature.RAW_SIGNATURE](**signature.batch_to_inputs(typed_trips, schemas.INPUT))
+    expected = dict(zip(typed_trips.column("trip_id").to_pylist(), direct[signature.PROBABILITY].numpy().tolist()))
+    threshold = trained.version.threshold
+
+    def check(outputs):
+        assert sorted(b.num_rows for b in outputs) == sorted(b.num_rows for b in batches)
+        for out in outputs:
+            assert out.schema == SCORED_SCHEMA
+            got = dict(zip(out.column("trip_id").to_pylist(), out.column("probability").to_pylist()))
+            np.testing.assert_allclose(list(got.values()), [expected[k] for k in got], atol=1e-6)
+            assert out.column("label").to_pylist() == [p >= threshold for p in got.values()]
+            assert set(out.column("model_version").to_pylist()) == {trained.version.version}
+
+    with BeamTestPipeline() as p:
+        outputs = p | beam.Create(batches) | RunInference(handler)
+        assert_that(outputs, check)
+
+
+def test_batches_never_exceed_the_batch_size(trained, typed_trips):  # noqa: F811
+    handler = ExportedModelHandler(trained.version, schemas.INPUT.for_scoring(), batch_size=512)
+    model = handler.load_model()
+    calls = []
+    original = model.predict
+    model.predict = lambda chunk: (calls.append(chunk.num_rows), original(chunk))[1]
+    [out] = handler.run_inference([typed_trips.to_batches()[0].slice(0, 1300)], model)
+    assert calls == [512, 512, 276] and out.num_rows == 1300
+
+
+def test_label_uses_the_threshold_stored_with_the_version(trained, typed_trips):  # noqa: F811
+    batch = typed_trips.to_batches()[0].slice(0, 500)
+    for threshold in (0.0, 0.5, 1.01):
+        version = dataclasses.replace(trained.version, metadata={**trained.version.metadata, "threshold": threshold})
+        handler = ExportedModelHandler(version, schemas.INPUT.for_scoring())
+        [out] = handler.run_inference([batch], handler.load_model())
+        probs = np.array(out.column("probability").to_pylist())
+        assert out.column("label").to_pylist() == list(probs >= threshold)
+        assert set(out.column("threshold").to_pylist()) == {threshold}
+
+
+def test_champion_and_challenger_score_the_same_records(trained, tmp_path):
+    root = tmp_path / "models" / "taxi_tipper"
+    shutil.copytree(trained.version.path, root / "1")
+    shutil.copytree(trained.version.path, root / "2")
+    meta = registry.read_metadata(str(root / "2"))
+    os.remove(root / "2" / registry.METADATA_FILE)
+    registry.write_metadata(str(root / "2"), {**meta, "version": 2, "threshold": 0.5})
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 2000)
+    summary = score.run([f"--date={DAY}", f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+                         f"--model_root={tmp_path / 'models'}", f"--warehouse={tmp_path}/w.duckdb",
+                         "--model_version=1", "--challenger_version=2"])
+    assert (summary["input_records"], summary["scored_records"], summary["model_version"],
+            summary["challenger_version"]) == (2000, 2000, 1, 2)
+    rows = query(tmp_path / "w.duckdb", "SELECT model_role, model_version, count(*), count(DISTINCT trip_id) "
+                 "FROM predictions GROUP BY ALL ORDER BY 1")
+    assert rows == [("challenger", 2, 2000, 2000), ("champion", 1, 2000, 2000)]
+    # Same weights, other threshold: equal scores, perfectly ranked alike, labels differ exactly
+    # for the records scored between the two thresholds.
+    [(between,)] = query(tmp_path / "w.duckdb", "SELECT avg(CASE WHEN probability >= ? AND probability < 0.5 "
+                         "THEN 1.0 ELSE 0.0 END) FROM predictions WHERE model_role = 'champion'",
+                         [trained.version.threshold])
+    comparison = summary["comparison"]
+    assert comparison["records"] == 2000
+    assert comparison["champion_mean_probability"] == pytest.approx(comparison["challenger_mean_probability"])
+    assert comparison["label_disagreement"] == pytest.approx(between) and between > 0
+    assert comparison["rank_correlation"] == pytest.approx(1.0)
+    assert summary["devices"] and all(k.split("@")[0] in ("champion", CHALLENGER) for k in summary["devices"])
+
+
+def test_rank_correlation_of_opposite_models(tmp_path):
+    import duckdb
+
+    def staged(role, probs, labels):
+        path = tmp_path / f"{role}.parquet"
+        pq.write_table(pa.table({"trip_id": ["a", "b", "c", "d"], "probability": probs, "label": labels,
+                                 "model_role": [role] * 4}), path)
+        return str(path)
+
+    files = [staged("champion", [0.1, 0.2, 0.3, 0.4], [False, False, True, True]),
+             staged("challenger", [0.9, 0.7, 0.7, 0.1], [True, True, True, False])]
+    with duckdb.connect() as con:
+        result = _compare(con, files)
+    # Spearman with average ranks for the tie: ranks (1,2,3,4) vs (4,2.5,2.5,1) -> -0.9487
+    assert result["rank_correlation"] == pytest.approx(-0.9486833, abs=1e-6)
+    assert result["label_disagreement"] == pytest.approx(0.75)
+    assert result["champion_mean_probability"] == pytest.approx(0.25)
+
+
+def test_challenger_must_be_another_usable_version(model_root, tmp_path, capsys):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 10)
+    base = [f"--date={DAY}", f"--input={tmp_path}/trips/dt={{date}}/*.csv", f"--model_root={model_root}",
+            f"--warehouse={tmp_path}/w.duckdb"]
+    assert score.main(base + ["--challenger_version=1"]) == 2
+    assert "is the champion version itself" in capsys.readouterr().err
+    assert score.main(base + ["--challenger_version=5"]) == 2
+    assert "no complete version 5" in capsys.readouterr().err
+    assert not (tmp_path / "w.duckdb").exists()
