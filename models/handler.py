@@ -18,10 +18,8 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from models.devices import DEFAULT_BATCH_SIZE, ShardedModel, resolve_kind
 from models.registry import ModelVersion
-from schemas import PREDICTIONS, InputSchema
+from schemas import CHAMPION, PREDICTIONS, InputSchema
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 DEVICE_METRICS_NAMESPACE = "scoring_devices"
 
 # What the handler produces: the predictions table less the run-level columns the load stage adds.

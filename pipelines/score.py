@@ -27,7 +27,7 @@ import schemas
 from models import registry
 from models import devices
 from models.devices import AcceleratorError
-from models.handler import CHALLENGER, CHAMPION, DEVICE_METRICS_NAMESPACE, ExportedModelHandler
+from models.handler import DEVICE_METRICS_NAMESPACE, ExportedModelHandler
 from models.registry import ModelVersion, ModelVersionError
 from pipelines import extract
 from pipelines.extract import InputNotFoundError, ReadCsvBatches
@@ -35,7 +35,7 @@ from pipelines.load import LoadToWarehouse
 from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, parse
 from pipelines.validate import ValidateRecords
 from pipelines.warehouse import DuckDBWarehouse, RunRecord, WarehouseConfigError
-from schemas import InputSchema
+from schemas import CHALLENGER, CHAMPION, InputSchema
 
 CONFIG_ERRORS = (InputNotFoundError, ModelVersionError, WarehouseConfigError, AcceleratorError, ValueError)
 LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner")

@@ -16,7 +16,7 @@ from typing import Any
 
 import duckdb
 
-from schemas import INPUT, PREDICTIONS, SCORING_ERRORS, SCORING_RUNS, WAREHOUSE_TABLES, TableSchema
+from schemas import CHALLENGER, CHAMPION, INPUT, PREDICTIONS, SCORING_ERRORS, SCORING_RUNS, WAREHOUSE_TABLES, TableSchema
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 
@@ -56,6 +56,9 @@ class DuckDBWarehouse:
     """The embedded default warehouse: one DuckDB database file."""
 
     LOCK_WAIT_SECONDS = 300  # another run may hold the file's lock while it publishes
+    # Publishing copies the whole night into the table inside the scoring process; without a cap
+    # DuckDB's buffer cache grows with the night's size. It spills to disk past the cap instead.
+    MEMORY_LIMIT = "256MB"
 
     def __init__(self, path: str):
         if "://" in path:
@@ -69,7 +72,10 @@ class DuckDBWarehouse:
         deadline = time.monotonic() + self.LOCK_WAIT_SECONDS
         while True:
             try:
-                return duckdb.connect(self.path)
+                return duckdb.connect(self.path, config={
+                    "memory_limit": self.MEMORY_LIMIT,
+                    "preserve_insertion_order": False,  # a table's row order means nothing here
+                })
             except duckdb.IOException as e:
                 if "lock" not in str(e).lower() or time.monotonic() > deadline:
                     raise
@@ -171,8 +177,8 @@ def _audit(con: duckdb.DuckDBPyConnection, run: RunRecord, staged: StagedResults
     champion = challenger = 0
     if pred_files:
         champion, challenger = con.execute(
-            "SELECT count(*) FILTER (WHERE model_role = 'champion'), count(*) FILTER (WHERE model_role = 'challenger') "
-            "FROM read_parquet(?)", [pred_files]).fetchone()
+            "SELECT count(*) FILTER (WHERE model_role = ?), count(*) FILTER (WHERE model_role = ?) "
+            "FROM read_parquet(?)", [CHAMPION, CHALLENGER, pred_files]).fetchone()
     if run.challenger_version is not None and challenger != champion:
         problems.append(f"the challenger scored {challenger} records but the champion {champion}")
     if run.challenger_version is None and challenger:
@@ -201,9 +207,9 @@ def _compare(con: duckdb.DuckDBPyConnection, pred_files: list[str]) -> dict[str,
     row = con.execute(
         f"""
         WITH champion AS (SELECT "{key}" AS k, probability AS p, label AS l FROM read_parquet($files)
-                          WHERE model_role = 'champion'),
+                          WHERE model_role = $champion),
              challenger AS (SELECT "{key}" AS k, probability AS p, label AS l FROM read_parquet($files)
-                            WHERE model_role = 'challenger'),
+                            WHERE model_role = $challenger),
              paired AS (SELECT c.p AS cp, h.p AS hp, c.l AS cl, h.l AS hl FROM champion c JOIN challenger h USING (k)),
              ranked AS (  -- average ranks, so ties do not bias Spearman's coefficient
                 SELECT cp, hp, cl, hl,
@@ -211,7 +217,7 @@ def _compare(con: duckdb.DuckDBPyConnection, pred_files: list[str]) -> dict[str,
                        rank() OVER (ORDER BY hp) + (count(*) OVER (PARTITION BY hp) - 1) / 2.0 AS rh
                 FROM paired)
         SELECT count(*), avg(cp), avg(hp), avg(CASE WHEN cl <> hl THEN 1.0 ELSE 0.0 END), corr(rc, rh) FROM ranked
-        """, {"files": pred_files}).fetchone()
+        """, {"files": pred_files, "champion": CHAMPION, "challenger": CHALLENGER}).fetchone()
     records, champion_mean, challenger_mean, differ, spearman = row
     return {"records": records, "champion_mean_probability": champion_mean,
             "challenger_mean_probability": challenger_mean, "label_disagreement": differ,

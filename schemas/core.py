@@ -52,6 +52,11 @@ _DUCKDB_TYPES = {
 }
 
 
+# Values of the predictions table's model_role column.
+CHAMPION = "champion"  # the version whose rows analysts use
+CHALLENGER = "challenger"  # a candidate version scored beside it on the same records
+
+
 class Role(str, enum.Enum):
     """What a raw column is for; decides whether the model, the key or the label uses it."""
 

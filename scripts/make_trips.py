@@ -63,13 +63,14 @@ def write_partition(day: date, rows: int, out: str, rows_per_file: int, source_p
     rng = np.random.default_rng(seed)
     # Write values as the source wrote them (unquoted) unless some value needs quotes.
     needs_quotes = any(pc.any(pc.match_substring_regex(source[n], r'[,"\r\n]')).as_py() for n in source.column_names)
-    options = pacsv.WriteOptions(quoting_style="needed" if needs_quotes else "none")
+    options = pacsv.WriteOptions(quoting_style="needed" if needs_quotes else "none", include_header=False)
     layout = make_chunk(source, day, 0, 0, rng).schema
     paths, written = [], 0
     for file_index in range(max(1, -(-rows // rows_per_file))):
         path = os.path.join(out, f"part-{file_index:05d}.csv")
         file_rows = min(rows_per_file, rows - written)
-        with pacsv.CSVWriter(path, layout, write_options=options) as writer:
+        with open(path, "wb") as f, pacsv.CSVWriter(f, layout, write_options=options) as writer:
+            f.write((",".join(layout.names) + "\n").encode())  # a plain header, as the source has
             for offset in range(0, file_rows, CHUNK_ROWS):
                 n = min(CHUNK_ROWS, file_rows - offset)
                 writer.write_table(make_chunk(source, day, written + offset, n, rng))

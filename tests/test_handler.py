@@ -16,9 +16,10 @@ from apache_beam.testing.util import assert_that
 
 import schemas
 from models import registry, signature
-from models.handler import CHALLENGER, SCORED_SCHEMA, ExportedModelHandler
+from models.handler import SCORED_SCHEMA, ExportedModelHandler
 from pipelines import score
 from pipelines.warehouse import _compare
+from schemas import CHALLENGER, CHAMPION
 from tests.conftest import query, write_partition
 from tests.test_sharding import typed_trips  # noqa: F401  (fixture)
 
@@ -94,7 +95,7 @@ def test_champion_and_challenger_score_the_same_records(trained, tmp_path):
     assert comparison["champion_mean_probability"] == pytest.approx(comparison["challenger_mean_probability"])
     assert comparison["label_disagreement"] == pytest.approx(between) and between > 0
     assert comparison["rank_correlation"] == pytest.approx(1.0)
-    assert summary["devices"] and all(k.split("@")[0] in ("champion", CHALLENGER) for k in summary["devices"])
+    assert summary["devices"] and all(k.split("@")[0] in (CHAMPION, CHALLENGER) for k in summary["devices"])
 
 
 def test_rank_correlation_of_opposite_models(tmp_path):

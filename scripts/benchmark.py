@@ -1,0 +1,232 @@
+"""Scoring throughput against the bare model, on the same generated input, in one run.
+
+    python scripts/benchmark.py --rows 1000000 --json out.json [--accelerator auto] [--only a,b,c]
+
+(a) ceiling:  the exported model's raw-feature signature on prepared in-memory tensors, no I/O;
+(b) baseline: a plain Beam pipeline as Beam's examples write it: ReadFromText, one dict per line,
+              RunInference with a handler that stacks dicts into tensors, WriteToText;
+(c) pipeline: `pipelines.score` end to end, CSV to the local DuckDB warehouse, on DirectRunner.
+
+Each measurement runs in its own process and reports that process's peak memory (max RSS). Rates are
+records per second of the measured section: model calls for (a), the whole pipeline run for (b)
+and (c) (graph construction, model loading and, for (c), publishing included).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from datetime import date
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+DAY = "2026-11-23"
+MEASUREMENTS = {"a": "ceiling", "b": "baseline", "c": "pipeline"}
+
+
+# ---------------------------------------------------------------- (a) the ceiling
+
+def measure_ceiling(args) -> dict:
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import tensorflow as tf
+
+    import schemas
+    from models import devices, registry, signature
+    from pipelines.batches import RawBatch
+    from pipelines.validate import SchemaValidator
+
+    model = registry.resolve(args.model_root, "taxi_tipper", "latest", schemas.INPUT)
+    kind = devices.resolve_kind(args.accelerator)
+    device = devices.visible_devices(kind)[0]
+    batch_size = args.batch_size or devices.DEFAULT_BATCH_SIZE[kind]
+    validator = SchemaValidator(schemas.INPUT.for_scoring())
+    prepared = []
+    with tf.device(device):
+        loaded = tf.saved_model.load(model.path)
+        score = loaded.signatures[signature.RAW_SIGNATURE]
+        for path in args.files:  # untimed: parse, type and convert everything up front
+            raw = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True,
+                null_values=[""]))
+            valid, _ = validator.validate(RawBatch(path, raw.combine_chunks().to_batches()[0]))
+            for start in range(0, valid.num_rows, batch_size):
+                prepared.append(signature.batch_to_inputs(valid.slice(start, batch_size), schemas.INPUT))
+        score(**prepared[0])[signature.PROBABILITY].numpy()  # warm-up: trace and allocate once
+        rows = 0
+        t0 = time.perf_counter()
+        for inputs in prepared:
+            rows += int(score(**inputs)[signature.PROBABILITY].numpy().shape[0])
+        seconds = time.perf_counter() - t0
+    return {"rows": rows, "seconds": seconds, "device": device, "batch_size": batch_size}
+
+
+# ---------------------------------------------------------------- (b) the per-row baseline
+
+def measure_baseline(args) -> dict:
+    import apache_beam as beam
+    import numpy as np
+    from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
+
+    import schemas
+    from models import registry, signature
+
+    model = registry.resolve(args.model_root, "taxi_tipper", "latest", schemas.INPUT)
+    header = next(csv.reader(open(args.files[0])))
+    features = schemas.INPUT.features
+    dtypes = {"STRING": object, "INT64": np.int64, "FLOAT64": np.float32}
+
+    def parse(line: str) -> dict:
+        return dict(zip(header, next(csv.reader([line]))))
+
+    class DictHandler(ModelHandler):
+        """Stacks a batch of dicts into the signature's tensors, as Beam's TensorFlow examples do."""
+
+        def load_model(self):
+            import tensorflow as tf
+            return tf.saved_model.load(model.path).signatures[signature.RAW_SIGNATURE]
+
+        def run_inference(self, batch, fn, inference_args=None):
+            import tensorflow as tf
+            inputs = {}
+            for c in features:
+                values = [row.get(c.name) or None for row in batch]
+                if not c.required:
+                    inputs[c.name + signature.PRESENT_SUFFIX] = tf.constant([v is not None for v in values])
+                fill = "" if c.type.value == "STRING" else "0"
+                inputs[c.name] = tf.constant(np.array([v if v is not None else fill for v in values]).astype(
+                    dtypes[c.type.value]) if c.type.value != "STRING" else [v or "" for v in values])
+            probs = fn(**inputs)[signature.PROBABILITY].numpy()
+            return [PredictionResult(row, float(p)) for row, p in zip(batch, probs)]
+
+    out = os.path.join(args.work_dir, "baseline", "scores")
+    t0 = time.perf_counter()
+    with beam.Pipeline(argv=["--runner=DirectRunner"]) as p:
+        _ = (p | "ReadTrips" >> beam.io.ReadFromText(args.input_glob, skip_header_lines=1)
+             | "Parse" >> beam.Map(parse)
+             | "RunInference" >> RunInference(DictHandler())
+             | "Format" >> beam.Map(lambda r: f"{r.example['trip_id']},{r.inference:.6f}")
+             | "WriteScores" >> beam.io.WriteToText(out))
+    seconds = time.perf_counter() - t0
+    rows = sum(sum(1 for _ in open(f)) for f in glob.glob(out + "*"))
+    return {"rows": rows, "seconds": seconds}
+
+
+# ---------------------------------------------------------------- (c) the pipeline
+
+def measure_pipeline(args) -> dict:
+    from pipelines import score
+
+    argv = [f"--date={DAY}", f"--input={args.input_glob}", f"--model_root={args.model_root}",
+            f"--warehouse={os.path.join(args.work_dir, 'warehouse', 'scores.duckdb')}",
+            f"--accelerator={args.accelerator}", *args.pipeline_args]
+    if args.batch_size:
+        argv.append(f"--batch_size={args.batch_size}")
+    t0 = time.perf_counter()
+    summary = score.run(argv)
+    seconds = time.perf_counter() - t0
+    assert summary["reconciled"] and summary["scored_records"] == summary["input_records"], summary
+    return {"rows": summary["scored_records"], "seconds": seconds, "devices": summary["devices"]}
+
+
+# ---------------------------------------------------------------- driver
+
+def run_measurement(name: str, args) -> dict:
+    """Run one measurement in a child process; its max RSS is the measurement's peak memory."""
+    cmd = [sys.executable, os.path.abspath(__file__), f"--measure={name}", f"--rows={args.rows}",
+           f"--work_dir={args.work_dir}", f"--model_root={args.model_root}", f"--accelerator={args.accelerator}"]
+    if args.batch_size:
+        cmd.append(f"--batch_size={args.batch_size}")
+    cmd += args.pipeline_args
+    env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"measurement {name} failed:\n{proc.stderr[-4000:]}")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["rows_per_s"] = result["rows"] / result["seconds"]
+    return result
+
+
+def ensure_inputs(args) -> None:
+    from models import registry
+    from scripts import make_trips
+
+    if not registry.list_versions(args.model_root, "taxi_tipper"):
+        subprocess.run([sys.executable, "-m", "pipelines.train", f"--model_root={args.model_root}"],
+                       cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": REPO})
+    partition = os.path.join(args.work_dir, "trips", f"dt={DAY}")
+    marker = os.path.join(partition, f"_rows_{args.rows}")
+    if not os.path.exists(marker):
+        make_trips.write_partition(date.fromisoformat(DAY), args.rows, partition, args.rows_per_file,
+                                   os.path.join(REPO, make_trips.DEFAULT_SOURCE))
+        open(marker, "w").close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--json", default=None, help="Write the results here.")
+    parser.add_argument("--only", default="a,b,c", help="Which measurements: any of a (ceiling), b (baseline), "
+                                                         "c (pipeline).")
+    parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "tpu"])
+    parser.add_argument("--batch_size", type=int, default=None, help="Default: the device's default.")
+    parser.add_argument("--rows_per_file", type=int, default=1_000_000)
+    parser.add_argument("--work_dir", default=os.path.join(REPO, "build", "benchmark"))
+    parser.add_argument("--model_root", default=os.path.join(REPO, "artifacts", "models"))
+    parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
+    args, args.pipeline_args = parser.parse_known_args(argv)
+    args.input_glob = os.path.join(args.work_dir, "trips", f"dt={DAY}", "*.csv")
+    args.files = sorted(glob.glob(args.input_glob))
+
+    if args.measure:  # child process: one measurement, its result as the last line of stdout
+        result = {"ceiling": measure_ceiling, "baseline": measure_baseline, "pipeline": measure_pipeline}[
+            args.measure](args)
+        result["peak_memory_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+        print(json.dumps(result))
+        return
+
+    ensure_inputs(args)
+    chosen = [MEASUREMENTS[k.strip()] for k in args.only.split(",")]
+    results = {}
+    for name in chosen:
+        results[name] = run_measurement(name, args)
+        print(f"{name:9s} {results[name]['rows']:>10,d} rows  {results[name]['rows_per_s']:>12,.0f} rows/s  "
+              f"peak {results[name]['peak_memory_bytes'] / 2**20:>8,.0f} MiB", flush=True)
+
+    report = {"rows": args.rows, "accelerator": args.accelerator, "cpus": os.cpu_count(),
+              "machine": platform.machine(), "python": platform.python_version()}
+    for name, result in results.items():
+        report[f"{name}_rows_per_s"] = round(result["rows_per_s"], 1)
+        report[f"{name}_seconds"] = round(result["seconds"], 3)
+        report[f"{name}_peak_memory_bytes"] = result["peak_memory_bytes"]
+    if "ceiling" in results:
+        report["ceiling_device"] = results["ceiling"]["device"]
+        report["batch_size"] = results["ceiling"]["batch_size"]
+    if "pipeline" in results:
+        report["pipeline_devices"] = results["pipeline"]["devices"]
+        if "ceiling" in results:
+            report["ratio_vs_ceiling"] = round(report["pipeline_rows_per_s"] / report["ceiling_rows_per_s"], 3)
+        if "baseline" in results:
+            report["ratio_vs_baseline"] = round(report["pipeline_rows_per_s"] / report["baseline_rows_per_s"], 3)
+    print("\n| measurement | rows/s | seconds | peak memory (MiB) |\n|---|---:|---:|---:|")
+    for name in results:
+        print(f"| {name} | {report[f'{name}_rows_per_s']:,.0f} | {report[f'{name}_seconds']:.2f} | "
+              f"{report[f'{name}_peak_memory_bytes'] / 2**20:,.0f} |")
+    for ratio in ("ratio_vs_ceiling", "ratio_vs_baseline"):
+        if ratio in report:
+            print(f"{ratio}: {report[ratio]}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report, f, indent=2, sort_keys=True)
+
+
+if __name__ == "__main__":
+    main()
