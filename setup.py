@@ -13,7 +13,11 @@ REQUIRED = [
     "duckdb==2.0.0",
     "google-cloud-bigquery==3.47.0",
 ]
-TEST = ["pytest==9.2.0"]
+TEST = [
+    "pytest==9.2.0",
+    "gcp-storage-emulator==2026.7.19",  # a real GCS API server for the tests, on loopback
+    "bqemulator==1.4.0",  # a real BigQuery API server (REST + Storage gRPC) for the tests, on loopback
+]
 
 setup(
     name="taxi-batch-scoring",

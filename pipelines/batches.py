@@ -6,6 +6,8 @@ as batches laid out like the `scoring_errors` table minus its run-level columns.
 """
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -18,14 +20,34 @@ REJECTED_SCHEMA = pa.schema([f for f in SCORING_ERRORS.arrow_schema if f.name no
 
 RECORD_ERROR = "record"
 FILE_ERROR = "file"
+CSV, JSON, TABLE = "csv", "json", "table"  # the form a source's records are shown in when rejected
 
 
 @dataclass(frozen=True)
 class RawBatch:
-    """Records of one source as text columns, before validation."""
+    """Records of one source before validation: text columns (CSV) or loosely typed ones (JSON, tables)."""
 
     source: str
     records: pa.RecordBatch
+    format: str = CSV
+
+
+_NEEDS_QUOTES = re.compile(r'[",\n\r]')
+
+
+def raw_text(batch: pa.RecordBatch, fmt: str) -> list[str]:
+    """Records as their source would show them, for the errors table (rare path: rejected rows only)."""
+    rows = batch.to_pylist()
+    if fmt != CSV:
+        return [json.dumps(row, default=str) for row in rows]
+
+    def field(v) -> str:
+        if v is None:
+            return ""
+        v = str(v)
+        return '"' + v.replace('"', '""') + '"' if _NEEDS_QUOTES.search(v) else v
+
+    return [",".join(field(v) for v in row.values()) for row in rows]
 
 
 def rejected_batch(

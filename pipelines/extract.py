@@ -1,135 +1,268 @@
-"""Extract: a day's input files into raw (text) Arrow record batches.
+"""Extract: a day's input files (CSV or newline-delimited JSON, local or gs://) into Arrow batches.
 
 Files are matched once, up front, so a date with no input fails before anything is written; the
 file list is reshuffled so that a runner with many workers reads files in parallel. Each file is
-streamed in blocks with pyarrow's CSV reader: memory per worker is bounded by the block size, not
-by the file size, and no Python object is made per record. Lines of the wrong shape are not
-fatal: they leave the reader as rejected records with their text and line number.
+streamed in blocks (compressed files are decompressed on the fly, by extension): memory per worker
+is bounded by the block size, not the file size, and no Python object is made per record on the
+common path. Nothing is fatal to the run: malformed lines and empty files leave as rejected
+records with a reason, and columns the schema does not know are kept aside or rejected by policy
+and counted either way.
 """
 from __future__ import annotations
 
+import io
+import json
 from typing import Iterator
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.json as pajson
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines.batches import FILE_ERROR, RawBatch, rejected_batch
+from pipelines.batches import CSV, FILE_ERROR, JSON, RawBatch, raw_text, rejected_batch
 from schemas import InputSchema
 
 REJECTED = "rejected"
 COUNTS = "counts"
 DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
+KEEP, REJECT = "keep", "reject"  # what to do with records carrying columns the schema does not know
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".xz")
+_FORMATS = {".csv": CSV, ".json": JSON, ".jsonl": JSON, ".ndjson": JSON}
 
 
 class InputNotFoundError(FileNotFoundError):
     """No input files for the date: the run must stop before writing anything."""
 
 
-def match_input(pattern: str, date: str) -> list[str]:
-    """Expand `pattern` (with `{date}` substituted) to the files to read, or fail clearly."""
+def match_input(pattern: str, date: str, input_format: str = "auto") -> list[str]:
+    """Expand `pattern` (with `{date}` substituted) to the files to read, or fail clearly.
+
+    Each file's format is checked here too, so an unreadable kind of file stops the run before
+    anything is read or written.
+    """
     path = pattern.format(date=date)
     try:
         result = FileSystems.match([path])[0]
-    except Exception as e:  # Beam raises BeamIOError for a missing directory
+    except Exception as e:  # Beam raises BeamIOError for a missing directory or bucket
         raise InputNotFoundError(f"no input files for date {date}: {path} ({e})") from e
-    files = sorted(m.path for m in result.metadata_list)
+    files = sorted(m.path for m in result.metadata_list if not m.path.endswith("/"))
     if not files:
         raise InputNotFoundError(f"no input files for date {date}: nothing matches {path}")
+    for file in files:
+        file_format(file, input_format)
     return files
 
 
-class ReadCsvFile(beam.DoFn):
-    """One CSV file in, raw batches out (plus rejected lines and the file's record count)."""
+def file_format(path: str, requested: str = "auto") -> str:
+    """csv or json: as requested, else from the file name (compression suffix ignored)."""
+    if requested != "auto":
+        return requested
+    name = path.lower()
+    for suffix in _COMPRESSION_SUFFIXES:
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    for suffix, fmt in _FORMATS.items():
+        if name.endswith(suffix):
+            return fmt
+    raise ValueError(f"cannot tell the format of {path} from its name; pass --input_format csv or json")
 
-    def __init__(self, schema: InputSchema, block_bytes: int = DEFAULT_BLOCK_BYTES):
+
+class _ReadOnly(io.RawIOBase):
+    """A Beam filesystem stream as a standard raw stream.
+
+    pyarrow's readers check `closed` as a property; Beam's CompressedFile (every .gz/.bz2/...)
+    defines it as a method, which pyarrow takes for "closed".
+    """
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._stream.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+class ReadFiles(beam.DoFn):
+    """One file in; raw batches out, plus rejected records and the file's record count (tagged)."""
+
+    def __init__(self, schema: InputSchema, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                 input_format: str = "auto", unknown_columns: str = KEEP):
         self._schema = schema
+        self._names = set(schema.names)
         self._block_bytes = block_bytes
+        self._format = input_format
+        self._unknown_policy = unknown_columns
         self._records_read = Metrics.counter("extract", "records_read")
-        self._lines_rejected = Metrics.counter("extract", "malformed_lines")
+        self._lines_rejected = Metrics.counter("extract", "malformed_records")
         self._files_rejected = Metrics.counter("extract", "files_rejected")
 
     def process(self, path: str) -> Iterator:
-        malformed: list[tuple[int | None, str, str]] = []
-
-        def on_invalid_row(row) -> str:
-            malformed.append(
-                (row.number, row.text,
-                 f"malformed line: expected {row.expected_columns} fields, found {row.actual_columns}")
-            )
-            return "skip"
-
+        fmt = file_format(path, self._format)
         records = 0
-        with FileSystems.open(path) as stream:
-            try:
-                reader = pacsv.open_csv(
-                    stream,
-                    read_options=pacsv.ReadOptions(block_size=self._block_bytes, use_threads=False),
-                    parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid_row),
-                    convert_options=pacsv.ConvertOptions(
-                        # Everything is read as text; validation does the typing so that one bad
-                        # value rejects one record, not the whole block.
-                        column_types={name: pa.string() for name in self._schema.names},
-                        include_columns=self._schema.names,
-                        include_missing_columns=True,
-                        strings_can_be_null=True,
-                        null_values=[""],
-                    ),
-                )
-            except pa.ArrowInvalid as e:
-                if "Empty CSV file" not in str(e):
-                    raise
-                reader = None
-            if reader is None:
-                yield self._file_error(path, "empty file: no header and no records")
-                yield beam.pvalue.TaggedOutput(COUNTS, 0)
-                return
-            for batch in reader:
-                records += batch.num_rows
-                if batch.num_rows:
-                    yield RawBatch(path, batch)
-                if malformed:
-                    records += len(malformed)
-                    yield self._malformed(path, malformed)
-            if malformed:
-                records += len(malformed)
-                yield self._malformed(path, malformed)
+        with FileSystems.open(path) as beam_stream:
+            stream = io.BufferedReader(_ReadOnly(beam_stream), buffer_size=1 << 20)
+            blocks = self._csv(path, stream) if fmt == CSV else self._json(path, stream)
+            for item in blocks:
+                if isinstance(item, RawBatch):
+                    records += item.records.num_rows
+                    yield from self._known_columns(item)
+                else:  # a batch of malformed records: input records too, so counted
+                    records += item.num_rows
+                    self._lines_rejected.inc(item.num_rows)
+                    yield beam.pvalue.TaggedOutput(REJECTED, item)
         if records == 0:
-            yield self._file_error(path, "empty file: a header but no records")
+            self._files_rejected.inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected_batch(path, [None], ["empty file: no records"],
+                                                                    kind=FILE_ERROR))
         self._records_read.inc(records)
         yield beam.pvalue.TaggedOutput(COUNTS, records)
 
-    def _malformed(self, path: str, malformed: list) -> beam.pvalue.TaggedOutput:
-        # A malformed line is an input record too: the caller counts it, so input = scored + rejected.
+    def _known_columns(self, raw: RawBatch) -> Iterator:
+        """Apply the unknown-column policy; count each unknown column's records either way."""
+        batch = raw.records
+        unknown = [n for n in batch.schema.names if n not in self._names]
+        if not unknown:
+            yield raw
+            return
+        carrying = pa.array([False] * batch.num_rows)
+        for name in unknown:
+            present = pc.is_valid(batch.column(name))
+            Metrics.counter("unknown_columns", name).inc(pc.sum(pc.cast(present, pa.int64())).as_py() or 0)
+            carrying = pc.or_(carrying, present)
+        if self._unknown_policy == REJECT and pc.any(carrying).as_py():
+            bad = batch.filter(carrying)
+            reason = f"unknown column(s): {', '.join(unknown)} (--unknown_columns=reject)"
+            yield beam.pvalue.TaggedOutput(REJECTED, rejected_batch(
+                raw.source, raw_text(bad, raw.format), [reason] * bad.num_rows))
+            batch = batch.filter(pc.invert(carrying))
+        known = batch.select([n for n in batch.schema.names if n in self._names])
+        if known.num_rows:
+            yield RawBatch(raw.source, known, raw.format)
+
+    def _csv(self, path: str, stream) -> Iterator:
+        malformed: list[tuple[int | None, str, str]] = []
+
+        def on_invalid_row(row) -> str:
+            malformed.append((row.number, row.text, f"malformed line: expected {row.expected_columns} fields, "
+                                                    f"found {row.actual_columns}"))
+            return "skip"
+
+        try:
+            reader = pacsv.open_csv(
+                stream,
+                read_options=pacsv.ReadOptions(block_size=self._block_bytes, use_threads=False),
+                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid_row),
+                convert_options=pacsv.ConvertOptions(
+                    # Known columns are read as text; validation types them, so one bad value
+                    # rejects one record, not the whole block.
+                    column_types={name: pa.string() for name in self._schema.names},
+                    strings_can_be_null=True,
+                    null_values=[""],
+                ),
+            )
+        except pa.ArrowInvalid as e:
+            if "Empty CSV file" in str(e):
+                return
+            raise
+        for batch in reader:
+            if batch.num_rows:
+                yield RawBatch(path, batch, CSV)
+            if malformed:
+                yield self._malformed(path, malformed)
+        if malformed:
+            yield self._malformed(path, malformed)
+
+    @staticmethod
+    def _malformed(path: str, malformed: list) -> pa.RecordBatch:
         lines, texts, reasons = zip(*malformed)
         malformed.clear()
-        self._lines_rejected.inc(len(lines))
-        return beam.pvalue.TaggedOutput(
-            REJECTED, rejected_batch(path, list(texts), list(reasons), list(lines))
-        )
+        return rejected_batch(path, list(texts), list(reasons), list(lines))
 
-    def _file_error(self, path: str, reason: str) -> beam.pvalue.TaggedOutput:
-        self._files_rejected.inc()
-        return beam.pvalue.TaggedOutput(REJECTED, rejected_batch(path, [None], [reason], kind=FILE_ERROR))
+    def _json(self, path: str, stream) -> Iterator:
+        """Newline-delimited JSON, a block of whole lines at a time.
+
+        pyarrow parses a block in one go, typed by the schema; a block it refuses (a malformed line,
+        a value of the wrong JSON type) is parsed again line by line so only the bad lines are lost.
+        """
+        typed = pa.schema([pa.field(c.name, c.type.arrow) for c in self._schema.columns])
+        carry, first_line = b"", 1
+        while True:
+            chunk = stream.read(self._block_bytes)
+            data = carry + chunk
+            if not chunk:
+                carry, block = b"", data
+            else:
+                cut = data.rfind(b"\n") + 1
+                carry, block = data[cut:], data[:cut]
+            if block.strip():
+                try:
+                    table = pajson.read_json(
+                        io.BytesIO(block), read_options=pajson.ReadOptions(use_threads=False,
+                                                                           block_size=len(block) + 1),
+                        parse_options=pajson.ParseOptions(explicit_schema=typed,
+                                                          unexpected_field_behavior="infer"))
+                    for batch in table.combine_chunks().to_batches():
+                        yield RawBatch(path, batch, JSON)
+                except pa.ArrowInvalid:
+                    yield from self._json_lines(path, block, first_line)
+            first_line += block.count(b"\n")
+            if not chunk:
+                return
+
+    def _json_lines(self, path: str, block: bytes, first_line: int) -> Iterator:
+        """The slow path for a block pyarrow refused: each line on its own, values kept as text."""
+        rows, bad = [], []
+        for number, line in enumerate(block.split(b"\n"), start=first_line):
+            if not line.strip():
+                continue
+            text = line.decode("utf-8", errors="replace")
+            try:
+                record = json.loads(text)
+            except ValueError as e:
+                bad.append((number, text, f"malformed JSON: {e}"))
+                continue
+            if not isinstance(record, dict):
+                bad.append((number, text, f"malformed JSON: a record must be an object, not {type(record).__name__}"))
+                continue
+            rows.append({k: _as_text(v) for k, v in record.items()})
+        if rows:
+            names = list(dict.fromkeys(k for row in rows for k in row))
+            yield RawBatch(path, pa.RecordBatch.from_pydict(
+                {n: pa.array([row.get(n) for row in rows], pa.string()) for n in names}), JSON)
+        if bad:
+            yield self._malformed(path, bad)
 
 
-class ReadCsvBatches(beam.PTransform):
-    """Files -> raw batches; tagged outputs `rejected` (malformed lines, empty files) and `counts`."""
+def _as_text(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(value)  # an object or array where a scalar belongs: validation rejects it
 
-    def __init__(self, files: list[str], schema: InputSchema, block_bytes: int = DEFAULT_BLOCK_BYTES):
+
+class ReadInputFiles(beam.PTransform):
+    """Files -> raw batches; tagged outputs `rejected` (malformed records, empty files) and `counts`."""
+
+    def __init__(self, files: list[str], schema: InputSchema, block_bytes: int = DEFAULT_BLOCK_BYTES,
+                 input_format: str = "auto", unknown_columns: str = KEEP):
         super().__init__()
         self._files = files
-        self._schema = schema
-        self._block_bytes = block_bytes
+        self._reader = ReadFiles(schema, block_bytes, input_format, unknown_columns)
 
     def expand(self, pbegin):
         return (
             pbegin
             | "ListFiles" >> beam.Create(self._files)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ParseCsv" >> beam.ParDo(ReadCsvFile(self._schema, self._block_bytes)).with_outputs(
-                REJECTED, COUNTS, main="batches"
-            )
+            | "ParseFiles" >> beam.ParDo(self._reader).with_outputs(REJECTED, COUNTS, main="batches")
         )

@@ -23,6 +23,12 @@ class DataOptions(PipelineOptions):
                             help=f"Input files; {{date}} is substituted. Compressed files (.gz, .bz2) are "
                                  f"read by extension. Scoring default: {DEFAULT_SCORING_INPUT}; "
                                  f"training default: {DEFAULT_TRAINING_INPUT}.")
+        parser.add_argument("--input_format", default="auto", choices=["auto", "csv", "json"],
+                            help="Format of the input files; auto: from the name (.csv, .json, .jsonl, "
+                                 ".ndjson, each optionally .gz/.bz2/.zst/.deflate/.xz).")
+        parser.add_argument("--unknown_columns", default="keep", choices=["keep", "reject"],
+                            help="Records with columns the schema does not know: keep them (the extra "
+                                 "columns are dropped) or reject them. Counted in the run summary either way.")
         parser.add_argument("--model_root", default=DEFAULT_MODEL_ROOT,
                             help="Root of exported models, local or gs:// (TF Serving layout).")
         parser.add_argument("--model_name", default=DEFAULT_MODEL_NAME, help="Model name under --model_root.")
@@ -60,6 +66,9 @@ class ScoringOptions(PipelineOptions):
 class TrainingOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
+        parser.add_argument("--start_date", default=None,
+                            help="With a {date} in --input: first date to train on (YYYY-MM-DD).")
+        parser.add_argument("--end_date", default=None, help="With a {date} in --input: last date, inclusive.")
         parser.add_argument("--work_dir", default="artifacts/train",
                             help="Where the transform graph and transformed data are written.")
         parser.add_argument("--epochs", type=int, default=8)

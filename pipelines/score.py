@@ -30,7 +30,9 @@ from models.devices import AcceleratorError
 from models.handler import DEVICE_METRICS_NAMESPACE, ExportedModelHandler
 from models.registry import ModelVersion, ModelVersionError
 from pipelines import extract
-from pipelines.extract import InputNotFoundError, ReadCsvBatches
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines.extract import InputNotFoundError, ReadInputFiles
 from pipelines.load import LoadToWarehouse
 from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, parse
 from pipelines.validate import ValidateRecords
@@ -51,6 +53,8 @@ class ScoringConfig:
 
     run: RunRecord
     files: list[str]
+    input_format: str
+    unknown_columns: str
     schema: InputSchema
     model: ModelVersion
     challenger: ModelVersion | None
@@ -96,7 +100,7 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     if runner in LOCAL_RUNNERS:  # this machine is the worker: check its accelerator now, not mid-run
         devices.visible_devices(devices.resolve_kind(opts.accelerator))
     input_pattern = data.input or DEFAULT_SCORING_INPUT
-    files = extract.match_input(input_pattern, score_date.isoformat())
+    files = extract.match_input(input_pattern, score_date.isoformat(), data.input_format)
     warehouse = DuckDBWarehouse(opts.warehouse)
     started = datetime.now(timezone.utc)
     run = RunRecord(
@@ -113,14 +117,15 @@ def plan(options: PipelineOptions) -> ScoringConfig:
                  "large_model": opts.large_model, "block_bytes": opts.block_bytes,
                  "runner": runner or "DirectRunner", "files": len(files)},
     )
-    return ScoringConfig(run, files, schema, model, challenger, warehouse,
+    return ScoringConfig(run, files, data.input_format, data.unknown_columns, schema, model, challenger, warehouse,
                          opts.staging_dir or warehouse.default_staging_dir(), opts.block_bytes, opts.batch_size,
                          opts.accelerator, opts.models_per_process, opts.large_model)
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
     """Extract -> validate -> score -> load; returns the published counts."""
-    read = pipeline | "ReadTrips" >> ReadCsvBatches(config.files, config.schema, config.block_bytes)
+    read = pipeline | "ReadTrips" >> ReadInputFiles(config.files, config.schema, config.block_bytes,
+                                                    config.input_format, config.unknown_columns)
     checked = read.batches | "Validate" >> ValidateRecords(config.schema)
     scored = checked.valid | "RunInference" >> RunInference(config.handler(config.model, CHAMPION))
     if config.challenger is not None:
@@ -157,6 +162,7 @@ def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
                     "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
                     "seconds": round(seconds, 3),
                     "records_per_second": round(row["input_records"] / seconds, 1) if seconds else None},
+        "unknown_columns": {k.split("/", 1)[1]: v for k, v in counters.items() if k.startswith("unknown_columns/")},
         "metrics": counters,
         "warehouse": config.warehouse.path,
     }
@@ -165,6 +171,7 @@ def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
 def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
     """Score one date. Raises on bad configuration (nothing written) or a failed run (marked failed)."""
     options = parse(argv, __doc__, DataOptions, ScoringOptions)
+    FileSystems.set_options(options)  # gs:// and other filesystems take their settings from the options
     config = plan(options)
     config.warehouse.prepare(config.run)
     t0 = time.perf_counter()

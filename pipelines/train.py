@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import apache_beam as beam
 import numpy as np
@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import tensorflow as tf
 import tensorflow_transform.beam as tft_beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from tensorflow_transform.tf_metadata import schema_utils
@@ -93,7 +94,9 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], schema: InputSchem
                    transform_dir: str, data_dir: str) -> None:
     """Extract -> validate -> split -> analyse (train split) -> transform both splits -> Parquet."""
     config = tensor_adapter_config(schema)
-    read = pipeline | "ReadTrips" >> extract.ReadCsvBatches(files, schema)
+    data = pipeline.options.view_as(DataOptions)
+    read = pipeline | "ReadTrips" >> extract.ReadInputFiles(files, schema, input_format=data.input_format,
+                                                            unknown_columns=data.unknown_columns)
     checked = read.batches | "Validate" >> validate.ValidateRecords(schema)
     _ = (checked.rejected, read.rejected) | "AllRejected" >> beam.Flatten() | "CountRejected" >> beam.Map(
         lambda b, c=Metrics.counter("train", "records_rejected"): c.inc(b.num_rows))
@@ -106,6 +109,29 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], schema: InputSchem
                 output_record_batches=True)
             _ = transformed | f"Write{name.title()}" >> beam.ParDo(
                 WriteParquetFiles(os.path.join(data_dir, name), name))
+
+
+def training_files(pattern: str, start: str | None, end: str | None, input_format: str) -> list[str]:
+    """Files of a fixed path, or of every date in [start, end] for a pattern with {date}."""
+    if "{date}" not in pattern:
+        if start or end:
+            raise ValueError("--start_date/--end_date need a {date} in --input")
+        return extract.match_input(pattern, "", input_format)
+    if not (start and end):
+        raise ValueError("--input has a {date}: give --start_date and --end_date")
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    if last < first:
+        raise ValueError(f"--end_date {end} is before --start_date {start}")
+    files = []
+    for offset in range((last - first).days + 1):
+        day = (first + timedelta(days=offset)).isoformat()
+        try:
+            files += extract.match_input(pattern, day, input_format)
+        except extract.InputNotFoundError:
+            logging.warning("no training input for %s; skipping that date", day)
+    if not files:
+        raise extract.InputNotFoundError(f"no training input for any date from {start} to {end}: {pattern}")
+    return files
 
 
 def load_split(directory: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -162,8 +188,9 @@ def run(argv: list[str] | None = None) -> TrainingResult:
     opts = pipeline_options.view_as(TrainingOptions)
     schema = schemas.INPUT.for_training()
 
+    FileSystems.set_options(pipeline_options)
     training_input = data.input or DEFAULT_TRAINING_INPUT
-    files = extract.match_input(training_input, date="")
+    files = training_files(training_input, opts.start_date, opts.end_date, data.input_format)
     os.makedirs(opts.work_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="run-", dir=opts.work_dir)
     transform_dir, data_dir = os.path.join(work, "transform"), os.path.join(work, "data")

@@ -1,12 +1,12 @@
-"""Validate: raw text batches into typed batches, every failing record rejected with its reason.
+"""Validate: raw batches into typed batches, every failing record rejected with its reason.
 
-Checks are column-at-a-time Arrow kernels. The common case (a clean column) costs one cast; only a
-column that fails to cast is examined value by value, with a regular expression, to find which
-records are bad. A record's reason names the first column that failed and the value it held.
+Checks are column-at-a-time Arrow kernels. The common case (a clean column) costs one cast, or
+nothing when a source already typed it; only a column that fails to cast is examined value by value,
+as text, with a regular expression, to find which records are bad. A record's reason names the first
+column that failed and the value it held. A column a source lacks is all missing.
 """
 from __future__ import annotations
 
-import re
 from typing import Iterator
 
 import apache_beam as beam
@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from pipelines.batches import RawBatch, rejected_batch
+from pipelines.batches import RawBatch, raw_text, rejected_batch
 from pipelines.extract import REJECTED
 from schemas import ColumnType, InputSchema
 
@@ -36,9 +36,13 @@ class SchemaValidator:
         batch = raw.records
         reasons: pa.Array = pa.nulls(batch.num_rows, pa.string())
         typed = []
+        present = set(batch.schema.names)
         for column in self.schema.columns:
-            text = batch.column(column.name)
-            values, bad = self._typed(text, column.type)
+            if column.name in present:
+                source = batch.column(column.name)
+            else:
+                source = pa.nulls(batch.num_rows, column.type.arrow)
+            values, bad, text = self._typed(source, column.type)
             if bad is not None:
                 reasons = _first_reason(reasons, bad, pc.binary_join_element_wise(
                     f"wrong type: {column.name} is not {column.type.value}: '", text, "'", ""))
@@ -59,31 +63,35 @@ class SchemaValidator:
         rejected_mask = pc.invert(ok)
         rejected = rejected_batch(
             raw.source,
-            _rejoin_csv(batch.filter(rejected_mask)),
+            raw_text(batch.filter(rejected_mask), raw.format),
             reasons.filter(rejected_mask),
         )
         return typed_batch.filter(ok), rejected
 
     @staticmethod
-    def _typed(text: pa.Array, type_: ColumnType) -> tuple[pa.Array, pa.Array | None]:
-        """Cast one text column; on failure also return the mask of values that would not cast."""
-        if type_ is ColumnType.STRING:
-            return text, None
+    def _typed(source: pa.Array, type_: ColumnType) -> tuple[pa.Array, pa.Array | None, pa.Array]:
+        """Cast one column; on failure also the mask of values that would not cast, and their text."""
+        target = type_.arrow
+        if source.type == target:
+            return source, None, source
         try:
-            return pc.cast(text, type_.arrow), None
+            return pc.cast(source, target), None, source
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
+        text = source if pa.types.is_string(source.type) else pc.cast(source, pa.string())
+        if type_ is ColumnType.STRING:
+            return text, None, text
         good = pc.match_substring_regex(text, _NUMBER_PATTERNS[type_])
         bad = pc.fill_null(pc.invert(good), False)
         cleaned = pc.if_else(bad, pa.scalar(None, pa.string()), text)
         try:
-            return pc.cast(cleaned, type_.arrow), bad
+            return pc.cast(cleaned, target), bad, text
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             # Shaped like a number but out of range (an int64 overflow): find those one by one.
             # Only a batch that already failed twice gets here.
             overflow = [v is not None and not _casts(v, type_) for v in cleaned.to_pylist()]
             bad = pc.or_(bad, pa.array(overflow))
-            return pc.cast(pc.if_else(bad, pa.scalar(None, pa.string()), text), type_.arrow), bad
+            return pc.cast(pc.if_else(bad, pa.scalar(None, pa.string()), text), target), bad, text
 
 
 def _casts(value: str, type_: ColumnType) -> bool:
@@ -97,21 +105,6 @@ def _casts(value: str, type_: ColumnType) -> bool:
 def _first_reason(reasons: pa.Array, failed: pa.Array, reason) -> pa.Array:
     """Keep each record's first reason; give `reason` to records failing now with none yet."""
     return pc.if_else(pc.and_(failed, pc.is_null(reasons)), reason, reasons)
-
-
-_NEEDS_QUOTES = re.compile(r'[",\n\r]')
-
-
-def _rejoin_csv(batch: pa.RecordBatch) -> list[str]:
-    """Rebuild rejected records' CSV text (rare path: only rejected rows get here)."""
-
-    def field(v: str | None) -> str:
-        if v is None:
-            return ""
-        return '"' + v.replace('"', '""') + '"' if _NEEDS_QUOTES.search(v) else v
-
-    columns = [batch.column(i).to_pylist() for i in range(batch.num_columns)]
-    return [",".join(field(v) for v in row) for row in zip(*columns)]
 
 
 class ValidateBatch(beam.DoFn):

@@ -7,7 +7,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 import schemas
 from pipelines.batches import FILE_ERROR, RECORD_ERROR, RawBatch
-from pipelines.extract import InputNotFoundError, ReadCsvBatches, match_input
+from pipelines.extract import InputNotFoundError, ReadInputFiles, match_input
 from pipelines.validate import SchemaValidator, ValidateRecords
 
 SCHEMA = schemas.INPUT.for_scoring()
@@ -77,7 +77,7 @@ def test_extract_and_validate_in_a_pipeline(tmp_path):
         _write(tmp_path / "header_only.csv", HEADER + "\n"),
     ]
     with BeamTestPipeline() as p:
-        read = p | ReadCsvBatches(files, SCHEMA)
+        read = p | ReadInputFiles(files, SCHEMA)
         checked = read.batches | ValidateRecords(SCHEMA)
         keys = checked.valid | beam.FlatMap(lambda b: b.column("trip_id").to_pylist())
         rejected = ((read.rejected, checked.rejected) | beam.Flatten()
@@ -87,8 +87,8 @@ def test_extract_and_validate_in_a_pipeline(tmp_path):
         assert_that(rejected, equal_to([
             ("a.csv", 3, "malformed line: expected 19 fields, found 3", RECORD_ERROR),
             ("a.csv", None, "wrong type: fare is not FLOAT64: 'twelve'", RECORD_ERROR),
-            ("empty.csv", None, "empty file: no header and no records", FILE_ERROR),
-            ("header_only.csv", None, "empty file: a header but no records", FILE_ERROR),
+            ("empty.csv", None, "empty file: no records", FILE_ERROR),
+            ("header_only.csv", None, "empty file: no records", FILE_ERROR),
         ]), label="Rejected")
         assert_that(read.counts | beam.CombineGlobally(sum), equal_to([4]), label="InputCount")
 

@@ -99,12 +99,12 @@ def test_bad_records_are_rejected_with_reasons_and_the_rest_scored(model_root, t
     errors = query(tmp_path / "wh" / "scores.duckdb",
                    "SELECT reason, raw_record, error_kind, line_number, source FROM scoring_errors ORDER BY reason")
     reasons = {r[0]: r for r in errors}
-    assert set(reasons) == {"empty file: no header and no records", "malformed line: expected 19 fields, found 2",
+    assert set(reasons) == {"empty file: no records", "malformed line: expected 19 fields, found 2",
                             "missing required field: fare", "wrong type: fare is not FLOAT64: '12x'"}
     assert reasons["malformed line: expected 19 fields, found 2"][1:4] == ("truncated,line", "record", 52)
     assert reasons["missing required field: fare"][1].startswith("no-fare,")
     assert reasons["wrong type: fare is not FLOAT64: '12x'"][1].startswith("bad-type,")
-    assert reasons["empty file: no header and no records"][2:] == ("file", None, str(partition / "part-empty.csv"))
+    assert reasons["empty file: no records"][2:] == ("file", None, str(partition / "part-empty.csv"))
     assert len(predictions(tmp_path)) == 50
 
 
