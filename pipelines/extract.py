@@ -5,30 +5,29 @@ file list is reshuffled so that a runner with many workers reads files in parall
 streamed in blocks (compressed files are decompressed on the fly, by extension): memory per worker
 is bounded by the block size, not the file size, and no Python object is made per record on the
 common path. Nothing is fatal to the run: malformed lines and empty files leave as rejected
-records with a reason, and columns the schema does not know are kept aside or rejected by policy
-and counted either way.
+records with a reason.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import re
 from typing import Iterator
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines.batches import CSV, FILE_ERROR, JSON, RawBatch, raw_text, rejected_batch
+from pipelines.batches import CSV, FILE_ERROR, JSON, RawBatch, rejected_batch
 from schemas import InputSchema
 
 REJECTED = "rejected"
 COUNTS = "counts"
 DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
-KEEP, REJECT = "keep", "reject"  # what to do with records carrying columns the schema does not know
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".xz")
 _FORMATS = {".csv": CSV, ".json": JSON, ".jsonl": JSON, ".ndjson": JSON}
 
@@ -92,13 +91,10 @@ class _ReadOnly(io.RawIOBase):
 class ReadFiles(beam.DoFn):
     """One file in; raw batches out, plus rejected records and the file's record count (tagged)."""
 
-    def __init__(self, schema: InputSchema, block_bytes: int = DEFAULT_BLOCK_BYTES,
-                 input_format: str = "auto", unknown_columns: str = KEEP):
+    def __init__(self, schema: InputSchema, block_bytes: int = DEFAULT_BLOCK_BYTES, input_format: str = "auto"):
         self._schema = schema
-        self._names = set(schema.names)
         self._block_bytes = block_bytes
         self._format = input_format
-        self._unknown_policy = unknown_columns
         self._records_read = Metrics.counter("extract", "records_read")
         self._lines_rejected = Metrics.counter("extract", "malformed_records")
         self._files_rejected = Metrics.counter("extract", "files_rejected")
@@ -106,17 +102,14 @@ class ReadFiles(beam.DoFn):
     def process(self, path: str) -> Iterator:
         fmt = file_format(path, self._format)
         records = 0
-        with FileSystems.open(path) as beam_stream:
-            stream = io.BufferedReader(_ReadOnly(beam_stream), buffer_size=1 << 20)
-            blocks = self._csv(path, stream) if fmt == CSV else self._json(path, stream)
-            for item in blocks:
-                if isinstance(item, RawBatch):
-                    records += item.records.num_rows
-                    yield from self._known_columns(item)
-                else:  # a batch of malformed records: input records too, so counted
-                    records += item.num_rows
-                    self._lines_rejected.inc(item.num_rows)
-                    yield beam.pvalue.TaggedOutput(REJECTED, item)
+        for item in self._csv(path) if fmt == CSV else self._json(path):
+            if isinstance(item, RawBatch):
+                records += item.records.num_rows
+                yield item
+            else:  # a batch of malformed records: input records too, so counted
+                records += item.num_rows
+                self._lines_rejected.inc(item.num_rows)
+                yield beam.pvalue.TaggedOutput(REJECTED, item)
         if records == 0:
             self._files_rejected.inc()
             yield beam.pvalue.TaggedOutput(REJECTED, rejected_batch(path, [None], ["empty file: no records"],
@@ -124,60 +117,81 @@ class ReadFiles(beam.DoFn):
         self._records_read.inc(records)
         yield beam.pvalue.TaggedOutput(COUNTS, records)
 
-    def _known_columns(self, raw: RawBatch) -> Iterator:
-        """Apply the unknown-column policy; count each unknown column's records either way."""
-        batch = raw.records
-        unknown = [n for n in batch.schema.names if n not in self._names]
-        if not unknown:
-            yield raw
-            return
-        carrying = pa.array([False] * batch.num_rows)
-        for name in unknown:
-            present = pc.is_valid(batch.column(name))
-            Metrics.counter("unknown_columns", name).inc(pc.sum(pc.cast(present, pa.int64())).as_py() or 0)
-            carrying = pc.or_(carrying, present)
-        if self._unknown_policy == REJECT and pc.any(carrying).as_py():
-            bad = batch.filter(carrying)
-            reason = f"unknown column(s): {', '.join(unknown)} (--unknown_columns=reject)"
-            yield beam.pvalue.TaggedOutput(REJECTED, rejected_batch(
-                raw.source, raw_text(bad, raw.format), [reason] * bad.num_rows))
-            batch = batch.filter(pc.invert(carrying))
-        known = batch.select([n for n in batch.schema.names if n in self._names])
-        if known.num_rows:
-            yield RawBatch(raw.source, known, raw.format)
+    @staticmethod
+    @contextlib.contextmanager
+    def _open(path: str):
+        with FileSystems.open(path) as beam_stream:
+            yield io.BufferedReader(_ReadOnly(beam_stream), buffer_size=1 << 20)
 
-    def _csv(self, path: str, stream) -> Iterator:
+    def _csv(self, path: str) -> Iterator:
+        """Typed first: clean files (nearly all) parse straight into the schema's types. A value that
+        does not fit its type stops that pass; the file is then read again as text from the record
+        where it stopped, so validation can reject just the bad records."""
+        reported: set[int] = set()  # line numbers of malformed lines already emitted
+        emitted = 0
+        try:
+            for item in self._csv_pass(path, typed=True, skip=0, reported=reported):
+                if isinstance(item, RawBatch):
+                    emitted += item.records.num_rows
+                yield item
+            return
+        except pa.ArrowInvalid:
+            pass
+        yield from self._csv_pass(path, typed=False, skip=emitted, reported=reported)
+
+    def _csv_pass(self, path: str, typed: bool, skip: int, reported: set[int]) -> Iterator:
         malformed: list[tuple[int | None, str, str]] = []
 
         def on_invalid_row(row) -> str:
-            malformed.append((row.number, row.text, f"malformed line: expected {row.expected_columns} fields, "
-                                                    f"found {row.actual_columns}"))
+            if row.number not in reported:
+                malformed.append((row.number, row.text, f"malformed line: expected {row.expected_columns} "
+                                                        f"fields, found {row.actual_columns}"))
             return "skip"
 
+        def flush() -> pa.RecordBatch:
+            reported.update(number for number, _, _ in malformed)
+            return self._malformed(path, malformed)
+
+        known = {c.name: c.type.arrow if typed else pa.string() for c in self._schema.columns}
+        with self._open(path) as stream:
+            reader = self._csv_reader(stream, known, on_invalid_row)
+            if reader is not None and any(n not in known for n in reader.schema.names):
+                # Columns the schema does not know are read as text, never guessed per block.
+                known.update({n: pa.string() for n in reader.schema.names if n not in known})
+                with self._open(path) as again:
+                    yield from self._blocks(path, self._csv_reader(again, known, on_invalid_row), skip,
+                                            malformed, flush)
+                return
+            yield from self._blocks(path, reader, skip, malformed, flush)
+
+    def _csv_reader(self, stream, column_types: dict, on_invalid_row):
         try:
-            reader = pacsv.open_csv(
+            return pacsv.open_csv(
                 stream,
                 read_options=pacsv.ReadOptions(block_size=self._block_bytes, use_threads=False),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid_row),
-                convert_options=pacsv.ConvertOptions(
-                    # Known columns are read as text; validation types them, so one bad value
-                    # rejects one record, not the whole block.
-                    column_types={name: pa.string() for name in self._schema.names},
-                    strings_can_be_null=True,
-                    null_values=[""],
-                ),
+                convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=True,
+                                                     null_values=[""]),
             )
         except pa.ArrowInvalid as e:
             if "Empty CSV file" in str(e):
-                return
+                return None
             raise
+
+    @staticmethod
+    def _blocks(path: str, reader, skip: int, malformed: list, flush) -> Iterator:
+        if reader is None:
+            return
         for batch in reader:
+            if skip:  # records a previous pass already emitted
+                dropped = min(skip, batch.num_rows)
+                batch, skip = batch.slice(dropped), skip - dropped
             if batch.num_rows:
                 yield RawBatch(path, batch, CSV)
             if malformed:
-                yield self._malformed(path, malformed)
+                yield flush()
         if malformed:
-            yield self._malformed(path, malformed)
+            yield flush()
 
     @staticmethod
     def _malformed(path: str, malformed: list) -> pa.RecordBatch:
@@ -185,36 +199,50 @@ class ReadFiles(beam.DoFn):
         malformed.clear()
         return rejected_batch(path, list(texts), list(reasons), list(lines))
 
-    def _json(self, path: str, stream) -> Iterator:
+    def _json(self, path: str) -> Iterator:
         """Newline-delimited JSON, a block of whole lines at a time.
 
-        pyarrow parses a block in one go, typed by the schema; a block it refuses (a malformed line,
-        a value of the wrong JSON type) is parsed again line by line so only the bad lines are lost.
+        pyarrow parses a block in one go, typed by the schema. A column whose values come in another
+        JSON type (numbers written as strings, say) is left to pyarrow to infer and to validation to
+        type; a block pyarrow still refuses (a malformed line) is parsed line by line, so only the bad
+        lines are lost.
         """
-        typed = pa.schema([pa.field(c.name, c.type.arrow) for c in self._schema.columns])
+        typed = {c.name: pa.field(c.name, c.type.arrow) for c in self._schema.columns}
         carry, first_line = b"", 1
+        with self._open(path) as stream:
+            while True:
+                chunk = stream.read(self._block_bytes)
+                data = carry + chunk
+                if not chunk:
+                    carry, block = b"", data
+                else:
+                    cut = data.rfind(b"\n") + 1
+                    carry, block = data[cut:], data[:cut]
+                if block.strip():
+                    yield from self._json_block(path, block, first_line, typed)
+                first_line += block.count(b"\n")
+                if not chunk:
+                    return
+
+    def _json_block(self, path: str, block: bytes, first_line: int, typed: dict) -> Iterator:
+        explicit = dict(typed)
         while True:
-            chunk = stream.read(self._block_bytes)
-            data = carry + chunk
-            if not chunk:
-                carry, block = b"", data
-            else:
-                cut = data.rfind(b"\n") + 1
-                carry, block = data[cut:], data[:cut]
-            if block.strip():
-                try:
-                    table = pajson.read_json(
-                        io.BytesIO(block), read_options=pajson.ReadOptions(use_threads=False,
-                                                                           block_size=len(block) + 1),
-                        parse_options=pajson.ParseOptions(explicit_schema=typed,
-                                                          unexpected_field_behavior="infer"))
-                    for batch in table.combine_chunks().to_batches():
-                        yield RawBatch(path, batch, JSON)
-                except pa.ArrowInvalid:
-                    yield from self._json_lines(path, block, first_line)
-            first_line += block.count(b"\n")
-            if not chunk:
+            try:
+                table = pajson.read_json(
+                    io.BytesIO(block),
+                    read_options=pajson.ReadOptions(use_threads=False, block_size=len(block) + 1),
+                    parse_options=pajson.ParseOptions(explicit_schema=pa.schema(list(explicit.values())),
+                                                      unexpected_field_behavior="infer"))
+            except pa.ArrowInvalid as e:
+                changed = _CHANGED_TYPE.search(str(e))
+                if changed and changed.group(1) in explicit:
+                    del explicit[changed.group(1)]
+                    continue
+                yield from self._json_lines(path, block, first_line)
                 return
+            for batch in table.combine_chunks().to_batches():
+                yield RawBatch(path, batch, JSON)
+            return
 
     def _json_lines(self, path: str, block: bytes, first_line: int) -> Iterator:
         """The slow path for a block pyarrow refused: each line on its own, values kept as text."""
@@ -240,6 +268,9 @@ class ReadFiles(beam.DoFn):
             yield self._malformed(path, bad)
 
 
+_CHANGED_TYPE = re.compile(r"Column\(/([^)/]+)\) changed from")
+
+
 def _as_text(value) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -254,10 +285,10 @@ class ReadInputFiles(beam.PTransform):
     """Files -> raw batches; tagged outputs `rejected` (malformed records, empty files) and `counts`."""
 
     def __init__(self, files: list[str], schema: InputSchema, block_bytes: int = DEFAULT_BLOCK_BYTES,
-                 input_format: str = "auto", unknown_columns: str = KEEP):
+                 input_format: str = "auto"):
         super().__init__()
         self._files = files
-        self._reader = ReadFiles(schema, block_bytes, input_format, unknown_columns)
+        self._reader = ReadFiles(schema, block_bytes, input_format)
 
     def expand(self, pbegin):
         return (

@@ -20,9 +20,21 @@ class DataOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         parser.add_argument("--input", default=None,
-                            help=f"Input files; {{date}} is substituted. Compressed files (.gz, .bz2) are "
-                                 f"read by extension. Scoring default: {DEFAULT_SCORING_INPUT}; "
+                            help=f"Where the records are: files (local or gs://, {{date}} substituted, "
+                                 f"compressed files read by extension), a BigQuery table "
+                                 f"bq://project.dataset.table (rows of the date), or a BigQuery query file "
+                                 f"*.sql using the @date parameter. Scoring default: {DEFAULT_SCORING_INPUT}; "
                                  f"training default: {DEFAULT_TRAINING_INPUT}.")
+        parser.add_argument("--date_column", default=None,
+                            help="BigQuery input: the DATE, TIMESTAMP or INT64 (unix seconds) column that "
+                                 "selects a date's rows (default: the schema's event-time column).")
+        parser.add_argument("--bq_project", default=None,
+                            help="BigQuery input: the project that runs the read (default: the table's).")
+        parser.add_argument("--bq_temp_dataset", default="scoring_tmp",
+                            help="BigQuery query-file input: the dataset (in --bq_project) holding the "
+                                 "query's result, created if missing; its tables expire after a day.")
+        parser.add_argument("--bq_max_streams", type=int, default=0,
+                            help="BigQuery input: most parallel read streams (0: BigQuery decides).")
         parser.add_argument("--input_format", default="auto", choices=["auto", "csv", "json"],
                             help="Format of the input files; auto: from the name (.csv, .json, .jsonl, "
                                  ".ndjson, each optionally .gz/.bz2/.zst/.deflate/.xz).")

@@ -29,7 +29,8 @@ from models import devices
 from models.devices import AcceleratorError
 from models.handler import DEVICE_METRICS_NAMESPACE, ExportedModelHandler
 from models.registry import ModelVersion, ModelVersionError
-from pipelines import extract
+from pipelines import bigquery_source, extract
+from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.extract import InputNotFoundError, ReadInputFiles
@@ -39,7 +40,8 @@ from pipelines.validate import ValidateRecords
 from pipelines.warehouse import DuckDBWarehouse, RunRecord, WarehouseConfigError
 from schemas import CHALLENGER, CHAMPION, InputSchema
 
-CONFIG_ERRORS = (InputNotFoundError, ModelVersionError, WarehouseConfigError, AcceleratorError, ValueError)
+CONFIG_ERRORS = (InputNotFoundError, ModelVersionError, WarehouseConfigError, AcceleratorError,
+                 BigQueryInputError, ValueError)
 LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 
@@ -52,7 +54,7 @@ class ScoringConfig:
     """A fully checked run: what build_pipeline needs, nothing it has to look up."""
 
     run: RunRecord
-    files: list[str]
+    source: list[str] | ReadPlan  # the files to read, or an open BigQuery read session
     input_format: str
     unknown_columns: str
     schema: InputSchema
@@ -100,7 +102,11 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     if runner in LOCAL_RUNNERS:  # this machine is the worker: check its accelerator now, not mid-run
         devices.visible_devices(devices.resolve_kind(opts.accelerator))
     input_pattern = data.input or DEFAULT_SCORING_INPUT
-    files = extract.match_input(input_pattern, score_date.isoformat(), data.input_format)
+    if bigquery_source.is_bigquery(input_pattern):
+        source = bigquery_source.plan_read(input_pattern, score_date, schemas.INPUT, data.date_column,
+                                           data.bq_project, data.bq_max_streams, data.bq_temp_dataset)
+    else:
+        source = extract.match_input(input_pattern, score_date.isoformat(), data.input_format)
     warehouse = DuckDBWarehouse(opts.warehouse)
     started = datetime.now(timezone.utc)
     run = RunRecord(
@@ -115,18 +121,23 @@ def plan(options: PipelineOptions) -> ScoringConfig:
                  "challenger_version": opts.challenger_version, "accelerator": opts.accelerator,
                  "batch_size": opts.batch_size, "models_per_process": opts.models_per_process,
                  "large_model": opts.large_model, "block_bytes": opts.block_bytes,
-                 "runner": runner or "DirectRunner", "files": len(files)},
+                 "runner": runner or "DirectRunner",
+                 "files" if isinstance(source, list) else "streams":
+                     len(source) if isinstance(source, list) else len(source.streams)},
     )
-    return ScoringConfig(run, files, data.input_format, data.unknown_columns, schema, model, challenger, warehouse,
+    return ScoringConfig(run, source, data.input_format, data.unknown_columns, schema, model, challenger, warehouse,
                          opts.staging_dir or warehouse.default_staging_dir(), opts.block_bytes, opts.batch_size,
                          opts.accelerator, opts.models_per_process, opts.large_model)
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
     """Extract -> validate -> score -> load; returns the published counts."""
-    read = pipeline | "ReadTrips" >> ReadInputFiles(config.files, config.schema, config.block_bytes,
-                                                    config.input_format, config.unknown_columns)
-    checked = read.batches | "Validate" >> ValidateRecords(config.schema)
+    if isinstance(config.source, ReadPlan):
+        read = pipeline | "ReadTrips" >> ReadBigQuery(config.source)
+    else:
+        read = pipeline | "ReadTrips" >> ReadInputFiles(config.source, config.schema, config.block_bytes,
+                                                        config.input_format)
+    checked = read.batches | "Validate" >> ValidateRecords(config.schema, config.unknown_columns)
     scored = checked.valid | "RunInference" >> RunInference(config.handler(config.model, CHAMPION))
     if config.challenger is not None:
         challenged = checked.valid | "RunChallenger" >> RunInference(config.handler(config.challenger, CHALLENGER))

@@ -32,7 +32,8 @@ from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 import schemas
 from models import export, model as model_lib
 from models.registry import ModelVersion
-from pipelines import extract, validate
+from pipelines import bigquery_source, extract, validate
+from pipelines.bigquery_source import ReadBigQuery, ReadPlan
 from pipelines.options import DEFAULT_TRAINING_INPUT, DataOptions, TrainingOptions, parse
 from pipelines.stage import WriteParquetFiles
 from schemas import ColumnType, InputSchema, Role
@@ -90,15 +91,29 @@ class SplitBatches(beam.DoFn):
         yield beam.pvalue.TaggedOutput(TRAIN, converted.filter(pa.array(~is_eval)))
 
 
-def build_pipeline(pipeline: beam.Pipeline, files: list[str], schema: InputSchema, opts: TrainingOptions,
+def read_sources(pipeline: beam.Pipeline, sources: list, schema: InputSchema, data: DataOptions):
+    """Raw batches, rejected records and counts from files or from BigQuery read sessions (one per date)."""
+    reads = []
+    for i, source in enumerate(sources):
+        if isinstance(source, ReadPlan):
+            reads.append(pipeline | f"ReadTrips{i}" >> ReadBigQuery(source))
+        else:
+            reads.append(pipeline | f"ReadTrips{i}" >> extract.ReadInputFiles(source, schema,
+                                                                               input_format=data.input_format))
+    if len(reads) == 1:
+        return reads[0]
+    return {tag: tuple(r[tag] for r in reads) | f"Merge{tag.title()}" >> beam.Flatten()
+            for tag in ("batches", extract.REJECTED, extract.COUNTS)}
+
+
+def build_pipeline(pipeline: beam.Pipeline, sources: list, schema: InputSchema, opts: TrainingOptions,
                    transform_dir: str, data_dir: str) -> None:
     """Extract -> validate -> split -> analyse (train split) -> transform both splits -> Parquet."""
     config = tensor_adapter_config(schema)
     data = pipeline.options.view_as(DataOptions)
-    read = pipeline | "ReadTrips" >> extract.ReadInputFiles(files, schema, input_format=data.input_format,
-                                                            unknown_columns=data.unknown_columns)
-    checked = read.batches | "Validate" >> validate.ValidateRecords(schema)
-    _ = (checked.rejected, read.rejected) | "AllRejected" >> beam.Flatten() | "CountRejected" >> beam.Map(
+    read = read_sources(pipeline, sources, schema, data)
+    checked = read["batches"] | "Validate" >> validate.ValidateRecords(schema, data.unknown_columns)
+    _ = (checked.rejected, read[extract.REJECTED]) | "AllRejected" >> beam.Flatten() | "CountRejected" >> beam.Map(
         lambda b, c=Metrics.counter("train", "records_rejected"): c.inc(b.num_rows))
     splits = checked.valid | "Split" >> beam.ParDo(SplitBatches(schema, opts.eval_percent)).with_outputs(TRAIN, EVAL)
     with tft_beam.Context(temp_dir=os.path.join(transform_dir, "tmp"), force_tf_compat_v1=False):
@@ -111,27 +126,34 @@ def build_pipeline(pipeline: beam.Pipeline, files: list[str], schema: InputSchem
                 WriteParquetFiles(os.path.join(data_dir, name), name))
 
 
-def training_files(pattern: str, start: str | None, end: str | None, input_format: str) -> list[str]:
-    """Files of a fixed path, or of every date in [start, end] for a pattern with {date}."""
-    if "{date}" not in pattern:
+def training_sources(pattern: str, start: str | None, end: str | None, data: DataOptions) -> list:
+    """What to read: one file list for a fixed path, or a file list or BigQuery read per date in
+    [start, end] for a pattern with {date} or a BigQuery input. Dates without data are skipped."""
+    dated = "{date}" in pattern or bigquery_source.is_bigquery(pattern)
+    if not dated:
         if start or end:
-            raise ValueError("--start_date/--end_date need a {date} in --input")
-        return extract.match_input(pattern, "", input_format)
+            raise ValueError("--start_date/--end_date need a {date} in --input, or a BigQuery input")
+        return [extract.match_input(pattern, "", data.input_format)]
     if not (start and end):
-        raise ValueError("--input has a {date}: give --start_date and --end_date")
+        raise ValueError("--input is per date: give --start_date and --end_date")
     first, last = date.fromisoformat(start), date.fromisoformat(end)
     if last < first:
         raise ValueError(f"--end_date {end} is before --start_date {start}")
-    files = []
+    sources = []
     for offset in range((last - first).days + 1):
-        day = (first + timedelta(days=offset)).isoformat()
+        day = first + timedelta(days=offset)
         try:
-            files += extract.match_input(pattern, day, input_format)
+            if bigquery_source.is_bigquery(pattern):
+                sources.append(bigquery_source.plan_read(pattern, day, schemas.INPUT, data.date_column,
+                                                         data.bq_project, data.bq_max_streams,
+                                                         data.bq_temp_dataset))
+            else:
+                sources.append(extract.match_input(pattern, day.isoformat(), data.input_format))
         except extract.InputNotFoundError:
             logging.warning("no training input for %s; skipping that date", day)
-    if not files:
+    if not sources:
         raise extract.InputNotFoundError(f"no training input for any date from {start} to {end}: {pattern}")
-    return files
+    return sources
 
 
 def load_split(directory: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -190,13 +212,13 @@ def run(argv: list[str] | None = None) -> TrainingResult:
 
     FileSystems.set_options(pipeline_options)
     training_input = data.input or DEFAULT_TRAINING_INPUT
-    files = training_files(training_input, opts.start_date, opts.end_date, data.input_format)
+    sources = training_sources(training_input, opts.start_date, opts.end_date, data)
     os.makedirs(opts.work_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="run-", dir=opts.work_dir)
     transform_dir, data_dir = os.path.join(work, "transform"), os.path.join(work, "data")
 
     pipeline = beam.Pipeline(options=pipeline_options)
-    build_pipeline(pipeline, files, schema, opts, transform_dir, data_dir)
+    build_pipeline(pipeline, sources, schema, opts, transform_dir, data_dir)
     result = pipeline.run()
     result.wait_until_finish()
     counters = {m.key.metric.name: m.committed for m in result.metrics().query(MetricsFilter())["counters"]}

@@ -3,7 +3,8 @@
 Checks are column-at-a-time Arrow kernels. The common case (a clean column) costs one cast, or
 nothing when a source already typed it; only a column that fails to cast is examined value by value,
 as text, with a regular expression, to find which records are bad. A record's reason names the first
-column that failed and the value it held. A column a source lacks is all missing.
+column that failed and the value it held. A column a source lacks is all missing; a column the
+schema does not know is dropped, or its records rejected, by policy, and counted either way.
 """
 from __future__ import annotations
 
@@ -25,16 +26,35 @@ _NUMBER_PATTERNS = {
 }
 
 
+KEEP, REJECT = "keep", "reject"  # what to do with records carrying columns the schema does not know
+
+
 class SchemaValidator:
     """Types a raw batch by the schema and splits it into valid records and rejected ones."""
 
-    def __init__(self, schema: InputSchema):
+    def __init__(self, schema: InputSchema, unknown_columns: str = KEEP):
+        if unknown_columns not in (KEEP, REJECT):
+            raise ValueError(f"unknown_columns must be {KEEP} or {REJECT}, got {unknown_columns!r}")
         self.schema = schema
+        self.unknown_columns = unknown_columns
         self.arrow_schema = pa.schema([pa.field(c.name, c.type.arrow) for c in schema.columns])
+        self._names = set(schema.names)
+
+    def unknown_column_counts(self, batch: pa.RecordBatch) -> dict[str, int]:
+        """Records holding a value in each column the schema does not know."""
+        return {name: batch.num_rows - batch.column(name).null_count
+                for name in batch.schema.names if name not in self._names}
 
     def validate(self, raw: RawBatch) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
         batch = raw.records
         reasons: pa.Array = pa.nulls(batch.num_rows, pa.string())
+        unknown = [name for name in batch.schema.names if name not in self._names]
+        if unknown and self.unknown_columns == REJECT:
+            carrying = pc.invert(pc.is_null(batch.column(unknown[0])))
+            for name in unknown[1:]:
+                carrying = pc.or_(carrying, pc.is_valid(batch.column(name)))
+            reasons = _first_reason(reasons, carrying, pa.scalar(
+                f"unknown column(s): {', '.join(unknown)} (--unknown_columns=reject)"))
         typed = []
         present = set(batch.schema.names)
         for column in self.schema.columns:
@@ -108,12 +128,14 @@ def _first_reason(reasons: pa.Array, failed: pa.Array, reason) -> pa.Array:
 
 
 class ValidateBatch(beam.DoFn):
-    def __init__(self, schema: InputSchema):
-        self._validator = SchemaValidator(schema)
+    def __init__(self, schema: InputSchema, unknown_columns: str = KEEP):
+        self._validator = SchemaValidator(schema, unknown_columns)
         self._valid = Metrics.counter("validate", "records_valid")
         self._rejected = Metrics.counter("validate", "records_rejected")
 
     def process(self, raw: RawBatch) -> Iterator:
+        for name, records in self._validator.unknown_column_counts(raw.records).items():
+            Metrics.counter("unknown_columns", name).inc(records)
         valid, rejected = self._validator.validate(raw)
         if valid.num_rows:
             self._valid.inc(valid.num_rows)
@@ -126,11 +148,13 @@ class ValidateBatch(beam.DoFn):
 class ValidateRecords(beam.PTransform):
     """Raw batches -> typed batches (main) and rejected records (tagged `rejected`)."""
 
-    def __init__(self, schema: InputSchema):
+    def __init__(self, schema: InputSchema, unknown_columns: str = KEEP):
         super().__init__()
         self._schema = schema
+        self._unknown_columns = unknown_columns
 
     def expand(self, raw_batches):
-        return raw_batches | "CheckSchema" >> beam.ParDo(ValidateBatch(self._schema)).with_outputs(
+        return raw_batches | "CheckSchema" >> beam.ParDo(
+            ValidateBatch(self._schema, self._unknown_columns)).with_outputs(
             REJECTED, main="valid"
         )

@@ -5,7 +5,9 @@
 (a) ceiling:  the exported model's raw-feature signature on prepared in-memory tensors, no I/O;
 (b) baseline: a plain Beam pipeline as Beam's examples write it: ReadFromText, one dict per line,
               RunInference with a handler that stacks dicts into tensors, WriteToText;
-(c) pipeline: `pipelines.score` end to end, CSV to the local DuckDB warehouse, on DirectRunner.
+(c) pipeline: `pipelines.score` end to end, CSV to the local DuckDB warehouse, on DirectRunner;
+and extraction alone: CSV (x) and JSON (j) read, typed and validated into Arrow batches on Beam,
+beside pyarrow's own read_csv (y) and read_json (k) on the same files.
 
 Each measurement runs in its own process and reports that process's peak memory (max RSS). Rates are
 records per second of the measured section: model calls for (a), the whole pipeline run for (b)
@@ -29,7 +31,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 DAY = "2026-11-23"
-MEASUREMENTS = {"a": "ceiling", "b": "baseline", "c": "pipeline"}
+MEASUREMENTS = {"a": "ceiling", "b": "baseline", "c": "pipeline", "x": "extract_csv", "y": "pyarrow_csv",
+                "j": "extract_json", "k": "pyarrow_json"}
 
 
 # ---------------------------------------------------------------- (a) the ceiling
@@ -137,6 +140,60 @@ def measure_pipeline(args) -> dict:
     return {"rows": summary["scored_records"], "seconds": seconds, "devices": summary["devices"]}
 
 
+# ---------------------------------------------------------------- extraction (issue: extract stage)
+
+def json_files(args) -> list[str]:
+    """The CSV input as newline-delimited JSON (typed values, missing ones left out), made once."""
+    import duckdb
+    import pyarrow.csv as pacsv
+
+    import schemas
+
+    paths = []
+    for path in args.files:
+        target = os.path.join(args.work_dir, "json", os.path.basename(path).replace(".csv", ".jsonl"))
+        if not os.path.exists(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            trips = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(  # noqa: F841 (read by DuckDB)
+                column_types={c.name: c.type.arrow for c in schemas.INPUT.columns}))
+            with duckdb.connect() as con:
+                con.execute(f"COPY trips TO '{target}' (FORMAT json)")
+        paths.append(target)
+    return paths
+
+
+def measure_extract(args, fmt: str) -> dict:
+    """Extraction as the pipeline does it: read, type and validate into Arrow batches, on Beam."""
+    import apache_beam as beam
+
+    import schemas
+    from pipelines.extract import ReadInputFiles
+    from pipelines.validate import ValidateRecords
+
+    files = args.files if fmt == "csv" else json_files(args)
+    schema = schemas.INPUT.for_scoring()
+    out = os.path.join(args.work_dir, f"extract_{fmt}", "count")
+    t0 = time.perf_counter()
+    with beam.Pipeline(argv=["--runner=DirectRunner"]) as p:
+        read = p | "Read" >> ReadInputFiles(files, schema)
+        checked = read.batches | "Validate" >> ValidateRecords(schema)
+        _ = (checked.valid | beam.Map(lambda b: b.num_rows) | beam.CombineGlobally(sum)
+             | beam.io.WriteToText(out, shard_name_template=""))
+    seconds = time.perf_counter() - t0
+    return {"rows": int(open(out).read()), "seconds": seconds}
+
+
+def measure_pyarrow(args, fmt: str) -> dict:
+    """pyarrow's own whole-file readers on the same files: read_csv / read_json, default options."""
+    import pyarrow.csv as pacsv
+    import pyarrow.json as pajson
+
+    files = args.files if fmt == "csv" else json_files(args)
+    t0 = time.perf_counter()
+    rows = sum((pacsv.read_csv(f) if fmt == "csv" else pajson.read_json(f)).num_rows for f in files)
+    return {"rows": rows, "seconds": time.perf_counter() - t0}
+
+
 # ---------------------------------------------------------------- driver
 
 def run_measurement(name: str, args) -> dict:
@@ -174,8 +231,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--json", default=None, help="Write the results here.")
-    parser.add_argument("--only", default="a,b,c", help="Which measurements: any of a (ceiling), b (baseline), "
-                                                         "c (pipeline).")
+    parser.add_argument("--only", default="a,b,c,x,y,j,k",
+                        help="Which measurements: a (ceiling), b (baseline), c (pipeline), x / y (CSV extraction "
+                             "through the pipeline / pyarrow.csv.read_csv), j / k (JSON: pipeline / "
+                             "pyarrow.json.read_json).")
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "tpu"])
     parser.add_argument("--batch_size", type=int, default=None, help="Default: the device's default.")
     parser.add_argument("--rows_per_file", type=int, default=1_000_000)
@@ -187,8 +246,10 @@ def main(argv: list[str] | None = None) -> None:
     args.files = sorted(glob.glob(args.input_glob))
 
     if args.measure:  # child process: one measurement, its result as the last line of stdout
-        result = {"ceiling": measure_ceiling, "baseline": measure_baseline, "pipeline": measure_pipeline}[
-            args.measure](args)
+        result = {"ceiling": measure_ceiling, "baseline": measure_baseline, "pipeline": measure_pipeline,
+                  "extract_csv": lambda a: measure_extract(a, "csv"), "pyarrow_csv": lambda a: measure_pyarrow(a, "csv"),
+                  "extract_json": lambda a: measure_extract(a, "json"),
+                  "pyarrow_json": lambda a: measure_pyarrow(a, "json")}[args.measure](args)
         result["peak_memory_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
         print(json.dumps(result))
         return
@@ -216,11 +277,16 @@ def main(argv: list[str] | None = None) -> None:
             report["ratio_vs_ceiling"] = round(report["pipeline_rows_per_s"] / report["ceiling_rows_per_s"], 3)
         if "baseline" in results:
             report["ratio_vs_baseline"] = round(report["pipeline_rows_per_s"] / report["baseline_rows_per_s"], 3)
+    for fmt in ("csv", "json"):
+        if f"extract_{fmt}" in results and f"pyarrow_{fmt}" in results:
+            report[f"extract_{fmt}_ratio_vs_pyarrow"] = round(
+                report[f"extract_{fmt}_rows_per_s"] / report[f"pyarrow_{fmt}_rows_per_s"], 3)
     print("\n| measurement | rows/s | seconds | peak memory (MiB) |\n|---|---:|---:|---:|")
     for name in results:
         print(f"| {name} | {report[f'{name}_rows_per_s']:,.0f} | {report[f'{name}_seconds']:.2f} | "
               f"{report[f'{name}_peak_memory_bytes'] / 2**20:,.0f} |")
-    for ratio in ("ratio_vs_ceiling", "ratio_vs_baseline"):
+    for ratio in ("ratio_vs_ceiling", "ratio_vs_baseline", "extract_csv_ratio_vs_pyarrow",
+                  "extract_json_ratio_vs_pyarrow"):
         if ratio in report:
             print(f"{ratio}: {report[ratio]}")
     if args.json:

@@ -96,3 +96,35 @@ def test_extract_and_validate_in_a_pipeline(tmp_path):
 def test_no_input_files_is_a_clear_error(tmp_path):
     with pytest.raises(InputNotFoundError, match="2026-11-23.*nothing matches"):
         match_input(str(tmp_path / "dt={date}" / "*.csv"), "2026-11-23")
+
+
+def test_a_bad_value_late_in_a_file_loses_and_repeats_nothing(tmp_path):
+    """Typed parsing stops at the block holding 'twelve'; the text pass resumes exactly there."""
+    from pipelines.extract import ReadFiles
+
+    lines = [HEADER]
+    for i in range(300):
+        line = GOOD.replace("t1,", f"t{i},", 1)
+        if i == 120:
+            line = "t120,short,line"
+        if i == 250:
+            line = line.replace("12.5", "twelve")
+        lines.append(line)
+    path = tmp_path / "late.csv"
+    path.write_text("\n".join(lines) + "\n")
+    reader = ReadFiles(SCHEMA, block_bytes=2048)  # about 20 records a block
+    validator = SchemaValidator(SCHEMA)
+    kept, rejected, counts = [], [], []
+    for item in reader.process(str(path)):
+        if isinstance(item, RawBatch):
+            valid, bad = validator.validate(item)
+            kept += valid.column("trip_id").to_pylist()
+            rejected += [] if bad is None else [(r["raw_record"].split(",")[0], r["reason"]) for r in bad.to_pylist()]
+        elif item.tag == "rejected":
+            rejected += [(r["raw_record"].split(",")[0], r["reason"]) for r in item.value.to_pylist()]
+        else:
+            counts.append(item.value)
+    assert counts == [300]
+    assert sorted(rejected) == [("t120", "malformed line: expected 19 fields, found 3"),
+                                ("t250", "wrong type: fare is not FLOAT64: 'twelve'")]
+    assert sorted(kept) == sorted(f"t{i}" for i in range(300) if i not in (120, 250))

@@ -1,62 +1,22 @@
 """Every source a night's records can come from scores them the same, and rejects bad input the same.
 
-Google Cloud Storage is a real API server (gcp-storage-emulator) on loopback, reached through
-Beam's own gs:// filesystem, exactly as on Dataflow except for the endpoint and credentials.
+Google Cloud Storage and BigQuery are real API servers on loopback (gcp-storage-emulator, bqemulator),
+reached through Beam's own gs:// filesystem and Google's clients, exactly as in production except for
+the endpoints and credentials.
 """
 import gzip
+import io
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
 
-import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
-from google.auth.credentials import AnonymousCredentials
-from google.cloud import storage
+from google.cloud import bigquery as bq
 
 import schemas
 from pipelines import score, train
-from tests.conftest import SAMPLE, query, write_partition
+from tests.conftest import BQ_PROJECT, GCS_BUCKET as BUCKET, SAMPLE, query, write_partition
 
 DAY = "2026-11-23"
-BUCKET = "nightly-trips"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def gcs():
-    """A GCS API server on loopback for this module; Beam and google-cloud-storage both use it."""
-    port = free_port()
-    exe = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
-    proc = subprocess.Popen([exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory",
-                             "--default-bucket", BUCKET, "-q"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            assert proc.poll() is None and time.monotonic() < deadline, "GCS emulator did not start"
-            time.sleep(0.1)
-    previous = os.environ.get("STORAGE_EMULATOR_HOST")
-    os.environ["STORAGE_EMULATOR_HOST"] = f"http://127.0.0.1:{port}"
-    try:
-        yield storage.Client(project="test", credentials=AnonymousCredentials()).bucket(BUCKET)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        if previous is None:
-            os.environ.pop("STORAGE_EMULATOR_HOST", None)
-        else:
-            os.environ["STORAGE_EMULATOR_HOST"] = previous
 
 
 def to_json_lines(csv_path: str) -> bytes:
@@ -67,11 +27,27 @@ def to_json_lines(csv_path: str) -> bytes:
                     for row in table.to_pylist())
 
 
+def bq_schema(extra: tuple = ()) -> list:
+    return [bq.SchemaField(c.name, c.type.value, mode="NULLABLE") for c in schemas.INPUT.columns] + list(extra)
+
+
+def load_table(client, table: str, json_lines: bytes, schema: list) -> None:
+    client.create_dataset("raw", exists_ok=True)
+    client.create_table(bq.Table(f"{BQ_PROJECT}.raw.{table}", schema=schema), exists_ok=True)
+    client.load_table_from_file(io.BytesIO(json_lines), f"{BQ_PROJECT}.raw.{table}", job_config=bq.LoadJobConfig(
+        source_format="NEWLINE_DELIMITED_JSON", schema=schema)).result()
+
+
 @pytest.fixture(scope="module")
-def sources(tmp_path_factory, gcs):
-    """One day's 600 records in every supported form."""
+def sources(tmp_path_factory, gcs, bigquery):
+    """One day's 600 records in every supported form (and, in BigQuery, another day's beside them)."""
     tmp = tmp_path_factory.mktemp("sources")
     [part_a, part_b] = write_partition(tmp / "csv", DAY, 600, rows_per_file=300)
+    [other_day] = write_partition(tmp / "other", "2026-11-22", 100)
+    load_table(bigquery, "trips", b"".join(to_json_lines(p) for p in (part_a, part_b, other_day)), bq_schema())
+    query_file = tmp / "trips_of_day.sql"
+    query_file.write_text("SELECT * FROM raw.trips\n"
+                          "WHERE DATE(TIMESTAMP_SECONDS(trip_start_timestamp)) = @date\n")
     paths = {"csv": str(tmp / "csv" / "*.csv")}
     (tmp / "json").mkdir()
     (tmp / "gz").mkdir()
@@ -82,13 +58,15 @@ def sources(tmp_path_factory, gcs):
         gcs.blob(f"json/dt={DAY}/part-{i}.json.gz").upload_from_string(gzip.compress(to_json_lines(part)))
     paths.update({"json": str(tmp / "json" / "*.jsonl"), "gzip_csv": str(tmp / "gz" / "*.csv.gz"),
                   "gcs_csv": f"gs://{BUCKET}/csv/dt={{date}}/*.csv",
-                  "gcs_json": f"gs://{BUCKET}/json/dt={{date}}/*.json.gz"})
+                  "gcs_json": f"gs://{BUCKET}/json/dt={{date}}/*.json.gz",
+                  "bigquery_table": f"bq://{BQ_PROJECT}.raw.trips",
+                  "bigquery_query": str(query_file)})
     return paths
 
 
 def run_score(tmp_path, model_root, input_path, *extra):
     return score.run([f"--date={DAY}", f"--input={input_path}", f"--model_root={model_root}",
-                      f"--warehouse={tmp_path}/w.duckdb", "--no_auth", *extra])
+                      f"--warehouse={tmp_path}/w.duckdb", "--no_auth", f"--bq_project={BQ_PROJECT}", *extra])
 
 
 def scores(tmp_path) -> dict[str, float]:
@@ -206,3 +184,56 @@ def test_training_reads_a_date_range_from_gcs_json(sources, gcs, tmp_path):
                         "--epochs=1", "--no_auth"])
     meta = result.version.metadata
     assert meta["training_records"] + meta["eval_records"] == 2 * 15002 and meta["rejected_records"] == 0
+
+
+def test_bad_bigquery_rows_are_rejected_with_reasons(model_root, bigquery, tmp_path):
+    rows = [good_record(1), {**good_record(2), "fare": None}, {**good_record(3), "trip_miles": float("nan")},
+            {**good_record(4), "driver": "x"}, {**good_record(5), "trip_start_timestamp": 1795446000 - 86400}]
+    data = b"".join(json.dumps(r).replace("NaN", '"NaN"').encode() + b"\n" for r in rows)
+    load_table(bigquery, "dirty", data, bq_schema(extra=(bq.SchemaField("driver", "STRING"),)))
+    summary = run_score(tmp_path, model_root, f"bq://{BQ_PROJECT}.raw.dirty", "--unknown_columns=reject")
+    # The row of another day never left BigQuery: the date filter is pushed down.
+    assert (summary["input_records"], summary["scored_records"], summary["rejected_records"]) == (4, 1, 3)
+    assert summary["unknown_columns"] == {"driver": 1}
+    reasons = sorted(r[0] for r in query(tmp_path / "w.duckdb", "SELECT reason FROM scoring_errors"))
+    assert reasons == ["missing required field: fare", "unknown column(s): driver (--unknown_columns=reject)",
+                       "wrong type: trip_miles is not a finite number"]
+    [(source, raw)] = query(tmp_path / "w.duckdb", "SELECT source, raw_record FROM scoring_errors "
+                            "WHERE reason LIKE 'missing%'")
+    assert source == f"bq://{BQ_PROJECT}.raw.dirty" and json.loads(raw)["trip_id"] == "j2"
+
+
+@pytest.mark.parametrize("table, schema, message", [
+    ("absent", None, "does not exist"),
+    ("retyped", "fare:STRING", "fare is STRING in BigQuery but FLOAT64 in schemas/"),
+    ("lacking", "-payment_type", "required column payment_type is missing"),
+])
+def test_bad_bigquery_configuration_fails_before_reading(model_root, bigquery, tmp_path, capsys, table, schema,
+                                                         message):
+    if schema:
+        fields = bq_schema()
+        if schema.startswith("-"):
+            fields = [f for f in fields if f.name != schema[1:]]
+        else:
+            name, kind = schema.split(":")
+            fields = [bq.SchemaField(name, kind) if f.name == name else f for f in fields]
+        bigquery.create_dataset("raw", exists_ok=True)
+        bigquery.create_table(bq.Table(f"{BQ_PROJECT}.raw.{table}", schema=fields), exists_ok=True)
+    code = score.main([f"--date={DAY}", f"--input=bq://{BQ_PROJECT}.raw.{table}", f"--model_root={model_root}",
+                       f"--warehouse={tmp_path}/w.duckdb"])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_a_bigquery_date_without_rows_is_a_clear_error(model_root, sources, tmp_path, capsys):
+    code = score.main(["--date=2026-11-01", f"--input=bq://{BQ_PROJECT}.raw.trips", f"--model_root={model_root}",
+                       f"--warehouse={tmp_path}/w.duckdb"])
+    assert code == 2 and "no input rows for date 2026-11-01" in capsys.readouterr().err
+    assert not (tmp_path / "w.duckdb").exists()
+
+
+@pytest.mark.parametrize("location", ["bq://not a table", "bq://proj.dataset"])
+def test_malformed_table_names_are_refused(model_root, tmp_path, capsys, location):
+    code = score.main([f"--date={DAY}", f"--input={location}", f"--model_root={model_root}",
+                       f"--warehouse={tmp_path}/w.duckdb"])
+    assert code == 2 and "expected bq://project.dataset.table" in capsys.readouterr().err

@@ -1,0 +1,244 @@
+"""Extract a date's records from BigQuery: a table, or a query file with a `@date` parameter.
+
+A query file's result is first written to an expiring table of a scratch dataset (as Beam's own
+BigQuery reads do), then read like any table.
+
+The read goes through the BigQuery Storage Read API in Arrow: the driver opens one read session
+(the date filter and the column list pushed down to BigQuery, so only that day's rows leave it),
+and workers read its streams in parallel, a page of rows at a time, so memory per worker is bounded
+by the page size. The same code talks to Google's endpoints or, where `BIGQUERY_EMULATOR_HOST`
+(REST) and `BIGQUERY_STORAGE_EMULATOR_HOST` (gRPC, host:port) are set, to an emulator: only the
+endpoints and the credentials differ.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from typing import Iterator
+
+import apache_beam as beam
+
+from pipelines.batches import TABLE, RawBatch
+from pipelines.extract import COUNTS, REJECTED, InputNotFoundError
+from schemas import ColumnType, InputSchema, Role
+
+SCHEME = "bq://"
+DEFAULT_TEMP_DATASET = "scoring_tmp"  # where a query file's results are kept for the read
+TEMP_TABLE_HOURS = 24
+_TABLE_ID = re.compile(r"^(?P<project>[a-z][a-z0-9-]{0,61}[a-z0-9])\.(?P<dataset>\w{1,1024})\."
+                       r"(?P<table>[\w$-]{1,1024})$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
+# BigQuery's legacy and standard type names for each schema type.
+_COMPATIBLE = {
+    ColumnType.STRING: {"STRING"},
+    ColumnType.INT64: {"INTEGER", "INT64"},
+    ColumnType.FLOAT64: {"FLOAT", "FLOAT64", "INTEGER", "INT64", "NUMERIC"},
+    ColumnType.DATE: {"DATE"},
+    ColumnType.TIMESTAMP: {"TIMESTAMP"},
+}
+
+
+class BigQueryInputError(ValueError):
+    """The BigQuery input cannot be read as configured; raised before any data is read."""
+
+
+def is_bigquery(location: str) -> bool:
+    return location.startswith(SCHEME) or location.endswith(".sql")
+
+
+@dataclass(frozen=True)
+class TableRef:
+    project: str
+    dataset: str
+    table: str
+
+    @classmethod
+    def parse(cls, text: str) -> "TableRef":
+        match = _TABLE_ID.match(text.removeprefix(SCHEME))
+        if not match:
+            raise BigQueryInputError(f"{text!r} is not a BigQuery table: expected bq://project.dataset.table")
+        return cls(**match.groupdict())
+
+    @property
+    def path(self) -> str:  # the Storage API's resource name
+        return f"projects/{self.project}/datasets/{self.dataset}/tables/{self.table}"
+
+    def __str__(self) -> str:
+        return f"{self.project}.{self.dataset}.{self.table}"
+
+
+def bigquery_client(project: str):
+    from google.cloud import bigquery
+
+    endpoint = os.environ.get("BIGQUERY_EMULATOR_HOST")
+    if not endpoint:
+        return bigquery.Client(project=project)
+    from google.api_core.client_options import ClientOptions
+    from google.auth.credentials import AnonymousCredentials
+
+    return bigquery.Client(project=project, credentials=AnonymousCredentials(),
+                           client_options=ClientOptions(api_endpoint=endpoint))
+
+
+def read_client():
+    from google.cloud.bigquery_storage_v1 import BigQueryReadClient
+
+    endpoint = os.environ.get("BIGQUERY_STORAGE_EMULATOR_HOST")
+    if not endpoint:
+        return BigQueryReadClient()
+    import grpc
+    from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
+
+    return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=grpc.insecure_channel(endpoint)))
+
+
+def date_restriction(column: str, bq_type: str, day: date) -> str:
+    """The Storage API row filter for one day. Only a checked identifier and a parsed date go in."""
+    if not _IDENTIFIER.match(column):
+        raise BigQueryInputError(f"{column!r} is not a valid BigQuery column name")
+    start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    end = start + timedelta(days=1)
+    if bq_type == "DATE":
+        return f'`{column}` = DATE "{day.isoformat()}"'
+    if bq_type == "TIMESTAMP":
+        return (f'`{column}` >= TIMESTAMP "{start:%Y-%m-%d %H:%M:%S}+00" AND '
+                f'`{column}` < TIMESTAMP "{end:%Y-%m-%d %H:%M:%S}+00"')
+    if bq_type in ("INTEGER", "INT64"):  # unix seconds
+        return f"`{column}` >= {int(start.timestamp())} AND `{column}` < {int(end.timestamp())}"
+    raise BigQueryInputError(f"date column {column} is {bq_type}; it must be DATE, TIMESTAMP or INT64 unix seconds")
+
+
+@dataclass(frozen=True)
+class ReadPlan:
+    """An open read session: what the workers need to read a day's rows."""
+
+    source: str
+    session: bytes  # the serialized ReadSession (streams, Arrow schema)
+    streams: list[str]
+
+
+def plan_read(location: str, day: date, schema: InputSchema, date_column: str | None, project: str | None,
+              max_streams: int = 0, temp_dataset: str = DEFAULT_TEMP_DATASET) -> ReadPlan:
+    """Check the table (or the query's result) against the schema and open a read session for the day."""
+    from google.api_core import exceptions
+    from google.cloud.bigquery_storage_v1 import types
+
+    if location.endswith(".sql"):
+        ref = _materialize_query(location, day, project, temp_dataset)
+        client, restriction = bigquery_client(project), None
+    else:
+        ref = TableRef.parse(location)
+        client = bigquery_client(project or ref.project)
+    try:
+        table = client.get_table(str(ref))
+    except exceptions.NotFound:
+        raise BigQueryInputError(f"BigQuery table {ref} does not exist") from None
+    bq_types = {f.name: f.field_type for f in table.schema}
+    _check_types(schema, bq_types, str(ref))
+    if not location.endswith(".sql"):  # a query file selects its date itself, through @date
+        column = date_column or _event_time_column(schema)
+        if column not in bq_types:
+            raise BigQueryInputError(f"BigQuery table {ref} has no date column {column}; name one with --date_column")
+        restriction = date_restriction(column, bq_types[column], day)
+    options = types.ReadSession.TableReadOptions(row_restriction=restriction or "")
+    session = read_client().create_read_session(
+        parent=f"projects/{project or ref.project}",
+        read_session=types.ReadSession(table=ref.path, data_format=types.DataFormat.ARROW, read_options=options),
+        max_stream_count=max_streams)
+    streams = [s.name for s in session.streams]
+    if not streams:
+        raise InputNotFoundError(f"no input rows for date {day.isoformat()} in {location}")
+    return ReadPlan(f"{SCHEME}{ref}", types.ReadSession.serialize(session), streams)
+
+
+def _materialize_query(location: str, day: date, project: str | None, temp_dataset: str) -> TableRef:
+    """Run the query file for `day` into an expiring table of `temp_dataset`, to be read like a table.
+
+    The query's text is the operator's file; the date reaches it only as the @date parameter and the
+    table name is generated, so nothing user-supplied is spliced into SQL.
+    """
+    import uuid
+
+    from apache_beam.io.filesystems import FileSystems
+    from google.cloud import bigquery
+
+    if not project:
+        raise BigQueryInputError("a query file needs --bq_project, the project that runs (and pays for) it")
+    if not _IDENTIFIER.match(temp_dataset):
+        raise BigQueryInputError(f"--bq_temp_dataset {temp_dataset!r} is not a valid dataset name")
+    with FileSystems.open(location) as f:
+        sql = f.read().decode().strip().rstrip(";")
+    if "@date" not in sql:
+        raise BigQueryInputError(f"{location} must select its rows with the @date query parameter")
+    client = bigquery_client(project)
+    dataset = bigquery.Dataset(f"{project}.{temp_dataset}")
+    dataset.default_table_expiration_ms = TEMP_TABLE_HOURS * 3600 * 1000
+    client.create_dataset(dataset, exists_ok=True)
+    ref = TableRef(project, temp_dataset, f"input_{day:%Y%m%d}_{uuid.uuid4().hex[:12]}")
+    client.query(
+        f"CREATE TABLE `{ref}` OPTIONS (expiration_timestamp = "
+        f"TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {TEMP_TABLE_HOURS} HOUR)) AS\n{sql}",
+        job_config=bigquery.QueryJobConfig(query_parameters=[bigquery.ScalarQueryParameter("date", "DATE", day)]),
+    ).result()
+    return ref
+
+
+def _event_time_column(schema: InputSchema) -> str:
+    columns = schema.with_role(Role.EVENT_TIME)
+    if not columns:
+        raise BigQueryInputError("the schema has no event-time column; name the date column with --date_column")
+    return columns[0].name
+
+
+def _check_types(schema: InputSchema, bq_types: dict[str, str], table: str) -> None:
+    problems = []
+    for column in schema.columns:
+        bq_type = bq_types.get(column.name)
+        if bq_type is None:
+            if column.required:
+                problems.append(f"required column {column.name} is missing")
+        elif bq_type not in _COMPATIBLE[column.type]:
+            problems.append(f"{column.name} is {bq_type} in BigQuery but {column.type.value} in schemas/")
+    if problems:
+        raise BigQueryInputError(f"BigQuery table {table} does not match schemas/: " + "; ".join(problems))
+
+
+class ReadStream(beam.DoFn):
+    """One Storage API stream in, Arrow record batches out (one per page of rows)."""
+
+    def __init__(self, plan: ReadPlan):
+        self._source = plan.source
+        self._session = plan.session
+
+    def setup(self) -> None:
+        from google.cloud.bigquery_storage_v1 import types
+
+        self._client = read_client()
+        self._read_session = types.ReadSession.deserialize(self._session)
+
+    def process(self, stream: str) -> Iterator:
+        records = 0
+        for page in self._client.read_rows(stream).rows(self._read_session).pages:
+            batch = page.to_arrow()
+            if batch.num_rows:
+                records += batch.num_rows
+                yield RawBatch(self._source, batch, TABLE)
+        yield beam.pvalue.TaggedOutput(COUNTS, records)
+
+
+class ReadBigQuery(beam.PTransform):
+    """Read streams -> raw batches; `rejected` (always empty: rows arrive typed) and `counts` tagged."""
+
+    def __init__(self, plan: ReadPlan):
+        super().__init__()
+        self._plan = plan
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "ListStreams" >> beam.Create(self._plan.streams)
+            | "SpreadStreams" >> beam.Reshuffle()
+            | "ReadStreams" >> beam.ParDo(ReadStream(self._plan)).with_outputs(REJECTED, COUNTS, main="batches")
+        )
