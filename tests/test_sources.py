@@ -237,3 +237,34 @@ def test_malformed_table_names_are_refused(model_root, tmp_path, capsys, locatio
     code = score.main([f"--date={DAY}", f"--input={location}", f"--model_root={model_root}",
                        f"--warehouse={tmp_path}/w.duckdb"])
     assert code == 2 and "expected bq://project.dataset.table" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["gzip", "gcs_csv", "gcs_json"])
+def test_bad_records_are_rejected_the_same_from_every_file_source(model_root, gcs, tmp_path, where):
+    [path] = write_partition(tmp_path / "plain", DAY, 30)
+    lines = open(path).read().splitlines()
+    first = lines[1].split(",")
+    bad = [",".join(["bad-type"] + first[1:2] + ["12x"] + first[3:]), ",".join(["no-fare"] + first[1:2] + [""] + first[3:])]
+    text = "\n".join(lines + bad + ["cut,short"]) + "\n"
+    if where == "gcs_json":
+        typed = "".join(json.dumps(good_record(i)) + "\n" for i in range(30))
+        data = (typed + json.dumps({**good_record(90), "fare": "12x"}) + "\n" + json.dumps(
+            {**good_record(91), "fare": None}) + "\n" + '{"cut": \n').encode()
+        gcs.blob(f"bad/json/dt={DAY}/a.json").upload_from_string(data)
+        gcs.blob(f"bad/json/dt={DAY}/empty.json").upload_from_string(b"")
+        location = f"gs://{BUCKET}/bad/json/dt={{date}}/*.json"
+    elif where == "gcs_csv":
+        gcs.blob(f"bad/csv/dt={DAY}/a.csv").upload_from_string(text.encode())
+        gcs.blob(f"bad/csv/dt={DAY}/empty.csv").upload_from_string(b"")
+        location = f"gs://{BUCKET}/bad/csv/dt={{date}}/*.csv"
+    else:
+        (tmp_path / "gz").mkdir()
+        (tmp_path / "gz" / "a.csv.gz").write_bytes(gzip.compress(text.encode()))
+        (tmp_path / "gz" / "empty.csv.gz").write_bytes(gzip.compress(b""))
+        location = str(tmp_path / "gz" / "*.csv.gz")
+    summary = run_score(tmp_path, model_root, location)
+    assert (summary["input_records"], summary["scored_records"], summary["rejected_records"],
+            summary["rejected_files"], summary["reconciled"]) == (33, 30, 3, 1, True)
+    reasons = sorted(r[0].split(":")[0] for r in query(tmp_path / "w.duckdb", "SELECT reason FROM scoring_errors"))
+    assert reasons == sorted(["empty file", "missing required field", "wrong type",
+                              "malformed JSON" if where == "gcs_json" else "malformed line"])
