@@ -51,10 +51,16 @@ class ScoringOptions(PipelineOptions):
     def _add_argparse_args(cls, parser) -> None:
         parser.add_argument("--date", default=None, help="Partition to score, YYYY-MM-DD (required).")
         parser.add_argument("--warehouse", default="warehouse/scores.duckdb",
-                            help="Warehouse: a local DuckDB database file.")
+                            help="Warehouse: a local DuckDB database file, or BigQuery as bq://project.dataset.")
+        parser.add_argument("--create_dataset", action="store_true", default=False,
+                            help="BigQuery warehouse: create the dataset if it does not exist (otherwise a "
+                                 "missing dataset is an error; scripts/setup_bigquery.py creates it properly).")
+        parser.add_argument("--dataset_location", default=None,
+                            help="BigQuery warehouse: location of a dataset --create_dataset creates.")
         parser.add_argument("--staging_dir", default=None,
-                            help="Where files are staged before publishing (default: _staging/ beside "
-                                 "the warehouse).")
+                            help="Where files are staged before publishing (default: _staging/ beside a "
+                                 "DuckDB warehouse, a local temporary directory for BigQuery; on Dataflow "
+                                 "use gs://...).")
         parser.add_argument("--model_version", default="latest", help="'latest' or an integer version.")
         parser.add_argument("--challenger_version", default=None,
                             help="Also score every record with this version (rows marked challenger) "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 import time
 import uuid
@@ -38,6 +39,7 @@ from pipelines.load import LoadToWarehouse
 from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, parse
 from pipelines.validate import ValidateRecords
 from pipelines.warehouse import DuckDBWarehouse, RunRecord, WarehouseConfigError
+from pipelines.warehouse_bigquery import BigQueryWarehouse, is_bigquery as is_bigquery_warehouse
 from schemas import CHALLENGER, CHAMPION, InputSchema
 
 CONFIG_ERRORS = (InputNotFoundError, ModelVersionError, WarehouseConfigError, AcceleratorError,
@@ -47,6 +49,14 @@ LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "Swi
 
 class RunFailed(RuntimeError):
     """The pipeline failed after it started; the run is marked failed, the date left as it was."""
+
+
+class Terminated(BaseException):
+    """SIGTERM (a scheduler or an operator stopping the job): the run is marked failed on the way out."""
+
+
+def _terminate(signum, frame):
+    raise Terminated(f"terminated by signal {signum}")
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,7 @@ class ScoringConfig:
     schema: InputSchema
     model: ModelVersion
     challenger: ModelVersion | None
-    warehouse: DuckDBWarehouse
+    warehouse: DuckDBWarehouse | BigQueryWarehouse
     staging_dir: str
     block_bytes: int
     batch_size: int | None
@@ -107,7 +117,10 @@ def plan(options: PipelineOptions) -> ScoringConfig:
                                            data.bq_project, data.bq_max_streams, data.bq_temp_dataset)
     else:
         source = extract.match_input(input_pattern, score_date.isoformat(), data.input_format)
-    warehouse = DuckDBWarehouse(opts.warehouse)
+    if is_bigquery_warehouse(opts.warehouse):
+        warehouse = BigQueryWarehouse(opts.warehouse, opts.create_dataset, opts.dataset_location)
+    else:
+        warehouse = DuckDBWarehouse(opts.warehouse)
     started = datetime.now(timezone.utc)
     run = RunRecord(
         run_id=f"{score_date.isoformat()}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
@@ -175,7 +188,7 @@ def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
                     "records_per_second": round(row["input_records"] / seconds, 1) if seconds else None},
         "unknown_columns": {k.split("/", 1)[1]: v for k, v in counters.items() if k.startswith("unknown_columns/")},
         "metrics": counters,
-        "warehouse": config.warehouse.path,
+        "warehouse": config.warehouse.location,
     }
 
 
@@ -208,8 +221,12 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
 
 def main(argv: list[str]) -> int:
     logging.getLogger().setLevel(logging.WARNING)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         summary = run(argv)
+    except Terminated as e:
+        print(f"error: {e}; the run is marked failed and the date left as it was", file=sys.stderr)
+        return 143
     except CONFIG_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

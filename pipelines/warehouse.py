@@ -16,6 +16,7 @@ from typing import Any
 
 import duckdb
 
+from pipelines.batches import FILE_ERROR, RECORD_ERROR
 from schemas import CHALLENGER, CHAMPION, INPUT, PREDICTIONS, SCORING_ERRORS, SCORING_RUNS, WAREHOUSE_TABLES, TableSchema
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
@@ -62,8 +63,9 @@ class DuckDBWarehouse:
 
     def __init__(self, path: str):
         if "://" in path:
-            raise WarehouseConfigError(f"--warehouse {path!r}: only a local DuckDB file path is supported")
-        self.path = path
+            raise WarehouseConfigError(f"--warehouse {path!r}: a DuckDB warehouse is a local file path "
+                                       "(BigQuery: bq://project.dataset)")
+        self.path = self.location = path
 
     def default_staging_dir(self) -> str:
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), "_staging")
@@ -156,69 +158,111 @@ def _check_columns(con: duckdb.DuckDBPyConnection, table: TableSchema) -> None:
             "migrate or move the old table away")
 
 
-def _audit(con: duckdb.DuckDBPyConnection, run: RunRecord, staged: StagedResults) -> dict[str, int]:
-    """What is staged must be whole and sane before anyone can see it."""
+@dataclass(frozen=True)
+class StagedCounts:
+    """What an audit query found in the staged files (or staging tables)."""
+
+    prediction_rows: int = 0
+    null_fields: int = 0
+    out_of_range: int = 0
+    other_runs: int = 0
+    champion: int = 0
+    challenger: int = 0
+    rejected_records: int = 0
+    rejected_files: int = 0
+
+
+def audit_sql(predictions: str, errors: str | None, p: str) -> str:
+    """One query over the staged rows; `p` is the dialect's parameter prefix ($ DuckDB, @ BigQuery)."""
+    key = INPUT.key.name
+    errors_part = (f"(SELECT count(*) FROM {errors} WHERE error_kind = {p}record), "
+                   f"(SELECT count(*) FROM {errors} WHERE error_kind = {p}file)") if errors else "0, 0"
+    return f"""
+        SELECT count(*),
+               count(CASE WHEN `{key}` IS NULL OR probability IS NULL THEN 1 END),
+               count(CASE WHEN NOT (probability BETWEEN 0 AND 1) THEN 1 END),
+               count(CASE WHEN run_id <> {p}run_id OR score_date <> {p}score_date THEN 1 END),
+               count(CASE WHEN model_role = {p}champion THEN 1 END),
+               count(CASE WHEN model_role = {p}challenger THEN 1 END),
+               {errors_part}
+        FROM {predictions}"""
+
+
+def audit_params(run: RunRecord) -> dict[str, Any]:
+    return {"run_id": run.run_id, "score_date": run.score_date, "champion": CHAMPION, "challenger": CHALLENGER,
+            "record": RECORD_ERROR, "file": FILE_ERROR}
+
+
+def check_staged(run: RunRecord, staged: StagedResults, found: StagedCounts) -> dict[str, int]:
+    """What is staged must be whole and sane before anyone can see it; AuditError says why not."""
     problems = []
-    pred_files = [p for p, _ in staged.prediction_files]
     written = sum(n for _, n in staged.prediction_files)
-    scored = null_fields = out_of_range = other_runs = 0
-    if pred_files:
-        scored, null_fields, out_of_range, other_runs = con.execute(
-            f'SELECT count(*), count(*) FILTER (WHERE "{INPUT.key.name}" IS NULL OR probability IS NULL), '
-            "count(*) FILTER (WHERE NOT (probability BETWEEN 0 AND 1)), "
-            "count(*) FILTER (WHERE run_id <> ? OR score_date <> ?) FROM read_parquet(?)",
-            [run.run_id, run.score_date, pred_files]).fetchone()
-    rejected_records = rejected_files = 0
-    err_files = [p for p, _ in staged.error_files]
-    if err_files:
-        rejected_records, rejected_files = con.execute(
-            "SELECT count(*) FILTER (WHERE error_kind = 'record'), count(*) FILTER (WHERE error_kind = 'file') "
-            "FROM read_parquet(?)", [err_files]).fetchone()
-    champion = challenger = 0
-    if pred_files:
-        champion, challenger = con.execute(
-            "SELECT count(*) FILTER (WHERE model_role = ?), count(*) FILTER (WHERE model_role = ?) "
-            "FROM read_parquet(?)", [CHAMPION, CHALLENGER, pred_files]).fetchone()
-    if run.challenger_version is not None and challenger != champion:
-        problems.append(f"the challenger scored {challenger} records but the champion {champion}")
-    if run.challenger_version is None and challenger:
-        problems.append(f"{challenger} challenger rows staged but no challenger was asked for")
-    if scored != written:
-        problems.append(f"staged predictions hold {scored} rows but {written} were written")
-    if null_fields:
-        problems.append(f"{null_fields} staged predictions have a null key or probability")
-    if out_of_range:
-        problems.append(f"{out_of_range} staged probabilities are outside [0, 1]")
-    if other_runs:
-        problems.append(f"{other_runs} staged rows belong to another run or date")
-    if staged.input_records != champion + rejected_records:
-        problems.append(f"counts do not reconcile: input {staged.input_records} != scored {champion} "
-                        f"+ rejected {rejected_records}")
+    if found.prediction_rows != written:
+        problems.append(f"staged predictions hold {found.prediction_rows} rows but {written} were written")
+    if found.null_fields:
+        problems.append(f"{found.null_fields} staged predictions have a null key or probability")
+    if found.out_of_range:
+        problems.append(f"{found.out_of_range} staged probabilities are outside [0, 1]")
+    if found.other_runs:
+        problems.append(f"{found.other_runs} staged rows belong to another run or date")
+    if run.challenger_version is not None and found.challenger != found.champion:
+        problems.append(f"the challenger scored {found.challenger} records but the champion {found.champion}")
+    if run.challenger_version is None and found.challenger:
+        problems.append(f"{found.challenger} challenger rows staged but no challenger was asked for")
+    if staged.input_records != found.champion + found.rejected_records:
+        problems.append(f"counts do not reconcile: input {staged.input_records} != scored {found.champion} "
+                        f"+ rejected {found.rejected_records}")
     if problems:
         raise AuditError("audit failed, nothing published: " + "; ".join(problems))
-    return {"input_records": staged.input_records, "scored_records": champion,
-            "rejected_records": rejected_records, "rejected_files": rejected_files,
-            "prediction_rows": scored}
+    return {"input_records": staged.input_records, "scored_records": found.champion,
+            "rejected_records": found.rejected_records, "rejected_files": found.rejected_files,
+            "prediction_rows": found.prediction_rows}
 
 
-def _compare(con: duckdb.DuckDBPyConnection, pred_files: list[str]) -> dict[str, float | int | None]:
+def comparison_sql(predictions: str, p: str) -> str:
     """Champion vs challenger on the same records: how different would switching make tomorrow?"""
     key = INPUT.key.name
-    row = con.execute(
-        f"""
-        WITH champion AS (SELECT "{key}" AS k, probability AS p, label AS l FROM read_parquet($files)
-                          WHERE model_role = $champion),
-             challenger AS (SELECT "{key}" AS k, probability AS p, label AS l FROM read_parquet($files)
-                            WHERE model_role = $challenger),
-             paired AS (SELECT c.p AS cp, h.p AS hp, c.l AS cl, h.l AS hl FROM champion c JOIN challenger h USING (k)),
+    return f"""
+        WITH champion AS (SELECT `{key}` AS k, probability AS cp, label AS cl FROM {predictions}
+                          WHERE model_role = {p}champion),
+             challenger AS (SELECT `{key}` AS k, probability AS hp, label AS hl FROM {predictions}
+                            WHERE model_role = {p}challenger),
+             paired AS (SELECT cp, hp, cl, hl FROM champion JOIN challenger USING (k)),
              ranked AS (  -- average ranks, so ties do not bias Spearman's coefficient
                 SELECT cp, hp, cl, hl,
-                       rank() OVER (ORDER BY cp) + (count(*) OVER (PARTITION BY cp) - 1) / 2.0 AS rc,
-                       rank() OVER (ORDER BY hp) + (count(*) OVER (PARTITION BY hp) - 1) / 2.0 AS rh
+                       RANK() OVER (ORDER BY cp) + (COUNT(*) OVER (PARTITION BY cp) - 1) / 2.0 AS rc,
+                       RANK() OVER (ORDER BY hp) + (COUNT(*) OVER (PARTITION BY hp) - 1) / 2.0 AS rh
                 FROM paired)
-        SELECT count(*), avg(cp), avg(hp), avg(CASE WHEN cl <> hl THEN 1.0 ELSE 0.0 END), corr(rc, rh) FROM ranked
-        """, {"files": pred_files, "champion": CHAMPION, "challenger": CHALLENGER}).fetchone()
+        SELECT count(*), avg(cp), avg(hp), avg(CASE WHEN cl <> hl THEN 1.0 ELSE 0.0 END), corr(rc, rh)
+        FROM ranked"""
+
+
+def comparison_result(row) -> dict[str, float | int | None]:
     records, champion_mean, challenger_mean, differ, spearman = row
     return {"records": records, "champion_mean_probability": champion_mean,
             "challenger_mean_probability": challenger_mean, "label_disagreement": differ,
             "rank_correlation": spearman}
+
+
+def _audit(con: duckdb.DuckDBPyConnection, run: RunRecord, staged: StagedResults) -> dict[str, int]:
+    pred_files = [p for p, _ in staged.prediction_files]
+    err_files = [p for p, _ in staged.error_files]
+    if not pred_files and not err_files:
+        return check_staged(run, staged, StagedCounts())
+    empty_predictions = f"(SELECT * FROM {PREDICTIONS.name} WHERE false)"
+    sql = audit_sql("read_parquet($pred_files)" if pred_files else empty_predictions,
+                    "read_parquet($err_files)" if err_files else None, "$").replace("`", '"')
+    params = audit_params(run)
+    if pred_files:
+        params["pred_files"] = pred_files
+    if err_files:
+        params["err_files"] = err_files
+    else:
+        params = {k: v for k, v in params.items() if k not in ("record", "file")}
+    return check_staged(run, staged, StagedCounts(*con.execute(sql, params).fetchone()))
+
+
+def _compare(con: duckdb.DuckDBPyConnection, pred_files: list[str]) -> dict[str, float | int | None]:
+    sql = comparison_sql("read_parquet($files)", "$").replace("`", '"')
+    return comparison_result(con.execute(sql, {"files": pred_files, "champion": CHAMPION,
+                                               "challenger": CHALLENGER}).fetchone())

@@ -1,0 +1,39 @@
+-- Example analyst queries for the BigQuery warehouse. Run them with the warehouse dataset as the
+-- default dataset (bq query --dataset_id=PROJECT:DATASET, or the console's query settings) and
+-- @date set to the night of interest. The test suite runs each one against the BigQuery emulator.
+
+-- name: top_tippers
+-- Likely big tippers for a night, best first.
+SELECT trip_id, ROUND(probability, 3) AS probability
+FROM predictions
+WHERE score_date = @date AND model_role = 'champion' AND label
+ORDER BY probability DESC, trip_id
+LIMIT 20;
+
+-- name: daily_summary
+-- Volume, mean score and share labelled big tipper, night by night (a view).
+SELECT score_date, model_version, trips, mean_probability, big_tipper_share
+FROM daily_score_summary
+ORDER BY score_date;
+
+-- name: latest_scores
+-- How many trips have a current score, and how many of those are likely big tippers.
+SELECT COUNT(*) AS trips, COUNTIF(label) AS big_tippers
+FROM latest_predictions;
+
+-- name: reconciliation
+-- Did each night's latest successful run account for every record?
+SELECT score_date, input_records, scored_records, rejected_records,
+       input_records = scored_records + rejected_records AS reconciled
+FROM scoring_runs
+WHERE status = 'succeeded'
+QUALIFY ROW_NUMBER() OVER (PARTITION BY score_date ORDER BY finished_at DESC) = 1
+ORDER BY score_date;
+
+-- name: rejections
+-- Why records were rejected on a night.
+SELECT reason, error_kind, COUNT(*) AS records
+FROM scoring_errors
+WHERE score_date = @date
+GROUP BY reason, error_kind
+ORDER BY records DESC, reason;
