@@ -49,7 +49,11 @@ class DataOptions(PipelineOptions):
 class ScoringOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--date", default=None, help="Partition to score, YYYY-MM-DD (required).")
+        parser.add_argument("--date", default=None,
+                            help="Partition to score, YYYY-MM-DD (default: yesterday in --timezone, so a "
+                                 "nightly schedule needs no date arithmetic).")
+        parser.add_argument("--timezone", default="UTC",
+                            help="IANA time zone that decides what 'yesterday' is when --date is not given.")
         parser.add_argument("--warehouse", default="warehouse/scores.duckdb",
                             help="Warehouse: a local DuckDB database file, or BigQuery as bq://project.dataset.")
         parser.add_argument("--create_dataset", action="store_true", default=False,

@@ -16,13 +16,14 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 import schemas
 from models import registry
@@ -84,9 +85,14 @@ class ScoringConfig:
                                     role=role)
 
 
-def parse_date(value: str | None) -> date:
+def parse_date(value: str | None, timezone_name: str = "UTC", now: datetime | None = None) -> date:
+    """--date, or yesterday in `timezone_name` when no date is given (what a nightly schedule wants)."""
     if not value:
-        raise ValueError("--date is required (YYYY-MM-DD)")
+        try:
+            zone = ZoneInfo(timezone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"--timezone {timezone_name!r} is not an IANA time zone") from None
+        return (now or datetime.now(timezone.utc)).astimezone(zone).date() - timedelta(days=1)
     try:
         return date.fromisoformat(value)
     except ValueError:
@@ -97,7 +103,7 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     """Check the configuration and resolve the model and the input, before any data is read."""
     data = options.view_as(DataOptions)
     opts = options.view_as(ScoringOptions)
-    score_date = parse_date(opts.date)
+    score_date = parse_date(opts.date, opts.timezone)
     if (opts.batch_size is not None and opts.batch_size < 1) or opts.block_bytes < 1024 \
             or opts.models_per_process < 1:
         raise ValueError("--batch_size and --models_per_process must be positive, --block_bytes at least 1024")
@@ -197,6 +203,8 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
     options = parse(argv, __doc__, DataOptions, ScoringOptions)
     FileSystems.set_options(options)  # gs:// and other filesystems take their settings from the options
     config = plan(options)
+    if options.view_as(TestOptions).dry_run:
+        return dry_run(options, config, pipeline)
     config.warehouse.prepare(config.run)
     t0 = time.perf_counter()
     try:
@@ -219,6 +227,38 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
     return summary
 
 
+def dry_run(options: PipelineOptions, config: ScoringConfig, pipeline: beam.Pipeline | None) -> dict[str, Any]:
+    """Check everything and build the runner's job (DataflowRunner: the job it would submit) without
+    running it or writing anything: no run is recorded, no data is read."""
+    config.warehouse.prepare(config.run, record=False)
+    p = pipeline or beam.Pipeline(options=options)
+    build_pipeline(p, config)
+    result = p.run()
+    return {"dry_run": True, "date": config.run.score_date.isoformat(), "run_id": config.run.run_id,
+            "model_name": config.model.name, "model_version": config.model.version,
+            "input": config.run.input, "warehouse": config.warehouse.location,
+            "job": _dataflow_job(result, options)}
+
+
+def _dataflow_job(result, options: PipelineOptions) -> dict[str, Any] | None:
+    """The job DataflowRunner would submit, environment included (workers, images, service options).
+
+    Beam fills the environment in only while staging files for a real submission; a dry run builds
+    it here from the same options and pipeline, staging nothing."""
+    job = getattr(result, "job", None)
+    if job is None:  # not a Dataflow dry run
+        return None
+    from apache_beam.runners.dataflow.internal import apiclient
+
+    environment = apiclient.Environment(
+        packages=[], options=options, environment_version=apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
+        proto_pipeline_staged_url="(dry run: not staged)", proto_pipeline=job.proto_pipeline).proto
+    described = json.loads(job.json())
+    described["environment"] = json.loads(type(environment).to_json(environment))
+    described["transforms"] = sorted(t.unique_name for t in job.proto_pipeline.components.transforms.values())
+    return described
+
+
 def main(argv: list[str]) -> int:
     logging.getLogger().setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _terminate)
@@ -233,6 +273,10 @@ def main(argv: list[str]) -> int:
     except RunFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if summary.get("dry_run"):
+        print(f"dry run: {summary['date']} with model {summary['model_name']} v{summary['model_version']} from "
+              f"{summary['input']} to {summary['warehouse']}: configuration checked, job built, nothing run")
+        return 0
     print(f"{summary['date']}: input {summary['input_records']} = scored {summary['scored_records']} "
           f"+ rejected {summary['rejected_records']} ({'reconciled' if summary['reconciled'] else 'NOT RECONCILED'}); "
           f"{summary['rejected_files']} files rejected; model {summary['model_name']} v{summary['model_version']}; "

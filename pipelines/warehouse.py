@@ -83,8 +83,19 @@ class DuckDBWarehouse:
                     raise
                 time.sleep(0.2)
 
-    def prepare(self, run: RunRecord) -> None:
-        """Create missing tables, check existing ones against `schemas`, record the run as running."""
+    def prepare(self, run: RunRecord, record: bool = True) -> None:
+        """Create missing tables, check existing ones against `schemas`, record the run as running.
+
+        With `record` False (a dry run) nothing is created or written: existing tables are checked.
+        """
+        if not record:
+            if os.path.exists(self.path):
+                with duckdb.connect(self.path, read_only=True) as con:
+                    for table in WAREHOUSE_TABLES:
+                        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
+                                       [table.name]).fetchone()[0]:
+                            _check_columns(con, table)
+            return
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with self.connect() as con:
             for table in WAREHOUSE_TABLES:

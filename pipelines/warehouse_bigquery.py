@@ -91,15 +91,18 @@ class BigQueryWarehouse:
 
     # ------------------------------------------------------------------ before the run
 
-    def prepare(self, run: RunRecord) -> None:
-        """Dataset and tables exist and match `schemas`; the run is recorded as running."""
+    def prepare(self, run: RunRecord, record: bool = True) -> None:
+        """Dataset and tables exist and match `schemas`; the run is recorded as running.
+
+        With `record` False (a dry run) nothing is created or written: what exists is checked.
+        """
         from google.api_core import exceptions
         from google.cloud import bigquery
 
         try:
             self.client.get_dataset(f"{self.project}.{self.dataset}")
         except exceptions.NotFound:
-            if not self._create_dataset:
+            if not self._create_dataset or not record:
                 raise WarehouseConfigError(
                     f"BigQuery dataset {self.project}.{self.dataset} does not exist; create it with "
                     "scripts/setup_bigquery.py or pass --create_dataset") from None
@@ -111,7 +114,8 @@ class BigQueryWarehouse:
             try:
                 existing = self.client.get_table(f"{self.project}.{self.dataset}.{table.name}")
             except exceptions.NotFound:
-                self.client.create_table(table_definition(self.project, self.dataset, table), exists_ok=True)
+                if record:
+                    self.client.create_table(table_definition(self.project, self.dataset, table), exists_ok=True)
                 continue
             have = [(f.name, _standard_type(f.field_type)) for f in existing.schema]
             want = [(f.name, f.type.value) for f in table.fields]
@@ -119,6 +123,8 @@ class BigQueryWarehouse:
                 raise WarehouseConfigError(
                     f"BigQuery table {self.project}.{self.dataset}.{table.name} does not match schemas/: has "
                     f"{have}, schemas/ defines {want}; migrate it or move it away")
+        if not record:
+            return
         self._query(
             f"INSERT INTO {self.ref(SCORING_RUNS.name)} (run_id, score_date, status, model_name, model_version, "
             "challenger_version, input, started_at, options) VALUES (@run_id, @score_date, @status, @model_name, "

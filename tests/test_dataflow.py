@@ -1,0 +1,59 @@
+"""The nightly job as Dataflow would receive it: translated with --dry_run, nothing submitted.
+
+Input and model root are on gs:// (the GCS emulator) and the warehouse in BigQuery (the emulator),
+so the configuration checks that run before a real submission run here too.
+"""
+import json
+import os
+from datetime import datetime, timezone
+
+import pytest
+
+from pipelines import score
+from tests.conftest import BQ_PROJECT, GCS_BUCKET, write_partition
+
+DAY = "2026-11-23"
+GPU = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
+IMAGE = "us-docker.pkg.dev/my-project/scoring/worker-gpu:0.1.0"
+
+
+@pytest.fixture(scope="module")
+def on_gcs(trained, gcs, tmp_path_factory):
+    """The trained model and a night's trips, uploaded to the emulated bucket."""
+    root = os.path.dirname(trained.version.path)
+    for folder, _, files in os.walk(trained.version.path):
+        for name in files:
+            path = os.path.join(folder, name)
+            gcs.blob(f"models/taxi_tipper/{os.path.relpath(path, root)}").upload_from_filename(path)
+    [part] = write_partition(tmp_path_factory.mktemp("night"), DAY, 50)
+    gcs.blob(f"trips/dt={DAY}/part-00000.csv").upload_from_filename(part)
+    return f"gs://{GCS_BUCKET}"
+
+
+def test_the_job_translates_for_dataflow_with_gpus(on_gcs, bigquery, tmp_path):
+    bigquery.create_dataset("nightly", exists_ok=True)
+    summary = score.run([
+        f"--date={DAY}", f"--input={on_gcs}/trips/dt={{date}}/*.csv", f"--model_root={on_gcs}/models",
+        f"--warehouse=bq://{BQ_PROJECT}.nightly", f"--staging_dir={on_gcs}/staging", "--accelerator=gpu",
+        "--runner=DataflowRunner", "--dry_run=True", "--project=my-project", "--region=us-central1",
+        f"--temp_location={on_gcs}/tmp", f"--dataflow_service_options={GPU}", f"--sdk_container_image={IMAGE}",
+        "--experiments=use_runner_v2", "--experiments=no_use_multiple_sdk_containers", "--machine_type=g2-standard-8",
+        "--max_num_workers=20", "--no_auth"])
+    assert summary["dry_run"] and summary["model_version"] == 1 and summary["input"].startswith("gs://")
+    job = summary["job"]
+    text = json.dumps(job)
+    for expected in (GPU, IMAGE, "use_runner_v2", "no_use_multiple_sdk_containers", "g2-standard-8",
+                     '"accelerator": "gpu"', f"bq://{BQ_PROJECT}.nightly", "ReadTrips", "RunInference",
+                     "WriteScores"):
+        assert expected in text, expected
+    # Nothing ran and nothing was written.
+    assert [t.table_id for t in bigquery.list_tables(f"{BQ_PROJECT}.nightly")] == []
+
+
+def test_default_date_is_yesterday_in_the_configured_time_zone():
+    just_after_midnight_utc = datetime(2026, 11, 24, 0, 30, tzinfo=timezone.utc)
+    assert score.parse_date(None, "UTC", just_after_midnight_utc).isoformat() == "2026-11-23"
+    # Still the 23rd in Chicago (18:30 on the 23rd), so its "yesterday" is the 22nd.
+    assert score.parse_date(None, "America/Chicago", just_after_midnight_utc).isoformat() == "2026-11-22"
+    with pytest.raises(ValueError, match="not an IANA time zone"):
+        score.parse_date(None, "Mars/Olympus", just_after_midnight_utc)
