@@ -57,3 +57,27 @@ def test_default_date_is_yesterday_in_the_configured_time_zone():
     assert score.parse_date(None, "America/Chicago", just_after_midnight_utc).isoformat() == "2026-11-22"
     with pytest.raises(ValueError, match="not an IANA time zone"):
         score.parse_date(None, "Mars/Olympus", just_after_midnight_utc)
+
+
+def test_flex_template_parameters_are_exactly_the_pipeline_options():
+    import re
+
+    from scripts import flex_template
+
+    committed = json.load(open(os.path.join(os.path.dirname(__file__), "..", flex_template.DEFAULT_OUT)))
+    assert committed == flex_template.metadata(), "run python scripts/flex_template.py and commit the result"
+    names = [p["name"] for p in committed["parameters"]]
+    options = [a.dest for a in flex_template.pipeline_options()]
+    assert names == options and len(set(names)) == len(names)
+    assert {"date", "input", "warehouse", "model_root", "model_version", "accelerator"} <= set(names)
+    accepted = {"date": "2026-11-23", "input": "gs://b/trips/dt={date}/*.csv", "warehouse": "bq://my-project.scoring",
+                "model_root": "gs://b/models", "model_version": "latest", "accelerator": "gpu", "batch_size": "262144",
+                "large_model": "true", "timezone": "America/Chicago", "bq_project": "my-project"}
+    refused = {"date": "2026-13-01", "warehouse": "bq://p", "model_version": "newest", "accelerator": "fpga",
+               "batch_size": "-1", "input": "trips.csv"}
+    by_name = {p["name"]: p for p in committed["parameters"]}
+    for name, value in accepted.items():
+        assert re.match(by_name[name]["regexes"][0], value), (name, value)
+    for name, value in refused.items():
+        assert not re.match(by_name[name]["regexes"][0], value), (name, value)
+    assert all(p["helpText"] for p in committed["parameters"])
