@@ -4,7 +4,8 @@ A query file's result is first written to an expiring table of a scratch dataset
 BigQuery reads do), then read like any table.
 
 The read goes through the BigQuery Storage Read API in Arrow: the driver opens one read session
-(the date filter and the column list pushed down to BigQuery, so only that day's rows leave it),
+(the date filter pushed down to BigQuery, so only that day's rows leave it; every column is read,
+so columns the schema does not know can be counted and handled by --unknown_columns),
 and workers read its streams in parallel, a page of rows at a time, so memory per worker is bounded
 by the page size. The same code talks to Google's endpoints or, where `BIGQUERY_EMULATOR_HOST`
 (REST) and `BIGQUERY_STORAGE_EMULATOR_HOST` (gRPC, host:port) are set, to an emulator: only the

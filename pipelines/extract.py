@@ -101,16 +101,19 @@ class ReadFiles(beam.DoFn):
 
     def process(self, path: str) -> Iterator:
         fmt = file_format(path, self._format)
-        records = 0
+        records, file_error = 0, False
         for item in self._csv(path) if fmt == CSV else self._json(path):
             if isinstance(item, RawBatch):
                 records += item.records.num_rows
+                yield item
+            elif isinstance(item, beam.pvalue.TaggedOutput):  # a file-level error
+                file_error = True
                 yield item
             else:  # a batch of malformed records: input records too, so counted
                 records += item.num_rows
                 self._lines_rejected.inc(item.num_rows)
                 yield beam.pvalue.TaggedOutput(REJECTED, item)
-        if records == 0:
+        if records == 0 and not file_error:
             self._files_rejected.inc()
             yield beam.pvalue.TaggedOutput(REJECTED, rejected_batch(path, [None], ["empty file: no records"],
                                                                     kind=FILE_ERROR))
@@ -137,7 +140,21 @@ class ReadFiles(beam.DoFn):
             return
         except pa.ArrowInvalid:
             pass
-        yield from self._csv_pass(path, typed=False, skip=emitted, reported=reported)
+        try:
+            for item in self._csv_pass(path, typed=False, skip=emitted, reported=reported):
+                if isinstance(item, RawBatch):
+                    emitted += item.records.num_rows
+                yield item
+        except (pa.ArrowInvalid, OSError, EOFError) as e:
+            # Not a bad value but a bad file (invalid UTF-8, a corrupt archive): keep what was read,
+            # reject the rest of the file with the reason.
+            yield self._unreadable(path, emitted, e)
+
+    def _unreadable(self, path: str, records_read: int, error: Exception) -> beam.pvalue.TaggedOutput:
+        self._files_rejected.inc()
+        return beam.pvalue.TaggedOutput(REJECTED, rejected_batch(
+            path, [None], [f"unreadable file after {records_read} records: {type(error).__name__}: {error}"],
+            kind=FILE_ERROR))
 
     def _csv_pass(self, path: str, typed: bool, skip: int, reported: set[int]) -> Iterator:
         malformed: list[tuple[int | None, str, str]] = []
@@ -156,7 +173,9 @@ class ReadFiles(beam.DoFn):
         with self._open(path) as stream:
             reader = self._csv_reader(stream, known, on_invalid_row)
             if reader is not None and any(n not in known for n in reader.schema.names):
-                # Columns the schema does not know are read as text, never guessed per block.
+                # Columns the schema does not know are read as text, never guessed per block. The
+                # first reader already parsed a block: forget its malformed lines, they come again.
+                malformed.clear()
                 known.update({n: pa.string() for n in reader.schema.names if n not in known})
                 with self._open(path) as again:
                     yield from self._blocks(path, self._csv_reader(again, known, on_invalid_row), skip,
@@ -211,7 +230,11 @@ class ReadFiles(beam.DoFn):
         carry, first_line = b"", 1
         with self._open(path) as stream:
             while True:
-                chunk = stream.read(self._block_bytes)
+                try:
+                    chunk = stream.read(self._block_bytes)
+                except (OSError, EOFError) as e:
+                    yield self._unreadable(path, first_line - 1, e)
+                    return
                 data = carry + chunk
                 if not chunk:
                     carry, block = b"", data
@@ -261,7 +284,8 @@ class ReadFiles(beam.DoFn):
                 continue
             rows.append({k: _as_text(v) for k, v in record.items()})
         if rows:
-            names = list(dict.fromkeys(k for row in rows for k in row))
+            # The key column is always there, so a block of empty objects still has its rows.
+            names = list(dict.fromkeys([self._schema.key.name] + [k for row in rows for k in row]))
             yield RawBatch(path, pa.RecordBatch.from_pydict(
                 {n: pa.array([row.get(n) for row in rows], pa.string()) for n in names}), JSON)
         if bad:

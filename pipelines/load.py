@@ -48,7 +48,9 @@ class PublishDate(beam.DoFn):
         counts = self._warehouse.publish(self._run, staged, datetime.now(timezone.utc))
         self._published.inc(counts["prediction_rows"])
         # Published rows are copies; a failed run keeps its staged files for inspection instead.
-        if FileSystems.exists(self._staging):
+        # The listed files are deleted (on gs:// a "directory" is only a prefix), then a local folder.
+        FileSystems.delete([path for path, _ in staged.prediction_files + staged.error_files])
+        if "://" not in self._staging and FileSystems.exists(self._staging):
             FileSystems.delete([self._staging])
         yield counts
 

@@ -233,7 +233,8 @@ def dry_run(options: PipelineOptions, config: ScoringConfig, pipeline: beam.Pipe
     config.warehouse.prepare(config.run, record=False)
     p = pipeline or beam.Pipeline(options=options)
     build_pipeline(p, config)
-    result = p.run()
+    # Only DataflowRunner honours dry_run; any other runner would run (and publish) for real.
+    result = p.run() if options.get_all_options().get("runner") == "DataflowRunner" else None
     return {"dry_run": True, "date": config.run.score_date.isoformat(), "run_id": config.run.run_id,
             "model_name": config.model.name, "model_version": config.model.version,
             "input": config.run.input, "warehouse": config.warehouse.location,

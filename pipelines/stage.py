@@ -53,9 +53,20 @@ class WriteParquetFiles(beam.DoFn):
         self._rows += batch.num_rows
         return iter(())
 
+    def teardown(self) -> None:
+        """A bundle that failed midway leaves its writer open: close it (the file is never published)."""
+        if getattr(self, "_writer", None) is not None:
+            try:
+                self._writer.close()
+                self._stream.close()
+            except Exception:  # the bundle already failed; its file is abandoned either way
+                pass
+            self._writer = None
+
     def finish_bundle(self) -> Iterator:
         if self._writer is None:
             return
         self._writer.close()
         self._stream.close()
+        self._writer = None
         yield GlobalWindows.windowed_value((self._path, self._rows))

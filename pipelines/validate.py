@@ -26,6 +26,7 @@ _NUMBER_PATTERNS = {
 }
 
 
+FLOAT32_MAX = 3.4028234663852886e38
 KEEP, REJECT = "keep", "reject"  # what to do with records carrying columns the schema does not know
 
 
@@ -67,7 +68,9 @@ class SchemaValidator:
                 reasons = _first_reason(reasons, bad, pc.binary_join_element_wise(
                     f"wrong type: {column.name} is not {column.type.value}: '", text, "'", ""))
             if column.type is ColumnType.FLOAT64:
-                not_finite = pc.invert(pc.fill_null(pc.is_finite(values), True))
+                # The model takes float32: a larger magnitude would reach it as infinity.
+                not_finite = pc.invert(pc.fill_null(pc.and_(pc.is_finite(values),
+                                                            pc.less_equal(pc.abs(values), FLOAT32_MAX)), True))
                 reasons = _first_reason(reasons, not_finite, pa.scalar(
                     f"wrong type: {column.name} is not a finite number"))
                 values = pc.if_else(not_finite, pa.scalar(None, pa.float64()), values)

@@ -116,7 +116,8 @@ class DuckDBWarehouse:
             con.execute("BEGIN TRANSACTION")
             try:
                 counts = _audit(con, run, staged)
-                comparison = _compare(con, pred_files) if run.challenger_version is not None else None
+                comparison = (_compare(con, pred_files)
+                              if run.challenger_version is not None and pred_files else None)
                 for table, files in ((PREDICTIONS, pred_files), (SCORING_ERRORS, err_files)):
                     con.execute(f'DELETE FROM "{table.name}" WHERE score_date = ?', [run.score_date])
                     if files:

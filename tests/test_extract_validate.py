@@ -128,3 +128,51 @@ def test_a_bad_value_late_in_a_file_loses_and_repeats_nothing(tmp_path):
     assert sorted(rejected) == [("t120", "malformed line: expected 19 fields, found 3"),
                                 ("t250", "wrong type: fare is not FLOAT64: 'twelve'")]
     assert sorted(kept) == sorted(f"t{i}" for i in range(300) if i not in (120, 250))
+
+
+def _read_all(path, schema=SCHEMA, **kwargs):
+    from pipelines.extract import ReadFiles
+
+    validator = SchemaValidator(schema)
+    kept, rejected, counts = [], [], []
+    for item in ReadFiles(schema, **kwargs).process(str(path)):
+        if isinstance(item, RawBatch):
+            valid, bad = validator.validate(item)
+            kept += valid.column("trip_id").to_pylist()
+            rejected += [] if bad is None else [r["reason"] for r in bad.to_pylist()]
+        elif item.tag == "rejected":
+            rejected += [r["reason"] for r in item.value.to_pylist()]
+        else:
+            counts.append(item.value)
+    return kept, rejected, counts
+
+
+def test_malformed_lines_are_reported_once_when_unknown_columns_make_the_reader_reopen(tmp_path):
+    path = tmp_path / "extra.csv"
+    path.write_text("\n".join([HEADER + ",driver", GOOD + ",d1", "cut,short", GOOD.replace("t1,", "t2,") + ",d2"]) + "\n")
+    kept, rejected, counts = _read_all(path)
+    assert kept == ["t1", "t2"] and counts == [3]
+    assert rejected == ["malformed line: expected 20 fields, found 2"]
+
+
+def test_an_unreadable_file_is_a_file_error_not_a_failed_run(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes((HEADER + "\n" + GOOD + "\n").encode() + GOOD.replace("Flash Cab", "Caf\xe9").encode("latin-1") + b"\n")
+    kept, rejected, counts = _read_all(path)
+    assert len(rejected) == 1 and rejected[0].startswith("unreadable file after 0 records")
+    assert counts == [len(kept)]
+
+
+def test_values_beyond_float32_are_rejected():
+    valid, rejected = SchemaValidator(SCHEMA).validate(raw(fare="1e39"))
+    assert valid.num_rows == 0 and rejected.column("reason")[0].as_py().startswith(
+        "wrong type: fare is not a finite number")
+
+
+def test_empty_json_objects_are_counted_and_rejected(tmp_path):
+    path = tmp_path / "empty_objects.json"
+    path.write_text("{}\n{}\n{bad\n")
+    kept, rejected, counts = _read_all(path)
+    assert kept == [] and counts == [3]
+    assert sorted(r.split(":")[0] for r in rejected) == ["malformed JSON", "missing required field",
+                                                          "missing required field"]
