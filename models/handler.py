@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
-from models.devices import DEFAULT_BATCH_SIZE, ShardedModel, resolve_kind
+from models.devices import DEFAULT_BATCH_SIZE, ShardedModel
 from models.registry import ModelVersion
 from schemas import CHAMPION, PREDICTIONS, InputSchema
 
@@ -52,15 +52,12 @@ class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedM
     def load_model(self) -> ShardedModel:
         return ShardedModel(self._model.path, self._schema, self._accelerator, self._copies)
 
-    def _call_size(self) -> int:
-        return self._batch_size or DEFAULT_BATCH_SIZE[resolve_kind(self._accelerator)]
-
     def run_inference(self, batch: Sequence[pa.RecordBatch], model: ShardedModel,
                       inference_args: dict | None = None) -> Iterable[pa.RecordBatch]:
         if not batch:  # BatchElements flushes an empty batch when one element outweighs the batch size
             return []
         table = pa.Table.from_batches(batch) if len(batch) > 1 else batch[0]
-        size = self._call_size()
+        size = self._batch_size or DEFAULT_BATCH_SIZE[model.kind]  # the loaded model knows its device
         parts = []
         for start in range(0, table.num_rows, size):
             chunk = table.slice(start, size)

@@ -21,7 +21,8 @@ class WriteParquetFiles(beam.DoFn):
     """Batches in, `(path, rows)` out once per bundle.
 
     `prepare` (optional) turns each incoming batch into the batch to write, e.g. adding run-level
-    columns; `schema` fixes the file layout, or the first batch's layout is used.
+    columns; `schema` fixes the file layout (a batch of another layout is an error), or the first
+    batch's layout is used.
     """
 
     def __init__(self, directory: str, prefix: str, schema: pa.Schema | None = None,
@@ -46,9 +47,6 @@ class WriteParquetFiles(beam.DoFn):
             self._path = join(self._directory, f"{self._prefix}-{uuid.uuid4().hex}.parquet")
             self._stream = FileSystems.create(self._path)
             self._writer = pq.ParquetWriter(self._stream, self._schema or batch.schema)
-        if self._schema is not None and batch.schema != self._schema:
-            batch = pa.RecordBatch.from_arrays(
-                [batch.column(f.name).cast(f.type) for f in self._schema], schema=self._schema)
         self._writer.write_batch(batch)
         self._rows += batch.num_rows
         return iter(())
