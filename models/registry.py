@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,3 +98,26 @@ def resolve(model_root: str, name: str, version: str | int, schema: InputSchema)
             f"(fingerprint {model.schema_fingerprint[:12]}, schemas/ has {expected[:12]}); "
             "retrain it or pin a version trained on the current schema")
     return model
+
+
+def publish(version_path: str, model_root: str) -> str:
+    """Copy a complete exported version to another root (e.g. gs://) under the same name and number.
+
+    Files go first and metadata.json last, so scorers reading the target root never see a
+    half-copied version; an existing complete version there is never overwritten."""
+    version_path = version_path.rstrip("/")
+    name, number = posixpath.basename(posixpath.dirname(version_path)), posixpath.basename(version_path)
+    if not number.isdigit() or not FileSystems.exists(join(version_path, METADATA_FILE)):
+        raise ModelVersionError(f"{version_path} is not a complete exported version (<root>/<name>/<number>/)")
+    if int(number) in list_versions(model_root, name):
+        raise ModelVersionError(f"model '{name}' version {number} already exists under {model_root}")
+    target = join(model_root, name, number)
+    sources = [m.path for m in FileSystems.match([join(version_path, "**")])[0].metadata_list]
+    files = sorted(p for p in sources if posixpath.basename(p) != METADATA_FILE)
+    for path in files + [join(version_path, METADATA_FILE)]:
+        # Streamed, not FileSystems.copy: source and target may be on different filesystems.
+        with FileSystems.open(path, compression_type="uncompressed") as src, \
+                FileSystems.create(join(target, posixpath.relpath(path, version_path)),
+                                   compression_type="uncompressed") as dst:
+            shutil.copyfileobj(src, dst, 8 << 20)
+    return target

@@ -27,6 +27,7 @@ from schemas import InputSchema
 
 REJECTED = "rejected"
 COUNTS = "counts"
+READ_BY_SOURCE = "read_by_source"  # metrics namespace: records read per file or table
 DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".xz")
 _FORMATS = {".csv": CSV, ".json": JSON, ".jsonl": JSON, ".ndjson": JSON}
@@ -118,6 +119,7 @@ class ReadFiles(beam.DoFn):
             yield beam.pvalue.TaggedOutput(REJECTED, rejected_batch(path, [None], ["empty file: no records"],
                                                                     kind=FILE_ERROR))
         self._records_read.inc(records)
+        Metrics.counter(READ_BY_SOURCE, path).inc(records)
         yield beam.pvalue.TaggedOutput(COUNTS, records)
 
     @staticmethod

@@ -81,6 +81,9 @@ class ScoringOptions(PipelineOptions):
                             help="Load one model copy per machine, shared by all its worker processes.")
         parser.add_argument("--block_bytes", type=int, default=8 << 20,
                             help="Bytes of input parsed per batch (bounds memory per worker).")
+        parser.add_argument("--progress_seconds", type=float, default=5.0,
+                            help="Local runs: print records scored and the rate this often on the terminal "
+                                 "(0: never). Remote runners show progress on their own pages.")
         parser.add_argument("--summary_json", default=None,
                             help="Write the run summary (counts, model, timings) here as JSON.")
 

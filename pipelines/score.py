@@ -37,6 +37,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines.extract import InputNotFoundError, ReadInputFiles
 from pipelines.load import LoadToWarehouse
+from pipelines.observe import REJECTED_BY_REASON, CountRejections, ReportProgress, distribution_summary
 from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, parse
 from pipelines.validate import ValidateRecords
 from pipelines.warehouse import DuckDBWarehouse, RunRecord, WarehouseConfigError
@@ -78,6 +79,7 @@ class ScoringConfig:
     accelerator: str
     models_per_process: int
     large_model: bool
+    progress_seconds: float  # 0: no live progress (remote runners have no terminal to print to)
 
     def handler(self, model: ModelVersion, role: str) -> ExportedModelHandler:
         return ExportedModelHandler(model, self.schema, batch_size=self.batch_size, accelerator=self.accelerator,
@@ -105,8 +107,9 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     opts = options.view_as(ScoringOptions)
     score_date = parse_date(opts.date, opts.timezone)
     if (opts.batch_size is not None and opts.batch_size < 1) or opts.block_bytes < 1024 \
-            or opts.models_per_process < 1:
-        raise ValueError("--batch_size and --models_per_process must be positive, --block_bytes at least 1024")
+            or opts.models_per_process < 1 or opts.progress_seconds < 0:
+        raise ValueError("--batch_size and --models_per_process must be positive, --block_bytes at least 1024, "
+                         "--progress_seconds not negative")
     schema = schemas.INPUT.for_scoring()
     model = registry.resolve(data.model_root, data.model_name, opts.model_version, schemas.INPUT)
     challenger = None
@@ -146,7 +149,8 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     )
     return ScoringConfig(run, source, data.input_format, data.unknown_columns, schema, model, challenger, warehouse,
                          opts.staging_dir or warehouse.default_staging_dir(), opts.block_bytes, opts.batch_size,
-                         opts.accelerator, opts.models_per_process, opts.large_model)
+                         opts.accelerator, opts.models_per_process, opts.large_model,
+                         opts.progress_seconds if runner in LOCAL_RUNNERS else 0)
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
@@ -158,21 +162,28 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
                                                         config.input_format)
     checked = read.batches | "Validate" >> ValidateRecords(config.schema, config.unknown_columns)
     scored = checked.valid | "RunInference" >> RunInference(config.handler(config.model, CHAMPION))
+    if config.progress_seconds:
+        _ = scored | "ReportProgress" >> beam.ParDo(ReportProgress(config.run.run_id, config.progress_seconds))
     if config.challenger is not None:
         challenged = checked.valid | "RunChallenger" >> RunInference(config.handler(config.challenger, CHALLENGER))
         scored = (scored, challenged) | "BothModels" >> beam.Flatten()
     rejected = (read.rejected, checked.rejected) | "AllRejected" >> beam.Flatten()
+    _ = rejected | "CountRejections" >> beam.ParDo(CountRejections())
     return (scored, rejected, read.counts) | "WriteScores" >> LoadToWarehouse(
         config.warehouse, config.run, config.staging_dir)
+
+
+def _namespace(counters: dict[str, int], namespace: str) -> dict[str, int]:
+    return {k.split("/", 1)[1]: v for k, v in counters.items() if k.startswith(namespace + "/")}
 
 
 def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
     counters = {f"{m.key.metric.namespace}/{m.key.metric.name}": m.committed
                 for m in result.metrics().query(MetricsFilter())["counters"]}
-    config.warehouse.record_metrics(config.run.run_id, counters)
+    metrics = {**counters, **distribution_summary(result)}
+    config.warehouse.record_metrics(config.run.run_id, metrics)
     row = config.warehouse.run_row(config.run.run_id)
     scored = row["scored_records"] or 0
-    prefix = DEVICE_METRICS_NAMESPACE + "/"
     return {
         "run_id": row["run_id"],
         "date": row["score_date"].isoformat(),
@@ -181,7 +192,7 @@ def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
         "model_version": row["model_version"],
         "challenger_version": row["challenger_version"],
         "comparison": json.loads(row["comparison"]) if row["comparison"] else None,
-        "devices": {k[len(prefix):]: v for k, v in counters.items() if k.startswith(prefix)},
+        "devices": _namespace(counters, DEVICE_METRICS_NAMESPACE),
         "input": row["input"],
         "input_records": row["input_records"],
         "scored_records": scored,
@@ -192,8 +203,9 @@ def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
                     "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
                     "seconds": round(seconds, 3),
                     "records_per_second": round(row["input_records"] / seconds, 1) if seconds else None},
-        "unknown_columns": {k.split("/", 1)[1]: v for k, v in counters.items() if k.startswith("unknown_columns/")},
-        "metrics": counters,
+        "unknown_columns": _namespace(counters, "unknown_columns"),
+        "rejected_by_reason": _namespace(counters, REJECTED_BY_REASON),
+        "metrics": metrics,
         "warehouse": config.warehouse.location,
     }
 
@@ -284,6 +296,8 @@ def main(argv: list[str]) -> int:
           f"run {summary['run_id']} in {summary['timings']['seconds']} s -> {summary['warehouse']}")
     for device, rows in sorted(summary["devices"].items()):
         print(f"  {device}: {rows} records scored")
+    for reason, rows in sorted(summary["rejected_by_reason"].items()):
+        print(f"  rejected, {reason}: {rows}")
     if summary["comparison"]:
         print("  champion vs challenger: " + json.dumps(summary["comparison"], sort_keys=True))
     return 0 if summary["reconciled"] else 1

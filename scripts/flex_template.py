@@ -54,6 +54,8 @@ def regex_for(action: argparse.Action) -> str:
         return "^(true|false)$"
     if action.type is int:
         return r"^[0-9]+$"
+    if action.type is float:
+        return r"^[0-9]+(\.[0-9]+)?$"
     raise ValueError(f"option --{action.dest} needs a validation regex in scripts/flex_template.py")
 
 

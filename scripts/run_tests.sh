@@ -1,9 +1,18 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to the whole test suite: installs the project with its test
-# dependencies and runs pytest. Exit code 5 (no tests collected) is reported, not hidden as success.
+# dependencies (and, in .venv-airflow, the pinned Airflow the DAG test loads the DAG with) and runs
+# pytest. Exit code 5 (no tests collected) is reported, not hidden as success.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=test source scripts/env.sh
+if [ ! -x .venv-airflow/bin/airflow ]; then
+  rm -rf .venv-airflow
+  if ! { "$PYTHON" -m venv .venv-airflow \
+         && .venv-airflow/bin/python -m pip install --quiet -r tests/airflow-requirements.txt; }; then
+    echo "warning: Airflow could not be installed; the DAG test will be skipped and say so" >&2
+    rm -rf .venv-airflow
+  fi
+fi
 set +e
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 status=$?

@@ -106,6 +106,25 @@ def test_bad_records_are_rejected_with_reasons_and_the_rest_scored(model_root, t
     assert reasons["wrong type: fare is not FLOAT64: '12x'"][1].startswith("bad-type,")
     assert reasons["empty file: no records"][2:] == ("file", None, str(partition / "part-empty.csv"))
     assert len(predictions(tmp_path)) == 50
+    # The night's story in metrics: rejections by reason kind and by source, reads per source, latency.
+    assert summary["rejected_by_reason"] == {"empty file": 1, "malformed line": 1, "missing required field": 1,
+                                             "wrong type": 1}
+    metrics = summary["metrics"]
+    assert metrics[f"read_by_source/{path}"] == 53 and metrics[f"rejected_by_source/{path}"] == 3
+    assert metrics["RunInference-champion/inference_batch_latency_micro_secs.count"] >= 1
+    assert metrics["BatchElements/batch_size.sum"] == 50
+    [(stored,)] = query(tmp_path / "wh" / "scores.duckdb", "SELECT metrics FROM scoring_runs")
+    assert json.loads(stored) == metrics
+
+
+def test_a_local_run_shows_live_progress(model_root, tmp_path, capsys):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 3000)
+    # Small blocks make many batches; a tiny interval reports after each one.
+    assert score.main(score_args(tmp_path, model_root) + ["--block_bytes=16384", "--progress_seconds=0.000001"]) == 0
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("progress: ")]
+    counts = [int(line.split()[1].replace(",", "")) for line in lines]
+    assert len(counts) >= 3 and counts == sorted(counts) and counts[-1] == 3000, lines
+    assert all(line.endswith("records/s") for line in lines)
 
 
 @pytest.mark.parametrize("args, message", [

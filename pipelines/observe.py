@@ -1,0 +1,95 @@
+"""What a run tells the people watching it: rejections by reason and source, live progress locally.
+
+Counters are Beam metrics, so they reach the run summary and `scoring_runs.metrics` on every runner
+(and the Dataflow job page). Progress is for a terminal: it is added to local runs only, where the
+pipeline runs in this process (or in worker processes that share its terminal).
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Iterator
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.metrics import Metrics
+
+REJECTED_BY_REASON = "rejected_by_reason"
+REJECTED_BY_SOURCE = "rejected_by_source"
+
+
+def reason_kind(reason: str) -> str:
+    """'wrong type: fare is not float: 'x'' -> 'wrong type': a bounded set of counter names."""
+    return reason.split(":", 1)[0].strip() or "unknown"
+
+
+class CountRejections(beam.DoFn):
+    """Rejected records per reason kind and per source, one counter update per distinct value per batch."""
+
+    def process(self, rejected: pa.RecordBatch) -> Iterator:
+        for column, namespace, name_of in (("reason", REJECTED_BY_REASON, reason_kind),
+                                           ("source", REJECTED_BY_SOURCE, str)):
+            counts = pc.value_counts(rejected.column(column))
+            for value, count in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()):
+                Metrics.counter(namespace, name_of(value or "")).inc(count)
+        return iter(())
+
+
+class _Progress:
+    """Rows scored in this process so far; shared by the DoFn's instances and threads."""
+
+    def __init__(self, started: float) -> None:
+        self.lock = threading.Lock()
+        self.rows = 0
+        self.last_report = started
+
+
+_PROGRESS: dict[str, _Progress] = {}
+
+
+class ReportProgress(beam.DoFn):
+    """Prints 'N records scored, R records/s' at most every `seconds` while a local run scores.
+
+    The rate counts from when the pipeline was built, so it is the rate the user waits at: model
+    loading and reading included."""
+
+    def __init__(self, run_id: str, seconds: float):
+        self._run_id = run_id
+        self._seconds = seconds
+        self._started = time.time()  # wall clock: worker processes compare it with their own
+        self._main_pid = os.getpid()
+
+    def setup(self) -> None:
+        self._progress = _PROGRESS.setdefault(self._run_id, _Progress(self._started))
+
+    def process(self, batch: pa.RecordBatch) -> Iterator:
+        now = time.time()
+        progress = self._progress
+        with progress.lock:
+            progress.rows += batch.num_rows
+            if now - progress.last_report < self._seconds:
+                return iter(())
+            progress.last_report = now
+            rows = progress.rows
+        where = "" if os.getpid() == self._main_pid else f" (worker process {os.getpid()})"
+        print(f"progress{where}: {rows:,} records scored, {rows / max(now - self._started, 1e-3):,.0f} records/s",
+              file=sys.stderr, flush=True)
+        return iter(())
+
+
+def distribution_summary(result) -> dict[str, float]:
+    """Beam distributions (batch sizes, inference latency) as count/sum/min/max/mean entries."""
+    from apache_beam.metrics.metric import MetricsFilter
+
+    summary = {}
+    for m in result.metrics().query(MetricsFilter())["distributions"]:
+        d = m.committed
+        if d is None or not d.count:
+            continue
+        name = f"{m.key.metric.namespace}/{m.key.metric.name}"
+        summary.update({f"{name}.count": d.count, f"{name}.sum": d.sum, f"{name}.min": d.min,
+                        f"{name}.max": d.max, f"{name}.mean": round(d.sum / d.count, 3)})
+    return summary

@@ -1,0 +1,355 @@
+"""Take the nightly job to Google Cloud: project set-up, images, Flex Template, one run, the schedule.
+
+    python scripts/deploy.py STEP --project my-project --region us-central1 [options] [--dry-run]
+
+Steps, in order (README "Run on Dataflow" walks through them):
+  setup     enable the APIs; create the bucket, the image repository and two service accounts with
+            least-privilege roles (the worker runs the job, the launcher may only start it)
+  model     copy an exported model version to gs://BUCKET/models (metadata.json last, as the registry expects)
+  images    build and push the CPU worker image (also the template launcher) and, with --accelerator gpu,
+            the GPU worker image
+  template  write the template metadata and build the Flex Template spec at gs://BUCKET/templates/
+  run       launch the template once, for --date or (without it) yesterday in --timezone
+  schedule  create or update the Cloud Scheduler job that launches the template every night
+  dag       write the Airflow DAG's launch configuration beside the DAG, for Cloud Composer
+
+Each step prints the commands it runs before running them; --dry-run prints them and runs nothing.
+Steps that create something skip it when it exists, so every step can be re-run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass, field
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from scripts import flex_template  # noqa: E402
+
+APIS = ["dataflow", "compute", "storage", "bigquery", "bigquerystorage", "artifactregistry", "cloudscheduler",
+        "iam"]
+GPU_EXPERIMENTS = ["no_use_multiple_sdk_containers"]
+LAUNCH_URI = "https://dataflow.googleapis.com/v1b3/projects/{project}/locations/{region}/flexTemplates:launch"
+DAG_CONFIG = "score_nightly.json"
+
+# Least privilege: each role, where it is granted, and why the job cannot do without it.
+WORKER_ROLES = [
+    ("project", "roles/dataflow.worker", "run Dataflow work items and report progress (launcher VM and workers)"),
+    ("project", "roles/bigquery.jobUser", "run the load jobs and the publish transaction of the warehouse"),
+    ("project", "roles/bigquery.readSessionUser", "read BigQuery input through the Storage Read API"),
+    ("dataset", "roles/bigquery.dataEditor", "create staging tables and replace a night's rows, in this dataset only"),
+    ("bucket", "roles/storage.objectAdmin", "read input and models, write and delete staged files, in this bucket only"),
+    ("repository", "roles/artifactregistry.reader", "pull the worker and launcher images, from this repository only"),
+]
+LAUNCHER_ROLES = [
+    ("project", "roles/dataflow.developer", "launch the Flex Template (create the job), and nothing else in Dataflow"),
+    ("worker", "roles/iam.serviceAccountUser", "start the job as the worker account, that account only"),
+    ("bucket", "roles/storage.objectViewer", "read the template spec from the bucket"),
+]
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where the job lives; every name derives from the project unless given."""
+
+    project: str
+    region: str
+    bucket: str
+    dataset: str
+    repository: str
+    version: str
+    accelerator: str
+    gpu: str
+    machine_type: str
+    max_workers: int
+    timezone: str
+    hour: int
+    job_name: str
+    input: str
+
+    @property
+    def registry(self) -> str:
+        return f"{self.region}-docker.pkg.dev/{self.project}/{self.repository}"
+
+    @property
+    def worker_image(self) -> str:
+        return f"{self.registry}/worker:{self.version}"
+
+    @property
+    def gpu_image(self) -> str:
+        return f"{self.registry}/worker-gpu:{self.version}"
+
+    @property
+    def template(self) -> str:
+        return f"{self.bucket}/templates/score-{self.version}.json"
+
+    @property
+    def worker_account(self) -> str:
+        return f"scoring-worker@{self.project}.iam.gserviceaccount.com"
+
+    @property
+    def launcher_account(self) -> str:
+        return f"scoring-launcher@{self.project}.iam.gserviceaccount.com"
+
+    @property
+    def parameters(self) -> dict[str, str]:
+        """The template parameters of a nightly run: no date, so each night scores its yesterday."""
+        return {"input": self.input, "model_root": f"{self.bucket}/models",
+                "warehouse": f"bq://{self.project}.{self.dataset}", "staging_dir": f"{self.bucket}/staging",
+                "timezone": self.timezone, "accelerator": self.accelerator}
+
+    @property
+    def experiments(self) -> list[str]:
+        experiments = ["use_runner_v2"]
+        if self.accelerator == "gpu":
+            # One SDK process per VM: it holds the GPU alone instead of one process per vCPU each
+            # loading a model copy into the same GPU memory.
+            experiments += GPU_EXPERIMENTS + [f"worker_accelerator=type:{self.gpu};count:1;install-nvidia-driver"]
+        return experiments
+
+    def launch_body(self, date: str | None = None) -> dict:
+        """The Dataflow flexTemplates.launch request: what the schedule, the DAG and `run` send."""
+        parameters = dict(self.parameters, **({"date": date} if date else {}))
+        return {"launchParameter": {
+            "jobName": self.job_name,
+            "containerSpecGcsPath": self.template,
+            "parameters": parameters,
+            "environment": {
+                "serviceAccountEmail": self.worker_account,
+                "tempLocation": f"{self.bucket}/tmp",
+                "stagingLocation": f"{self.bucket}/dataflow-staging",
+                "machineType": self.machine_type,
+                "maxWorkers": self.max_workers,
+                "sdkContainerImage": self.gpu_image if self.accelerator == "gpu" else self.worker_image,
+                "additionalExperiments": self.experiments,
+                "additionalUserLabels": {"app": "nightly-scoring", "version": self.version.replace(".", "_")},
+            }}}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One command; `exists` is a probe that, when it succeeds, skips it (or runs `instead`)."""
+
+    command: list[str]
+    exists: list[str] | None = None
+    instead: list[str] | None = None
+    files: dict[str, str] = field(default_factory=dict)  # written before the command runs
+
+
+def _member(account: str) -> str:
+    return f"serviceAccount:{account}"
+
+
+def _grant(d: Deployment, account: str, where: str, role: str) -> list[str]:
+    member = f"--member={_member(account)}"
+    if where == "project":
+        return ["gcloud", "projects", "add-iam-policy-binding", d.project, member, f"--role={role}",
+                "--condition=None", "--quiet"]
+    if where == "bucket":
+        return ["gcloud", "storage", "buckets", "add-iam-policy-binding", d.bucket, member, f"--role={role}"]
+    if where == "dataset":
+        return ["bq", "add-iam-policy-binding", member, f"--role={role}", "-d", f"{d.project}:{d.dataset}"]
+    if where == "repository":
+        return ["gcloud", "artifacts", "repositories", "add-iam-policy-binding", d.repository,
+                f"--location={d.region}", f"--project={d.project}", member, f"--role={role}"]
+    if where == "worker":
+        return ["gcloud", "iam", "service-accounts", "add-iam-policy-binding", d.worker_account,
+                f"--project={d.project}", member, f"--role={role}"]
+    raise ValueError(where)
+
+
+def setup_steps(d: Deployment) -> list[Step]:
+    steps = [Step(["gcloud", "services", "enable", *(f"{api}.googleapis.com" for api in APIS),
+                   f"--project={d.project}"]),
+             Step(["gcloud", "storage", "buckets", "create", d.bucket, f"--project={d.project}",
+                   f"--location={d.region}", "--uniform-bucket-level-access"],
+                  exists=["gcloud", "storage", "buckets", "describe", d.bucket, f"--project={d.project}"]),
+             Step(["gcloud", "artifacts", "repositories", "create", d.repository, "--repository-format=docker",
+                   f"--location={d.region}", f"--project={d.project}"],
+                  exists=["gcloud", "artifacts", "repositories", "describe", d.repository,
+                          f"--location={d.region}", f"--project={d.project}"])]
+    for account, title in ((d.worker_account, "Nightly scoring: Dataflow workers"),
+                           (d.launcher_account, "Nightly scoring: launches the Flex Template")):
+        steps.append(Step(["gcloud", "iam", "service-accounts", "create", account.split("@")[0],
+                           f"--display-name={title}", f"--project={d.project}"],
+                          exists=["gcloud", "iam", "service-accounts", "describe", account,
+                                  f"--project={d.project}"]))
+    steps += [Step(_grant(d, d.worker_account, where, role)) for where, role, _ in WORKER_ROLES]
+    steps += [Step(_grant(d, d.launcher_account, where, role)) for where, role, _ in LAUNCHER_ROLES]
+    return steps
+
+
+def image_steps(d: Deployment) -> list[Step]:
+    builds = [("Dockerfile", d.worker_image)] + ([("Dockerfile.gpu", d.gpu_image)] if d.accelerator == "gpu" else [])
+    steps = [Step(["gcloud", "auth", "configure-docker", f"{d.region}-docker.pkg.dev", "--quiet"])]
+    for dockerfile, image in builds:
+        steps += [Step(["docker", "build", "-f", dockerfile, "-t", image, "."]), Step(["docker", "push", image])]
+    return steps
+
+
+def template_steps(d: Deployment, metadata_file: str = flex_template.DEFAULT_OUT) -> list[Step]:
+    # The launcher image is the CPU worker image: it only builds the job graph and submits it.
+    return [Step(["gcloud", "dataflow", "flex-template", "build", d.template, f"--image={d.worker_image}",
+                  "--sdk-language=PYTHON", f"--metadata-file={metadata_file}", f"--project={d.project}",
+                  f"--service-account-email={d.worker_account}", f"--temp-location={d.bucket}/tmp",
+                  f"--staging-location={d.bucket}/dataflow-staging", f"--worker-machine-type={d.machine_type}",
+                  f"--max-workers={d.max_workers}", f"--additional-experiments={','.join(d.experiments)}"],
+                 files={metadata_file: json.dumps(flex_template.metadata(), indent=2) + "\n"})]
+
+
+def run_steps(d: Deployment, date: str | None) -> list[Step]:
+    env = d.launch_body(date)["launchParameter"]["environment"]
+    parameters = d.launch_body(date)["launchParameter"]["parameters"]
+    # ^~^ makes ~ the list separator, so values may hold commas.
+    return [Step(["gcloud", "dataflow", "flex-template", "run", f"{d.job_name}-{date or 'now'}",
+                  f"--template-file-gcs-location={d.template}", f"--region={d.region}", f"--project={d.project}",
+                  "--parameters=^~^" + "~".join(f"{k}={v}" for k, v in parameters.items()),
+                  f"--service-account-email={env['serviceAccountEmail']}",
+                  f"--temp-location={env['tempLocation']}", f"--staging-location={env['stagingLocation']}",
+                  f"--worker-machine-type={env['machineType']}", f"--max-workers={env['maxWorkers']}",
+                  "--additional-experiments=^~^" + "~".join(env["additionalExperiments"]),
+                  f"--additional-pipeline-options=sdk_container_image={env['sdkContainerImage']}"])]
+
+
+def schedule_steps(d: Deployment, body_file: str) -> list[Step]:
+    flags = [f"--location={d.region}", f"--project={d.project}", f"--schedule=0 {d.hour} * * *",
+             f"--time-zone={d.timezone}", "--uri=" + LAUNCH_URI.format(project=d.project, region=d.region),
+             "--http-method=POST", f"--oauth-service-account-email={d.launcher_account}",
+             f"--message-body-from-file={body_file}", "--attempt-deadline=320s", "--max-retry-attempts=3",
+             "--min-backoff=300s", f"--description=Nightly batch scoring, template {d.template}"]
+    # A retry after a launch that did create the job fails on the duplicate job name: no double runs.
+    return [Step(["gcloud", "scheduler", "jobs", "create", "http", d.job_name, *flags],
+                 exists=["gcloud", "scheduler", "jobs", "describe", d.job_name, f"--location={d.region}",
+                         f"--project={d.project}"],
+                 instead=["gcloud", "scheduler", "jobs", "update", "http", d.job_name,
+                          *(f for f in flags if not f.startswith("--http-method"))],
+                 files={body_file: json.dumps(d.launch_body(), indent=2) + "\n"})]
+
+
+def dag_steps(d: Deployment, dags_dir: str, environment: str, alert_emails: list[str]) -> list[Step]:
+    config = {"project": d.project, "region": d.region, "timezone": d.timezone,
+              "schedule": f"0 {d.hour} * * *", "alert_emails": alert_emails, "launch": d.launch_body()}
+    config_file = os.path.join(dags_dir, DAG_CONFIG)
+    return [Step(["gcloud", "composer", "environments", "storage", "dags", "import", f"--environment={environment}",
+                  f"--location={d.region}", f"--project={d.project}", f"--source={source}"],
+                 files={config_file: json.dumps(config, indent=2) + "\n"} if source == config_file else {})
+            for source in (os.path.join(dags_dir, "score_nightly_dag.py"), config_file)]
+
+
+def format_command(command: list[str]) -> str:
+    return shlex.join(command)
+
+
+def execute(steps: list[Step], dry_run: bool) -> None:
+    for step in steps:
+        for path, content in step.files.items():
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(content)
+        print(format_command(step.command), flush=True)
+        if dry_run:
+            continue
+        command = step.command
+        if step.exists and subprocess.run(step.exists, capture_output=True).returncode == 0:
+            if not step.instead:
+                print("  exists, skipped", flush=True)
+                continue
+            command = step.instead
+            print(f"  exists, instead: {format_command(command)}", flush=True)
+        if subprocess.run(command).returncode != 0:
+            raise SystemExit(f"failed: {format_command(command)}")
+
+
+def _version() -> str:
+    return re.search(r'version="([^"]+)"', open(os.path.join(REPO, "setup.py")).read()).group(1)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("step", choices=["setup", "model", "images", "template", "run", "schedule", "dag"])
+    p.add_argument("--project", required=True)
+    p.add_argument("--region", required=True, help="Dataflow region; also the bucket's and the images'.")
+    p.add_argument("--bucket", default=None, help="gs://... for input, models, staging, templates "
+                                                  "(default: gs://PROJECT-scoring).")
+    p.add_argument("--dataset", default="scoring", help="BigQuery warehouse dataset (scripts/setup_bigquery.py).")
+    p.add_argument("--input", default=None,
+                   help="The pipeline's --input (default: gs://BUCKET/trips/dt={date}/*.csv).")
+    p.add_argument("--repository", default="scoring", help="Artifact Registry repository of the images.")
+    p.add_argument("--version", default=_version(), help="Image tag and template version (default: setup.py's).")
+    p.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
+    p.add_argument("--gpu", default="nvidia-l4", help="GPU type with --accelerator gpu.")
+    p.add_argument("--machine_type", default=None,
+                   help="Worker machine type (default: n2-standard-4; g2-standard-8 with --accelerator gpu).")
+    p.add_argument("--max_workers", type=int, default=10)
+    p.add_argument("--timezone", default="America/Chicago",
+                   help="The schedule's time zone, and the one that decides which date is 'yesterday'.")
+    p.add_argument("--hour", type=int, default=3, help="Hour of the night the job starts, in --timezone.")
+    p.add_argument("--job_name", default="score-nightly")
+    p.add_argument("--date", default=None, help="run: the date to score (default: yesterday in --timezone).")
+    p.add_argument("--model_dir", default=None, help="model: the exported version, e.g. artifacts/models/taxi_tipper/1.")
+    p.add_argument("--body_file", default="build/score-nightly-launch.json",
+                   help="schedule: where the launch request body is written.")
+    p.add_argument("--dags_dir", default="scripts/airflow", help="dag: the folder of the DAG file.")
+    p.add_argument("--composer_environment", default="scoring", help="dag: the Cloud Composer environment.")
+    p.add_argument("--alert_email", action="append", default=[], help="dag: e-mail when a night fails (repeatable).")
+    p.add_argument("--dry-run", dest="dry_run", action="store_true", help="Print the commands, run nothing.")
+    return p
+
+
+def deployment(args: argparse.Namespace) -> Deployment:
+    bucket = (args.bucket or f"gs://{args.project}-scoring").rstrip("/")
+    if not bucket.startswith("gs://"):
+        raise SystemExit(f"--bucket must be gs://..., not {bucket!r}")
+    if not 0 <= args.hour <= 23:
+        raise SystemExit("--hour must be 0..23")
+    machine = args.machine_type or ("g2-standard-8" if args.accelerator == "gpu" else "n2-standard-4")
+    return Deployment(args.project, args.region, bucket, args.dataset, args.repository, args.version,
+                      args.accelerator, args.gpu, machine, args.max_workers, args.timezone, args.hour, args.job_name,
+                      args.input or f"{bucket}/trips/dt={{date}}/*.csv")
+
+
+def steps_for(args: argparse.Namespace) -> list[Step]:
+    d = deployment(args)
+    if args.step == "setup":
+        return setup_steps(d)
+    if args.step == "images":
+        return image_steps(d)
+    if args.step == "template":
+        return template_steps(d)
+    if args.step == "run":
+        return run_steps(d, args.date)
+    if args.step == "schedule":
+        return schedule_steps(d, args.body_file)
+    return dag_steps(d, args.dags_dir, args.composer_environment, args.alert_email)
+
+
+def publish_model(args: argparse.Namespace) -> None:
+    from models import registry
+
+    if not args.model_dir:
+        raise SystemExit("model: give --model_dir, an exported version such as artifacts/models/taxi_tipper/1")
+    model_root = f"{deployment(args).bucket}/models"
+    print(f"publish {args.model_dir} -> {model_root} (files first, metadata.json last)", flush=True)
+    if not args.dry_run:
+        try:
+            print(f"published {registry.publish(args.model_dir, model_root)}")
+        except registry.ModelVersionError as e:
+            raise SystemExit(f"model: {e}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    if args.step == "model":
+        publish_model(args)
+    else:
+        execute(steps_for(args), args.dry_run)
+
+
+if __name__ == "__main__":
+    main()
