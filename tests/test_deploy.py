@@ -1,0 +1,226 @@
+"""The way to Dataflow, offline: the README's walkthrough command by command, images pinned as
+setup.py pins, the template spec and the scheduler command as documented, the DAG in a real Airflow.
+
+`gcloud` commands are parsed by the real gcloud CLI where it is installed: with no account, a
+command whose flags parse stops at authentication (exit 1), a bad flag exits 2.
+"""
+import contextlib
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from pipelines import score
+from scripts import deploy, flex_template, setup_bigquery
+from tests.conftest import BQ_PROJECT, REPO, write_partition
+
+DAY = "2026-11-23"
+GCLOUD = shutil.which("gcloud")
+AIRFLOW_PYTHON = os.path.join(REPO, ".venv-airflow", "bin", "python")
+EXAMPLE = ["--project", "my-project", "--region", "us-central1", "--accelerator", "gpu"]
+
+
+def readme_section() -> str:
+    text = open(os.path.join(REPO, "README.md")).read()
+    return text.split("\n## Run on Dataflow\n", 1)[1].split("\n## ", 1)[0]
+
+
+def block_commands(language: str) -> list[list[str]]:
+    commands = []
+    for block in re.findall(rf"```{language}\n(.*?)```", readme_section(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.strip() and not line.lstrip().startswith("#"):
+                commands.append(shlex.split(line))
+    return commands
+
+
+def dry_run(args: list[str]) -> list[list[str]]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        deploy.main(args + ["--dry-run"])
+    return [shlex.split(line) for line in out.getvalue().splitlines()]
+
+
+def assert_gcloud_parses(command: list[str], config_dir) -> None:
+    env = {**os.environ, "CLOUDSDK_CONFIG": str(config_dir), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+    out = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode != 2 and "unrecognized arguments" not in out.stderr, (shlex.join(command), out.stderr)
+
+
+def pin(package: str) -> str:
+    return re.search(rf'"{re.escape(package)}==([^"]+)"', open(os.path.join(REPO, "setup.py")).read()).group(1)
+
+
+def test_readme_walkthrough_runs_offline(trained, gcs, bigquery, tmp_path, monkeypatch):
+    """Every command in the README's Dataflow section, with the emulators' project for my-project."""
+    bucket = f"{BQ_PROJECT}-scoring"
+    gcs.client.create_bucket(bucket)
+    [part] = write_partition(tmp_path / "night", DAY, 50)
+    gcs.client.bucket(bucket).blob(f"trips/dt={DAY}/part-00000.csv").upload_from_filename(part)
+    monkeypatch.chdir(tmp_path)  # the steps write build/, templates/ and the DAG config here
+    exercised = []
+    for command in block_commands("bash"):
+        command = [c.replace("my-project", BQ_PROJECT) for c in command]
+        if command[:2] == ["python", "scripts/deploy.py"]:
+            step = command[2]
+            if step == "model":  # runs for real: the model the dry run below resolves comes from here
+                args = [trained.version.path if a == "artifacts/models/taxi_tipper/1" else a for a in command[2:]]
+                deploy.main(args)
+                with pytest.raises(SystemExit, match="already exists"):
+                    deploy.main(args)
+            else:
+                printed = dry_run(command[2:])
+                assert printed, command
+                for line in printed:
+                    if line[0] == "gcloud" and GCLOUD:
+                        assert_gcloud_parses(line, tmp_path / "gcloud")
+            exercised.append(step)
+        elif command[:2] == ["python", "scripts/setup_bigquery.py"]:
+            setup_bigquery.main(command[2:])
+            exercised.append("setup_bigquery")
+        elif command[:3] == ["python", "-m", "pipelines.score"]:
+            summary = score.run(command[3:] + ["--no_auth"])
+            assert summary["dry_run"] and summary["model_version"] == trained.version.version
+            assert summary["model_name"] == "taxi_tipper" and summary["input"].startswith(f"gs://{bucket}/")
+            environment = json.dumps(summary["job"]["environment"])
+            image = deploy.deployment(deploy.parser().parse_args(
+                ["images", "--project", BQ_PROJECT, "--region", "us-central1"])).gpu_image
+            assert image in environment and "worker_accelerator=type:nvidia-l4" in environment
+            exercised.append("dry_run")
+        else:
+            pytest.fail(f"README command that no test exercises: {shlex.join(command)}")
+    assert exercised == ["setup", "setup_bigquery", "model", "images", "dry_run", "template", "run", "schedule", "dag"]
+    # The dry run wrote nothing: the warehouse holds only what setup_bigquery made, no run.
+    assert list(bigquery.query(f"SELECT COUNT(*) FROM `{BQ_PROJECT}.scoring.scoring_runs`").result())[0][0] == 0
+
+
+def test_the_schedule_is_what_the_readme_documents(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    [documented] = block_commands("text")
+    [schedule] = [c for c in block_commands("bash") if c[:3] == ["python", "scripts/deploy.py", "schedule"]]
+    assert dry_run(schedule[2:]) == [documented]
+    if GCLOUD:
+        assert_gcloud_parses(documented, tmp_path / "gcloud")
+    # The request it posts launches the template with parameters the template declares, valid by its regexes.
+    launch = json.load(open(tmp_path / "build" / "score-nightly-launch.json"))["launchParameter"]
+    d = deploy.deployment(deploy.parser().parse_args(schedule[2:]))
+    assert launch["containerSpecGcsPath"] == d.template == "gs://my-project-scoring/templates/score-0.1.0.json"
+    declared = {p["name"]: p for p in flex_template.metadata()["parameters"]}
+    for name, value in launch["parameters"].items():
+        assert re.match(declared[name]["regexes"][0], value), (name, value)
+    assert "date" not in launch["parameters"]  # each night scores its own yesterday
+    environment = launch["environment"]
+    assert environment["serviceAccountEmail"] == "scoring-worker@my-project.iam.gserviceaccount.com"
+    assert environment["sdkContainerImage"] == "us-central1-docker.pkg.dev/my-project/scoring/worker-gpu:0.1.0"
+    assert environment["additionalExperiments"] == [
+        "use_runner_v2", "no_use_multiple_sdk_containers",
+        "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"]
+
+
+def test_readme_lists_every_role_the_setup_grants():
+    table = readme_section()
+    for account, roles in (("scoring-worker", deploy.WORKER_ROLES), ("scoring-launcher", deploy.LAUNCHER_ROLES)):
+        for _, role, _ in roles:
+            assert re.search(rf"\| `{account}` \| `{re.escape(role)}` \|", table), (account, role)
+    granted = [c for c in dry_run(["setup", *EXAMPLE]) if "add-iam-policy-binding" in c]
+    assert len(granted) == len(deploy.WORKER_ROLES) + len(deploy.LAUNCHER_ROLES)
+    assert not any(r in " ".join(map(shlex.join, granted)) for r in ("roles/editor", "roles/owner", "roles/viewer"))
+
+
+@pytest.mark.skipif(GCLOUD is None, reason="the gcloud CLI is not installed, so the template spec cannot be built")
+def test_the_template_spec_gcloud_builds(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    [build] = dry_run(["template", *EXAMPLE])
+    env = {**os.environ, "CLOUDSDK_CONFIG": str(tmp_path / "gcloud"), "CLOUDSDK_CORE_DISABLE_PROMPTS": "1"}
+    out = subprocess.run(build + ["--print-only"], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    spec = json.loads(out.stdout.split("\n", 1)[1])  # after gcloud's "|-" line
+    assert spec["image"] == "us-central1-docker.pkg.dev/my-project/scoring/worker:0.1.0"
+    assert spec["sdkInfo"]["language"] == "PYTHON"
+    assert spec["metadata"] == flex_template.metadata()
+    assert spec["defaultEnvironment"]["serviceAccountEmail"] == "scoring-worker@my-project.iam.gserviceaccount.com"
+    assert "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver" in \
+        spec["defaultEnvironment"]["additionalExperiments"]
+
+
+def dockerfile(name: str) -> list[tuple[str, str]]:
+    text = open(os.path.join(REPO, name)).read().replace("\\\n", " ")
+    return [tuple(line.split(None, 1)) for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_images_pin_what_setup_py_and_tensorflow_pin():
+    import tensorflow as tf
+
+    beam = pin("apache-beam[gcp]")
+    ignored = open(os.path.join(REPO, ".dockerignore")).read().split()
+    for name in ("Dockerfile", "Dockerfile.gpu"):
+        instructions = dockerfile(name)
+        bases = [arg.split()[0] for op, arg in instructions if op == "FROM"]
+        assert f"apache/beam_python3.11_sdk:{beam}" in bases, name
+        assert all(":" in b and not b.endswith(":latest") for b in bases), bases  # every base pinned
+        for op, arg in instructions:
+            if op == "COPY" and not arg.startswith("--from"):
+                for source in arg.split()[:-1]:
+                    assert os.path.exists(os.path.join(REPO, source)), (name, source)
+                    assert f"!{source.rstrip('/')}/" in ignored or f"!{source}" in ignored, (name, source)
+        assert ("ENTRYPOINT", '["/opt/apache/beam/boot"]') in instructions
+    cpu = dict((op, arg) for op, arg in dockerfile("Dockerfile") if op in ("WORKDIR",))
+    [launched] = [arg for op, arg in dockerfile("Dockerfile") if arg.startswith("FLEX_TEMPLATE_PYTHON_PY_FILE=")]
+    script = launched.split("=", 1)[1]
+    assert script.startswith(cpu["WORKDIR"] + "/") and os.path.exists(
+        os.path.join(REPO, os.path.relpath(script, cpu["WORKDIR"])))
+    # The GPU base carries the CUDA TensorFlow was built against, with cuDNN.
+    [cuda] = [arg for op, arg in dockerfile("Dockerfile.gpu") if op == "FROM" and arg.startswith("nvidia/cuda:")]
+    build = tf.sysconfig.get_build_info()
+    assert cuda.split(":")[1].startswith(build["cuda_version"] + "-cudnn"), (cuda, build["cuda_version"])
+    assert str(build["cudnn_version"]).split(".")[0] == "9" and tf.__version__ == pin("tensorflow")
+    assert "python3.11" in open(os.path.join(REPO, "Dockerfile.gpu")).read()
+
+
+def dag_check(dags_dir, logical_date: str, date_param: str | None = None) -> dict:
+    out = subprocess.run([AIRFLOW_PYTHON, os.path.join(REPO, "tests", "airflow_dag_check.py"), str(dags_dir),
+                          logical_date, *([date_param] if date_param else [])],
+                         capture_output=True, text=True, timeout=300, cwd=dags_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists(AIRFLOW_PYTHON),
+                    reason="Airflow could not be installed into .venv-airflow (scripts/run_tests.sh says why)")
+def test_the_dag_imports_and_launches_the_template(tmp_path):
+    dags = tmp_path / "dags"
+    args = ["dag", *EXAMPLE, "--dags_dir", str(dags), "--alert_email", "oncall@example.com"]
+    dry_run(args)
+    shutil.copy(os.path.join(REPO, "scripts", "airflow", "score_nightly_dag.py"), dags)
+    d = deploy.deployment(deploy.parser().parse_args(args))
+
+    # 03:00 in Chicago on the 24th: the night of the 23rd.
+    loaded = dag_check(dags, "2026-11-24T03:00:00-06:00")
+    assert loaded["import_errors"] == {} and loaded["dags"] == ["score_nightly"]
+    assert loaded["operator"] == "DataflowStartFlexTemplateOperator"
+    assert (loaded["project_id"], loaded["location"]) == ("my-project", "us-central1")
+    launch = loaded["body"]["launchParameter"]
+    assert launch["containerSpecGcsPath"] == d.template == "gs://my-project-scoring/templates/score-0.1.0.json"
+    assert launch["parameters"] == {**d.parameters, "date": "2026-11-23"}
+    assert launch["environment"] == d.launch_body()["launchParameter"]["environment"]
+    # Fails loudly: waits for the job, no retries, a failure callback; one night at a time.
+    assert loaded["wait_until_finished"] is True and loaded["retries"] == 0
+    assert loaded["on_failure_callback"] == ["report_failure"] and loaded["max_active_runs"] == 1
+    assert (loaded["schedule"], loaded["timezone"], loaded["catchup"]) == ("0 3 * * *", "America/Chicago", False)
+
+    # The date is yesterday in Chicago, not in UTC; a manual run's date param wins.
+    evening = dag_check(dags, "2026-11-24T00:30:00+00:00")  # 18:30 on the 23rd in Chicago
+    assert evening["body"]["launchParameter"]["parameters"]["date"] == "2026-11-22"
+    manual = dag_check(dags, "2026-11-24T03:00:00-06:00", "2026-10-01")
+    assert manual["body"]["launchParameter"]["parameters"]["date"] == "2026-10-01"
+
+    # Without its launch configuration the DAG does not load: an import error, not a silent no-op.
+    os.remove(dags / deploy.DAG_CONFIG)
+    broken = dag_check(dags, "2026-11-24T03:00:00-06:00")
+    assert broken["dags"] == [] and "score_nightly.json" in next(iter(broken["import_errors"].values()))
