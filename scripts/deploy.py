@@ -204,8 +204,8 @@ def template_steps(d: Deployment, metadata_file: str = flex_template.DEFAULT_OUT
 
 
 def run_steps(d: Deployment, date: str | None) -> list[Step]:
-    env = d.launch_body(date)["launchParameter"]["environment"]
-    parameters = d.launch_body(date)["launchParameter"]["parameters"]
+    launch = d.launch_body(date)["launchParameter"]
+    env, parameters = launch["environment"], launch["parameters"]
     # ^~^ makes ~ the list separator, so values may hold commas.
     return [Step(["gcloud", "dataflow", "flex-template", "run", f"{d.job_name}-{date or 'now'}",
                   f"--template-file-gcs-location={d.template}", f"--region={d.region}", f"--project={d.project}",
