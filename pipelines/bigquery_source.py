@@ -20,10 +20,9 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Iterator
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from pipelines.batches import TABLE, RawBatch
-from pipelines.extract import COUNTS, READ_BY_SOURCE, REJECTED, InputNotFoundError
+from pipelines.extract import COUNTS, REJECTED, InputNotFoundError, count_read
 from schemas import ColumnType, InputSchema, Role
 
 SCHEME = "bq://"
@@ -227,8 +226,7 @@ class ReadStream(beam.DoFn):
             if batch.num_rows:
                 records += batch.num_rows
                 yield RawBatch(self._source, batch, TABLE)
-        Metrics.counter("extract", "records_read").inc(records)
-        Metrics.counter(READ_BY_SOURCE, self._source).inc(records)
+        count_read(self._source, records)
         yield beam.pvalue.TaggedOutput(COUNTS, records)
 
 

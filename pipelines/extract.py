@@ -28,6 +28,12 @@ from schemas import InputSchema
 REJECTED = "rejected"
 COUNTS = "counts"
 READ_BY_SOURCE = "read_by_source"  # metrics namespace: records read per file or table
+
+
+def count_read(source: str, records: int) -> None:
+    """Records read from one source (a file or a BigQuery table), in total and per source."""
+    Metrics.counter("extract", "records_read").inc(records)
+    Metrics.counter(READ_BY_SOURCE, source).inc(records)
 DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".xz")
 _FORMATS = {".csv": CSV, ".json": JSON, ".jsonl": JSON, ".ndjson": JSON}
@@ -96,7 +102,6 @@ class ReadFiles(beam.DoFn):
         self._schema = schema
         self._block_bytes = block_bytes
         self._format = input_format
-        self._records_read = Metrics.counter("extract", "records_read")
         self._lines_rejected = Metrics.counter("extract", "malformed_records")
         self._files_rejected = Metrics.counter("extract", "files_rejected")
 
@@ -118,8 +123,7 @@ class ReadFiles(beam.DoFn):
             self._files_rejected.inc()
             yield beam.pvalue.TaggedOutput(REJECTED, rejected_batch(path, [None], ["empty file: no records"],
                                                                     kind=FILE_ERROR))
-        self._records_read.inc(records)
-        Metrics.counter(READ_BY_SOURCE, path).inc(records)
+        count_read(path, records)
         yield beam.pvalue.TaggedOutput(COUNTS, records)
 
     @staticmethod

@@ -80,12 +80,10 @@ class ReportProgress(beam.DoFn):
         return iter(())
 
 
-def distribution_summary(result) -> dict[str, float]:
+def distribution_summary(distributions) -> dict[str, float]:
     """Beam distributions (batch sizes, inference latency) as count/sum/min/max/mean entries."""
-    from apache_beam.metrics.metric import MetricsFilter
-
     summary = {}
-    for m in result.metrics().query(MetricsFilter())["distributions"]:
+    for m in distributions:
         d = m.committed
         if d is None or not d.count:
             continue

@@ -178,9 +178,9 @@ def _namespace(counters: dict[str, int], namespace: str) -> dict[str, int]:
 
 
 def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
-    counters = {f"{m.key.metric.namespace}/{m.key.metric.name}": m.committed
-                for m in result.metrics().query(MetricsFilter())["counters"]}
-    metrics = {**counters, **distribution_summary(result)}
+    queried = result.metrics().query(MetricsFilter())
+    counters = {f"{m.key.metric.namespace}/{m.key.metric.name}": m.committed for m in queried["counters"]}
+    metrics = {**counters, **distribution_summary(queried["distributions"])}
     config.warehouse.record_metrics(config.run.run_id, metrics)
     row = config.warehouse.run_row(config.run.run_id)
     scored = row["scored_records"] or 0

@@ -200,7 +200,7 @@ def template_steps(d: Deployment, metadata_file: str = flex_template.DEFAULT_OUT
                   f"--service-account-email={d.worker_account}", f"--temp-location={d.bucket}/tmp",
                   f"--staging-location={d.bucket}/dataflow-staging", f"--worker-machine-type={d.machine_type}",
                   f"--max-workers={d.max_workers}", f"--additional-experiments={','.join(d.experiments)}"],
-                 files={metadata_file: json.dumps(flex_template.metadata(), indent=2) + "\n"})]
+                 files={metadata_file: flex_template.render()})]
 
 
 def run_steps(d: Deployment, date: str | None) -> list[Step]:

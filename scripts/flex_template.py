@@ -77,14 +77,18 @@ def metadata() -> dict:
     }
 
 
+def render() -> str:
+    """The metadata file's exact text (what is committed and what the template is built from)."""
+    return json.dumps(metadata(), indent=2) + "\n"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=DEFAULT_OUT)
     args = parser.parse_args(argv)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, "w") as f:
-        json.dump(metadata(), f, indent=2)
-        f.write("\n")
+        f.write(render())
     print(f"wrote {args.out}: {len(metadata()['parameters'])} parameters")
 
 
