@@ -1,4 +1,5 @@
 """Installs the batch-scoring pipeline (also what Dataflow workers install via --setup_file)."""
+
 from setuptools import find_packages, setup
 
 REQUIRED = [

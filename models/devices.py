@@ -6,6 +6,7 @@ sees: the first free device, or, once all are taken, the next in round-robin ord
 as long as its process (the kernel drops the lock when the process dies), so a restarted process
 can take its device back.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -59,7 +60,8 @@ def visible_devices(kind: str) -> list[str]:
                 "--accelerator gpu: TensorFlow sees no GPU on this worker (no GPU attached, or no NVIDIA "
                 f"driver / CUDA libraries for tensorflow {tf.__version__}; install tensorflow[and-cuda]). On "
                 "Dataflow add --dataflow_service_options=worker_accelerator=type:<gpu>;count:<n>;"
-                "install-nvidia-driver, or use --accelerator auto to fall back to CPUs")
+                "install-nvidia-driver, or use --accelerator auto to fall back to CPUs"
+            )
         for gpu in gpus:
             try:  # several processes share each GPU's memory: take it as needed, not all up front
                 tf.config.experimental.set_memory_growth(gpu, True)
@@ -83,7 +85,8 @@ def visible_devices(kind: str) -> list[str]:
 def claim_device(kind: str, devices: list[str]) -> str:
     """Claim one of `devices` for a model copy, machine-wide: first free, else round robin."""
     directory = os.environ.get(CLAIMS_DIR_ENV) or os.path.join(
-        tempfile.gettempdir(), f"batch-scoring-devices-{os.getuid()}")
+        tempfile.gettempdir(), f"batch-scoring-devices-{os.getuid()}"
+    )
     os.makedirs(directory, exist_ok=True)
     with _claims_lock:
         for index, device in enumerate(devices):

@@ -4,6 +4,7 @@ Three signatures: `serving_default` takes serialized tf.Example records (what an
 receives), `score_raw` takes raw feature columns (what batch scoring sends), and `transform_raw`
 returns the transformed features, so tests can prove the exported graph matches tf.Transform's own.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -58,16 +59,25 @@ class ScoringModule(tf.Module):
         }
 
 
-def export_version(model, transform_dir: str, model_root: str, name: str, schema: InputSchema,
-                   metadata: dict) -> ModelVersion:
+def export_version(
+    model, transform_dir: str, model_root: str, name: str, schema: InputSchema, metadata: dict
+) -> ModelVersion:
     """Save model + transform graph as the next version; metadata is written last (see registry)."""
     version = registry.next_version(model_root, name)
     path = registry.join(model_root, name, str(version))
     module = ScoringModule(model, tft.TFTransformOutput(transform_dir), schema)
     tf.saved_model.save(module, path, signatures=module.signatures())
-    metadata = {**metadata, "model_name": name, "version": version,
-                "schema_fingerprint": schema.fingerprint(), "schema_name": schema.name,
-                "signatures": {"raw": signature.RAW_SIGNATURE, "examples": signature.EXAMPLES_SIGNATURE,
-                               "transform": signature.TRANSFORM_SIGNATURE}}
+    metadata = {
+        **metadata,
+        "model_name": name,
+        "version": version,
+        "schema_fingerprint": schema.fingerprint(),
+        "schema_name": schema.name,
+        "signatures": {
+            "raw": signature.RAW_SIGNATURE,
+            "examples": signature.EXAMPLES_SIGNATURE,
+            "transform": signature.TRANSFORM_SIGNATURE,
+        },
+    }
     registry.write_metadata(path, metadata)
     return ModelVersion(name, version, path, metadata)

@@ -6,9 +6,10 @@ RunInference loads the model once per process and shares it between the process'
 `large_model` one copy serves every process on the machine. The loaded model is a `ShardedModel`:
 one copy per claimed device, calls spread round robin, rows counted per device.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -32,9 +33,17 @@ def batch_rows(batch: pa.RecordBatch) -> int:
 
 
 class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedModel]):
-    def __init__(self, model: ModelVersion, schema: InputSchema, *, batch_size: int | None = None,
-                 accelerator: str = "auto", models_per_process: int = 1, large_model: bool = False,
-                 role: str = CHAMPION):
+    def __init__(
+        self,
+        model: ModelVersion,
+        schema: InputSchema,
+        *,
+        batch_size: int | None = None,
+        accelerator: str = "auto",
+        models_per_process: int = 1,
+        large_model: bool = False,
+        role: str = CHAMPION,
+    ):
         """`batch_size` None picks the device's default once the device kind is known (on the worker)."""
         self._batch_size = batch_size
         self._accelerator = accelerator
@@ -46,14 +55,14 @@ class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedM
         # are formed before the model (and so the device) is known: use the requested size, or the
         # CPU default, and slice further in run_inference if the device wants smaller calls.
         rows = batch_size or DEFAULT_BATCH_SIZE["cpu"]
-        super().__init__(min_batch_size=rows, max_batch_size=rows, element_size_fn=batch_rows,
-                         large_model=large_model)
+        super().__init__(min_batch_size=rows, max_batch_size=rows, element_size_fn=batch_rows, large_model=large_model)
 
     def load_model(self) -> ShardedModel:
         return ShardedModel(self._model.path, self._schema, self._accelerator, self._copies)
 
-    def run_inference(self, batch: Sequence[pa.RecordBatch], model: ShardedModel,
-                      inference_args: dict | None = None) -> Iterable[pa.RecordBatch]:
+    def run_inference(
+        self, batch: Sequence[pa.RecordBatch], model: ShardedModel, inference_args: dict | None = None
+    ) -> Iterable[pa.RecordBatch]:
         if not batch:  # BatchElements flushes an empty batch when one element outweighs the batch size
             return []
         table = pa.Table.from_batches(batch) if len(batch) > 1 else batch[0]

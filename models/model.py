@@ -4,6 +4,7 @@ Only the model lives here; training drives it from `pipelines.train` and export 
 transform graph in `models.export`. tf_keras (Keras 2) is used because tf.Transform's transform
 layer is a tf_keras layer and both must be saved in one SavedModel.
 """
+
 from __future__ import annotations
 
 import tf_keras as keras
@@ -27,8 +28,7 @@ def categorical_sizes(tft_output) -> dict[str, int]:
 
 
 def build_model(categorical: dict[str, int], learning_rate: float = 0.003) -> keras.Model:
-    dense_inputs = [keras.Input(shape=(), name=F.transformed_name(n), dtype="float32")
-                    for n in F.DENSE_FLOAT_FEATURES]
+    dense_inputs = [keras.Input(shape=(), name=F.transformed_name(n), dtype="float32") for n in F.DENSE_FLOAT_FEATURES]
     cat_inputs, embedded = [], []
     for name, size in sorted(categorical.items()):
         inp = keras.Input(shape=(), name=name, dtype="int64")

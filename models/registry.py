@@ -4,6 +4,7 @@ A version counts only once its `metadata.json` exists; export writes it last, so
 export is never picked as `latest`. Resolution refuses a version trained on another schema before
 any data is read.
 """
+
 from __future__ import annotations
 
 import json
@@ -88,7 +89,8 @@ def resolve(model_root: str, name: str, version: str | int, schema: InputSchema)
             raise ModelVersionError(f"model version must be '{LATEST}' or an integer, got '{version}'")
         if chosen not in versions:
             raise ModelVersionError(
-                f"model '{name}' has no complete version {chosen} under {model_root}; have {versions}")
+                f"model '{name}' has no complete version {chosen} under {model_root}; have {versions}"
+            )
     path = join(model_root, name, str(chosen))
     model = ModelVersion(name, chosen, path, read_metadata(path))
     expected = schema.fingerprint()
@@ -96,7 +98,8 @@ def resolve(model_root: str, name: str, version: str | int, schema: InputSchema)
         raise ModelVersionError(
             f"model '{name}' version {chosen} was trained on another input schema "
             f"(fingerprint {model.schema_fingerprint[:12]}, schemas/ has {expected[:12]}); "
-            "retrain it or pin a version trained on the current schema")
+            "retrain it or pin a version trained on the current schema"
+        )
     return model
 
 
@@ -116,8 +119,11 @@ def publish(version_path: str, model_root: str) -> str:
     files = sorted(p for p in sources if posixpath.basename(p) != METADATA_FILE)
     for path in files + [join(version_path, METADATA_FILE)]:
         # Streamed, not FileSystems.copy: source and target may be on different filesystems.
-        with FileSystems.open(path, compression_type="uncompressed") as src, \
-                FileSystems.create(join(target, posixpath.relpath(path, version_path)),
-                                   compression_type="uncompressed") as dst:
+        with (
+            FileSystems.open(path, compression_type="uncompressed") as src,
+            FileSystems.create(
+                join(target, posixpath.relpath(path, version_path)), compression_type="uncompressed"
+            ) as dst,
+        ):
             shutil.copyfileobj(src, dst, 8 << 20)
     return target

@@ -6,6 +6,7 @@ column `c` travels as two dense tensors, `c` (any value where missing) and `c__p
 same shape Arrow gives a column (values plus a validity bitmap), and the signature rebuilds the
 sparse tensor inside the graph.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -64,8 +65,7 @@ def batch_to_inputs(batch: pa.RecordBatch | pa.Table, schema: InputSchema) -> di
         if isinstance(column, pa.ChunkedArray):
             column = column.combine_chunks()
         if not c.required:
-            inputs[c.name + PRESENT_SUFFIX] = tf.constant(
-                column.is_valid().to_numpy(zero_copy_only=False))
+            inputs[c.name + PRESENT_SUFFIX] = tf.constant(column.is_valid().to_numpy(zero_copy_only=False))
         if c.type is ColumnType.STRING:
             encoded = pc.dictionary_encode(column.fill_null("") if column.null_count else column)
             words = tf.constant(np.asarray(encoded.dictionary.to_pylist(), dtype=object), tf.string)

@@ -4,6 +4,7 @@ Stages exchange Arrow record batches, never one Python object per record: a raw 
 file's columns as text, a typed batch holds them as the schema's types, and rejected records travel
 as batches laid out like the `scoring_errors` table minus its run-level columns.
 """
+
 from __future__ import annotations
 
 import json

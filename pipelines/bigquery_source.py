@@ -11,13 +11,14 @@ by the page size. The same code talks to Google's endpoints or, where `BIGQUERY_
 (REST) and `BIGQUERY_STORAGE_EMULATOR_HOST` (gRPC, host:port) are set, to an emulator: only the
 endpoints and the credentials differ.
 """
+
 from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from typing import Iterator
 
 import apache_beam as beam
 
@@ -28,8 +29,10 @@ from schemas import ColumnType, InputSchema, Role
 SCHEME = "bq://"
 DEFAULT_TEMP_DATASET = "scoring_tmp"  # where a query file's results are kept for the read
 TEMP_TABLE_HOURS = 24
-_TABLE_ID = re.compile(r"^(?P<project>[a-z][a-z0-9-]{0,61}[a-z0-9])\.(?P<dataset>\w{1,1024})\."
-                       r"(?P<table>[\w$-]{1,1024})$")
+_TABLE_ID = re.compile(
+    r"^(?P<project>[a-z][a-z0-9-]{0,61}[a-z0-9])\.(?P<dataset>\w{1,1024})\."
+    r"(?P<table>[\w$-]{1,1024})$"
+)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
 # BigQuery's legacy and standard type names for each schema type.
 _COMPATIBLE = {
@@ -56,7 +59,7 @@ class TableRef:
     table: str
 
     @classmethod
-    def parse(cls, text: str) -> "TableRef":
+    def parse(cls, text: str) -> TableRef:
         match = _TABLE_ID.match(text.removeprefix(SCHEME))
         if not match:
             raise BigQueryInputError(f"{text!r} is not a BigQuery table: expected bq://project.dataset.table")
@@ -79,8 +82,9 @@ def bigquery_client(project: str):
     from google.api_core.client_options import ClientOptions
     from google.auth.credentials import AnonymousCredentials
 
-    return bigquery.Client(project=project, credentials=AnonymousCredentials(),
-                           client_options=ClientOptions(api_endpoint=endpoint))
+    return bigquery.Client(
+        project=project, credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=endpoint)
+    )
 
 
 def read_client():
@@ -104,8 +108,10 @@ def date_restriction(column: str, bq_type: str, day: date) -> str:
     if bq_type == "DATE":
         return f'`{column}` = DATE "{day.isoformat()}"'
     if bq_type == "TIMESTAMP":
-        return (f'`{column}` >= TIMESTAMP "{start:%Y-%m-%d %H:%M:%S}+00" AND '
-                f'`{column}` < TIMESTAMP "{end:%Y-%m-%d %H:%M:%S}+00"')
+        return (
+            f'`{column}` >= TIMESTAMP "{start:%Y-%m-%d %H:%M:%S}+00" AND '
+            f'`{column}` < TIMESTAMP "{end:%Y-%m-%d %H:%M:%S}+00"'
+        )
     if bq_type in ("INTEGER", "INT64"):  # unix seconds
         return f"`{column}` >= {int(start.timestamp())} AND `{column}` < {int(end.timestamp())}"
     raise BigQueryInputError(f"date column {column} is {bq_type}; it must be DATE, TIMESTAMP or INT64 unix seconds")
@@ -120,8 +126,15 @@ class ReadPlan:
     streams: list[str]
 
 
-def plan_read(location: str, day: date, schema: InputSchema, date_column: str | None, project: str | None,
-              max_streams: int = 0, temp_dataset: str = DEFAULT_TEMP_DATASET) -> ReadPlan:
+def plan_read(
+    location: str,
+    day: date,
+    schema: InputSchema,
+    date_column: str | None,
+    project: str | None,
+    max_streams: int = 0,
+    temp_dataset: str = DEFAULT_TEMP_DATASET,
+) -> ReadPlan:
     """Check the table (or the query's result) against the schema and open a read session for the day."""
     from google.api_core import exceptions
     from google.cloud.bigquery_storage_v1 import types
@@ -147,7 +160,8 @@ def plan_read(location: str, day: date, schema: InputSchema, date_column: str | 
     session = read_client().create_read_session(
         parent=f"projects/{project or ref.project}",
         read_session=types.ReadSession(table=ref.path, data_format=types.DataFormat.ARROW, read_options=options),
-        max_stream_count=max_streams)
+        max_stream_count=max_streams,
+    )
     streams = [s.name for s in session.streams]
     if not streams:
         raise InputNotFoundError(f"no input rows for date {day.isoformat()} in {location}")

@@ -7,13 +7,14 @@ is bounded by the block size, not the file size, and no Python object is made pe
 common path. Nothing is fatal to the run: malformed lines and empty files leave as rejected
 records with a reason.
 """
+
 from __future__ import annotations
 
 import contextlib
 import io
 import json
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import apache_beam as beam
 import pyarrow as pa
@@ -34,6 +35,8 @@ def count_read(source: str, records: int) -> None:
     """Records read from one source (a file or a BigQuery table), in total and per source."""
     Metrics.counter("extract", "records_read").inc(records)
     Metrics.counter(READ_BY_SOURCE, source).inc(records)
+
+
 DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".xz")
 _FORMATS = {".csv": CSV, ".json": JSON, ".jsonl": JSON, ".ndjson": JSON}
@@ -121,8 +124,9 @@ class ReadFiles(beam.DoFn):
                 yield beam.pvalue.TaggedOutput(REJECTED, item)
         if records == 0 and not file_error:
             self._files_rejected.inc()
-            yield beam.pvalue.TaggedOutput(REJECTED, rejected_batch(path, [None], ["empty file: no records"],
-                                                                    kind=FILE_ERROR))
+            yield beam.pvalue.TaggedOutput(
+                REJECTED, rejected_batch(path, [None], ["empty file: no records"], kind=FILE_ERROR)
+            )
         count_read(path, records)
         yield beam.pvalue.TaggedOutput(COUNTS, records)
 
@@ -158,17 +162,28 @@ class ReadFiles(beam.DoFn):
 
     def _unreadable(self, path: str, records_read: int, error: Exception) -> beam.pvalue.TaggedOutput:
         self._files_rejected.inc()
-        return beam.pvalue.TaggedOutput(REJECTED, rejected_batch(
-            path, [None], [f"unreadable file after {records_read} records: {type(error).__name__}: {error}"],
-            kind=FILE_ERROR))
+        return beam.pvalue.TaggedOutput(
+            REJECTED,
+            rejected_batch(
+                path,
+                [None],
+                [f"unreadable file after {records_read} records: {type(error).__name__}: {error}"],
+                kind=FILE_ERROR,
+            ),
+        )
 
     def _csv_pass(self, path: str, typed: bool, skip: int, reported: set[int]) -> Iterator:
         malformed: list[tuple[int | None, str, str]] = []
 
         def on_invalid_row(row) -> str:
             if row.number not in reported:
-                malformed.append((row.number, row.text, f"malformed line: expected {row.expected_columns} "
-                                                        f"fields, found {row.actual_columns}"))
+                malformed.append(
+                    (
+                        row.number,
+                        row.text,
+                        f"malformed line: expected {row.expected_columns} fields, found {row.actual_columns}",
+                    )
+                )
             return "skip"
 
         def flush() -> pa.RecordBatch:
@@ -184,8 +199,9 @@ class ReadFiles(beam.DoFn):
                 malformed.clear()
                 known.update({n: pa.string() for n in reader.schema.names if n not in known})
                 with self._open(path) as again:
-                    yield from self._blocks(path, self._csv_reader(again, known, on_invalid_row), skip,
-                                            malformed, flush)
+                    yield from self._blocks(
+                        path, self._csv_reader(again, known, on_invalid_row), skip, malformed, flush
+                    )
                 return
             yield from self._blocks(path, reader, skip, malformed, flush)
 
@@ -195,8 +211,9 @@ class ReadFiles(beam.DoFn):
                 stream,
                 read_options=pacsv.ReadOptions(block_size=self._block_bytes, use_threads=False),
                 parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid_row),
-                convert_options=pacsv.ConvertOptions(column_types=column_types, strings_can_be_null=True,
-                                                     null_values=[""]),
+                convert_options=pacsv.ConvertOptions(
+                    column_types=column_types, strings_can_be_null=True, null_values=[""]
+                ),
             )
         except pa.ArrowInvalid as e:
             if "Empty CSV file" in str(e):
@@ -260,8 +277,10 @@ class ReadFiles(beam.DoFn):
                 table = pajson.read_json(
                     io.BytesIO(block),
                     read_options=pajson.ReadOptions(use_threads=False, block_size=len(block) + 1),
-                    parse_options=pajson.ParseOptions(explicit_schema=pa.schema(list(explicit.values())),
-                                                      unexpected_field_behavior="infer"))
+                    parse_options=pajson.ParseOptions(
+                        explicit_schema=pa.schema(list(explicit.values())), unexpected_field_behavior="infer"
+                    ),
+                )
             except pa.ArrowInvalid as e:
                 changed = _CHANGED_TYPE.search(str(e))
                 if changed and changed.group(1) in explicit:
@@ -292,8 +311,11 @@ class ReadFiles(beam.DoFn):
         if rows:
             # The key column is always there, so a block of empty objects still has its rows.
             names = list(dict.fromkeys([self._schema.key.name] + [k for row in rows for k in row]))
-            yield RawBatch(path, pa.RecordBatch.from_pydict(
-                {n: pa.array([row.get(n) for row in rows], pa.string()) for n in names}), JSON)
+            yield RawBatch(
+                path,
+                pa.RecordBatch.from_pydict({n: pa.array([row.get(n) for row in rows], pa.string()) for n in names}),
+                JSON,
+            )
         if bad:
             yield self._malformed(path, bad)
 
@@ -314,8 +336,9 @@ def _as_text(value) -> str | None:
 class ReadInputFiles(beam.PTransform):
     """Files -> raw batches; tagged outputs `rejected` (malformed records, empty files) and `counts`."""
 
-    def __init__(self, files: list[str], schema: InputSchema, block_bytes: int = DEFAULT_BLOCK_BYTES,
-                 input_format: str = "auto"):
+    def __init__(
+        self, files: list[str], schema: InputSchema, block_bytes: int = DEFAULT_BLOCK_BYTES, input_format: str = "auto"
+    ):
         super().__init__()
         self._files = files
         self._reader = ReadFiles(schema, block_bytes, input_format)

@@ -3,6 +3,7 @@
 Publishing runs inside the pipeline, after every staged file exists (its inputs are side inputs,
 which a runner materialises first), so the same graph publishes on DirectRunner and on Dataflow.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -67,17 +68,28 @@ class LoadToWarehouse(beam.PTransform):
     def expand(self, inputs):
         scored, rejected, counts = inputs
         pipeline = scored.pipeline
-        predictions = scored | "StagePredictions" >> beam.ParDo(WriteParquetFiles(
-            join(self._staging, "predictions"), "predictions", PREDICTIONS.arrow_schema,
-            AddRunColumns(PREDICTIONS.arrow_schema, self._run, "scored_at")))
-        errors = rejected | "StageErrors" >> beam.ParDo(WriteParquetFiles(
-            join(self._staging, "errors"), "errors", SCORING_ERRORS.arrow_schema,
-            AddRunColumns(SCORING_ERRORS.arrow_schema, self._run, "recorded_at")))
+        predictions = scored | "StagePredictions" >> beam.ParDo(
+            WriteParquetFiles(
+                join(self._staging, "predictions"),
+                "predictions",
+                PREDICTIONS.arrow_schema,
+                AddRunColumns(PREDICTIONS.arrow_schema, self._run, "scored_at"),
+            )
+        )
+        errors = rejected | "StageErrors" >> beam.ParDo(
+            WriteParquetFiles(
+                join(self._staging, "errors"),
+                "errors",
+                SCORING_ERRORS.arrow_schema,
+                AddRunColumns(SCORING_ERRORS.arrow_schema, self._run, "recorded_at"),
+            )
+        )
         input_records = counts | "CountInput" >> beam.CombineGlobally(sum)
         return (
             pipeline
             | "PublishTrigger" >> beam.Create([None])
-            | "Publish" >> beam.ParDo(
+            | "Publish"
+            >> beam.ParDo(
                 PublishDate(self._warehouse, self._run, self._staging),
                 beam.pvalue.AsList(predictions),
                 beam.pvalue.AsList(errors),

@@ -4,13 +4,14 @@ Counters are Beam metrics, so they reach the run summary and `scoring_runs.metri
 (and the Dataflow job page). Progress is for a terminal: it is added to local runs only, where the
 pipeline runs in this process (or in worker processes that share its terminal).
 """
+
 from __future__ import annotations
 
 import os
 import sys
 import threading
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import apache_beam as beam
 import pyarrow as pa
@@ -30,8 +31,10 @@ class CountRejections(beam.DoFn):
     """Rejected records per reason kind and per source, one counter update per distinct value per batch."""
 
     def process(self, rejected: pa.RecordBatch) -> Iterator:
-        for column, namespace, name_of in (("reason", REJECTED_BY_REASON, reason_kind),
-                                           ("source", REJECTED_BY_SOURCE, str)):
+        for column, namespace, name_of in (
+            ("reason", REJECTED_BY_REASON, reason_kind),
+            ("source", REJECTED_BY_SOURCE, str),
+        ):
             counts = pc.value_counts(rejected.column(column))
             for value, count in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()):
                 Metrics.counter(namespace, name_of(value or "")).inc(count)
@@ -75,8 +78,11 @@ class ReportProgress(beam.DoFn):
             progress.last_report = now
             rows = progress.rows
         where = "" if os.getpid() == self._main_pid else f" (worker process {os.getpid()})"
-        print(f"progress{where}: {rows:,} records scored, {rows / max(now - self._started, 1e-3):,.0f} records/s",
-              file=sys.stderr, flush=True)
+        print(
+            f"progress{where}: {rows:,} records scored, {rows / max(now - self._started, 1e-3):,.0f} records/s",
+            file=sys.stderr,
+            flush=True,
+        )
         return iter(())
 
 
@@ -88,6 +94,13 @@ def distribution_summary(distributions) -> dict[str, float]:
         if d is None or not d.count:
             continue
         name = f"{m.key.metric.namespace}/{m.key.metric.name}"
-        summary.update({f"{name}.count": d.count, f"{name}.sum": d.sum, f"{name}.min": d.min,
-                        f"{name}.max": d.max, f"{name}.mean": round(d.sum / d.count, 3)})
+        summary.update(
+            {
+                f"{name}.count": d.count,
+                f"{name}.sum": d.sum,
+                f"{name}.min": d.min,
+                f"{name}.max": d.max,
+                f"{name}.mean": round(d.sum / d.count, 3),
+            }
+        )
     return summary

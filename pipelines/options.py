@@ -4,6 +4,7 @@ Beam parses every PipelineOptions subclass with one parser, so each option is de
 `DataOptions` holds what both pipelines take, the others what only one of them takes. Anything
 not declared here (--runner, --direct_num_workers, ...) goes to Beam unchanged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,94 +20,173 @@ DEFAULT_TRAINING_INPUT = "data/chicago_taxi/trips.csv"
 class DataOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--input", default=None,
-                            help=f"Where the records are: files (local or gs://, {{date}} substituted, "
-                                 f"compressed files read by extension), a BigQuery table "
-                                 f"bq://project.dataset.table (rows of the date), or a BigQuery query file "
-                                 f"*.sql using the @date parameter. Scoring default: {DEFAULT_SCORING_INPUT}; "
-                                 f"training default: {DEFAULT_TRAINING_INPUT}.")
-        parser.add_argument("--date_column", default=None,
-                            help="BigQuery input: the DATE, TIMESTAMP or INT64 (unix seconds) column that "
-                                 "selects a date's rows (default: the schema's event-time column).")
-        parser.add_argument("--bq_project", default=None,
-                            help="BigQuery input: the project that runs the read (default: the table's).")
-        parser.add_argument("--bq_temp_dataset", default="scoring_tmp",
-                            help="BigQuery query-file input: the dataset (in --bq_project) holding the "
-                                 "query's result, created if missing; its tables expire after a day.")
-        parser.add_argument("--bq_max_streams", type=int, default=0,
-                            help="BigQuery input: most parallel read streams (0: BigQuery decides).")
-        parser.add_argument("--input_format", default="auto", choices=["auto", "csv", "json"],
-                            help="Format of the input files; auto: from the name (.csv, .json, .jsonl, "
-                                 ".ndjson, each optionally .gz/.bz2/.zst/.deflate/.xz).")
-        parser.add_argument("--unknown_columns", default="keep", choices=["keep", "reject"],
-                            help="Records with columns the schema does not know: keep them (the extra "
-                                 "columns are dropped) or reject them. Counted in the run summary either way.")
-        parser.add_argument("--model_root", default=DEFAULT_MODEL_ROOT,
-                            help="Root of exported models, local or gs:// (TF Serving layout).")
+        parser.add_argument(
+            "--input",
+            default=None,
+            help=f"Where the records are: files (local or gs://, {{date}} substituted, "
+            f"compressed files read by extension), a BigQuery table "
+            f"bq://project.dataset.table (rows of the date), or a BigQuery query file "
+            f"*.sql using the @date parameter. Scoring default: {DEFAULT_SCORING_INPUT}; "
+            f"training default: {DEFAULT_TRAINING_INPUT}.",
+        )
+        parser.add_argument(
+            "--date_column",
+            default=None,
+            help="BigQuery input: the DATE, TIMESTAMP or INT64 (unix seconds) column that "
+            "selects a date's rows (default: the schema's event-time column).",
+        )
+        parser.add_argument(
+            "--bq_project", default=None, help="BigQuery input: the project that runs the read (default: the table's)."
+        )
+        parser.add_argument(
+            "--bq_temp_dataset",
+            default="scoring_tmp",
+            help="BigQuery query-file input: the dataset (in --bq_project) holding the "
+            "query's result, created if missing; its tables expire after a day.",
+        )
+        parser.add_argument(
+            "--bq_max_streams",
+            type=int,
+            default=0,
+            help="BigQuery input: most parallel read streams (0: BigQuery decides).",
+        )
+        parser.add_argument(
+            "--input_format",
+            default="auto",
+            choices=["auto", "csv", "json"],
+            help="Format of the input files; auto: from the name (.csv, .json, .jsonl, "
+            ".ndjson, each optionally .gz/.bz2/.zst/.deflate/.xz).",
+        )
+        parser.add_argument(
+            "--unknown_columns",
+            default="keep",
+            choices=["keep", "reject"],
+            help="Records with columns the schema does not know: keep them (the extra "
+            "columns are dropped) or reject them. Counted in the run summary either way.",
+        )
+        parser.add_argument(
+            "--model_root",
+            default=DEFAULT_MODEL_ROOT,
+            help="Root of exported models, local or gs:// (TF Serving layout).",
+        )
         parser.add_argument("--model_name", default=DEFAULT_MODEL_NAME, help="Model name under --model_root.")
 
 
 class ScoringOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--date", default=None,
-                            help="Partition to score, YYYY-MM-DD (default: yesterday in --timezone, so a "
-                                 "nightly schedule needs no date arithmetic).")
-        parser.add_argument("--timezone", default="UTC",
-                            help="IANA time zone that decides what 'yesterday' is when --date is not given.")
-        parser.add_argument("--warehouse", default="warehouse/scores.duckdb",
-                            help="Warehouse: a local DuckDB database file, or BigQuery as bq://project.dataset.")
-        parser.add_argument("--create_dataset", action="store_true", default=False,
-                            help="BigQuery warehouse: create the dataset if it does not exist (otherwise a "
-                                 "missing dataset is an error; scripts/setup_bigquery.py creates it properly).")
-        parser.add_argument("--dataset_location", default=None,
-                            help="BigQuery warehouse: location of a dataset --create_dataset creates.")
-        parser.add_argument("--staging_dir", default=None,
-                            help="Where files are staged before publishing (default: _staging/ beside a "
-                                 "DuckDB warehouse, a local temporary directory for BigQuery; on Dataflow "
-                                 "use gs://...).")
+        parser.add_argument(
+            "--date",
+            default=None,
+            help="Partition to score, YYYY-MM-DD (default: yesterday in --timezone, so a "
+            "nightly schedule needs no date arithmetic).",
+        )
+        parser.add_argument(
+            "--timezone",
+            default="UTC",
+            help="IANA time zone that decides what 'yesterday' is when --date is not given.",
+        )
+        parser.add_argument(
+            "--warehouse",
+            default="warehouse/scores.duckdb",
+            help="Warehouse: a local DuckDB database file, or BigQuery as bq://project.dataset.",
+        )
+        parser.add_argument(
+            "--create_dataset",
+            action="store_true",
+            default=False,
+            help="BigQuery warehouse: create the dataset if it does not exist (otherwise a "
+            "missing dataset is an error; scripts/setup_bigquery.py creates it properly).",
+        )
+        parser.add_argument(
+            "--dataset_location",
+            default=None,
+            help="BigQuery warehouse: location of a dataset --create_dataset creates.",
+        )
+        parser.add_argument(
+            "--staging_dir",
+            default=None,
+            help="Where files are staged before publishing (default: _staging/ beside a "
+            "DuckDB warehouse, a local temporary directory for BigQuery; on Dataflow "
+            "use gs://...).",
+        )
         parser.add_argument("--model_version", default="latest", help="'latest' or an integer version.")
-        parser.add_argument("--challenger_version", default=None,
-                            help="Also score every record with this version (rows marked challenger) "
-                                 "and compare it with the champion in the run summary.")
-        parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "tpu"],
-                            help="Where the model runs: auto uses GPUs when present, else CPUs.")
-        parser.add_argument("--batch_size", type=int, default=None,
-                            help="Records per model call (default by device: cpu 65536, gpu 262144, "
-                                 "tpu 131072).")
-        parser.add_argument("--models_per_process", type=int, default=1,
-                            help="Model copies each worker process loads, each on its own device; set it "
-                                 "to the GPU count when a worker runs one SDK process for several GPUs.")
-        parser.add_argument("--large_model", action="store_true", default=False,
-                            help="Load one model copy per machine, shared by all its worker processes.")
-        parser.add_argument("--block_bytes", type=int, default=8 << 20,
-                            help="Bytes of input parsed per batch (bounds memory per worker).")
-        parser.add_argument("--progress_seconds", type=float, default=5.0,
-                            help="Local runs: print records scored and the rate this often on the terminal "
-                                 "(0: never). Remote runners show progress on their own pages.")
-        parser.add_argument("--summary_json", default=None,
-                            help="Write the run summary (counts, model, timings) here as JSON.")
+        parser.add_argument(
+            "--challenger_version",
+            default=None,
+            help="Also score every record with this version (rows marked challenger) "
+            "and compare it with the champion in the run summary.",
+        )
+        parser.add_argument(
+            "--accelerator",
+            default="auto",
+            choices=["auto", "cpu", "gpu", "tpu"],
+            help="Where the model runs: auto uses GPUs when present, else CPUs.",
+        )
+        parser.add_argument(
+            "--batch_size",
+            type=int,
+            default=None,
+            help="Records per model call (default by device: cpu 65536, gpu 262144, tpu 131072).",
+        )
+        parser.add_argument(
+            "--models_per_process",
+            type=int,
+            default=1,
+            help="Model copies each worker process loads, each on its own device; set it "
+            "to the GPU count when a worker runs one SDK process for several GPUs.",
+        )
+        parser.add_argument(
+            "--large_model",
+            action="store_true",
+            default=False,
+            help="Load one model copy per machine, shared by all its worker processes.",
+        )
+        parser.add_argument(
+            "--block_bytes",
+            type=int,
+            default=8 << 20,
+            help="Bytes of input parsed per batch (bounds memory per worker).",
+        )
+        parser.add_argument(
+            "--progress_seconds",
+            type=float,
+            default=5.0,
+            help="Local runs: print records scored and the rate this often on the terminal "
+            "(0: never). Remote runners show progress on their own pages.",
+        )
+        parser.add_argument(
+            "--summary_json", default=None, help="Write the run summary (counts, model, timings) here as JSON."
+        )
 
 
 class TrainingOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument("--start_date", default=None,
-                            help="With a {date} in --input: first date to train on (YYYY-MM-DD).")
+        parser.add_argument(
+            "--start_date", default=None, help="With a {date} in --input: first date to train on (YYYY-MM-DD)."
+        )
         parser.add_argument("--end_date", default=None, help="With a {date} in --input: last date, inclusive.")
-        parser.add_argument("--work_dir", default="artifacts/train",
-                            help="Where the transform graph and transformed data are written.")
+        parser.add_argument(
+            "--work_dir", default="artifacts/train", help="Where the transform graph and transformed data are written."
+        )
         parser.add_argument("--epochs", type=int, default=8)
-        parser.add_argument("--eval_percent", type=int, default=20,
-                            help="Share of records held out for evaluation (chosen by record hash).")
+        parser.add_argument(
+            "--eval_percent",
+            type=int,
+            default=20,
+            help="Share of records held out for evaluation (chosen by record hash).",
+        )
         parser.add_argument("--seed", type=int, default=42)
 
 
 def parse(argv: list[str] | None, description: str, *option_classes) -> PipelineOptions:
     """Parse our options (so --help lists them and typos fail) and hand the rest to Beam."""
-    parser = argparse.ArgumentParser(description=description,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="Other options (--runner, --direct_num_workers, ...) go to Beam.")
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Other options (--runner, --direct_num_workers, ...) go to Beam.",
+    )
     for cls in option_classes:
         cls._add_argparse_args(parser)
     parser.parse_known_args(argv)

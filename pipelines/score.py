@@ -6,6 +6,7 @@ Everything that can be checked without reading data (the date, the model version
 the input files, the warehouse tables) is checked first, so bad configuration fails fast and
 writes nothing. The pipeline then flows one way: extract -> validate -> score -> load.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,35 +18,40 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 import schemas
-from models import registry
-from models import devices
+from models import devices, registry
 from models.devices import AcceleratorError
 from models.handler import DEVICE_METRICS_NAMESPACE, ExportedModelHandler
 from models.registry import ModelVersion, ModelVersionError
 from pipelines import bigquery_source, extract
 from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
-from apache_beam.io.filesystems import FileSystems
-
 from pipelines.extract import InputNotFoundError, ReadInputFiles
 from pipelines.load import LoadToWarehouse
 from pipelines.observe import REJECTED_BY_REASON, CountRejections, ReportProgress, distribution_summary
 from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, parse
 from pipelines.validate import ValidateRecords
 from pipelines.warehouse import DuckDBWarehouse, RunRecord, WarehouseConfigError
-from pipelines.warehouse_bigquery import BigQueryWarehouse, is_bigquery as is_bigquery_warehouse
+from pipelines.warehouse_bigquery import BigQueryWarehouse
+from pipelines.warehouse_bigquery import is_bigquery as is_bigquery_warehouse
 from schemas import CHALLENGER, CHAMPION, InputSchema
 
-CONFIG_ERRORS = (InputNotFoundError, ModelVersionError, WarehouseConfigError, AcceleratorError,
-                 BigQueryInputError, ValueError)
+CONFIG_ERRORS = (
+    InputNotFoundError,
+    ModelVersionError,
+    WarehouseConfigError,
+    AcceleratorError,
+    BigQueryInputError,
+    ValueError,
+)
 LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner")
 
 
@@ -82,9 +88,15 @@ class ScoringConfig:
     progress_seconds: float  # 0: no live progress (remote runners have no terminal to print to)
 
     def handler(self, model: ModelVersion, role: str) -> ExportedModelHandler:
-        return ExportedModelHandler(model, self.schema, batch_size=self.batch_size, accelerator=self.accelerator,
-                                    models_per_process=self.models_per_process, large_model=self.large_model,
-                                    role=role)
+        return ExportedModelHandler(
+            model,
+            self.schema,
+            batch_size=self.batch_size,
+            accelerator=self.accelerator,
+            models_per_process=self.models_per_process,
+            large_model=self.large_model,
+            role=role,
+        )
 
 
 def parse_date(value: str | None, timezone_name: str = "UTC", now: datetime | None = None) -> date:
@@ -106,10 +118,16 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     data = options.view_as(DataOptions)
     opts = options.view_as(ScoringOptions)
     score_date = parse_date(opts.date, opts.timezone)
-    if (opts.batch_size is not None and opts.batch_size < 1) or opts.block_bytes < 1024 \
-            or opts.models_per_process < 1 or opts.progress_seconds < 0:
-        raise ValueError("--batch_size and --models_per_process must be positive, --block_bytes at least 1024, "
-                         "--progress_seconds not negative")
+    if (
+        (opts.batch_size is not None and opts.batch_size < 1)
+        or opts.block_bytes < 1024
+        or opts.models_per_process < 1
+        or opts.progress_seconds < 0
+    ):
+        raise ValueError(
+            "--batch_size and --models_per_process must be positive, --block_bytes at least 1024, "
+            "--progress_seconds not negative"
+        )
     schema = schemas.INPUT.for_scoring()
     model = registry.resolve(data.model_root, data.model_name, opts.model_version, schemas.INPUT)
     challenger = None
@@ -122,8 +140,15 @@ def plan(options: PipelineOptions) -> ScoringConfig:
         devices.visible_devices(devices.resolve_kind(opts.accelerator))
     input_pattern = data.input or DEFAULT_SCORING_INPUT
     if bigquery_source.is_bigquery(input_pattern):
-        source = bigquery_source.plan_read(input_pattern, score_date, schemas.INPUT, data.date_column,
-                                           data.bq_project, data.bq_max_streams, data.bq_temp_dataset)
+        source = bigquery_source.plan_read(
+            input_pattern,
+            score_date,
+            schemas.INPUT,
+            data.date_column,
+            data.bq_project,
+            data.bq_max_streams,
+            data.bq_temp_dataset,
+        )
     else:
         source = extract.match_input(input_pattern, score_date.isoformat(), data.input_format)
     if is_bigquery_warehouse(opts.warehouse):
@@ -139,18 +164,38 @@ def plan(options: PipelineOptions) -> ScoringConfig:
         challenger_version=challenger.version if challenger else None,
         input=input_pattern.format(date=score_date.isoformat()),
         started_at=started,
-        options={"model_root": data.model_root, "model_version": str(opts.model_version),
-                 "challenger_version": opts.challenger_version, "accelerator": opts.accelerator,
-                 "batch_size": opts.batch_size, "models_per_process": opts.models_per_process,
-                 "large_model": opts.large_model, "block_bytes": opts.block_bytes,
-                 "runner": runner or "DirectRunner",
-                 "files" if isinstance(source, list) else "streams":
-                     len(source) if isinstance(source, list) else len(source.streams)},
+        options={
+            "model_root": data.model_root,
+            "model_version": str(opts.model_version),
+            "challenger_version": opts.challenger_version,
+            "accelerator": opts.accelerator,
+            "batch_size": opts.batch_size,
+            "models_per_process": opts.models_per_process,
+            "large_model": opts.large_model,
+            "block_bytes": opts.block_bytes,
+            "runner": runner or "DirectRunner",
+            "files" if isinstance(source, list) else "streams": len(source)
+            if isinstance(source, list)
+            else len(source.streams),
+        },
     )
-    return ScoringConfig(run, source, data.input_format, data.unknown_columns, schema, model, challenger, warehouse,
-                         opts.staging_dir or warehouse.default_staging_dir(), opts.block_bytes, opts.batch_size,
-                         opts.accelerator, opts.models_per_process, opts.large_model,
-                         opts.progress_seconds if runner in LOCAL_RUNNERS else 0)
+    return ScoringConfig(
+        run,
+        source,
+        data.input_format,
+        data.unknown_columns,
+        schema,
+        model,
+        challenger,
+        warehouse,
+        opts.staging_dir or warehouse.default_staging_dir(),
+        opts.block_bytes,
+        opts.batch_size,
+        opts.accelerator,
+        opts.models_per_process,
+        opts.large_model,
+        opts.progress_seconds if runner in LOCAL_RUNNERS else 0,
+    )
 
 
 def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
@@ -158,8 +203,9 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
     if isinstance(config.source, ReadPlan):
         read = pipeline | "ReadTrips" >> ReadBigQuery(config.source)
     else:
-        read = pipeline | "ReadTrips" >> ReadInputFiles(config.source, config.schema, config.block_bytes,
-                                                        config.input_format)
+        read = pipeline | "ReadTrips" >> ReadInputFiles(
+            config.source, config.schema, config.block_bytes, config.input_format
+        )
     checked = read.batches | "Validate" >> ValidateRecords(config.schema, config.unknown_columns)
     scored = checked.valid | "RunInference" >> RunInference(config.handler(config.model, CHAMPION))
     if config.progress_seconds:
@@ -170,7 +216,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
     rejected = (read.rejected, checked.rejected) | "AllRejected" >> beam.Flatten()
     _ = rejected | "CountRejections" >> beam.ParDo(CountRejections())
     return (scored, rejected, read.counts) | "WriteScores" >> LoadToWarehouse(
-        config.warehouse, config.run, config.staging_dir)
+        config.warehouse, config.run, config.staging_dir
+    )
 
 
 def _namespace(counters: dict[str, int], namespace: str) -> dict[str, int]:
@@ -199,10 +246,12 @@ def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
         "rejected_records": row["rejected_records"],
         "rejected_files": row["rejected_files"],
         "reconciled": row["input_records"] == scored + (row["rejected_records"] or 0),
-        "timings": {"started_at": row["started_at"].isoformat(),
-                    "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
-                    "seconds": round(seconds, 3),
-                    "records_per_second": round(row["input_records"] / seconds, 1) if seconds else None},
+        "timings": {
+            "started_at": row["started_at"].isoformat(),
+            "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
+            "seconds": round(seconds, 3),
+            "records_per_second": round(row["input_records"] / seconds, 1) if seconds else None,
+        },
         "unknown_columns": _namespace(counters, "unknown_columns"),
         "rejected_by_reason": _namespace(counters, REJECTED_BY_REASON),
         "metrics": metrics,
@@ -247,10 +296,16 @@ def dry_run(options: PipelineOptions, config: ScoringConfig, pipeline: beam.Pipe
     build_pipeline(p, config)
     # Only DataflowRunner honours dry_run; any other runner would run (and publish) for real.
     result = p.run() if options.get_all_options().get("runner") == "DataflowRunner" else None
-    return {"dry_run": True, "date": config.run.score_date.isoformat(), "run_id": config.run.run_id,
-            "model_name": config.model.name, "model_version": config.model.version,
-            "input": config.run.input, "warehouse": config.warehouse.location,
-            "job": _dataflow_job(result, options)}
+    return {
+        "dry_run": True,
+        "date": config.run.score_date.isoformat(),
+        "run_id": config.run.run_id,
+        "model_name": config.model.name,
+        "model_version": config.model.version,
+        "input": config.run.input,
+        "warehouse": config.warehouse.location,
+        "job": _dataflow_job(result, options),
+    }
 
 
 def _dataflow_job(result, options: PipelineOptions) -> dict[str, Any] | None:
@@ -264,8 +319,12 @@ def _dataflow_job(result, options: PipelineOptions) -> dict[str, Any] | None:
     from apache_beam.runners.dataflow.internal import apiclient
 
     environment = apiclient.Environment(
-        packages=[], options=options, environment_version=apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
-        proto_pipeline_staged_url="(dry run: not staged)", proto_pipeline=job.proto_pipeline).proto
+        packages=[],
+        options=options,
+        environment_version=apiclient._FNAPI_ENVIRONMENT_MAJOR_VERSION,
+        proto_pipeline_staged_url="(dry run: not staged)",
+        proto_pipeline=job.proto_pipeline,
+    ).proto
     described = json.loads(job.json())
     described["environment"] = json.loads(type(environment).to_json(environment))
     described["transforms"] = sorted(t.unique_name for t in job.proto_pipeline.components.transforms.values())
@@ -287,13 +346,17 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     if summary.get("dry_run"):
-        print(f"dry run: {summary['date']} with model {summary['model_name']} v{summary['model_version']} from "
-              f"{summary['input']} to {summary['warehouse']}: configuration checked, job built, nothing run")
+        print(
+            f"dry run: {summary['date']} with model {summary['model_name']} v{summary['model_version']} from "
+            f"{summary['input']} to {summary['warehouse']}: configuration checked, job built, nothing run"
+        )
         return 0
-    print(f"{summary['date']}: input {summary['input_records']} = scored {summary['scored_records']} "
-          f"+ rejected {summary['rejected_records']} ({'reconciled' if summary['reconciled'] else 'NOT RECONCILED'}); "
-          f"{summary['rejected_files']} files rejected; model {summary['model_name']} v{summary['model_version']}; "
-          f"run {summary['run_id']} in {summary['timings']['seconds']} s -> {summary['warehouse']}")
+    print(
+        f"{summary['date']}: input {summary['input_records']} = scored {summary['scored_records']} "
+        f"+ rejected {summary['rejected_records']} ({'reconciled' if summary['reconciled'] else 'NOT RECONCILED'}); "
+        f"{summary['rejected_files']} files rejected; model {summary['model_name']} v{summary['model_version']}; "
+        f"run {summary['run_id']} in {summary['timings']['seconds']} s -> {summary['warehouse']}"
+    )
     for device, rows in sorted(summary["devices"].items()):
         print(f"  {device}: {rows} records scored")
     for reason, rows in sorted(summary["rejected_by_reason"].items()):

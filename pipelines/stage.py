@@ -3,10 +3,11 @@
 Downstream steps consume exactly the files emitted here (never a directory listing), so files left
 by a retried bundle or a killed run are never published.
 """
+
 from __future__ import annotations
 
 import uuid
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import apache_beam as beam
 import pyarrow as pa
@@ -25,8 +26,13 @@ class WriteParquetFiles(beam.DoFn):
     batch's layout is used.
     """
 
-    def __init__(self, directory: str, prefix: str, schema: pa.Schema | None = None,
-                 prepare: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None):
+    def __init__(
+        self,
+        directory: str,
+        prefix: str,
+        schema: pa.Schema | None = None,
+        prepare: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+    ):
         self._directory = directory
         self._prefix = prefix
         self._schema = schema

@@ -6,6 +6,7 @@ Records go through the same extract and validate stages as scoring (the label re
 not). tf.Transform analyses the training split once; the transform graph is exported inside the
 model, so scoring applies exactly what training computed.
 """
+
 from __future__ import annotations
 
 import json
@@ -30,7 +31,8 @@ from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
 import schemas
-from models import export, model as model_lib
+from models import export
+from models import model as model_lib
 from models.registry import ModelVersion
 from pipelines import bigquery_source, extract, validate
 from pipelines.bigquery_source import ReadBigQuery, ReadPlan
@@ -49,7 +51,8 @@ def tensor_adapter_config(schema: InputSchema) -> tensor_adapter.TensorAdapterCo
     schema_proto = schema_utils.schema_from_feature_spec(schema.raw_feature_spec())
     arrow_schema = pa.schema([pa.field(c.name, pa.large_list(_TFXIO_TYPES[c.type])) for c in schema.model_columns])
     return tensor_adapter.TensorAdapterConfig(
-        arrow_schema, tensor_representation_util.InferTensorRepresentationsFromMixedSchema(schema_proto))
+        arrow_schema, tensor_representation_util.InferTensorRepresentationsFromMixedSchema(schema_proto)
+    )
 
 
 def to_tfxio_batch(batch: pa.RecordBatch, schema: InputSchema) -> pa.RecordBatch:
@@ -58,8 +61,7 @@ def to_tfxio_batch(batch: pa.RecordBatch, schema: InputSchema) -> pa.RecordBatch
     for c in schema.model_columns:
         column = batch.column(c.name)
         present = column.is_valid()
-        offsets = pa.concat_arrays([pa.array([0], pa.int64()),
-                                    pc.cumulative_sum(pc.cast(present, pa.int64()))])
+        offsets = pa.concat_arrays([pa.array([0], pa.int64()), pc.cumulative_sum(pc.cast(present, pa.int64()))])
         values = column.filter(present).cast(_TFXIO_TYPES[c.type])
         arrays.append(pa.LargeListArray.from_arrays(offsets, values))
     return pa.RecordBatch.from_arrays(arrays, schema=tensor_adapter_config(schema).arrow_schema)
@@ -98,32 +100,47 @@ def read_sources(pipeline: beam.Pipeline, sources: list, schema: InputSchema, da
         if isinstance(source, ReadPlan):
             reads.append(pipeline | f"ReadTrips{i}" >> ReadBigQuery(source))
         else:
-            reads.append(pipeline | f"ReadTrips{i}" >> extract.ReadInputFiles(source, schema,
-                                                                               input_format=data.input_format))
+            reads.append(
+                pipeline | f"ReadTrips{i}" >> extract.ReadInputFiles(source, schema, input_format=data.input_format)
+            )
     if len(reads) == 1:
         return reads[0]
-    return {tag: tuple(r[tag] for r in reads) | f"Merge{tag.title()}" >> beam.Flatten()
-            for tag in ("batches", extract.REJECTED, extract.COUNTS)}
+    return {
+        tag: tuple(r[tag] for r in reads) | f"Merge{tag.title()}" >> beam.Flatten()
+        for tag in ("batches", extract.REJECTED, extract.COUNTS)
+    }
 
 
-def build_pipeline(pipeline: beam.Pipeline, sources: list, schema: InputSchema, opts: TrainingOptions,
-                   transform_dir: str, data_dir: str) -> None:
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    sources: list,
+    schema: InputSchema,
+    opts: TrainingOptions,
+    transform_dir: str,
+    data_dir: str,
+) -> None:
     """Extract -> validate -> split -> analyse (train split) -> transform both splits -> Parquet."""
     config = tensor_adapter_config(schema)
     data = pipeline.options.view_as(DataOptions)
     read = read_sources(pipeline, sources, schema, data)
     checked = read["batches"] | "Validate" >> validate.ValidateRecords(schema, data.unknown_columns)
-    _ = (checked.rejected, read[extract.REJECTED]) | "AllRejected" >> beam.Flatten() | "CountRejected" >> beam.Map(
-        lambda b, c=Metrics.counter("train", "records_rejected"): c.inc(b.num_rows))
+    _ = (
+        (checked.rejected, read[extract.REJECTED])
+        | "AllRejected" >> beam.Flatten()
+        | "CountRejected" >> beam.Map(lambda b, c=Metrics.counter("train", "records_rejected"): c.inc(b.num_rows))
+    )
     splits = checked.valid | "Split" >> beam.ParDo(SplitBatches(schema, opts.eval_percent)).with_outputs(TRAIN, EVAL)
     with tft_beam.Context(temp_dir=os.path.join(transform_dir, "tmp"), force_tf_compat_v1=False):
         transform_fn = (splits[TRAIN], config) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
         for name in (TRAIN, EVAL):
-            transformed, _ = ((splits[name], config), transform_fn) | f"Transform{name.title()}" >> tft_beam.TransformDataset(
-                output_record_batches=True)
+            transformed, _ = (
+                (splits[name], config),
+                transform_fn,
+            ) | f"Transform{name.title()}" >> tft_beam.TransformDataset(output_record_batches=True)
             _ = transformed | f"Write{name.title()}" >> beam.ParDo(
-                WriteParquetFiles(os.path.join(data_dir, name), name))
+                WriteParquetFiles(os.path.join(data_dir, name), name)
+            )
 
 
 def training_sources(pattern: str, start: str | None, end: str | None, data: DataOptions) -> list:
@@ -144,9 +161,17 @@ def training_sources(pattern: str, start: str | None, end: str | None, data: Dat
         day = first + timedelta(days=offset)
         try:
             if bigquery_source.is_bigquery(pattern):
-                sources.append(bigquery_source.plan_read(pattern, day, schemas.INPUT, data.date_column,
-                                                         data.bq_project, data.bq_max_streams,
-                                                         data.bq_temp_dataset))
+                sources.append(
+                    bigquery_source.plan_read(
+                        pattern,
+                        day,
+                        schemas.INPUT,
+                        data.date_column,
+                        data.bq_project,
+                        data.bq_max_streams,
+                        data.bq_temp_dataset,
+                    )
+                )
             else:
                 sources.append(extract.match_input(pattern, day.isoformat(), data.input_format))
         except extract.InputNotFoundError:
@@ -161,8 +186,11 @@ def load_split(directory: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     arrays = {}
     for name in table.column_names:
         column = table.column(name).combine_chunks()
-        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type) \
-                or pa.types.is_fixed_size_list(column.type):
+        if (
+            pa.types.is_list(column.type)
+            or pa.types.is_large_list(column.type)
+            or pa.types.is_fixed_size_list(column.type)
+        ):
             column = column.flatten()
         arrays[name] = column.to_numpy(zero_copy_only=False)
     label = arrays.pop(F.LABEL_KEY).astype(np.float32)
@@ -239,8 +267,10 @@ def run(argv: list[str] | None = None) -> TrainingResult:
     data_range = {}
     if time_range:
         dist = time_range[0].committed
-        data_range = {"start": datetime.fromtimestamp(dist.min, timezone.utc).isoformat(),
-                      "end": datetime.fromtimestamp(dist.max, timezone.utc).isoformat()}
+        data_range = {
+            "start": datetime.fromtimestamp(dist.min, timezone.utc).isoformat(),
+            "end": datetime.fromtimestamp(dist.max, timezone.utc).isoformat(),
+        }
     metadata = {
         "created_at": datetime.now(timezone.utc).isoformat(),
         "metrics": metrics,
@@ -255,8 +285,18 @@ def run(argv: list[str] | None = None) -> TrainingResult:
         "seed": opts.seed,
     }
     version = export.export_version(model, transform_dir, data.model_root, data.model_name, schema, metadata)
-    print(json.dumps({"model": version.name, "version": version.version, "path": version.path,
-                      "threshold": threshold, "metrics": metrics}, indent=2))
+    print(
+        json.dumps(
+            {
+                "model": version.name,
+                "version": version.version,
+                "path": version.path,
+                "threshold": threshold,
+                "metrics": metrics,
+            },
+            indent=2,
+        )
+    )
     return TrainingResult(version, metrics, transform_dir)
 
 

@@ -6,9 +6,10 @@ as text, with a regular expression, to find which records are bad. A record's re
 column that failed and the value it held. A column a source lacks is all missing; a column the
 schema does not know is dropped, or its records rejected, by policy, and counted either way.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import apache_beam as beam
 import pyarrow as pa
@@ -43,8 +44,11 @@ class SchemaValidator:
 
     def unknown_column_counts(self, batch: pa.RecordBatch) -> dict[str, int]:
         """Records holding a value in each column the schema does not know."""
-        return {name: batch.num_rows - batch.column(name).null_count
-                for name in batch.schema.names if name not in self._names}
+        return {
+            name: batch.num_rows - batch.column(name).null_count
+            for name in batch.schema.names
+            if name not in self._names
+        }
 
     def validate(self, raw: RawBatch) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
         batch = raw.records
@@ -54,8 +58,9 @@ class SchemaValidator:
             carrying = pc.invert(pc.is_null(batch.column(unknown[0])))
             for name in unknown[1:]:
                 carrying = pc.or_(carrying, pc.is_valid(batch.column(name)))
-            reasons = _first_reason(reasons, carrying, pa.scalar(
-                f"unknown column(s): {', '.join(unknown)} (--unknown_columns=reject)"))
+            reasons = _first_reason(
+                reasons, carrying, pa.scalar(f"unknown column(s): {', '.join(unknown)} (--unknown_columns=reject)")
+            )
         typed = []
         present = set(batch.schema.names)
         for column in self.schema.columns:
@@ -65,19 +70,27 @@ class SchemaValidator:
                 source = pa.nulls(batch.num_rows, column.type.arrow)
             values, bad, text = self._typed(source, column.type)
             if bad is not None:
-                reasons = _first_reason(reasons, bad, pc.binary_join_element_wise(
-                    f"wrong type: {column.name} is not {column.type.value}: '", text, "'", ""))
+                reasons = _first_reason(
+                    reasons,
+                    bad,
+                    pc.binary_join_element_wise(
+                        f"wrong type: {column.name} is not {column.type.value}: '", text, "'", ""
+                    ),
+                )
             if column.type is ColumnType.FLOAT64:
                 # The model takes float32: a larger magnitude would reach it as infinity.
-                not_finite = pc.invert(pc.fill_null(pc.and_(pc.is_finite(values),
-                                                            pc.less_equal(pc.abs(values), FLOAT32_MAX)), True))
-                reasons = _first_reason(reasons, not_finite, pa.scalar(
-                    f"wrong type: {column.name} is not a finite number"))
+                not_finite = pc.invert(
+                    pc.fill_null(pc.and_(pc.is_finite(values), pc.less_equal(pc.abs(values), FLOAT32_MAX)), True)
+                )
+                reasons = _first_reason(
+                    reasons, not_finite, pa.scalar(f"wrong type: {column.name} is not a finite number")
+                )
                 values = pc.if_else(not_finite, pa.scalar(None, pa.float64()), values)
             if column.required:
                 # A value that failed its type check is null by now but already has its reason.
-                reasons = _first_reason(reasons, pc.is_null(values), pa.scalar(
-                    f"missing required field: {column.name}"))
+                reasons = _first_reason(
+                    reasons, pc.is_null(values), pa.scalar(f"missing required field: {column.name}")
+                )
             typed.append(values)
         typed_batch = pa.RecordBatch.from_arrays(typed, schema=self.arrow_schema)
         if reasons.null_count == len(reasons):
@@ -158,6 +171,5 @@ class ValidateRecords(beam.PTransform):
 
     def expand(self, raw_batches):
         return raw_batches | "CheckSchema" >> beam.ParDo(
-            ValidateBatch(self._schema, self._unknown_columns)).with_outputs(
-            REJECTED, main="valid"
-        )
+            ValidateBatch(self._schema, self._unknown_columns)
+        ).with_outputs(REJECTED, main="valid")

@@ -5,6 +5,7 @@ them and then, in one transaction, replaces the date's predictions and errors an
 succeeded. A run that dies before that commit leaves the date exactly as it was, and two runs of
 one date serialise on the transaction, so the date ends with exactly one run's rows.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,16 @@ from typing import Any
 import duckdb
 
 from pipelines.batches import FILE_ERROR, RECORD_ERROR
-from schemas import CHALLENGER, CHAMPION, INPUT, PREDICTIONS, SCORING_ERRORS, SCORING_RUNS, WAREHOUSE_TABLES, TableSchema
+from schemas import (
+    CHALLENGER,
+    CHAMPION,
+    INPUT,
+    PREDICTIONS,
+    SCORING_ERRORS,
+    SCORING_RUNS,
+    WAREHOUSE_TABLES,
+    TableSchema,
+)
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 
@@ -63,8 +73,9 @@ class DuckDBWarehouse:
 
     def __init__(self, path: str):
         if "://" in path:
-            raise WarehouseConfigError(f"--warehouse {path!r}: a DuckDB warehouse is a local file path "
-                                       "(BigQuery: bq://project.dataset)")
+            raise WarehouseConfigError(
+                f"--warehouse {path!r}: a DuckDB warehouse is a local file path (BigQuery: bq://project.dataset)"
+            )
         self.path = self.location = path
 
     def default_staging_dir(self) -> str:
@@ -74,10 +85,13 @@ class DuckDBWarehouse:
         deadline = time.monotonic() + self.LOCK_WAIT_SECONDS
         while True:
             try:
-                return duckdb.connect(self.path, config={
-                    "memory_limit": self.MEMORY_LIMIT,
-                    "preserve_insertion_order": False,  # a table's row order means nothing here
-                })
+                return duckdb.connect(
+                    self.path,
+                    config={
+                        "memory_limit": self.MEMORY_LIMIT,
+                        "preserve_insertion_order": False,  # a table's row order means nothing here
+                    },
+                )
             except duckdb.IOException as e:
                 if "lock" not in str(e).lower() or time.monotonic() > deadline:
                     raise
@@ -92,8 +106,9 @@ class DuckDBWarehouse:
             if os.path.exists(self.path):
                 with duckdb.connect(self.path, read_only=True) as con:
                     for table in WAREHOUSE_TABLES:
-                        if con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = ?",
-                                       [table.name]).fetchone()[0]:
+                        if con.execute(
+                            "SELECT count(*) FROM information_schema.tables WHERE table_name = ?", [table.name]
+                        ).fetchone()[0]:
                             _check_columns(con, table)
             return
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
@@ -104,8 +119,17 @@ class DuckDBWarehouse:
             con.execute(
                 f'INSERT INTO "{SCORING_RUNS.name}" (run_id, score_date, status, model_name, model_version, '
                 "challenger_version, input, started_at, options) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [run.run_id, run.score_date, RUNNING, run.model_name, run.model_version,
-                 run.challenger_version, run.input, run.started_at, json.dumps(run.options, sort_keys=True)],
+                [
+                    run.run_id,
+                    run.score_date,
+                    RUNNING,
+                    run.model_name,
+                    run.model_version,
+                    run.challenger_version,
+                    run.input,
+                    run.started_at,
+                    json.dumps(run.options, sort_keys=True),
+                ],
             )
 
     def publish(self, run: RunRecord, staged: StagedResults, finished_at: datetime) -> dict[str, int]:
@@ -116,8 +140,7 @@ class DuckDBWarehouse:
             con.execute("BEGIN TRANSACTION")
             try:
                 counts = _audit(con, run, staged)
-                comparison = (_compare(con, pred_files)
-                              if run.challenger_version is not None and pred_files else None)
+                comparison = _compare(con, pred_files) if run.challenger_version is not None and pred_files else None
                 for table, files in ((PREDICTIONS, pred_files), (SCORING_ERRORS, err_files)):
                     con.execute(f'DELETE FROM "{table.name}" WHERE score_date = ?', [run.score_date])
                     if files:
@@ -125,9 +148,16 @@ class DuckDBWarehouse:
                 con.execute(
                     f'UPDATE "{SCORING_RUNS.name}" SET status = ?, input_records = ?, scored_records = ?, '
                     "rejected_records = ?, rejected_files = ?, finished_at = ?, comparison = ? WHERE run_id = ?",
-                    [SUCCEEDED, counts["input_records"], counts["scored_records"], counts["rejected_records"],
-                     counts["rejected_files"], finished_at, json.dumps(comparison) if comparison else None,
-                     run.run_id],
+                    [
+                        SUCCEEDED,
+                        counts["input_records"],
+                        counts["scored_records"],
+                        counts["rejected_records"],
+                        counts["rejected_files"],
+                        finished_at,
+                        json.dumps(comparison) if comparison else None,
+                        run.run_id,
+                    ],
                 )
                 con.execute("COMMIT")
             except BaseException:
@@ -145,8 +175,10 @@ class DuckDBWarehouse:
 
     def record_metrics(self, run_id: str, metrics: dict[str, Any]) -> None:
         with self.connect() as con:
-            con.execute(f'UPDATE "{SCORING_RUNS.name}" SET metrics = ? WHERE run_id = ?',
-                        [json.dumps(metrics, sort_keys=True), run_id])
+            con.execute(
+                f'UPDATE "{SCORING_RUNS.name}" SET metrics = ? WHERE run_id = ?',
+                [json.dumps(metrics, sort_keys=True), run_id],
+            )
 
     def run_row(self, run_id: str) -> dict[str, Any]:
         with self.connect() as con:
@@ -160,14 +192,16 @@ class DuckDBWarehouse:
 
 def _check_columns(con: duckdb.DuckDBPyConnection, table: TableSchema) -> None:
     rows = con.execute(
-        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
-        "ORDER BY ordinal_position", [table.name]).fetchall()
+        "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+        [table.name],
+    ).fetchall()
     have = [(name, dtype) for name, dtype in rows]
     want = [(f.name, f.type.duckdb.replace("TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE")) for f in table.fields]
     if have != want:
         raise WarehouseConfigError(
             f"table {table.name} does not match schemas/: has {have}, schemas/ defines {want}; "
-            "migrate or move the old table away")
+            "migrate or move the old table away"
+        )
 
 
 @dataclass(frozen=True)
@@ -187,8 +221,14 @@ class StagedCounts:
 def audit_sql(predictions: str, errors: str | None, p: str) -> str:
     """One query over the staged rows; `p` is the dialect's parameter prefix ($ DuckDB, @ BigQuery)."""
     key = INPUT.key.name
-    errors_part = (f"(SELECT count(*) FROM {errors} WHERE error_kind = {p}record), "
-                   f"(SELECT count(*) FROM {errors} WHERE error_kind = {p}file)") if errors else "0, 0"
+    errors_part = (
+        (
+            f"(SELECT count(*) FROM {errors} WHERE error_kind = {p}record), "
+            f"(SELECT count(*) FROM {errors} WHERE error_kind = {p}file)"
+        )
+        if errors
+        else "0, 0"
+    )
     return f"""
         SELECT count(*),
                count(CASE WHEN `{key}` IS NULL OR probability IS NULL THEN 1 END),
@@ -201,8 +241,14 @@ def audit_sql(predictions: str, errors: str | None, p: str) -> str:
 
 
 def audit_params(run: RunRecord) -> dict[str, Any]:
-    return {"run_id": run.run_id, "score_date": run.score_date, "champion": CHAMPION, "challenger": CHALLENGER,
-            "record": RECORD_ERROR, "file": FILE_ERROR}
+    return {
+        "run_id": run.run_id,
+        "score_date": run.score_date,
+        "champion": CHAMPION,
+        "challenger": CHALLENGER,
+        "record": RECORD_ERROR,
+        "file": FILE_ERROR,
+    }
 
 
 def check_staged(run: RunRecord, staged: StagedResults, found: StagedCounts) -> dict[str, int]:
@@ -222,13 +268,19 @@ def check_staged(run: RunRecord, staged: StagedResults, found: StagedCounts) -> 
     if run.challenger_version is None and found.challenger:
         problems.append(f"{found.challenger} challenger rows staged but no challenger was asked for")
     if staged.input_records != found.champion + found.rejected_records:
-        problems.append(f"counts do not reconcile: input {staged.input_records} != scored {found.champion} "
-                        f"+ rejected {found.rejected_records}")
+        problems.append(
+            f"counts do not reconcile: input {staged.input_records} != scored {found.champion} "
+            f"+ rejected {found.rejected_records}"
+        )
     if problems:
         raise AuditError("audit failed, nothing published: " + "; ".join(problems))
-    return {"input_records": staged.input_records, "scored_records": found.champion,
-            "rejected_records": found.rejected_records, "rejected_files": found.rejected_files,
-            "prediction_rows": found.prediction_rows}
+    return {
+        "input_records": staged.input_records,
+        "scored_records": found.champion,
+        "rejected_records": found.rejected_records,
+        "rejected_files": found.rejected_files,
+        "prediction_rows": found.prediction_rows,
+    }
 
 
 def comparison_sql(predictions: str, p: str) -> str:
@@ -251,9 +303,13 @@ def comparison_sql(predictions: str, p: str) -> str:
 
 def comparison_result(row) -> dict[str, float | int | None]:
     records, champion_mean, challenger_mean, differ, spearman = row
-    return {"records": records, "champion_mean_probability": champion_mean,
-            "challenger_mean_probability": challenger_mean, "label_disagreement": differ,
-            "rank_correlation": spearman}
+    return {
+        "records": records,
+        "champion_mean_probability": champion_mean,
+        "challenger_mean_probability": challenger_mean,
+        "label_disagreement": differ,
+        "rank_correlation": spearman,
+    }
 
 
 def _audit(con: duckdb.DuckDBPyConnection, run: RunRecord, staged: StagedResults) -> dict[str, int]:
@@ -262,8 +318,11 @@ def _audit(con: duckdb.DuckDBPyConnection, run: RunRecord, staged: StagedResults
     if not pred_files and not err_files:
         return check_staged(run, staged, StagedCounts())
     empty_predictions = f"(SELECT * FROM {PREDICTIONS.name} WHERE false)"
-    sql = audit_sql("read_parquet($pred_files)" if pred_files else empty_predictions,
-                    "read_parquet($err_files)" if err_files else None, "$").replace("`", '"')
+    sql = audit_sql(
+        "read_parquet($pred_files)" if pred_files else empty_predictions,
+        "read_parquet($err_files)" if err_files else None,
+        "$",
+    ).replace("`", '"')
     params = audit_params(run)
     if pred_files:
         params["pred_files"] = pred_files
@@ -276,5 +335,6 @@ def _audit(con: duckdb.DuckDBPyConnection, run: RunRecord, staged: StagedResults
 
 def _compare(con: duckdb.DuckDBPyConnection, pred_files: list[str]) -> dict[str, float | int | None]:
     sql = comparison_sql("read_parquet($files)", "$").replace("`", '"')
-    return comparison_result(con.execute(sql, {"files": pred_files, "champion": CHAMPION,
-                                               "challenger": CHALLENGER}).fetchone())
+    return comparison_result(
+        con.execute(sql, {"files": pred_files, "champion": CHAMPION, "challenger": CHALLENGER}).fetchone()
+    )

@@ -13,6 +13,7 @@ Every value reaches SQL as a query parameter. The transaction script reads the r
 one-row staging table written by a parameterised query, because scripts are given no parameters
 here (bqemulator does not bind them); table names are checked identifiers.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,21 @@ from typing import Any
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.bigquery_source import bigquery_client
-from pipelines.warehouse import (FAILED, RUNNING, SUCCEEDED, AuditError, RunRecord, StagedCounts, StagedResults,
-                                 WarehouseConfigError, audit_params, audit_sql, check_staged, comparison_result,
-                                 comparison_sql)
+from pipelines.warehouse import (
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    AuditError,
+    RunRecord,
+    StagedCounts,
+    StagedResults,
+    WarehouseConfigError,
+    audit_params,
+    audit_sql,
+    check_staged,
+    comparison_result,
+    comparison_sql,
+)
 from schemas import CHALLENGER, CHAMPION, PREDICTIONS, SCORING_ERRORS, SCORING_RUNS, WAREHOUSE_TABLES, TableSchema
 
 SCHEME = "bq://"
@@ -44,8 +57,12 @@ def is_bigquery(location: str) -> bool:
 def bq_schema(table: TableSchema) -> list:
     from google.cloud import bigquery
 
-    return [bigquery.SchemaField(f.name, f.type.value, mode="REQUIRED" if f.required else "NULLABLE",
-                                 description=f.description) for f in table.fields]
+    return [
+        bigquery.SchemaField(
+            f.name, f.type.value, mode="REQUIRED" if f.required else "NULLABLE", description=f.description
+        )
+        for f in table.fields
+    ]
 
 
 def table_definition(project: str, dataset: str, table: TableSchema, partition_expiration_days: int | None = None):
@@ -56,8 +73,10 @@ def table_definition(project: str, dataset: str, table: TableSchema, partition_e
     definition.description = table.description
     if table.partition_field:
         definition.time_partitioning = bigquery.TimePartitioning(
-            type_=bigquery.TimePartitioningType.DAY, field=table.partition_field,
-            expiration_ms=partition_expiration_days * 86_400_000 if partition_expiration_days else None)
+            type_=bigquery.TimePartitioningType.DAY,
+            field=table.partition_field,
+            expiration_ms=partition_expiration_days * 86_400_000 if partition_expiration_days else None,
+        )
     if table.cluster_fields:
         definition.clustering_fields = list(table.cluster_fields)
     return definition
@@ -105,7 +124,8 @@ class BigQueryWarehouse:
             if not self._create_dataset or not record:
                 raise WarehouseConfigError(
                     f"BigQuery dataset {self.project}.{self.dataset} does not exist; create it with "
-                    "scripts/setup_bigquery.py or pass --create_dataset") from None
+                    "scripts/setup_bigquery.py or pass --create_dataset"
+                ) from None
             dataset = bigquery.Dataset(f"{self.project}.{self.dataset}")
             if self._dataset_location:
                 dataset.location = self._dataset_location
@@ -122,16 +142,24 @@ class BigQueryWarehouse:
             if have != want:
                 raise WarehouseConfigError(
                     f"BigQuery table {self.project}.{self.dataset}.{table.name} does not match schemas/: has "
-                    f"{have}, schemas/ defines {want}; migrate it or move it away")
+                    f"{have}, schemas/ defines {want}; migrate it or move it away"
+                )
         if not record:
             return
         self._query(
             f"INSERT INTO {self.ref(SCORING_RUNS.name)} (run_id, score_date, status, model_name, model_version, "
             "challenger_version, input, started_at, options) VALUES (@run_id, @score_date, @status, @model_name, "
             "@model_version, @challenger_version, @input, @started_at, @options)",
-            run_id=run.run_id, score_date=run.score_date, status=RUNNING, model_name=run.model_name,
-            model_version=run.model_version, challenger_version=("INT64", run.challenger_version), input=run.input,
-            started_at=run.started_at, options=json.dumps(run.options, sort_keys=True))
+            run_id=run.run_id,
+            score_date=run.score_date,
+            status=RUNNING,
+            model_name=run.model_name,
+            model_version=run.model_version,
+            challenger_version=("INT64", run.challenger_version),
+            input=run.input,
+            started_at=run.started_at,
+            options=json.dumps(run.options, sort_keys=True),
+        )
 
     # ------------------------------------------------------------------ publishing
 
@@ -139,13 +167,17 @@ class BigQueryWarehouse:
         stage = "_staging_" + re.sub(r"[^A-Za-z0-9_]", "_", run.run_id)
         predictions = self._stage(f"{stage}_predictions", PREDICTIONS, [p for p, _ in staged.prediction_files])
         errors = self._stage(f"{stage}_errors", SCORING_ERRORS, [p for p, _ in staged.error_files])
-        found = StagedCounts(*list(self._query(audit_sql(self.ref(predictions), self.ref(errors), "@"),
-                                               **audit_params(run)))[0])
+        found = StagedCounts(
+            *list(self._query(audit_sql(self.ref(predictions), self.ref(errors), "@"), **audit_params(run)))[0]
+        )
         counts = check_staged(run, staged, found)
         comparison = None
         if run.challenger_version is not None:
-            comparison = comparison_result(list(self._query(comparison_sql(self.ref(predictions), "@"),
-                                                            champion=CHAMPION, challenger=CHALLENGER))[0])
+            comparison = comparison_result(
+                list(self._query(comparison_sql(self.ref(predictions), "@"), champion=CHAMPION, challenger=CHALLENGER))[
+                    0
+                ]
+            )
         values = f"{stage}_run"
         self._query(
             f"CREATE OR REPLACE TABLE {self.ref(values)} OPTIONS (expiration_timestamp = "
@@ -153,9 +185,12 @@ class BigQueryWarehouse:
             "@score_date AS score_date, @input_records AS input_records, @scored_records AS scored_records, "
             "@rejected_records AS rejected_records, @rejected_files AS rejected_files, "
             "@finished_at AS finished_at, @comparison AS comparison",
-            run_id=run.run_id, score_date=run.score_date, finished_at=finished_at,
+            run_id=run.run_id,
+            score_date=run.score_date,
+            finished_at=finished_at,
             comparison=("STRING", json.dumps(comparison) if comparison else None),
-            **{k: v for k, v in counts.items() if k != "prediction_rows"})
+            **{k: v for k, v in counts.items() if k != "prediction_rows"},
+        )
         pred_cols = ", ".join(f"`{n}`" for n in PREDICTIONS.names)
         err_cols = ", ".join(f"`{n}`" for n in SCORING_ERRORS.names)
         script = f"""
@@ -184,8 +219,9 @@ class BigQueryWarehouse:
         definition.expires = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=STAGING_HOURS)
         self.client.delete_table(definition.reference, not_found_ok=True)  # a retried publish starts clean
         self.client.create_table(definition)
-        config = bigquery.LoadJobConfig(source_format=bigquery.SourceFormat.PARQUET,
-                                        write_disposition=bigquery.WriteDisposition.WRITE_APPEND)
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET, write_disposition=bigquery.WriteDisposition.WRITE_APPEND
+        )
         remote = [f for f in files if f.startswith("gs://")]
         if remote:
             self.client.load_table_from_uri(remote, definition.reference, job_config=config).result()
@@ -205,22 +241,30 @@ class BigQueryWarehouse:
                 retryable = "concurrent" in str(e).lower() or "serialize" in str(e).lower()
                 if not retryable or attempt == PUBLISH_ATTEMPTS - 1:
                     raise AuditError(f"publishing failed, nothing published: {e}") from e
-                time.sleep(2 ** attempt)
+                time.sleep(2**attempt)
 
     # ------------------------------------------------------------------ bookkeeping
 
     def mark_failed(self, run_id: str, error: str, finished_at: datetime) -> None:
-        self._query(f"UPDATE {self.ref(SCORING_RUNS.name)} SET status = @failed, error = @error, "
-                    "finished_at = @finished_at WHERE run_id = @run_id AND status = @running",
-                    failed=FAILED, error=error[:4000], finished_at=finished_at, run_id=run_id, running=RUNNING)
+        self._query(
+            f"UPDATE {self.ref(SCORING_RUNS.name)} SET status = @failed, error = @error, "
+            "finished_at = @finished_at WHERE run_id = @run_id AND status = @running",
+            failed=FAILED,
+            error=error[:4000],
+            finished_at=finished_at,
+            run_id=run_id,
+            running=RUNNING,
+        )
 
     def record_metrics(self, run_id: str, metrics: dict[str, Any]) -> None:
-        self._query(f"UPDATE {self.ref(SCORING_RUNS.name)} SET metrics = @metrics WHERE run_id = @run_id",
-                    metrics=json.dumps(metrics, sort_keys=True), run_id=run_id)
+        self._query(
+            f"UPDATE {self.ref(SCORING_RUNS.name)} SET metrics = @metrics WHERE run_id = @run_id",
+            metrics=json.dumps(metrics, sort_keys=True),
+            run_id=run_id,
+        )
 
     def run_row(self, run_id: str) -> dict[str, Any]:
-        rows = list(self._query(f"SELECT * FROM {self.ref(SCORING_RUNS.name)} WHERE run_id = @run_id",
-                                run_id=run_id))
+        rows = list(self._query(f"SELECT * FROM {self.ref(SCORING_RUNS.name)} WHERE run_id = @run_id", run_id=run_id))
         if not rows:
             raise KeyError(run_id)
         return dict(rows[0].items())
@@ -228,8 +272,9 @@ class BigQueryWarehouse:
     def _query(self, sql: str, **params):
         from google.cloud import bigquery
 
-        return self.client.query(sql, job_config=bigquery.QueryJobConfig(
-            query_parameters=[_parameter(k, v) for k, v in params.items()])).result()
+        return self.client.query(
+            sql, job_config=bigquery.QueryJobConfig(query_parameters=[_parameter(k, v) for k, v in params.items()])
+        ).result()
 
 
 _STANDARD = {"INTEGER": "INT64", "FLOAT": "FLOAT64", "BOOLEAN": "BOOL"}

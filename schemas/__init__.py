@@ -3,6 +3,7 @@
 The pipelines read the active use case's schemas from here; a team with its own data points these
 names at its own module.
 """
+
 from schemas.core import CHALLENGER, CHAMPION, Column, ColumnType, Field, InputSchema, Role, TableSchema
 from schemas.taxi import PREDICTIONS, SCORING_ERRORS, SCORING_RUNS, TRIPS
 
@@ -10,6 +11,17 @@ INPUT = TRIPS
 WAREHOUSE_TABLES = (PREDICTIONS, SCORING_ERRORS, SCORING_RUNS)
 
 __all__ = [
-    "CHALLENGER", "CHAMPION", "Column", "ColumnType", "Field", "InputSchema", "Role", "TableSchema",
-    "INPUT", "PREDICTIONS", "SCORING_ERRORS", "SCORING_RUNS", "WAREHOUSE_TABLES",
+    "CHALLENGER",
+    "CHAMPION",
+    "Column",
+    "ColumnType",
+    "Field",
+    "InputSchema",
+    "Role",
+    "TableSchema",
+    "INPUT",
+    "PREDICTIONS",
+    "SCORING_ERRORS",
+    "SCORING_RUNS",
+    "WAREHOUSE_TABLES",
 ]

@@ -4,13 +4,14 @@ Everything downstream (the tf.Transform feature spec, CSV parsing, validation, t
 the staged Parquet files) is derived from these objects, so a team swapping in its own data changes
 one module in `schemas/` and nothing else has to restate a column.
 """
+
 from __future__ import annotations
 
 import enum
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import pyarrow as pa
 
@@ -122,7 +123,7 @@ class InputSchema:
         """The columns a trained model depends on: its features and its label."""
         return self.with_role(Role.FEATURE, Role.LABEL)
 
-    def for_training(self) -> "InputSchema":
+    def for_training(self) -> InputSchema:
         """Training needs the label on every row but no record key."""
         cols = []
         for c in self.columns:
@@ -133,7 +134,7 @@ class InputSchema:
             cols.append(c)
         return InputSchema(self.name, tuple(cols))
 
-    def for_scoring(self) -> "InputSchema":
+    def for_scoring(self) -> InputSchema:
         """Scoring never needs the label: tonight's trips have no tips yet."""
         return InputSchema(
             self.name,
@@ -207,9 +208,7 @@ class TableSchema:
         return pa.schema([pa.field(f.name, f.type.arrow, nullable=not f.required) for f in self.fields])
 
     def duckdb_ddl(self) -> str:
-        cols = ",\n  ".join(
-            f'"{f.name}" {f.type.duckdb}{" NOT NULL" if f.required else ""}' for f in self.fields
-        )
+        cols = ",\n  ".join(f'"{f.name}" {f.type.duckdb}{" NOT NULL" if f.required else ""}' for f in self.fields)
         return f'CREATE TABLE IF NOT EXISTS "{self.name}" (\n  {cols}\n)'
 
     def descriptions(self) -> Iterable[tuple[str, str]]:

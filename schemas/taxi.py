@@ -3,7 +3,9 @@
 Column layout follows the City of Chicago Taxi Trips data set as TFX's taxi example ships it, plus
 `trip_id`, the stable record key that every nightly partition carries.
 """
-from schemas.core import Column, ColumnType as T, Field, InputSchema, Role, TableSchema
+
+from schemas.core import Column, Field, InputSchema, Role, TableSchema
+from schemas.core import ColumnType as T
 
 TRIPS = InputSchema(
     name="chicago_taxi_trips",
@@ -86,8 +88,12 @@ SCORING_RUNS = TableSchema(
         Field("started_at", T.TIMESTAMP, True, "Run start (UTC)."),
         Field("finished_at", T.TIMESTAMP, False, "Run end (UTC)."),
         Field("error", T.STRING, False, "Why the run failed."),
-        Field("comparison", T.STRING, False,
-              "Champion vs challenger, as JSON: mean scores, share of labels that differ, rank correlation."),
+        Field(
+            "comparison",
+            T.STRING,
+            False,
+            "Champion vs challenger, as JSON: mean scores, share of labels that differ, rank correlation.",
+        ),
         Field("metrics", T.STRING, False, "Beam metrics of the run (rows per stage and device), as JSON."),
         Field("options", T.STRING, True, "The pipeline options that matter, as JSON."),
     ),

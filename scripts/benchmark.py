@@ -13,6 +13,7 @@ Each measurement runs in its own process and reports that process's peak memory 
 records per second of the measured section: model calls for (a), the whole pipeline run for (b)
 and (c) (graph construction, model loading and, for (c), publishing included).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,11 +32,19 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 DAY = "2026-11-23"
-MEASUREMENTS = {"a": "ceiling", "b": "baseline", "c": "pipeline", "x": "extract_csv", "y": "pyarrow_csv",
-                "j": "extract_json", "k": "pyarrow_json"}
+MEASUREMENTS = {
+    "a": "ceiling",
+    "b": "baseline",
+    "c": "pipeline",
+    "x": "extract_csv",
+    "y": "pyarrow_csv",
+    "j": "extract_json",
+    "k": "pyarrow_json",
+}
 
 
 # ---------------------------------------------------------------- (a) the ceiling
+
 
 def measure_ceiling(args) -> dict:
     import pyarrow as pa
@@ -57,9 +66,14 @@ def measure_ceiling(args) -> dict:
         loaded = tf.saved_model.load(model.path)
         score = loaded.signatures[signature.RAW_SIGNATURE]
         for path in args.files:  # untimed: parse, type and convert everything up front
-            raw = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-                column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True,
-                null_values=[""]))
+            raw = pacsv.read_csv(
+                path,
+                convert_options=pacsv.ConvertOptions(
+                    column_types={n: pa.string() for n in schemas.INPUT.names},
+                    strings_can_be_null=True,
+                    null_values=[""],
+                ),
+            )
             valid, _ = validator.validate(RawBatch(path, raw.combine_chunks().to_batches()[0]))
             for start in range(0, valid.num_rows, batch_size):
                 prepared.append(signature.batch_to_inputs(valid.slice(start, batch_size), schemas.INPUT))
@@ -73,6 +87,7 @@ def measure_ceiling(args) -> dict:
 
 
 # ---------------------------------------------------------------- (b) the per-row baseline
+
 
 def measure_baseline(args) -> dict:
     import apache_beam as beam
@@ -95,29 +110,37 @@ def measure_baseline(args) -> dict:
 
         def load_model(self):
             import tensorflow as tf
+
             return tf.saved_model.load(model.path).signatures[signature.RAW_SIGNATURE]
 
         def run_inference(self, batch, fn, inference_args=None):
             import tensorflow as tf
+
             inputs = {}
             for c in features:
                 values = [row.get(c.name) or None for row in batch]
                 if not c.required:
                     inputs[c.name + signature.PRESENT_SUFFIX] = tf.constant([v is not None for v in values])
                 fill = "" if c.type.value == "STRING" else "0"
-                inputs[c.name] = tf.constant(np.array([v if v is not None else fill for v in values]).astype(
-                    dtypes[c.type.value]) if c.type.value != "STRING" else [v or "" for v in values])
+                inputs[c.name] = tf.constant(
+                    np.array([v if v is not None else fill for v in values]).astype(dtypes[c.type.value])
+                    if c.type.value != "STRING"
+                    else [v or "" for v in values]
+                )
             probs = fn(**inputs)[signature.PROBABILITY].numpy()
             return [PredictionResult(row, float(p)) for row, p in zip(batch, probs)]
 
     out = os.path.join(args.work_dir, "baseline", "scores")
     t0 = time.perf_counter()
     with beam.Pipeline(argv=["--runner=DirectRunner"]) as p:
-        _ = (p | "ReadTrips" >> beam.io.ReadFromText(args.input_glob, skip_header_lines=1)
-             | "Parse" >> beam.Map(parse)
-             | "RunInference" >> RunInference(DictHandler())
-             | "Format" >> beam.Map(lambda r: f"{r.example['trip_id']},{r.inference:.6f}")
-             | "WriteScores" >> beam.io.WriteToText(out))
+        _ = (
+            p
+            | "ReadTrips" >> beam.io.ReadFromText(args.input_glob, skip_header_lines=1)
+            | "Parse" >> beam.Map(parse)
+            | "RunInference" >> RunInference(DictHandler())
+            | "Format" >> beam.Map(lambda r: f"{r.example['trip_id']},{r.inference:.6f}")
+            | "WriteScores" >> beam.io.WriteToText(out)
+        )
     seconds = time.perf_counter() - t0
     rows = sum(sum(1 for _ in open(f)) for f in glob.glob(out + "*"))
     return {"rows": rows, "seconds": seconds}
@@ -125,12 +148,18 @@ def measure_baseline(args) -> dict:
 
 # ---------------------------------------------------------------- (c) the pipeline
 
+
 def measure_pipeline(args) -> dict:
     from pipelines import score
 
-    argv = [f"--date={DAY}", f"--input={args.input_glob}", f"--model_root={args.model_root}",
-            f"--warehouse={os.path.join(args.work_dir, 'warehouse', 'scores.duckdb')}",
-            f"--accelerator={args.accelerator}", *args.pipeline_args]
+    argv = [
+        f"--date={DAY}",
+        f"--input={args.input_glob}",
+        f"--model_root={args.model_root}",
+        f"--warehouse={os.path.join(args.work_dir, 'warehouse', 'scores.duckdb')}",
+        f"--accelerator={args.accelerator}",
+        *args.pipeline_args,
+    ]
     if args.batch_size:
         argv.append(f"--batch_size={args.batch_size}")
     t0 = time.perf_counter()
@@ -141,6 +170,7 @@ def measure_pipeline(args) -> dict:
 
 
 # ---------------------------------------------------------------- extraction (issue: extract stage)
+
 
 def json_files(args) -> list[str]:
     """The CSV input as newline-delimited JSON (typed values, missing ones left out), made once."""
@@ -154,8 +184,12 @@ def json_files(args) -> list[str]:
         target = os.path.join(args.work_dir, "json", os.path.basename(path).replace(".csv", ".jsonl"))
         if not os.path.exists(target):
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            trips = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(  # noqa: F841 (read by DuckDB)
-                column_types={c.name: c.type.arrow for c in schemas.INPUT.columns}))
+            trips = pacsv.read_csv(
+                path,
+                convert_options=pacsv.ConvertOptions(  # noqa: F841 (read by DuckDB)
+                    column_types={c.name: c.type.arrow for c in schemas.INPUT.columns}
+                ),
+            )
             with duckdb.connect() as con:
                 con.execute(f"COPY trips TO '{target}' (FORMAT json)")
         paths.append(target)
@@ -177,8 +211,12 @@ def measure_extract(args, fmt: str) -> dict:
     with beam.Pipeline(argv=["--runner=DirectRunner"]) as p:
         read = p | "Read" >> ReadInputFiles(files, schema)
         checked = read.batches | "Validate" >> ValidateRecords(schema)
-        _ = (checked.valid | beam.Map(lambda b: b.num_rows) | beam.CombineGlobally(sum)
-             | beam.io.WriteToText(out, shard_name_template=""))
+        _ = (
+            checked.valid
+            | beam.Map(lambda b: b.num_rows)
+            | beam.CombineGlobally(sum)
+            | beam.io.WriteToText(out, shard_name_template="")
+        )
     seconds = time.perf_counter() - t0
     return {"rows": int(open(out).read()), "seconds": seconds}
 
@@ -196,10 +234,18 @@ def measure_pyarrow(args, fmt: str) -> dict:
 
 # ---------------------------------------------------------------- driver
 
+
 def run_measurement(name: str, args) -> dict:
     """Run one measurement in a child process; its max RSS is the measurement's peak memory."""
-    cmd = [sys.executable, os.path.abspath(__file__), f"--measure={name}", f"--rows={args.rows}",
-           f"--work_dir={args.work_dir}", f"--model_root={args.model_root}", f"--accelerator={args.accelerator}"]
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        f"--measure={name}",
+        f"--rows={args.rows}",
+        f"--work_dir={args.work_dir}",
+        f"--model_root={args.model_root}",
+        f"--accelerator={args.accelerator}",
+    ]
     if args.batch_size:
         cmd.append(f"--batch_size={args.batch_size}")
     cmd += args.pipeline_args
@@ -217,13 +263,22 @@ def ensure_inputs(args) -> None:
     from scripts import make_trips
 
     if not registry.list_versions(args.model_root, "taxi_tipper"):
-        subprocess.run([sys.executable, "-m", "pipelines.train", f"--model_root={args.model_root}"],
-                       cwd=REPO, check=True, env={**os.environ, "PYTHONPATH": REPO})
+        subprocess.run(
+            [sys.executable, "-m", "pipelines.train", f"--model_root={args.model_root}"],
+            cwd=REPO,
+            check=True,
+            env={**os.environ, "PYTHONPATH": REPO},
+        )
     partition = os.path.join(args.work_dir, "trips", f"dt={DAY}")
     marker = os.path.join(partition, f"_rows_{args.rows}")
     if not os.path.exists(marker):
-        make_trips.write_partition(date.fromisoformat(DAY), args.rows, partition, args.rows_per_file,
-                                   os.path.join(REPO, make_trips.DEFAULT_SOURCE))
+        make_trips.write_partition(
+            date.fromisoformat(DAY),
+            args.rows,
+            partition,
+            args.rows_per_file,
+            os.path.join(REPO, make_trips.DEFAULT_SOURCE),
+        )
         open(marker, "w").close()
 
 
@@ -231,10 +286,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--json", default=None, help="Write the results here.")
-    parser.add_argument("--only", default="a,b,c,x,y,j,k",
-                        help="Which measurements: a (ceiling), b (baseline), c (pipeline), x / y (CSV extraction "
-                             "through the pipeline / pyarrow.csv.read_csv), j / k (JSON: pipeline / "
-                             "pyarrow.json.read_json).")
+    parser.add_argument(
+        "--only",
+        default="a,b,c,x,y,j,k",
+        help="Which measurements: a (ceiling), b (baseline), c (pipeline), x / y (CSV extraction "
+        "through the pipeline / pyarrow.csv.read_csv), j / k (JSON: pipeline / "
+        "pyarrow.json.read_json).",
+    )
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "tpu"])
     parser.add_argument("--batch_size", type=int, default=None, help="Default: the device's default.")
     parser.add_argument("--rows_per_file", type=int, default=1_000_000)
@@ -246,10 +304,15 @@ def main(argv: list[str] | None = None) -> None:
     args.files = sorted(glob.glob(args.input_glob))
 
     if args.measure:  # child process: one measurement, its result as the last line of stdout
-        result = {"ceiling": measure_ceiling, "baseline": measure_baseline, "pipeline": measure_pipeline,
-                  "extract_csv": lambda a: measure_extract(a, "csv"), "pyarrow_csv": lambda a: measure_pyarrow(a, "csv"),
-                  "extract_json": lambda a: measure_extract(a, "json"),
-                  "pyarrow_json": lambda a: measure_pyarrow(a, "json")}[args.measure](args)
+        result = {
+            "ceiling": measure_ceiling,
+            "baseline": measure_baseline,
+            "pipeline": measure_pipeline,
+            "extract_csv": lambda a: measure_extract(a, "csv"),
+            "pyarrow_csv": lambda a: measure_pyarrow(a, "csv"),
+            "extract_json": lambda a: measure_extract(a, "json"),
+            "pyarrow_json": lambda a: measure_pyarrow(a, "json"),
+        }[args.measure](args)
         result["peak_memory_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
         print(json.dumps(result))
         return
@@ -259,11 +322,19 @@ def main(argv: list[str] | None = None) -> None:
     results = {}
     for name in chosen:
         results[name] = run_measurement(name, args)
-        print(f"{name:9s} {results[name]['rows']:>10,d} rows  {results[name]['rows_per_s']:>12,.0f} rows/s  "
-              f"peak {results[name]['peak_memory_bytes'] / 2**20:>8,.0f} MiB", flush=True)
+        print(
+            f"{name:9s} {results[name]['rows']:>10,d} rows  {results[name]['rows_per_s']:>12,.0f} rows/s  "
+            f"peak {results[name]['peak_memory_bytes'] / 2**20:>8,.0f} MiB",
+            flush=True,
+        )
 
-    report = {"rows": args.rows, "accelerator": args.accelerator, "cpus": os.cpu_count(),
-              "machine": platform.machine(), "python": platform.python_version()}
+    report = {
+        "rows": args.rows,
+        "accelerator": args.accelerator,
+        "cpus": os.cpu_count(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+    }
     for name, result in results.items():
         report[f"{name}_rows_per_s"] = round(result["rows_per_s"], 1)
         report[f"{name}_seconds"] = round(result["seconds"], 3)
@@ -280,13 +351,20 @@ def main(argv: list[str] | None = None) -> None:
     for fmt in ("csv", "json"):
         if f"extract_{fmt}" in results and f"pyarrow_{fmt}" in results:
             report[f"extract_{fmt}_ratio_vs_pyarrow"] = round(
-                report[f"extract_{fmt}_rows_per_s"] / report[f"pyarrow_{fmt}_rows_per_s"], 3)
+                report[f"extract_{fmt}_rows_per_s"] / report[f"pyarrow_{fmt}_rows_per_s"], 3
+            )
     print("\n| measurement | rows/s | seconds | peak memory (MiB) |\n|---|---:|---:|---:|")
     for name in results:
-        print(f"| {name} | {report[f'{name}_rows_per_s']:,.0f} | {report[f'{name}_seconds']:.2f} | "
-              f"{report[f'{name}_peak_memory_bytes'] / 2**20:,.0f} |")
-    for ratio in ("ratio_vs_ceiling", "ratio_vs_baseline", "extract_csv_ratio_vs_pyarrow",
-                  "extract_json_ratio_vs_pyarrow"):
+        print(
+            f"| {name} | {report[f'{name}_rows_per_s']:,.0f} | {report[f'{name}_seconds']:.2f} | "
+            f"{report[f'{name}_peak_memory_bytes'] / 2**20:,.0f} |"
+        )
+    for ratio in (
+        "ratio_vs_ceiling",
+        "ratio_vs_baseline",
+        "extract_csv_ratio_vs_pyarrow",
+        "extract_json_ratio_vs_pyarrow",
+    ):
         if ratio in report:
             print(f"{ratio}: {report[ratio]}")
     if args.json:

@@ -16,6 +16,7 @@ Steps, in order (README "Run on Dataflow" walks through them):
 Each step prints the commands it runs before running them; --dry-run prints them and runs nothing.
 Steps that create something skip it when it exists, so every step can be re-run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,8 +33,7 @@ sys.path.insert(0, REPO)
 
 from scripts import flex_template  # noqa: E402
 
-APIS = ["dataflow", "compute", "storage", "bigquery", "bigquerystorage", "artifactregistry", "cloudscheduler",
-        "iam"]
+APIS = ["dataflow", "compute", "storage", "bigquery", "bigquerystorage", "artifactregistry", "cloudscheduler", "iam"]
 GPU_EXPERIMENTS = ["no_use_multiple_sdk_containers"]
 LAUNCH_URI = "https://dataflow.googleapis.com/v1b3/projects/{project}/locations/{region}/flexTemplates:launch"
 DAG_CONFIG = "score_nightly.json"
@@ -44,7 +44,11 @@ WORKER_ROLES = [
     ("project", "roles/bigquery.jobUser", "run the load jobs and the publish transaction of the warehouse"),
     ("project", "roles/bigquery.readSessionUser", "read BigQuery input through the Storage Read API"),
     ("dataset", "roles/bigquery.dataEditor", "create staging tables and replace a night's rows, in this dataset only"),
-    ("bucket", "roles/storage.objectAdmin", "read input and models, write and delete staged files, in this bucket only"),
+    (
+        "bucket",
+        "roles/storage.objectAdmin",
+        "read input and models, write and delete staged files, in this bucket only",
+    ),
     ("repository", "roles/artifactregistry.reader", "pull the worker and launcher images, from this repository only"),
 ]
 LAUNCHER_ROLES = [
@@ -100,9 +104,14 @@ class Deployment:
     @property
     def parameters(self) -> dict[str, str]:
         """The template parameters of a nightly run: no date, so each night scores its yesterday."""
-        return {"input": self.input, "model_root": f"{self.bucket}/models",
-                "warehouse": f"bq://{self.project}.{self.dataset}", "staging_dir": f"{self.bucket}/staging",
-                "timezone": self.timezone, "accelerator": self.accelerator}
+        return {
+            "input": self.input,
+            "model_root": f"{self.bucket}/models",
+            "warehouse": f"bq://{self.project}.{self.dataset}",
+            "staging_dir": f"{self.bucket}/staging",
+            "timezone": self.timezone,
+            "accelerator": self.accelerator,
+        }
 
     @property
     def experiments(self) -> list[str]:
@@ -116,20 +125,23 @@ class Deployment:
     def launch_body(self, date: str | None = None) -> dict:
         """The Dataflow flexTemplates.launch request: what the schedule, the DAG and `run` send."""
         parameters = dict(self.parameters, **({"date": date} if date else {}))
-        return {"launchParameter": {
-            "jobName": self.job_name,
-            "containerSpecGcsPath": self.template,
-            "parameters": parameters,
-            "environment": {
-                "serviceAccountEmail": self.worker_account,
-                "tempLocation": f"{self.bucket}/tmp",
-                "stagingLocation": f"{self.bucket}/dataflow-staging",
-                "machineType": self.machine_type,
-                "maxWorkers": self.max_workers,
-                "sdkContainerImage": self.gpu_image if self.accelerator == "gpu" else self.worker_image,
-                "additionalExperiments": self.experiments,
-                "additionalUserLabels": {"app": "nightly-scoring", "version": self.version.replace(".", "_")},
-            }}}
+        return {
+            "launchParameter": {
+                "jobName": self.job_name,
+                "containerSpecGcsPath": self.template,
+                "parameters": parameters,
+                "environment": {
+                    "serviceAccountEmail": self.worker_account,
+                    "tempLocation": f"{self.bucket}/tmp",
+                    "stagingLocation": f"{self.bucket}/dataflow-staging",
+                    "machineType": self.machine_type,
+                    "maxWorkers": self.max_workers,
+                    "sdkContainerImage": self.gpu_image if self.accelerator == "gpu" else self.worker_image,
+                    "additionalExperiments": self.experiments,
+                    "additionalUserLabels": {"app": "nightly-scoring", "version": self.version.replace(".", "_")},
+                },
+            }
+        }
 
 
 @dataclass(frozen=True)
@@ -149,37 +161,102 @@ def _member(account: str) -> str:
 def _grant(d: Deployment, account: str, where: str, role: str) -> list[str]:
     member = f"--member={_member(account)}"
     if where == "project":
-        return ["gcloud", "projects", "add-iam-policy-binding", d.project, member, f"--role={role}",
-                "--condition=None", "--quiet"]
+        return [
+            "gcloud",
+            "projects",
+            "add-iam-policy-binding",
+            d.project,
+            member,
+            f"--role={role}",
+            "--condition=None",
+            "--quiet",
+        ]
     if where == "bucket":
         return ["gcloud", "storage", "buckets", "add-iam-policy-binding", d.bucket, member, f"--role={role}"]
     if where == "dataset":
         return ["bq", "add-iam-policy-binding", member, f"--role={role}", "-d", f"{d.project}:{d.dataset}"]
     if where == "repository":
-        return ["gcloud", "artifacts", "repositories", "add-iam-policy-binding", d.repository,
-                f"--location={d.region}", f"--project={d.project}", member, f"--role={role}"]
+        return [
+            "gcloud",
+            "artifacts",
+            "repositories",
+            "add-iam-policy-binding",
+            d.repository,
+            f"--location={d.region}",
+            f"--project={d.project}",
+            member,
+            f"--role={role}",
+        ]
     if where == "worker":
-        return ["gcloud", "iam", "service-accounts", "add-iam-policy-binding", d.worker_account,
-                f"--project={d.project}", member, f"--role={role}"]
+        return [
+            "gcloud",
+            "iam",
+            "service-accounts",
+            "add-iam-policy-binding",
+            d.worker_account,
+            f"--project={d.project}",
+            member,
+            f"--role={role}",
+        ]
     raise ValueError(where)
 
 
 def setup_steps(d: Deployment) -> list[Step]:
-    steps = [Step(["gcloud", "services", "enable", *(f"{api}.googleapis.com" for api in APIS),
-                   f"--project={d.project}"]),
-             Step(["gcloud", "storage", "buckets", "create", d.bucket, f"--project={d.project}",
-                   f"--location={d.region}", "--uniform-bucket-level-access"],
-                  exists=["gcloud", "storage", "buckets", "describe", d.bucket, f"--project={d.project}"]),
-             Step(["gcloud", "artifacts", "repositories", "create", d.repository, "--repository-format=docker",
-                   f"--location={d.region}", f"--project={d.project}"],
-                  exists=["gcloud", "artifacts", "repositories", "describe", d.repository,
-                          f"--location={d.region}", f"--project={d.project}"])]
-    for account, title in ((d.worker_account, "Nightly scoring: Dataflow workers"),
-                           (d.launcher_account, "Nightly scoring: launches the Flex Template")):
-        steps.append(Step(["gcloud", "iam", "service-accounts", "create", account.split("@")[0],
-                           f"--display-name={title}", f"--project={d.project}"],
-                          exists=["gcloud", "iam", "service-accounts", "describe", account,
-                                  f"--project={d.project}"]))
+    steps = [
+        Step(["gcloud", "services", "enable", *(f"{api}.googleapis.com" for api in APIS), f"--project={d.project}"]),
+        Step(
+            [
+                "gcloud",
+                "storage",
+                "buckets",
+                "create",
+                d.bucket,
+                f"--project={d.project}",
+                f"--location={d.region}",
+                "--uniform-bucket-level-access",
+            ],
+            exists=["gcloud", "storage", "buckets", "describe", d.bucket, f"--project={d.project}"],
+        ),
+        Step(
+            [
+                "gcloud",
+                "artifacts",
+                "repositories",
+                "create",
+                d.repository,
+                "--repository-format=docker",
+                f"--location={d.region}",
+                f"--project={d.project}",
+            ],
+            exists=[
+                "gcloud",
+                "artifacts",
+                "repositories",
+                "describe",
+                d.repository,
+                f"--location={d.region}",
+                f"--project={d.project}",
+            ],
+        ),
+    ]
+    for account, title in (
+        (d.worker_account, "Nightly scoring: Dataflow workers"),
+        (d.launcher_account, "Nightly scoring: launches the Flex Template"),
+    ):
+        steps.append(
+            Step(
+                [
+                    "gcloud",
+                    "iam",
+                    "service-accounts",
+                    "create",
+                    account.split("@")[0],
+                    f"--display-name={title}",
+                    f"--project={d.project}",
+                ],
+                exists=["gcloud", "iam", "service-accounts", "describe", account, f"--project={d.project}"],
+            )
+        )
     steps += [Step(_grant(d, d.worker_account, where, role)) for where, role, _ in WORKER_ROLES]
     steps += [Step(_grant(d, d.launcher_account, where, role)) for where, role, _ in LAUNCHER_ROLES]
     return steps
@@ -195,51 +272,128 @@ def image_steps(d: Deployment) -> list[Step]:
 
 def template_steps(d: Deployment, metadata_file: str = flex_template.DEFAULT_OUT) -> list[Step]:
     # The launcher image is the CPU worker image: it only builds the job graph and submits it.
-    return [Step(["gcloud", "dataflow", "flex-template", "build", d.template, f"--image={d.worker_image}",
-                  "--sdk-language=PYTHON", f"--metadata-file={metadata_file}", f"--project={d.project}",
-                  f"--service-account-email={d.worker_account}", f"--temp-location={d.bucket}/tmp",
-                  f"--staging-location={d.bucket}/dataflow-staging", f"--worker-machine-type={d.machine_type}",
-                  f"--max-workers={d.max_workers}", f"--additional-experiments={','.join(d.experiments)}"],
-                 files={metadata_file: flex_template.render()})]
+    return [
+        Step(
+            [
+                "gcloud",
+                "dataflow",
+                "flex-template",
+                "build",
+                d.template,
+                f"--image={d.worker_image}",
+                "--sdk-language=PYTHON",
+                f"--metadata-file={metadata_file}",
+                f"--project={d.project}",
+                f"--service-account-email={d.worker_account}",
+                f"--temp-location={d.bucket}/tmp",
+                f"--staging-location={d.bucket}/dataflow-staging",
+                f"--worker-machine-type={d.machine_type}",
+                f"--max-workers={d.max_workers}",
+                f"--additional-experiments={','.join(d.experiments)}",
+            ],
+            files={metadata_file: flex_template.render()},
+        )
+    ]
 
 
 def run_steps(d: Deployment, date: str | None) -> list[Step]:
     launch = d.launch_body(date)["launchParameter"]
     env, parameters = launch["environment"], launch["parameters"]
     # ^~^ makes ~ the list separator, so values may hold commas.
-    return [Step(["gcloud", "dataflow", "flex-template", "run", f"{d.job_name}-{date or 'now'}",
-                  f"--template-file-gcs-location={d.template}", f"--region={d.region}", f"--project={d.project}",
-                  "--parameters=^~^" + "~".join(f"{k}={v}" for k, v in parameters.items()),
-                  f"--service-account-email={env['serviceAccountEmail']}",
-                  f"--temp-location={env['tempLocation']}", f"--staging-location={env['stagingLocation']}",
-                  f"--worker-machine-type={env['machineType']}", f"--max-workers={env['maxWorkers']}",
-                  "--additional-experiments=^~^" + "~".join(env["additionalExperiments"]),
-                  f"--additional-pipeline-options=sdk_container_image={env['sdkContainerImage']}"])]
+    return [
+        Step(
+            [
+                "gcloud",
+                "dataflow",
+                "flex-template",
+                "run",
+                f"{d.job_name}-{date or 'now'}",
+                f"--template-file-gcs-location={d.template}",
+                f"--region={d.region}",
+                f"--project={d.project}",
+                "--parameters=^~^" + "~".join(f"{k}={v}" for k, v in parameters.items()),
+                f"--service-account-email={env['serviceAccountEmail']}",
+                f"--temp-location={env['tempLocation']}",
+                f"--staging-location={env['stagingLocation']}",
+                f"--worker-machine-type={env['machineType']}",
+                f"--max-workers={env['maxWorkers']}",
+                "--additional-experiments=^~^" + "~".join(env["additionalExperiments"]),
+                f"--additional-pipeline-options=sdk_container_image={env['sdkContainerImage']}",
+            ]
+        )
+    ]
 
 
 def schedule_steps(d: Deployment, body_file: str) -> list[Step]:
-    flags = [f"--location={d.region}", f"--project={d.project}", f"--schedule=0 {d.hour} * * *",
-             f"--time-zone={d.timezone}", "--uri=" + LAUNCH_URI.format(project=d.project, region=d.region),
-             "--http-method=POST", f"--oauth-service-account-email={d.launcher_account}",
-             f"--message-body-from-file={body_file}", "--attempt-deadline=320s", "--max-retry-attempts=3",
-             "--min-backoff=300s", f"--description=Nightly batch scoring, template {d.template}"]
+    flags = [
+        f"--location={d.region}",
+        f"--project={d.project}",
+        f"--schedule=0 {d.hour} * * *",
+        f"--time-zone={d.timezone}",
+        "--uri=" + LAUNCH_URI.format(project=d.project, region=d.region),
+        "--http-method=POST",
+        f"--oauth-service-account-email={d.launcher_account}",
+        f"--message-body-from-file={body_file}",
+        "--attempt-deadline=320s",
+        "--max-retry-attempts=3",
+        "--min-backoff=300s",
+        f"--description=Nightly batch scoring, template {d.template}",
+    ]
     # A retry after a launch that did create the job fails on the duplicate job name: no double runs.
-    return [Step(["gcloud", "scheduler", "jobs", "create", "http", d.job_name, *flags],
-                 exists=["gcloud", "scheduler", "jobs", "describe", d.job_name, f"--location={d.region}",
-                         f"--project={d.project}"],
-                 instead=["gcloud", "scheduler", "jobs", "update", "http", d.job_name,
-                          *(f for f in flags if not f.startswith("--http-method"))],
-                 files={body_file: json.dumps(d.launch_body(), indent=2) + "\n"})]
+    return [
+        Step(
+            ["gcloud", "scheduler", "jobs", "create", "http", d.job_name, *flags],
+            exists=[
+                "gcloud",
+                "scheduler",
+                "jobs",
+                "describe",
+                d.job_name,
+                f"--location={d.region}",
+                f"--project={d.project}",
+            ],
+            instead=[
+                "gcloud",
+                "scheduler",
+                "jobs",
+                "update",
+                "http",
+                d.job_name,
+                *(f for f in flags if not f.startswith("--http-method")),
+            ],
+            files={body_file: json.dumps(d.launch_body(), indent=2) + "\n"},
+        )
+    ]
 
 
 def dag_steps(d: Deployment, dags_dir: str, environment: str, alert_emails: list[str]) -> list[Step]:
-    config = {"project": d.project, "region": d.region, "timezone": d.timezone,
-              "schedule": f"0 {d.hour} * * *", "alert_emails": alert_emails, "launch": d.launch_body()}
+    config = {
+        "project": d.project,
+        "region": d.region,
+        "timezone": d.timezone,
+        "schedule": f"0 {d.hour} * * *",
+        "alert_emails": alert_emails,
+        "launch": d.launch_body(),
+    }
     config_file = os.path.join(dags_dir, DAG_CONFIG)
-    return [Step(["gcloud", "composer", "environments", "storage", "dags", "import", f"--environment={environment}",
-                  f"--location={d.region}", f"--project={d.project}", f"--source={source}"],
-                 files={config_file: json.dumps(config, indent=2) + "\n"} if source == config_file else {})
-            for source in (os.path.join(dags_dir, "score_nightly_dag.py"), config_file)]
+    return [
+        Step(
+            [
+                "gcloud",
+                "composer",
+                "environments",
+                "storage",
+                "dags",
+                "import",
+                f"--environment={environment}",
+                f"--location={d.region}",
+                f"--project={d.project}",
+                f"--source={source}",
+            ],
+            files={config_file: json.dumps(config, indent=2) + "\n"} if source == config_file else {},
+        )
+        for source in (os.path.join(dags_dir, "score_nightly_dag.py"), config_file)
+    ]
 
 
 def format_command(command: list[str]) -> str:
@@ -275,26 +429,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("step", choices=["setup", "model", "images", "template", "run", "schedule", "dag"])
     p.add_argument("--project", required=True)
     p.add_argument("--region", required=True, help="Dataflow region; also the bucket's and the images'.")
-    p.add_argument("--bucket", default=None, help="gs://... for input, models, staging, templates "
-                                                  "(default: gs://PROJECT-scoring).")
+    p.add_argument(
+        "--bucket", default=None, help="gs://... for input, models, staging, templates (default: gs://PROJECT-scoring)."
+    )
     p.add_argument("--dataset", default="scoring", help="BigQuery warehouse dataset (scripts/setup_bigquery.py).")
-    p.add_argument("--input", default=None,
-                   help="The pipeline's --input (default: gs://BUCKET/trips/dt={date}/*.csv).")
+    p.add_argument("--input", default=None, help="The pipeline's --input (default: gs://BUCKET/trips/dt={date}/*.csv).")
     p.add_argument("--repository", default="scoring", help="Artifact Registry repository of the images.")
     p.add_argument("--version", default=_version(), help="Image tag and template version (default: setup.py's).")
     p.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
     p.add_argument("--gpu", default="nvidia-l4", help="GPU type with --accelerator gpu.")
-    p.add_argument("--machine_type", default=None,
-                   help="Worker machine type (default: n2-standard-4; g2-standard-8 with --accelerator gpu).")
+    p.add_argument(
+        "--machine_type",
+        default=None,
+        help="Worker machine type (default: n2-standard-4; g2-standard-8 with --accelerator gpu).",
+    )
     p.add_argument("--max_workers", type=int, default=10)
-    p.add_argument("--timezone", default="America/Chicago",
-                   help="The schedule's time zone, and the one that decides which date is 'yesterday'.")
+    p.add_argument(
+        "--timezone",
+        default="America/Chicago",
+        help="The schedule's time zone, and the one that decides which date is 'yesterday'.",
+    )
     p.add_argument("--hour", type=int, default=3, help="Hour of the night the job starts, in --timezone.")
     p.add_argument("--job_name", default="score-nightly")
     p.add_argument("--date", default=None, help="run: the date to score (default: yesterday in --timezone).")
-    p.add_argument("--model_dir", default=None, help="model: the exported version, e.g. artifacts/models/taxi_tipper/1.")
-    p.add_argument("--body_file", default="build/score-nightly-launch.json",
-                   help="schedule: where the launch request body is written.")
+    p.add_argument(
+        "--model_dir", default=None, help="model: the exported version, e.g. artifacts/models/taxi_tipper/1."
+    )
+    p.add_argument(
+        "--body_file",
+        default="build/score-nightly-launch.json",
+        help="schedule: where the launch request body is written.",
+    )
     p.add_argument("--dags_dir", default="scripts/airflow", help="dag: the folder of the DAG file.")
     p.add_argument("--composer_environment", default="scoring", help="dag: the Cloud Composer environment.")
     p.add_argument("--alert_email", action="append", default=[], help="dag: e-mail when a night fails (repeatable).")
@@ -309,9 +474,22 @@ def deployment(args: argparse.Namespace) -> Deployment:
     if not 0 <= args.hour <= 23:
         raise SystemExit("--hour must be 0..23")
     machine = args.machine_type or ("g2-standard-8" if args.accelerator == "gpu" else "n2-standard-4")
-    return Deployment(args.project, args.region, bucket, args.dataset, args.repository, args.version,
-                      args.accelerator, args.gpu, machine, args.max_workers, args.timezone, args.hour, args.job_name,
-                      args.input or f"{bucket}/trips/dt={{date}}/*.csv")
+    return Deployment(
+        args.project,
+        args.region,
+        bucket,
+        args.dataset,
+        args.repository,
+        args.version,
+        args.accelerator,
+        args.gpu,
+        machine,
+        args.max_workers,
+        args.timezone,
+        args.hour,
+        args.job_name,
+        args.input or f"{bucket}/trips/dt={{date}}/*.csv",
+    )
 
 
 def steps_for(args: argparse.Namespace) -> list[Step]:

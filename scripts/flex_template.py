@@ -6,6 +6,7 @@ Every parameter is one of `pipelines.score`'s options, with its help text and a 
 so the template can never offer a parameter the pipeline does not take, or miss one it does.
 `tests/test_dataflow.py` checks that the committed file is what this script writes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -62,17 +63,19 @@ def regex_for(action: argparse.Action) -> str:
 def metadata() -> dict:
     parameters = []
     for action in pipeline_options():
-        parameters.append({
-            "name": action.dest,
-            "label": action.dest.replace("_", " ").capitalize(),
-            "helpText": " ".join((action.help or "").split()),
-            "isOptional": True,  # every option has a default; --date defaults to yesterday
-            "regexes": [regex_for(action)],
-        })
+        parameters.append(
+            {
+                "name": action.dest,
+                "label": action.dest.replace("_", " ").capitalize(),
+                "helpText": " ".join((action.help or "").split()),
+                "isOptional": True,  # every option has a default; --date defaults to yesterday
+                "regexes": [regex_for(action)],
+            }
+        )
     return {
         "name": "Nightly batch scoring",
         "description": "Scores a date's records with the exported model (tf.Transform inside) through "
-                       "RunInference and publishes the predictions to the warehouse, atomically.",
+        "RunInference and publishes the predictions to the warehouse, atomically.",
         "parameters": parameters,
     }
 

@@ -7,6 +7,7 @@ Rows are drawn with replacement from the real sample, keeping their values exact
 onto `--date` (same time of day) and month and weekday follow it. Each record gets a stable key,
 `<yyyymmdd>-<n>`: the same arguments always write the same files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,9 +32,15 @@ CHUNK_ROWS = 500_000  # generated and written a chunk at a time, so 10 million r
 
 def read_source(path: str) -> pa.Table:
     names = [n for n in schemas.INPUT.names if n != schemas.INPUT.key.name]
-    return pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-        column_types={n: pa.string() for n in names}, include_columns=names,
-        strings_can_be_null=True, null_values=[""]))
+    return pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            include_columns=names,
+            strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
 
 
 def make_chunk(source: pa.Table, day: date, start: int, rows: int, rng: np.random.Generator) -> pa.Table:
@@ -43,8 +50,10 @@ def make_chunk(source: pa.Table, day: date, start: int, rows: int, rng: np.rando
     moved = pa.array(original.to_numpy() % 86400 + midnight)
     columns = {
         "trip_id": pc.binary_join_element_wise(
-            day.strftime("%Y%m%d-"), pc.utf8_lpad(pc.cast(pa.array(np.arange(start, start + rows)), pa.string()),
-                                                  10, "0"), ""),
+            day.strftime("%Y%m%d-"),
+            pc.utf8_lpad(pc.cast(pa.array(np.arange(start, start + rows)), pa.string()), 10, "0"),
+            "",
+        ),
     }
     for name in sample.column_names:
         columns[name] = sample[name]

@@ -7,6 +7,7 @@ Tables come from `schemas/` (columns, descriptions, partitioning by date, cluste
 tables are left as they are (the scorer refuses one that no longer matches). Views:
 `latest_predictions` (each trip's most recent champion score) and `daily_score_summary`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,17 +22,23 @@ from pipelines.warehouse_bigquery import table_definition  # noqa: E402
 from schemas import CHAMPION, INPUT, WAREHOUSE_TABLES  # noqa: E402
 
 VIEWS = {
-    "latest_predictions": ("Each trip's most recent champion score.", """
+    "latest_predictions": (
+        "Each trip's most recent champion score.",
+        """
         SELECT * FROM `{dataset}.predictions`
         WHERE model_role = '{champion}'
-        QUALIFY ROW_NUMBER() OVER (PARTITION BY `{key}` ORDER BY score_date DESC, scored_at DESC) = 1"""),
-    "daily_score_summary": ("Per night and model version: volume, mean score, share labelled big tipper.", """
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY `{key}` ORDER BY score_date DESC, scored_at DESC) = 1""",
+    ),
+    "daily_score_summary": (
+        "Per night and model version: volume, mean score, share labelled big tipper.",
+        """
         SELECT score_date, model_name, model_version, COUNT(*) AS trips,
                ROUND(AVG(probability), 4) AS mean_probability,
                ROUND(AVG(CASE WHEN label THEN 1 ELSE 0 END), 4) AS big_tipper_share
         FROM `{dataset}.predictions`
         WHERE model_role = '{champion}'
-        GROUP BY score_date, model_name, model_version"""),
+        GROUP BY score_date, model_name, model_version""",
+    ),
 }
 _NAME = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
 _PROJECT = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
@@ -64,12 +71,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--project", required=True)
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--location", default=None, help="Dataset location, e.g. US or EU.")
-    parser.add_argument("--partition_expiration_days", type=int, default=None,
-                        help="Drop partitions (nights) older than this; default: keep forever.")
+    parser.add_argument(
+        "--partition_expiration_days",
+        type=int,
+        default=None,
+        help="Drop partitions (nights) older than this; default: keep forever.",
+    )
     args = parser.parse_args(argv)
     setup(args.project, args.dataset, args.location, args.partition_expiration_days)
-    print(f"{args.project}.{args.dataset}: tables {', '.join(t.name for t in WAREHOUSE_TABLES)}; "
-          f"views {', '.join(VIEWS)}")
+    print(
+        f"{args.project}.{args.dataset}: tables {', '.join(t.name for t in WAREHOUSE_TABLES)}; views {', '.join(VIEWS)}"
+    )
 
 
 if __name__ == "__main__":

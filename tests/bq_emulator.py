@@ -5,6 +5,7 @@
 bqemulator 1.4.0 with duckdb 2.0.0 refuses to start because it downloads DuckDB's `spatial`
 extension, which this offline machine cannot; GEOGRAPHY is not used here, so loading it is skipped.
 """
+
 import sys
 
 from bqemulator import cli

@@ -1,4 +1,5 @@
 """Shared fixtures: one small model trained once per session, and helpers to write input."""
+
 from __future__ import annotations
 
 import os
@@ -24,8 +25,9 @@ SAMPLE = os.path.join(REPO, "data", "chicago_taxi", "trips.csv")
 def trained(tmp_path_factory) -> train.TrainingResult:
     """A real model trained on the bundled sample (2 epochs: the tests check plumbing, not skill)."""
     root = tmp_path_factory.mktemp("train")
-    return train.run([f"--input={SAMPLE}", f"--model_root={root / 'models'}", f"--work_dir={root / 'work'}",
-                      "--epochs=2"])
+    return train.run(
+        [f"--input={SAMPLE}", f"--model_root={root / 'models'}", f"--work_dir={root / 'work'}", "--epochs=2"]
+    )
 
 
 @pytest.fixture()
@@ -64,8 +66,9 @@ class _Server:
     """A server process on loopback, stopped at the end, with environment variables pointing at it."""
 
     def __init__(self, cmd: list[str], ports: list[int], env: dict[str, str], what: str):
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     env={**os.environ, "PYTHONPATH": REPO})
+        self.proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": REPO}
+        )
         for port in ports:
             wait_for_port(port, self.proc, what)
         self._saved = {k: os.environ.get(k) for k in env}
@@ -96,9 +99,12 @@ def gcs():
 
     port = free_port()
     exe = os.path.join(os.path.dirname(sys.executable), "gcp-storage-emulator")
-    server = _Server([exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory",
-                      "--default-bucket", GCS_BUCKET, "-q"], [port],
-                     {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"}, "GCS emulator")
+    server = _Server(
+        [exe, "start", "--host", "127.0.0.1", "--port", str(port), "--in-memory", "--default-bucket", GCS_BUCKET, "-q"],
+        [port],
+        {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{port}"},
+        "GCS emulator",
+    )
     try:
         yield storage.Client(project=BQ_PROJECT, credentials=AnonymousCredentials()).bucket(GCS_BUCKET)
     finally:
@@ -111,11 +117,32 @@ def bigquery():
     from pipelines.bigquery_source import bigquery_client
 
     rest, grpc_port = free_port(), free_port()
-    server = _Server([sys.executable, "-m", "tests.bq_emulator", "start", "--rest-host", "127.0.0.1",
-                      "--rest-port", str(rest), "--grpc-host", "127.0.0.1", "--grpc-port", str(grpc_port),
-                      "--project", BQ_PROJECT, "--log-level", "warning"], [rest, grpc_port],
-                     {"BIGQUERY_EMULATOR_HOST": f"http://127.0.0.1:{rest}",
-                      "BIGQUERY_STORAGE_EMULATOR_HOST": f"127.0.0.1:{grpc_port}"}, "BigQuery emulator")
+    server = _Server(
+        [
+            sys.executable,
+            "-m",
+            "tests.bq_emulator",
+            "start",
+            "--rest-host",
+            "127.0.0.1",
+            "--rest-port",
+            str(rest),
+            "--grpc-host",
+            "127.0.0.1",
+            "--grpc-port",
+            str(grpc_port),
+            "--project",
+            BQ_PROJECT,
+            "--log-level",
+            "warning",
+        ],
+        [rest, grpc_port],
+        {
+            "BIGQUERY_EMULATOR_HOST": f"http://127.0.0.1:{rest}",
+            "BIGQUERY_STORAGE_EMULATOR_HOST": f"127.0.0.1:{grpc_port}",
+        },
+        "BigQuery emulator",
+    )
     try:
         yield bigquery_client(BQ_PROJECT)
     finally:

@@ -3,6 +3,7 @@ before TensorFlow initialises, which the test process itself has long done.
 
     python -m tests.sharding_worker MODEL_PATH LOGICAL_DEVICES MODE [ARGS...]
 """
+
 import json
 import os
 import sys
@@ -44,15 +45,22 @@ def main() -> None:
     if mode == "pipeline":  # score a batch file with N copies in this process
         copies, batch_size, batches_path, out_path = int(args[0]), int(args[1]), args[2], args[3]
         table = pq.read_table(batches_path)
-        handler = ExportedModelHandler(version, schemas.INPUT.for_scoring(), batch_size=batch_size,
-                                       accelerator="cpu", models_per_process=copies)
+        handler = ExportedModelHandler(
+            version, schemas.INPUT.for_scoring(), batch_size=batch_size, accelerator="cpu", models_per_process=copies
+        )
         with beam.Pipeline() as p:
-            scored = (p | beam.Create(table.to_batches(max_chunksize=1000)) | RunInference(handler)
-                      | beam.FlatMap(lambda b: zip(b.column("trip_id").to_pylist(), b.column("probability").to_pylist())))
-            _ = (scored | beam.Map(json.dumps) | beam.io.WriteToText(out_path, shard_name_template=""))
+            scored = (
+                p
+                | beam.Create(table.to_batches(max_chunksize=1000))
+                | RunInference(handler)
+                | beam.FlatMap(lambda b: zip(b.column("trip_id").to_pylist(), b.column("probability").to_pylist()))
+            )
+            _ = scored | beam.Map(json.dumps) | beam.io.WriteToText(out_path, shard_name_template="")
         result = p.result
-        counters = {m.key.metric.name: m.committed
-                    for m in result.metrics().query(MetricsFilter().with_namespace("scoring_devices"))["counters"]}
+        counters = {
+            m.key.metric.name: m.committed
+            for m in result.metrics().query(MetricsFilter().with_namespace("scoring_devices"))["counters"]
+        }
         print(json.dumps({"rows_by_device": counters}), flush=True)
 
 

@@ -2,6 +2,7 @@
 
 Results are read back with the real google-cloud-bigquery client, as an analyst's tools would.
 """
+
 import os
 import re
 import signal
@@ -34,19 +35,33 @@ def dataset(bigquery):
 
 
 def args(tmp_path, model_root, dataset, day=DAY, *extra):
-    return [f"--date={day}", f"--input={tmp_path}/trips/dt={{date}}/*.csv", f"--model_root={model_root}",
-            f"--warehouse=bq://{BQ_PROJECT}.{dataset}", f"--staging_dir={tmp_path}/staging", *extra]
+    return [
+        f"--date={day}",
+        f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+        f"--model_root={model_root}",
+        f"--warehouse=bq://{BQ_PROJECT}.{dataset}",
+        f"--staging_dir={tmp_path}/staging",
+        *extra,
+    ]
 
 
 def rows(client, dataset, sql, **params):
-    config = bq.QueryJobConfig(default_dataset=f"{BQ_PROJECT}.{dataset}", query_parameters=[
-        bq.ScalarQueryParameter(k, "DATE" if isinstance(v, date) else "STRING", v) for k, v in params.items()])
+    config = bq.QueryJobConfig(
+        default_dataset=f"{BQ_PROJECT}.{dataset}",
+        query_parameters=[
+            bq.ScalarQueryParameter(k, "DATE" if isinstance(v, date) else "STRING", v) for k, v in params.items()
+        ],
+    )
     return [tuple(r.values()) for r in client.query(sql, job_config=config).result()]
 
 
 def night(client, dataset, day=DAY):
-    return rows(client, dataset, "SELECT trip_id, probability, label, run_id FROM predictions "
-                "WHERE score_date = @d ORDER BY trip_id", d=date.fromisoformat(day))
+    return rows(
+        client,
+        dataset,
+        "SELECT trip_id, probability, label, run_id FROM predictions WHERE score_date = @d ORDER BY trip_id",
+        d=date.fromisoformat(day),
+    )
 
 
 def test_scores_a_date_into_bigquery(trained, model_root, dataset, bigquery, tmp_path):
@@ -76,9 +91,14 @@ def test_rerunning_a_date_replaces_it(model_root, dataset, bigquery, tmp_path):
 
 
 def _start(tmp_path, model_root, dataset, *extra):
-    return subprocess.Popen([sys.executable, "-m", "pipelines.score", *args(tmp_path, model_root, dataset, DAY, *extra)],
-                            cwd=REPO, env={**os.environ, "PYTHONPATH": REPO},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.score", *args(tmp_path, model_root, dataset, DAY, *extra)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def test_a_run_stopped_after_staging_leaves_the_night_and_says_failed(model_root, dataset, bigquery, tmp_path):
@@ -117,10 +137,26 @@ def test_a_failed_audit_publishes_nothing(model_root, dataset, bigquery, tmp_pat
     run = RunRecord("bad-run", date(2026, 11, 23), "taxi_tipper", 1, "x", datetime.now(timezone.utc))
     warehouse.prepare(run)
     staged = tmp_path / "bad.parquet"
-    pq.write_table(pa.Table.from_pylist([{
-        "score_date": date(2026, 11, 23), "trip_id": "t", "probability": 1.5, "label": True, "threshold": 0.5,
-        "model_name": "taxi_tipper", "model_version": 1, "model_role": "champion", "run_id": "bad-run",
-        "scored_at": datetime.now(timezone.utc)}], schema=schemas.PREDICTIONS.arrow_schema), staged)
+    pq.write_table(
+        pa.Table.from_pylist(
+            [
+                {
+                    "score_date": date(2026, 11, 23),
+                    "trip_id": "t",
+                    "probability": 1.5,
+                    "label": True,
+                    "threshold": 0.5,
+                    "model_name": "taxi_tipper",
+                    "model_version": 1,
+                    "model_role": "champion",
+                    "run_id": "bad-run",
+                    "scored_at": datetime.now(timezone.utc),
+                }
+            ],
+            schema=schemas.PREDICTIONS.arrow_schema,
+        ),
+        staged,
+    )
     with pytest.raises(AuditError, match=r"outside \[0, 1\].*input 5 != scored 1"):
         warehouse.publish(run, StagedResults([(str(staged), 1)], [], 5), datetime.now(timezone.utc))
     got = night(bigquery, dataset)
@@ -145,8 +181,16 @@ def test_bad_configuration_fails_before_anything_is_written(model_root, bigquery
     # A table that drifted from schemas/ is refused before any data is read.
     drifted = f"drifted_{uuid.uuid4().hex[:8]}"
     bigquery.create_dataset(drifted)
-    bigquery.create_table(bq.Table(f"{BQ_PROJECT}.{drifted}.predictions", schema=[
-        bq.SchemaField("score_date", "DATE"), bq.SchemaField("trip_id", "STRING"), bq.SchemaField("score", "FLOAT64")]))
+    bigquery.create_table(
+        bq.Table(
+            f"{BQ_PROJECT}.{drifted}.predictions",
+            schema=[
+                bq.SchemaField("score_date", "DATE"),
+                bq.SchemaField("trip_id", "STRING"),
+                bq.SchemaField("score", "FLOAT64"),
+            ],
+        )
+    )
     assert score.main(base + [f"--warehouse=bq://{BQ_PROJECT}.{drifted}"]) == 2
     assert "predictions does not match schemas/" in capsys.readouterr().err
     assert rows(bigquery, drifted, "SELECT COUNT(*) FROM predictions") == [(0,)]
@@ -179,14 +223,21 @@ def test_views_and_every_example_query(model_root, dataset, bigquery, tmp_path):
 
     summary = rows(bigquery, dataset, queries["daily_summary"])
     assert [(str(r[0]), r[2]) for r in summary] == [("2026-11-22", 150), (DAY, 400)]
-    shares = rows(bigquery, dataset, "SELECT score_date, AVG(CASE WHEN label THEN 1 ELSE 0 END) FROM predictions "
-                  "GROUP BY score_date ORDER BY score_date")
+    shares = rows(
+        bigquery,
+        dataset,
+        "SELECT score_date, AVG(CASE WHEN label THEN 1 ELSE 0 END) FROM predictions "
+        "GROUP BY score_date ORDER BY score_date",
+    )
     assert [r[4] for r in summary] == [pytest.approx(s, abs=1e-4) for _, s in shares]
 
     trips, big_tippers = rows(bigquery, dataset, queries["latest_scores"])[0]
     assert trips == 550 and 0 < big_tippers < trips  # keys carry their night, so none repeats
 
     assert rows(bigquery, dataset, queries["reconciliation"]) == [
-        (date(2026, 11, 22), 150, 150, 0, True), (d, 401, 400, 1, True)]
+        (date(2026, 11, 22), 150, 150, 0, True),
+        (d, 401, 400, 1, True),
+    ]
     assert rows(bigquery, dataset, queries["rejections"], date=d) == [
-        ("malformed line: expected 19 fields, found 2", "record", 1)]
+        ("malformed line: expected 19 fields, found 2", "record", 1)
+    ]

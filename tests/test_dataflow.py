@@ -3,6 +3,7 @@
 Input and model root are on gs:// (the GCS emulator) and the warehouse in BigQuery (the emulator),
 so the configuration checks that run before a real submission run here too.
 """
+
 import json
 import os
 from datetime import datetime, timezone
@@ -32,19 +33,43 @@ def on_gcs(trained, gcs, tmp_path_factory):
 
 def test_the_job_translates_for_dataflow_with_gpus(on_gcs, bigquery, tmp_path):
     bigquery.create_dataset("nightly", exists_ok=True)
-    summary = score.run([
-        f"--date={DAY}", f"--input={on_gcs}/trips/dt={{date}}/*.csv", f"--model_root={on_gcs}/models",
-        f"--warehouse=bq://{BQ_PROJECT}.nightly", f"--staging_dir={on_gcs}/staging", "--accelerator=gpu",
-        "--runner=DataflowRunner", "--dry_run=True", "--project=my-project", "--region=us-central1",
-        f"--temp_location={on_gcs}/tmp", f"--dataflow_service_options={GPU}", f"--sdk_container_image={IMAGE}",
-        "--experiments=use_runner_v2", "--experiments=no_use_multiple_sdk_containers", "--machine_type=g2-standard-8",
-        "--max_num_workers=20", "--no_auth"])
+    summary = score.run(
+        [
+            f"--date={DAY}",
+            f"--input={on_gcs}/trips/dt={{date}}/*.csv",
+            f"--model_root={on_gcs}/models",
+            f"--warehouse=bq://{BQ_PROJECT}.nightly",
+            f"--staging_dir={on_gcs}/staging",
+            "--accelerator=gpu",
+            "--runner=DataflowRunner",
+            "--dry_run=True",
+            "--project=my-project",
+            "--region=us-central1",
+            f"--temp_location={on_gcs}/tmp",
+            f"--dataflow_service_options={GPU}",
+            f"--sdk_container_image={IMAGE}",
+            "--experiments=use_runner_v2",
+            "--experiments=no_use_multiple_sdk_containers",
+            "--machine_type=g2-standard-8",
+            "--max_num_workers=20",
+            "--no_auth",
+        ]
+    )
     assert summary["dry_run"] and summary["model_version"] == 1 and summary["input"].startswith("gs://")
     job = summary["job"]
     text = json.dumps(job)
-    for expected in (GPU, IMAGE, "use_runner_v2", "no_use_multiple_sdk_containers", "g2-standard-8",
-                     '"accelerator": "gpu"', f"bq://{BQ_PROJECT}.nightly", "ReadTrips", "RunInference",
-                     "WriteScores"):
+    for expected in (
+        GPU,
+        IMAGE,
+        "use_runner_v2",
+        "no_use_multiple_sdk_containers",
+        "g2-standard-8",
+        '"accelerator": "gpu"',
+        f"bq://{BQ_PROJECT}.nightly",
+        "ReadTrips",
+        "RunInference",
+        "WriteScores",
+    ):
         assert expected in text, expected
     # Nothing ran and nothing was written.
     assert [t.table_id for t in bigquery.list_tables(f"{BQ_PROJECT}.nightly")] == []
@@ -70,11 +95,26 @@ def test_flex_template_parameters_are_exactly_the_pipeline_options():
     options = [a.dest for a in flex_template.pipeline_options()]
     assert names == options and len(set(names)) == len(names)
     assert {"date", "input", "warehouse", "model_root", "model_version", "accelerator"} <= set(names)
-    accepted = {"date": "2026-11-23", "input": "gs://b/trips/dt={date}/*.csv", "warehouse": "bq://my-project.scoring",
-                "model_root": "gs://b/models", "model_version": "latest", "accelerator": "gpu", "batch_size": "262144",
-                "large_model": "true", "timezone": "America/Chicago", "bq_project": "my-project"}
-    refused = {"date": "2026-13-01", "warehouse": "bq://p", "model_version": "newest", "accelerator": "fpga",
-               "batch_size": "-1", "input": "trips.csv"}
+    accepted = {
+        "date": "2026-11-23",
+        "input": "gs://b/trips/dt={date}/*.csv",
+        "warehouse": "bq://my-project.scoring",
+        "model_root": "gs://b/models",
+        "model_version": "latest",
+        "accelerator": "gpu",
+        "batch_size": "262144",
+        "large_model": "true",
+        "timezone": "America/Chicago",
+        "bq_project": "my-project",
+    }
+    refused = {
+        "date": "2026-13-01",
+        "warehouse": "bq://p",
+        "model_version": "newest",
+        "accelerator": "fpga",
+        "batch_size": "-1",
+        "input": "trips.csv",
+    }
     by_name = {p["name"]: p for p in committed["parameters"]}
     for name, value in accepted.items():
         assert re.match(by_name[name]["regexes"][0], value), (name, value)

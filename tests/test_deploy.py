@@ -4,6 +4,7 @@ setup.py pins, the template spec and the scheduler command as documented, the DA
 `gcloud` commands are parsed by the real gcloud CLI where it is installed: with no account, a
 command whose flags parse stops at authentication (exit 1), a bad flag exits 2.
 """
+
 import contextlib
 import io
 import json
@@ -12,7 +13,6 @@ import re
 import shlex
 import shutil
 import subprocess
-import sys
 
 import pytest
 
@@ -89,8 +89,9 @@ def test_readme_walkthrough_runs_offline(trained, gcs, bigquery, tmp_path, monke
             assert summary["dry_run"] and summary["model_version"] == trained.version.version
             assert summary["model_name"] == "taxi_tipper" and summary["input"].startswith(f"gs://{bucket}/")
             environment = json.dumps(summary["job"]["environment"])
-            image = deploy.deployment(deploy.parser().parse_args(
-                ["images", "--project", BQ_PROJECT, "--region", "us-central1"])).gpu_image
+            image = deploy.deployment(
+                deploy.parser().parse_args(["images", "--project", BQ_PROJECT, "--region", "us-central1"])
+            ).gpu_image
             assert image in environment and "worker_accelerator=type:nvidia-l4" in environment
             exercised.append("dry_run")
         else:
@@ -119,8 +120,10 @@ def test_the_schedule_is_what_the_readme_documents(tmp_path, monkeypatch):
     assert environment["serviceAccountEmail"] == "scoring-worker@my-project.iam.gserviceaccount.com"
     assert environment["sdkContainerImage"] == "us-central1-docker.pkg.dev/my-project/scoring/worker-gpu:0.1.0"
     assert environment["additionalExperiments"] == [
-        "use_runner_v2", "no_use_multiple_sdk_containers",
-        "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"]
+        "use_runner_v2",
+        "no_use_multiple_sdk_containers",
+        "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver",
+    ]
 
 
 def test_readme_lists_every_role_the_setup_grants():
@@ -145,8 +148,10 @@ def test_the_template_spec_gcloud_builds(tmp_path, monkeypatch):
     assert spec["sdkInfo"]["language"] == "PYTHON"
     assert spec["metadata"] == flex_template.metadata()
     assert spec["defaultEnvironment"]["serviceAccountEmail"] == "scoring-worker@my-project.iam.gserviceaccount.com"
-    assert "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver" in \
-        spec["defaultEnvironment"]["additionalExperiments"]
+    assert (
+        "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
+        in spec["defaultEnvironment"]["additionalExperiments"]
+    )
 
 
 def dockerfile(name: str) -> list[tuple[str, str]]:
@@ -174,7 +179,8 @@ def test_images_pin_what_setup_py_and_tensorflow_pin():
     [launched] = [arg for op, arg in dockerfile("Dockerfile") if arg.startswith("FLEX_TEMPLATE_PYTHON_PY_FILE=")]
     script = launched.split("=", 1)[1]
     assert script.startswith(cpu["WORKDIR"] + "/") and os.path.exists(
-        os.path.join(REPO, os.path.relpath(script, cpu["WORKDIR"])))
+        os.path.join(REPO, os.path.relpath(script, cpu["WORKDIR"]))
+    )
     # The GPU base carries the CUDA TensorFlow was built against, with cuDNN.
     [cuda] = [arg for op, arg in dockerfile("Dockerfile.gpu") if op == "FROM" and arg.startswith("nvidia/cuda:")]
     build = tf.sysconfig.get_build_info()
@@ -184,15 +190,27 @@ def test_images_pin_what_setup_py_and_tensorflow_pin():
 
 
 def dag_check(dags_dir, logical_date: str, date_param: str | None = None) -> dict:
-    out = subprocess.run([AIRFLOW_PYTHON, os.path.join(REPO, "tests", "airflow_dag_check.py"), str(dags_dir),
-                          logical_date, *([date_param] if date_param else [])],
-                         capture_output=True, text=True, timeout=300, cwd=dags_dir)
+    out = subprocess.run(
+        [
+            AIRFLOW_PYTHON,
+            os.path.join(REPO, "tests", "airflow_dag_check.py"),
+            str(dags_dir),
+            logical_date,
+            *([date_param] if date_param else []),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=dags_dir,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not os.path.exists(AIRFLOW_PYTHON),
-                    reason="Airflow could not be installed into .venv-airflow (scripts/run_tests.sh says why)")
+@pytest.mark.skipif(
+    not os.path.exists(AIRFLOW_PYTHON),
+    reason="Airflow could not be installed into .venv-airflow (scripts/run_tests.sh says why)",
+)
 def test_the_dag_imports_and_launches_the_template(tmp_path):
     dags = tmp_path / "dags"
     args = ["dag", *EXAMPLE, "--dags_dir", str(dags), "--alert_email", "oncall@example.com"]

@@ -1,4 +1,5 @@
 """The exported model: no training/serving skew, consistent signatures, versions and metadata."""
+
 import json
 import os
 import shutil
@@ -27,9 +28,16 @@ SCHEMA = schemas.INPUT.for_training()
 def sample_rows() -> pa.RecordBatch:
     """400 real trips, with their empty fields (company, dropoff coordinates, census tracts)."""
     names = [n for n in SCHEMA.names if n != SCHEMA.key.name]
-    table = pacsv.read_csv(SAMPLE, convert_options=pacsv.ConvertOptions(
-        column_types={n: pa.string() for n in names}, include_columns=SCHEMA.names, include_missing_columns=True,
-        strings_can_be_null=True, null_values=[""]))
+    table = pacsv.read_csv(
+        SAMPLE,
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in names},
+            include_columns=SCHEMA.names,
+            include_missing_columns=True,
+            strings_can_be_null=True,
+            null_values=[""],
+        ),
+    )
     raw = table.slice(0, 400).combine_chunks().to_batches()[0]
     valid, rejected = SchemaValidator(SCHEMA).validate(RawBatch("sample", raw))
     assert rejected is None and valid.num_rows == 400
@@ -45,8 +53,11 @@ def test_transform_signature_equals_tf_transform(trained, sample_rows, tmp_path)
         transform_fn = p | tft_beam.ReadTransformFn(trained.transform_dir)
         data = p | "Rows" >> beam.Create([to_tfxio_batch(sample_rows, SCHEMA)])
         (out, _) = ((data, config), transform_fn) | tft_beam.TransformDataset()
-        _ = (out | beam.Map(lambda r: json.dumps({k: np.asarray(v).item() for k, v in r.items()}))
-             | beam.io.WriteToText(str(tmp_path / "tft"), shard_name_template=""))
+        _ = (
+            out
+            | beam.Map(lambda r: json.dumps({k: np.asarray(v).item() for k, v in r.items()}))
+            | beam.io.WriteToText(str(tmp_path / "tft"), shard_name_template="")
+        )
     expected = [json.loads(line) for line in (tmp_path / "tft").read_text().splitlines()]
 
     model = tf.saved_model.load(trained.version.path)

@@ -1,4 +1,5 @@
 """Extract and validate: every record is typed, or rejected with a reason; nothing disappears."""
+
 import apache_beam as beam
 import pyarrow as pa
 import pytest
@@ -18,8 +19,10 @@ GOOD = "t1,8,12.5,11,15,2,1795446000,41.88,-87.63,,,1.5,,17031839100,Cash,Flash 
 def raw(**overrides) -> RawBatch:
     values = dict(zip(SCHEMA.names, GOOD.split(",")))
     values.update(overrides)
-    return RawBatch("f.csv", pa.RecordBatch.from_pydict(
-        {k: pa.array([v if v != "" else None], pa.string()) for k, v in values.items()}))
+    return RawBatch(
+        "f.csv",
+        pa.RecordBatch.from_pydict({k: pa.array([v if v != "" else None], pa.string()) for k, v in values.items()}),
+    )
 
 
 def test_good_record_is_typed_exactly():
@@ -31,15 +34,18 @@ def test_good_record_is_typed_exactly():
     assert valid.schema.field("trip_start_hour").type == pa.int64()
 
 
-@pytest.mark.parametrize("overrides, reason", [
-    ({"fare": "12,50"}, "wrong type: fare is not FLOAT64: '12,50'"),
-    ({"trip_seconds": "5.5"}, "wrong type: trip_seconds is not INT64: '5.5'"),
-    ({"trip_start_hour": "99999999999999999999"}, "wrong type: trip_start_hour is not INT64"),
-    ({"trip_miles": "inf"}, "wrong type: trip_miles is not a finite number"),
-    ({"fare": ""}, "missing required field: fare"),
-    ({"trip_id": ""}, "missing required field: trip_id"),
-    ({"payment_type": ""}, "missing required field: payment_type"),
-])
+@pytest.mark.parametrize(
+    "overrides, reason",
+    [
+        ({"fare": "12,50"}, "wrong type: fare is not FLOAT64: '12,50'"),
+        ({"trip_seconds": "5.5"}, "wrong type: trip_seconds is not INT64: '5.5'"),
+        ({"trip_start_hour": "99999999999999999999"}, "wrong type: trip_start_hour is not INT64"),
+        ({"trip_miles": "inf"}, "wrong type: trip_miles is not a finite number"),
+        ({"fare": ""}, "missing required field: fare"),
+        ({"trip_id": ""}, "missing required field: trip_id"),
+        ({"payment_type": ""}, "missing required field: payment_type"),
+    ],
+)
 def test_bad_record_is_rejected_with_its_reason(overrides, reason):
     valid, rejected = SchemaValidator(SCHEMA).validate(raw(**overrides))
     assert valid.num_rows == 0
@@ -71,8 +77,9 @@ def _write(path, text):
 def test_extract_and_validate_in_a_pipeline(tmp_path):
     bad_type = GOOD.replace("12.5", "twelve").replace("t1,", "t2,")
     files = [
-        _write(tmp_path / "a.csv", "\n".join([HEADER, GOOD, "t3,only,three", bad_type,
-                                             GOOD.replace("t1,", "t4,")]) + "\n"),
+        _write(
+            tmp_path / "a.csv", "\n".join([HEADER, GOOD, "t3,only,three", bad_type, GOOD.replace("t1,", "t4,")]) + "\n"
+        ),
         _write(tmp_path / "empty.csv", ""),
         _write(tmp_path / "header_only.csv", HEADER + "\n"),
     ]
@@ -80,16 +87,29 @@ def test_extract_and_validate_in_a_pipeline(tmp_path):
         read = p | ReadInputFiles(files, SCHEMA)
         checked = read.batches | ValidateRecords(SCHEMA)
         keys = checked.valid | beam.FlatMap(lambda b: b.column("trip_id").to_pylist())
-        rejected = ((read.rejected, checked.rejected) | beam.Flatten()
-                    | beam.FlatMap(lambda b: [(r["source"].rsplit("/", 1)[-1], r["line_number"], r["reason"],
-                                               r["error_kind"]) for r in b.to_pylist()]))
+        rejected = (
+            (read.rejected, checked.rejected)
+            | beam.Flatten()
+            | beam.FlatMap(
+                lambda b: [
+                    (r["source"].rsplit("/", 1)[-1], r["line_number"], r["reason"], r["error_kind"])
+                    for r in b.to_pylist()
+                ]
+            )
+        )
         assert_that(keys, equal_to(["t1", "t4"]), label="Scored")
-        assert_that(rejected, equal_to([
-            ("a.csv", 3, "malformed line: expected 19 fields, found 3", RECORD_ERROR),
-            ("a.csv", None, "wrong type: fare is not FLOAT64: 'twelve'", RECORD_ERROR),
-            ("empty.csv", None, "empty file: no records", FILE_ERROR),
-            ("header_only.csv", None, "empty file: no records", FILE_ERROR),
-        ]), label="Rejected")
+        assert_that(
+            rejected,
+            equal_to(
+                [
+                    ("a.csv", 3, "malformed line: expected 19 fields, found 3", RECORD_ERROR),
+                    ("a.csv", None, "wrong type: fare is not FLOAT64: 'twelve'", RECORD_ERROR),
+                    ("empty.csv", None, "empty file: no records", FILE_ERROR),
+                    ("header_only.csv", None, "empty file: no records", FILE_ERROR),
+                ]
+            ),
+            label="Rejected",
+        )
         assert_that(read.counts | beam.CombineGlobally(sum), equal_to([4]), label="InputCount")
 
 
@@ -125,8 +145,10 @@ def test_a_bad_value_late_in_a_file_loses_and_repeats_nothing(tmp_path):
         else:
             counts.append(item.value)
     assert counts == [300]
-    assert sorted(rejected) == [("t120", "malformed line: expected 19 fields, found 3"),
-                                ("t250", "wrong type: fare is not FLOAT64: 'twelve'")]
+    assert sorted(rejected) == [
+        ("t120", "malformed line: expected 19 fields, found 3"),
+        ("t250", "wrong type: fare is not FLOAT64: 'twelve'"),
+    ]
     assert sorted(kept) == sorted(f"t{i}" for i in range(300) if i not in (120, 250))
 
 
@@ -149,7 +171,9 @@ def _read_all(path, schema=SCHEMA, **kwargs):
 
 def test_malformed_lines_are_reported_once_when_unknown_columns_make_the_reader_reopen(tmp_path):
     path = tmp_path / "extra.csv"
-    path.write_text("\n".join([HEADER + ",driver", GOOD + ",d1", "cut,short", GOOD.replace("t1,", "t2,") + ",d2"]) + "\n")
+    path.write_text(
+        "\n".join([HEADER + ",driver", GOOD + ",d1", "cut,short", GOOD.replace("t1,", "t2,") + ",d2"]) + "\n"
+    )
     kept, rejected, counts = _read_all(path)
     assert kept == ["t1", "t2"] and counts == [3]
     assert rejected == ["malformed line: expected 20 fields, found 2"]
@@ -157,7 +181,9 @@ def test_malformed_lines_are_reported_once_when_unknown_columns_make_the_reader_
 
 def test_an_unreadable_file_is_a_file_error_not_a_failed_run(tmp_path):
     path = tmp_path / "latin1.csv"
-    path.write_bytes((HEADER + "\n" + GOOD + "\n").encode() + GOOD.replace("Flash Cab", "Caf\xe9").encode("latin-1") + b"\n")
+    path.write_bytes(
+        (HEADER + "\n" + GOOD + "\n").encode() + GOOD.replace("Flash Cab", "Caf\xe9").encode("latin-1") + b"\n"
+    )
     kept, rejected, counts = _read_all(path)
     assert len(rejected) == 1 and rejected[0].startswith("unreadable file after 0 records")
     assert counts == [len(kept)]
@@ -166,7 +192,8 @@ def test_an_unreadable_file_is_a_file_error_not_a_failed_run(tmp_path):
 def test_values_beyond_float32_are_rejected():
     valid, rejected = SchemaValidator(SCHEMA).validate(raw(fare="1e39"))
     assert valid.num_rows == 0 and rejected.column("reason")[0].as_py().startswith(
-        "wrong type: fare is not a finite number")
+        "wrong type: fare is not a finite number"
+    )
 
 
 def test_empty_json_objects_are_counted_and_rejected(tmp_path):
@@ -174,5 +201,8 @@ def test_empty_json_objects_are_counted_and_rejected(tmp_path):
     path.write_text("{}\n{}\n{bad\n")
     kept, rejected, counts = _read_all(path)
     assert kept == [] and counts == [3]
-    assert sorted(r.split(":")[0] for r in rejected) == ["malformed JSON", "missing required field",
-                                                          "missing required field"]
+    assert sorted(r.split(":")[0] for r in rejected) == [
+        "malformed JSON",
+        "missing required field",
+        "missing required field",
+    ]

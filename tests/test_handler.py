@@ -1,8 +1,8 @@
 """The RunInference handler on columnar batches, thresholds from the version, champion and challenger."""
+
 import dataclasses
 import os
 import shutil
-from datetime import date
 
 import apache_beam as beam
 import numpy as np
@@ -77,19 +77,35 @@ def test_champion_and_challenger_score_the_same_records(trained, tmp_path):
     os.remove(root / "2" / registry.METADATA_FILE)
     registry.write_metadata(str(root / "2"), {**meta, "version": 2, "threshold": 0.5})
     write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 2000)
-    summary = score.run([f"--date={DAY}", f"--input={tmp_path}/trips/dt={{date}}/*.csv",
-                         f"--model_root={tmp_path / 'models'}", f"--warehouse={tmp_path}/w.duckdb",
-                         "--model_version=1", "--challenger_version=2"])
-    assert (summary["input_records"], summary["scored_records"], summary["model_version"],
-            summary["challenger_version"]) == (2000, 2000, 1, 2)
-    rows = query(tmp_path / "w.duckdb", "SELECT model_role, model_version, count(*), count(DISTINCT trip_id) "
-                 "FROM predictions GROUP BY ALL ORDER BY 1")
+    summary = score.run(
+        [
+            f"--date={DAY}",
+            f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+            f"--model_root={tmp_path / 'models'}",
+            f"--warehouse={tmp_path}/w.duckdb",
+            "--model_version=1",
+            "--challenger_version=2",
+        ]
+    )
+    assert (
+        summary["input_records"],
+        summary["scored_records"],
+        summary["model_version"],
+        summary["challenger_version"],
+    ) == (2000, 2000, 1, 2)
+    rows = query(
+        tmp_path / "w.duckdb",
+        "SELECT model_role, model_version, count(*), count(DISTINCT trip_id) FROM predictions GROUP BY ALL ORDER BY 1",
+    )
     assert rows == [("challenger", 2, 2000, 2000), ("champion", 1, 2000, 2000)]
     # Same weights, other threshold: equal scores, perfectly ranked alike, labels differ exactly
     # for the records scored between the two thresholds.
-    [(between,)] = query(tmp_path / "w.duckdb", "SELECT avg(CASE WHEN probability >= ? AND probability < 0.5 "
-                         "THEN 1.0 ELSE 0.0 END) FROM predictions WHERE model_role = 'champion'",
-                         [trained.version.threshold])
+    [(between,)] = query(
+        tmp_path / "w.duckdb",
+        "SELECT avg(CASE WHEN probability >= ? AND probability < 0.5 "
+        "THEN 1.0 ELSE 0.0 END) FROM predictions WHERE model_role = 'champion'",
+        [trained.version.threshold],
+    )
     comparison = summary["comparison"]
     assert comparison["records"] == 2000
     assert comparison["champion_mean_probability"] == pytest.approx(comparison["challenger_mean_probability"])
@@ -103,12 +119,18 @@ def test_rank_correlation_of_opposite_models(tmp_path):
 
     def staged(role, probs, labels):
         path = tmp_path / f"{role}.parquet"
-        pq.write_table(pa.table({"trip_id": ["a", "b", "c", "d"], "probability": probs, "label": labels,
-                                 "model_role": [role] * 4}), path)
+        pq.write_table(
+            pa.table(
+                {"trip_id": ["a", "b", "c", "d"], "probability": probs, "label": labels, "model_role": [role] * 4}
+            ),
+            path,
+        )
         return str(path)
 
-    files = [staged("champion", [0.1, 0.2, 0.3, 0.4], [False, False, True, True]),
-             staged("challenger", [0.9, 0.7, 0.7, 0.1], [True, True, True, False])]
+    files = [
+        staged("champion", [0.1, 0.2, 0.3, 0.4], [False, False, True, True]),
+        staged("challenger", [0.9, 0.7, 0.7, 0.1], [True, True, True, False]),
+    ]
     with duckdb.connect() as con:
         result = _compare(con, files)
     # Spearman with average ranks for the tie: ranks (1,2,3,4) vs (4,2.5,2.5,1) -> -0.9487
@@ -119,8 +141,12 @@ def test_rank_correlation_of_opposite_models(tmp_path):
 
 def test_challenger_must_be_another_usable_version(model_root, tmp_path, capsys):
     write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 10)
-    base = [f"--date={DAY}", f"--input={tmp_path}/trips/dt={{date}}/*.csv", f"--model_root={model_root}",
-            f"--warehouse={tmp_path}/w.duckdb"]
+    base = [
+        f"--date={DAY}",
+        f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+        f"--model_root={model_root}",
+        f"--warehouse={tmp_path}/w.duckdb",
+    ]
     assert score.main(base + ["--challenger_version=1"]) == 2
     assert "is the champion version itself" in capsys.readouterr().err
     assert score.main(base + ["--challenger_version=5"]) == 2

@@ -1,4 +1,5 @@
 """The preprocessing_fn on known rows, with exact expected outputs (as tf.Transform's tft_unit does)."""
+
 import json
 import math
 
@@ -9,9 +10,9 @@ import pytest
 import tensorflow_transform.beam as tft_beam
 
 import schemas
+from pipelines.batches import RawBatch
 from pipelines.train import tensor_adapter_config, to_tfxio_batch
 from pipelines.validate import SchemaValidator
-from pipelines.batches import RawBatch
 from transforms import features as F
 from transforms.preprocessing import preprocessing_fn
 
@@ -19,40 +20,44 @@ SCHEMA = schemas.INPUT.for_training()
 
 # Six trips chosen so every treatment has a hand-computable answer (no ties in vocabulary counts).
 ROWS = {
-    "trip_id":                ["a", "b", "c", "d", "e", "f"],
-    "pickup_community_area":  ["8", "8", None, "77", "78", "32"],
-    "fare":                   ["10", "20", "30", "40", "50", "60"],
-    "trip_start_month":       ["1", "2", "3", "12", "13", "11"],
-    "trip_start_hour":        ["0", "5", "23", "24", "7", "7"],
-    "trip_start_day":         ["1", "2", "3", "4", "5", "9"],
-    "trip_start_timestamp":   ["1795446000"] * 6,
-    "pickup_latitude":        ["41.1", "41.2", "41.3", "41.4", "41.5", "41.6"],
-    "pickup_longitude":       ["-87.1", "-87.2", "-87.3", "-87.4", "-87.5", "-87.6"],
-    "dropoff_latitude":       [None, "41.9", "41.9", "41.9", "41.9", "41.9"],
-    "dropoff_longitude":      [None, "-87.9", "-87.9", "-87.9", "-87.9", "-87.9"],
-    "trip_miles":             ["1", "1", "1", "1", "1", "7"],
-    "pickup_census_tract":    [None, None, None, "17031081401", "17031081401", None],
-    "dropoff_census_tract":   ["17031839100", "17031839100", "17031839100", "17031320100", "17031320100", None],
-    "payment_type":           ["Cash", "Cash", "Cash", "Credit Card", "Credit Card", "Mobile"],
-    "company":                ["Flash Cab", "Flash Cab", "Flash Cab", None, None, "Blue Ribbon"],
-    "trip_seconds":           ["60", None, "180", "300", "420", "540"],
+    "trip_id": ["a", "b", "c", "d", "e", "f"],
+    "pickup_community_area": ["8", "8", None, "77", "78", "32"],
+    "fare": ["10", "20", "30", "40", "50", "60"],
+    "trip_start_month": ["1", "2", "3", "12", "13", "11"],
+    "trip_start_hour": ["0", "5", "23", "24", "7", "7"],
+    "trip_start_day": ["1", "2", "3", "4", "5", "9"],
+    "trip_start_timestamp": ["1795446000"] * 6,
+    "pickup_latitude": ["41.1", "41.2", "41.3", "41.4", "41.5", "41.6"],
+    "pickup_longitude": ["-87.1", "-87.2", "-87.3", "-87.4", "-87.5", "-87.6"],
+    "dropoff_latitude": [None, "41.9", "41.9", "41.9", "41.9", "41.9"],
+    "dropoff_longitude": [None, "-87.9", "-87.9", "-87.9", "-87.9", "-87.9"],
+    "trip_miles": ["1", "1", "1", "1", "1", "7"],
+    "pickup_census_tract": [None, None, None, "17031081401", "17031081401", None],
+    "dropoff_census_tract": ["17031839100", "17031839100", "17031839100", "17031320100", "17031320100", None],
+    "payment_type": ["Cash", "Cash", "Cash", "Credit Card", "Credit Card", "Mobile"],
+    "company": ["Flash Cab", "Flash Cab", "Flash Cab", None, None, "Blue Ribbon"],
+    "trip_seconds": ["60", None, "180", "300", "420", "540"],
     "dropoff_community_area": ["32", "32", None, "0", "-3", "77"],
-    "tips":                   ["2.5", "0", "7", "8", "10.01", "0"],
+    "tips": ["2.5", "0", "7", "8", "10.01", "0"],
 }
 
 
 @pytest.fixture(scope="module")
 def transformed(tmp_path_factory):
-    valid, rejected = SchemaValidator(SCHEMA).validate(RawBatch("rows", pa.RecordBatch.from_pydict(
-        {k: pa.array(v, pa.string()) for k, v in ROWS.items()})))
+    valid, rejected = SchemaValidator(SCHEMA).validate(
+        RawBatch("rows", pa.RecordBatch.from_pydict({k: pa.array(v, pa.string()) for k, v in ROWS.items()}))
+    )
     assert rejected is None
     config = tensor_adapter_config(SCHEMA)
     work = tmp_path_factory.mktemp("tft")
     with beam.Pipeline() as p, tft_beam.Context(temp_dir=str(work / "tmp")):
         data = p | beam.Create([to_tfxio_batch(valid, SCHEMA)])
         (out, _), _ = (data, config) | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn)
-        _ = (out | beam.Map(lambda row: json.dumps({k: np.asarray(v).item() for k, v in row.items()}))
-             | beam.io.WriteToText(str(work / "out"), shard_name_template=""))
+        _ = (
+            out
+            | beam.Map(lambda row: json.dumps({k: np.asarray(v).item() for k, v in row.items()}))
+            | beam.io.WriteToText(str(work / "out"), shard_name_template="")
+        )
     rows = [json.loads(line) for line in (work / "out").read_text().splitlines()]
     rows.sort(key=lambda r: r["fare_xf"])  # fares are distinct and ascending in ROWS order
     return {k: [row[k] for row in rows] for k in rows[0]}
@@ -68,8 +73,7 @@ def test_dense_floats_are_filled_then_z_scored(transformed):
     np.testing.assert_allclose(transformed["fare_xf"], z_scores([10, 20, 30, 40, 50, 60]), rtol=1e-5)
     np.testing.assert_allclose(transformed["trip_miles_xf"], z_scores([1, 1, 1, 1, 1, 7]), rtol=1e-5)
     # The missing trip_seconds is filled with 0 before analysis, inside the graph.
-    np.testing.assert_allclose(transformed["trip_seconds_xf"], z_scores([60, 0, 180, 300, 420, 540]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(transformed["trip_seconds_xf"], z_scores([60, 0, 180, 300, 420, 540]), rtol=1e-5)
 
 
 def test_strings_map_to_vocabulary_ids_by_frequency(transformed):

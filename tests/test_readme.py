@@ -1,4 +1,5 @@
 """The README is the contract: its analyst queries run and say what the warehouse holds."""
+
 import os
 import re
 import subprocess
@@ -28,8 +29,14 @@ def warehouse(trained, tmp_path_factory):
         f.write("broken,line\n")
     write_partition(tmp / "trips" / "dt=2026-11-22", "2026-11-22", 100)
     for day in ("2026-11-22", DAY):
-        score.run([f"--date={day}", f"--input={tmp}/trips/dt={{date}}/*.csv", f"--model_root={root}",
-                   f"--warehouse={tmp}/scores.duckdb"])
+        score.run(
+            [
+                f"--date={day}",
+                f"--input={tmp}/trips/dt={{date}}/*.csv",
+                f"--model_root={root}",
+                f"--warehouse={tmp}/scores.duckdb",
+            ]
+        )
     return str(tmp / "scores.duckdb")
 
 
@@ -42,8 +49,9 @@ def test_analyst_queries_return_the_expected_numbers(warehouse):
     with duckdb.connect(warehouse, read_only=True) as con:
         rows = con.execute(top).fetchall()
         assert 0 < len(rows) <= 20 and [r[1] for r in rows] == sorted((r[1] for r in rows), reverse=True)
-        labelled = con.execute("SELECT count(*) FROM predictions WHERE score_date = DATE '2026-11-23' AND label"
-                               ).fetchone()[0]
+        labelled = con.execute(
+            "SELECT count(*) FROM predictions WHERE score_date = DATE '2026-11-23' AND label"
+        ).fetchone()[0]
         assert len(rows) == min(20, labelled)
 
         summary = con.execute(daily).fetchall()
@@ -52,14 +60,22 @@ def test_analyst_queries_return_the_expected_numbers(warehouse):
 
         runs = con.execute(reconciled).fetchall()
         assert [(str(r[0]), r[1], r[2], r[3], r[4], r[5]) for r in runs] == [
-            ("2026-11-22", "succeeded", 100, 100, 0, True), (DAY, "succeeded", 401, 400, 1, True)]
+            ("2026-11-22", "succeeded", 100, 100, 0, True),
+            (DAY, "succeeded", 401, 400, 1, True),
+        ]
 
         assert con.execute(rejections).fetchall() == [("malformed line: expected 19 fields, found 2", "record", 1)]
 
 
 def test_help_lists_the_pipeline_options():
-    out = subprocess.run([sys.executable, "-m", "pipelines.score", "--help"], cwd=REPO, capture_output=True,
-                         text=True, env={**os.environ, "PYTHONPATH": REPO}, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines.score", "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": REPO},
+        timeout=120,
+    )
     assert out.returncode == 0
     for option in ("--date", "--input", "--warehouse", "--model_root", "--model_version", "--summary_json"):
         assert option in out.stdout

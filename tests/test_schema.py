@@ -1,4 +1,5 @@
 """schemas/ drives the feature spec, the validation, the staged files and the warehouse tables."""
+
 import dataclasses
 
 import duckdb
@@ -50,25 +51,33 @@ def test_warehouse_tables_are_created_from_the_schema(tmp_path):
         for table in WAREHOUSE_TABLES:
             rows = con.execute(
                 "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
-                "WHERE table_name = ? ORDER BY ordinal_position", [table.name]).fetchall()
+                "WHERE table_name = ? ORDER BY ordinal_position",
+                [table.name],
+            ).fetchall()
             assert [r[0] for r in rows] == table.names
             assert [r[2] == "NO" for r in rows] == [f.required for f in table.fields]
 
 
 def test_staged_layouts_are_the_tables_less_run_level_columns():
-    assert [f.name for f in SCORED_SCHEMA] == [n for n in PREDICTIONS.names
-                                             if n not in ("score_date", "run_id", "scored_at")]
-    assert [f.name for f in REJECTED_SCHEMA] == [n for n in SCORING_ERRORS.names
-                                               if n not in ("score_date", "run_id", "recorded_at")]
+    assert [f.name for f in SCORED_SCHEMA] == [
+        n for n in PREDICTIONS.names if n not in ("score_date", "run_id", "scored_at")
+    ]
+    assert [f.name for f in REJECTED_SCHEMA] == [
+        n for n in SCORING_ERRORS.names if n not in ("score_date", "run_id", "recorded_at")
+    ]
 
 
 def test_fingerprint_tracks_what_the_model_depends_on():
     base = schemas.INPUT
-    reworded = dataclasses.replace(base, columns=tuple(
-        dataclasses.replace(c, description="other words") for c in base.columns))
+    reworded = dataclasses.replace(
+        base, columns=tuple(dataclasses.replace(c, description="other words") for c in base.columns)
+    )
     assert reworded.fingerprint() == base.fingerprint()
     assert base.for_training().fingerprint() == base.fingerprint()
-    retyped = dataclasses.replace(base, columns=tuple(
-        dataclasses.replace(c, type=ColumnType.FLOAT64) if c.name == "trip_seconds" else c
-        for c in base.columns))
+    retyped = dataclasses.replace(
+        base,
+        columns=tuple(
+            dataclasses.replace(c, type=ColumnType.FLOAT64) if c.name == "trip_seconds" else c for c in base.columns
+        ),
+    )
     assert retyped.fingerprint() != base.fingerprint()

@@ -1,4 +1,5 @@
 """`pipelines.score` end to end on DirectRunner, into a real DuckDB warehouse file."""
+
 import json
 import os
 import shutil
@@ -27,14 +28,22 @@ DAY = "2026-11-23"
 
 
 def score_args(tmp_path, model_root, day=DAY, *extra):
-    return [f"--date={day}", f"--input={tmp_path}/trips/dt={{date}}/*.csv", f"--model_root={model_root}",
-            f"--warehouse={tmp_path}/wh/scores.duckdb", *extra]
+    return [
+        f"--date={day}",
+        f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+        f"--model_root={model_root}",
+        f"--warehouse={tmp_path}/wh/scores.duckdb",
+        *extra,
+    ]
 
 
 def predictions(tmp_path, day=DAY):
-    return query(tmp_path / "wh" / "scores.duckdb",
-                 "SELECT trip_id, probability, label, threshold, model_version, run_id FROM predictions "
-                 "WHERE score_date = ? ORDER BY trip_id", [date.fromisoformat(day)])
+    return query(
+        tmp_path / "wh" / "scores.duckdb",
+        "SELECT trip_id, probability, label, threshold, model_version, run_id FROM predictions "
+        "WHERE score_date = ? ORDER BY trip_id",
+        [date.fromisoformat(day)],
+    )
 
 
 def test_scores_a_date_end_to_end(trained, model_root, tmp_path):
@@ -53,12 +62,17 @@ def test_scores_a_date_end_to_end(trained, model_root, tmp_path):
     assert (written["input_records"], written["scored_records"], written["rejected_records"]) == (3000, 3000, 0)
     assert written["reconciled"] and written["status"] == "succeeded" and written["model_version"] == 1
     assert query(tmp_path / "wh" / "scores.duckdb", "SELECT status, input_records FROM scoring_runs") == [
-        ("succeeded", 3000)]
+        ("succeeded", 3000)
+    ]
     assert not os.path.exists(tmp_path / "wh" / "_staging" / summary["run_id"])
 
     # The warehouse holds what the model itself says for the first file's rows.
-    raw = pacsv.read_csv(tmp_path / "trips" / f"dt={DAY}" / "part-00000.csv", convert_options=pacsv.ConvertOptions(
-        column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True, null_values=[""]))
+    raw = pacsv.read_csv(
+        tmp_path / "trips" / f"dt={DAY}" / "part-00000.csv",
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True, null_values=[""]
+        ),
+    )
     valid, _ = SchemaValidator(schemas.INPUT.for_scoring()).validate(RawBatch("x", raw.to_batches()[0]))
     model = tf.saved_model.load(trained.version.path)
     direct = model.signatures[signature.RAW_SIGNATURE](**signature.batch_to_inputs(valid, schemas.INPUT))
@@ -96,19 +110,29 @@ def test_bad_records_are_rejected_with_reasons_and_the_rest_scored(model_root, t
     summary = score.run(score_args(tmp_path, model_root))
     assert (summary["input_records"], summary["scored_records"], summary["rejected_records"]) == (53, 50, 3)
     assert summary["rejected_files"] == 1 and summary["reconciled"]
-    errors = query(tmp_path / "wh" / "scores.duckdb",
-                   "SELECT reason, raw_record, error_kind, line_number, source FROM scoring_errors ORDER BY reason")
+    errors = query(
+        tmp_path / "wh" / "scores.duckdb",
+        "SELECT reason, raw_record, error_kind, line_number, source FROM scoring_errors ORDER BY reason",
+    )
     reasons = {r[0]: r for r in errors}
-    assert set(reasons) == {"empty file: no records", "malformed line: expected 19 fields, found 2",
-                            "missing required field: fare", "wrong type: fare is not FLOAT64: '12x'"}
+    assert set(reasons) == {
+        "empty file: no records",
+        "malformed line: expected 19 fields, found 2",
+        "missing required field: fare",
+        "wrong type: fare is not FLOAT64: '12x'",
+    }
     assert reasons["malformed line: expected 19 fields, found 2"][1:4] == ("truncated,line", "record", 52)
     assert reasons["missing required field: fare"][1].startswith("no-fare,")
     assert reasons["wrong type: fare is not FLOAT64: '12x'"][1].startswith("bad-type,")
     assert reasons["empty file: no records"][2:] == ("file", None, str(partition / "part-empty.csv"))
     assert len(predictions(tmp_path)) == 50
     # The night's story in metrics: rejections by reason kind and by source, reads per source, latency.
-    assert summary["rejected_by_reason"] == {"empty file": 1, "malformed line": 1, "missing required field": 1,
-                                             "wrong type": 1}
+    assert summary["rejected_by_reason"] == {
+        "empty file": 1,
+        "malformed line": 1,
+        "missing required field": 1,
+        "wrong type": 1,
+    }
     metrics = summary["metrics"]
     assert metrics[f"read_by_source/{path}"] == 53 and metrics[f"rejected_by_source/{path}"] == 3
     assert metrics["RunInference-champion/inference_batch_latency_micro_secs.count"] >= 1
@@ -127,12 +151,15 @@ def test_a_local_run_shows_live_progress(model_root, tmp_path, capsys):
     assert all(line.endswith("records/s") for line in lines)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--date=2026-02-30"], "not a real date"),
-    (["--timezone=Mars/Olympus"], "not an IANA time zone"),
-    (["--date=2026-11-21"], "no input files for date 2026-11-21"),
-    (["--date=2026-11-23", "--model_version=9"], "no complete version 9"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--date=2026-02-30"], "not a real date"),
+        (["--timezone=Mars/Olympus"], "not an IANA time zone"),
+        (["--date=2026-11-21"], "no input files for date 2026-11-21"),
+        (["--date=2026-11-23", "--model_version=9"], "no complete version 9"),
+    ],
+)
 def test_bad_configuration_fails_before_writing_anything(model_root, tmp_path, args, message, capsys):
     write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 10)
     base = [a for a in score_args(tmp_path, model_root) if not a.startswith("--date")]
@@ -153,8 +180,9 @@ def test_failed_run_keeps_the_previous_rows_and_says_failed(trained, tmp_path):
         score.run(score_args(tmp_path, root))
     rows = predictions(tmp_path)
     assert len(rows) == 300 and {r[5] for r in rows} == {good["run_id"]} and {r[4] for r in rows} == {1}
-    runs = query(tmp_path / "wh" / "scores.duckdb", "SELECT model_version, status, error FROM scoring_runs "
-                 "ORDER BY started_at")
+    runs = query(
+        tmp_path / "wh" / "scores.duckdb", "SELECT model_version, status, error FROM scoring_runs ORDER BY started_at"
+    )
     assert [r[:2] for r in runs] == [(1, "succeeded"), (2, "failed")] and runs[1][2]
 
 
@@ -164,9 +192,18 @@ def test_killed_run_keeps_the_previous_rows(model_root, tmp_path):
     write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 300_000, rows_per_file=50_000)
     staging = tmp_path / "wh" / "_staging"
     env = {**os.environ, "PYTHONPATH": REPO}
-    proc = subprocess.Popen([sys.executable, "-m", "pipelines.score", *score_args(
-        tmp_path, model_root, DAY, "--block_bytes=65536", "--batch_size=2048")], cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.score",
+            *score_args(tmp_path, model_root, DAY, "--block_bytes=65536", "--batch_size=2048"),
+        ],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 120
     while not list(staging.glob("*/predictions/*.parquet")):
         assert proc.poll() is None, "the run ended before it staged anything"
@@ -176,8 +213,9 @@ def test_killed_run_keeps_the_previous_rows(model_root, tmp_path):
     proc.wait()
     rows = predictions(tmp_path)
     assert len(rows) == 200 and {r[5] for r in rows} == {good["run_id"]}
-    statuses = [r[0] for r in query(tmp_path / "wh" / "scores.duckdb", "SELECT status FROM scoring_runs "
-                                    "ORDER BY started_at")]
+    statuses = [
+        r[0] for r in query(tmp_path / "wh" / "scores.duckdb", "SELECT status FROM scoring_runs ORDER BY started_at")
+    ]
     assert statuses == ["succeeded", "running"]  # the killed run never finished
 
 
@@ -188,10 +226,23 @@ def test_failed_audit_publishes_nothing(model_root, tmp_path):
     run = RunRecord("bad-run", date(2026, 11, 23), "taxi_tipper", 1, "x", datetime.now(timezone.utc))
     warehouse.prepare(run)
     staged = tmp_path / "staged.parquet"
-    table = pa.Table.from_pylist([{
-        "score_date": date(2026, 11, 23), "trip_id": "t", "probability": 1.5, "label": True, "threshold": 0.5,
-        "model_name": "taxi_tipper", "model_version": 1, "model_role": "champion", "run_id": "bad-run",
-        "scored_at": datetime.now(timezone.utc)}], schema=schemas.PREDICTIONS.arrow_schema)
+    table = pa.Table.from_pylist(
+        [
+            {
+                "score_date": date(2026, 11, 23),
+                "trip_id": "t",
+                "probability": 1.5,
+                "label": True,
+                "threshold": 0.5,
+                "model_name": "taxi_tipper",
+                "model_version": 1,
+                "model_role": "champion",
+                "run_id": "bad-run",
+                "scored_at": datetime.now(timezone.utc),
+            }
+        ],
+        schema=schemas.PREDICTIONS.arrow_schema,
+    )
     pq.write_table(table, staged)
     with pytest.raises(AuditError, match=r"outside \[0, 1\].*input 5 != scored 1"):
         warehouse.publish(run, StagedResults([(str(staged), 1)], [], 5), datetime.now(timezone.utc))
@@ -217,6 +268,8 @@ def test_a_challenger_night_with_nothing_scored_still_publishes(trained, tmp_pat
     [path] = write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 5)
     lines = open(path).read().splitlines()
     with open(path, "w") as f:  # every record without its fare
-        f.write("\n".join([lines[0]] + [",".join(l.split(",")[:2] + [""] + l.split(",")[3:]) for l in lines[1:]]) + "\n")
+        f.write(
+            "\n".join([lines[0]] + [",".join(l.split(",")[:2] + [""] + l.split(",")[3:]) for l in lines[1:]]) + "\n"
+        )
     summary = score.run(score_args(tmp_path, tmp_path / "models", DAY, "--model_version=1", "--challenger_version=2"))
     assert (summary["scored_records"], summary["rejected_records"], summary["comparison"]) == (0, 5, None)

@@ -1,9 +1,9 @@
 """Device sharding, proven on CPU with TensorFlow's logical devices standing in for GPUs."""
+
 import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -37,10 +37,15 @@ def worker(tmp_path, model_path, mode, *args, wait=True):
 def typed_trips(tmp_path_factory) -> pa.Table:
     tmp = tmp_path_factory.mktemp("trips")
     [path] = write_partition(tmp, "2026-11-23", 4000)
-    raw = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(
-        column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True, null_values=[""]))
+    raw = pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True, null_values=[""]
+        ),
+    )
     valid, rejected = SchemaValidator(schemas.INPUT.for_scoring()).validate(
-        RawBatch(path, raw.combine_chunks().to_batches()[0]))
+        RawBatch(path, raw.combine_chunks().to_batches()[0])
+    )
     assert rejected is None
     return pa.Table.from_batches([valid])
 
@@ -82,16 +87,28 @@ def test_processes_on_one_machine_take_distinct_devices_round_robin(trained, tmp
     assert (tmp_path / "claims" / "cpu-overflow.count").read_text() == "1"
 
 
-@pytest.mark.parametrize("accelerator, missing", [
-    ("tpu", "no TPU found on this worker"),
-    pytest.param("gpu", "TensorFlow sees no GPU on this worker", marks=pytest.mark.skipif(
-        bool(tf.config.list_physical_devices("GPU")), reason="this machine has a GPU")),
-])
+@pytest.mark.parametrize(
+    "accelerator, missing",
+    [
+        ("tpu", "no TPU found on this worker"),
+        pytest.param(
+            "gpu",
+            "TensorFlow sees no GPU on this worker",
+            marks=pytest.mark.skipif(bool(tf.config.list_physical_devices("GPU")), reason="this machine has a GPU"),
+        ),
+    ],
+)
 def test_missing_accelerator_fails_before_reading_data(model_root, tmp_path, capsys, accelerator, missing):
     write_partition(tmp_path / "trips" / "dt=2026-11-23", "2026-11-23", 10)
-    code = score.main(["--date=2026-11-23", f"--input={tmp_path}/trips/dt={{date}}/*.csv",
-                       f"--model_root={model_root}", f"--warehouse={tmp_path}/wh/w.duckdb",
-                       f"--accelerator={accelerator}"])
+    code = score.main(
+        [
+            "--date=2026-11-23",
+            f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+            f"--model_root={model_root}",
+            f"--warehouse={tmp_path}/wh/w.duckdb",
+            f"--accelerator={accelerator}",
+        ]
+    )
     assert code == 2 and missing in capsys.readouterr().err
     assert not (tmp_path / "wh").exists()
 

@@ -4,6 +4,7 @@ Google Cloud Storage and BigQuery are real API servers on loopback (gcp-storage-
 reached through Beam's own gs:// filesystem and Google's clients, exactly as in production except for
 the endpoints and credentials.
 """
+
 import gzip
 import io
 import json
@@ -14,17 +15,21 @@ from google.cloud import bigquery as bq
 
 import schemas
 from pipelines import score, train
-from tests.conftest import BQ_PROJECT, GCS_BUCKET as BUCKET, SAMPLE, query, write_partition
+from tests.conftest import BQ_PROJECT, SAMPLE, query, write_partition
+from tests.conftest import GCS_BUCKET as BUCKET
 
 DAY = "2026-11-23"
 
 
 def to_json_lines(csv_path: str) -> bytes:
     """The same records as newline-delimited JSON, typed, with missing values left out."""
-    table = pacsv.read_csv(csv_path, convert_options=pacsv.ConvertOptions(
-        column_types={c.name: c.type.arrow for c in schemas.INPUT.columns}))
-    return b"".join(json.dumps({k: v for k, v in row.items() if v is not None}).encode() + b"\n"
-                    for row in table.to_pylist())
+    table = pacsv.read_csv(
+        csv_path,
+        convert_options=pacsv.ConvertOptions(column_types={c.name: c.type.arrow for c in schemas.INPUT.columns}),
+    )
+    return b"".join(
+        json.dumps({k: v for k, v in row.items() if v is not None}).encode() + b"\n" for row in table.to_pylist()
+    )
 
 
 def bq_schema(extra: tuple = ()) -> list:
@@ -34,8 +39,11 @@ def bq_schema(extra: tuple = ()) -> list:
 def load_table(client, table: str, json_lines: bytes, schema: list) -> None:
     client.create_dataset("raw", exists_ok=True)
     client.create_table(bq.Table(f"{BQ_PROJECT}.raw.{table}", schema=schema), exists_ok=True)
-    client.load_table_from_file(io.BytesIO(json_lines), f"{BQ_PROJECT}.raw.{table}", job_config=bq.LoadJobConfig(
-        source_format="NEWLINE_DELIMITED_JSON", schema=schema)).result()
+    client.load_table_from_file(
+        io.BytesIO(json_lines),
+        f"{BQ_PROJECT}.raw.{table}",
+        job_config=bq.LoadJobConfig(source_format="NEWLINE_DELIMITED_JSON", schema=schema),
+    ).result()
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +54,7 @@ def sources(tmp_path_factory, gcs, bigquery):
     [other_day] = write_partition(tmp / "other", "2026-11-22", 100)
     load_table(bigquery, "trips", b"".join(to_json_lines(p) for p in (part_a, part_b, other_day)), bq_schema())
     query_file = tmp / "trips_of_day.sql"
-    query_file.write_text("SELECT * FROM raw.trips\n"
-                          "WHERE DATE(TIMESTAMP_SECONDS(trip_start_timestamp)) = @date\n")
+    query_file.write_text("SELECT * FROM raw.trips\nWHERE DATE(TIMESTAMP_SECONDS(trip_start_timestamp)) = @date\n")
     paths = {"csv": str(tmp / "csv" / "*.csv")}
     (tmp / "json").mkdir()
     (tmp / "gz").mkdir()
@@ -56,17 +63,31 @@ def sources(tmp_path_factory, gcs, bigquery):
         (tmp / "gz" / f"part-{i}.csv.gz").write_bytes(gzip.compress(open(part, "rb").read()))
         gcs.blob(f"csv/dt={DAY}/part-{i}.csv").upload_from_filename(part)
         gcs.blob(f"json/dt={DAY}/part-{i}.json.gz").upload_from_string(gzip.compress(to_json_lines(part)))
-    paths.update({"json": str(tmp / "json" / "*.jsonl"), "gzip_csv": str(tmp / "gz" / "*.csv.gz"),
-                  "gcs_csv": f"gs://{BUCKET}/csv/dt={{date}}/*.csv",
-                  "gcs_json": f"gs://{BUCKET}/json/dt={{date}}/*.json.gz",
-                  "bigquery_table": f"bq://{BQ_PROJECT}.raw.trips",
-                  "bigquery_query": str(query_file)})
+    paths.update(
+        {
+            "json": str(tmp / "json" / "*.jsonl"),
+            "gzip_csv": str(tmp / "gz" / "*.csv.gz"),
+            "gcs_csv": f"gs://{BUCKET}/csv/dt={{date}}/*.csv",
+            "gcs_json": f"gs://{BUCKET}/json/dt={{date}}/*.json.gz",
+            "bigquery_table": f"bq://{BQ_PROJECT}.raw.trips",
+            "bigquery_query": str(query_file),
+        }
+    )
     return paths
 
 
 def run_score(tmp_path, model_root, input_path, *extra):
-    return score.run([f"--date={DAY}", f"--input={input_path}", f"--model_root={model_root}",
-                      f"--warehouse={tmp_path}/w.duckdb", "--no_auth", f"--bq_project={BQ_PROJECT}", *extra])
+    return score.run(
+        [
+            f"--date={DAY}",
+            f"--input={input_path}",
+            f"--model_root={model_root}",
+            f"--warehouse={tmp_path}/w.duckdb",
+            "--no_auth",
+            f"--bq_project={BQ_PROJECT}",
+            *extra,
+        ]
+    )
 
 
 def scores(tmp_path) -> dict[str, float]:
@@ -92,59 +113,80 @@ def write_json(path, records):
 
 
 def good_record(i: int) -> dict:
-    return {"trip_id": f"j{i}", "fare": 12.5, "trip_start_month": 11, "trip_start_hour": 8, "trip_start_day": 2,
-            "trip_start_timestamp": 1795446000, "trip_miles": 1.5, "payment_type": "Cash", "company": "Flash Cab"}
+    return {
+        "trip_id": f"j{i}",
+        "fare": 12.5,
+        "trip_start_month": 11,
+        "trip_start_hour": 8,
+        "trip_start_day": 2,
+        "trip_start_timestamp": 1795446000,
+        "trip_miles": 1.5,
+        "payment_type": "Cash",
+        "company": "Flash Cab",
+    }
 
 
 def test_bad_json_records_are_rejected_with_reasons(model_root, tmp_path):
     day = tmp_path / "in" / f"dt={DAY}"
     day.mkdir(parents=True)
-    write_json(day / "a.jsonl", [
-        good_record(1),
-        '{"trip_id": "broken", "fare": ',
-        {**good_record(2), "fare": "twelve"},
-        {**good_record(3), "trip_miles": None},
-        "[1, 2, 3]",
-        {k: v for k, v in good_record(4).items() if k != "payment_type"},
-        {**good_record(5), "trip_seconds": 5.5},
-        good_record(6),
-    ])
+    write_json(
+        day / "a.jsonl",
+        [
+            good_record(1),
+            '{"trip_id": "broken", "fare": ',
+            {**good_record(2), "fare": "twelve"},
+            {**good_record(3), "trip_miles": None},
+            "[1, 2, 3]",
+            {k: v for k, v in good_record(4).items() if k != "payment_type"},
+            {**good_record(5), "trip_seconds": 5.5},
+            good_record(6),
+        ],
+    )
     (day / "empty.json").write_text("")
     summary = run_score(tmp_path, model_root, str(tmp_path / "in" / "dt={date}" / "*"))
     assert (summary["input_records"], summary["scored_records"], summary["rejected_records"]) == (8, 2, 6)
     assert summary["rejected_files"] == 1 and summary["reconciled"]
-    errors = query(tmp_path / "w.duckdb", "SELECT reason, line_number, raw_record FROM scoring_errors "
-                   "WHERE error_kind = 'record' ORDER BY reason")
+    errors = query(
+        tmp_path / "w.duckdb",
+        "SELECT reason, line_number, raw_record FROM scoring_errors WHERE error_kind = 'record' ORDER BY reason",
+    )
     reasons = [e[0] for e in errors]
-    assert reasons == sorted([
-        "malformed JSON: Expecting value: line 1 column 31 (char 30)",
-        "wrong type: fare is not FLOAT64: 'twelve'",
-        "missing required field: trip_miles",
-        "malformed JSON: a record must be an object, not list",
-        "missing required field: payment_type",
-        "wrong type: trip_seconds is not INT64: '5.5'",
-    ])
+    assert reasons == sorted(
+        [
+            "malformed JSON: Expecting value: line 1 column 31 (char 30)",
+            "wrong type: fare is not FLOAT64: 'twelve'",
+            "missing required field: trip_miles",
+            "malformed JSON: a record must be an object, not list",
+            "missing required field: payment_type",
+            "wrong type: trip_seconds is not INT64: '5.5'",
+        ]
+    )
     malformed = [e for e in errors if e[0].startswith("malformed JSON: Expecting")][0]
     assert malformed[1:] == (2, '{"trip_id": "broken", "fare": ')
     assert json.loads([e for e in errors if "twelve" in e[0]][0][2])["trip_id"] == "j2"
     assert sorted(scores(tmp_path)) == ["j1", "j6"]
     assert query(tmp_path / "w.duckdb", "SELECT reason FROM scoring_errors WHERE error_kind = 'file'") == [
-        ("empty file: no records",)]
+        ("empty file: no records",)
+    ]
 
 
 @pytest.mark.parametrize("policy, scored, rejected", [("keep", 3, 0), ("reject", 1, 2)])
 def test_unknown_columns_are_kept_or_rejected_and_counted(model_root, tmp_path, policy, scored, rejected):
     day = tmp_path / "in" / f"dt={DAY}"
     day.mkdir(parents=True)
-    write_json(day / "a.json", [good_record(1), {**good_record(2), "driver": "x"},
-                                {**good_record(3), "driver": "y", "rating": 5}])
-    summary = run_score(tmp_path, model_root, str(tmp_path / "in" / "dt={date}" / "*.json"),
-                        f"--unknown_columns={policy}")
+    write_json(
+        day / "a.json",
+        [good_record(1), {**good_record(2), "driver": "x"}, {**good_record(3), "driver": "y", "rating": 5}],
+    )
+    summary = run_score(
+        tmp_path, model_root, str(tmp_path / "in" / "dt={date}" / "*.json"), f"--unknown_columns={policy}"
+    )
     assert (summary["scored_records"], summary["rejected_records"]) == (scored, rejected)
     assert summary["unknown_columns"] == {"driver": 2, "rating": 1}
     if policy == "reject":
         assert {r[0] for r in query(tmp_path / "w.duckdb", "SELECT reason FROM scoring_errors")} == {
-            "unknown column(s): driver, rating (--unknown_columns=reject)"}
+            "unknown column(s): driver, rating (--unknown_columns=reject)"
+        }
 
 
 def test_unknown_csv_columns_follow_the_same_policy(model_root, tmp_path):
@@ -154,14 +196,22 @@ def test_unknown_csv_columns_follow_the_same_policy(model_root, tmp_path):
         f.write("\n".join([lines[0] + ",driver"] + [line + ",d" for line in lines[1:]]) + "\n")
     kept = run_score(tmp_path / "keep", model_root, str(tmp_path / "in" / "dt={date}" / "*.csv"))
     assert (kept["scored_records"], kept["unknown_columns"]) == (20, {"driver": 20})
-    refused = run_score(tmp_path / "reject", model_root, str(tmp_path / "in" / "dt={date}" / "*.csv"),
-                        "--unknown_columns=reject")
+    refused = run_score(
+        tmp_path / "reject", model_root, str(tmp_path / "in" / "dt={date}" / "*.csv"), "--unknown_columns=reject"
+    )
     assert (refused["scored_records"], refused["rejected_records"], refused["reconciled"]) == (0, 20, True)
 
 
 def test_missing_gcs_input_is_a_clear_error_and_writes_nothing(model_root, sources, tmp_path, capsys):
-    code = score.main([f"--date=2026-11-20", f"--input=gs://{BUCKET}/csv/dt={{date}}/*.csv",
-                       f"--model_root={model_root}", f"--warehouse={tmp_path}/w.duckdb", "--no_auth"])
+    code = score.main(
+        [
+            "--date=2026-11-20",
+            f"--input=gs://{BUCKET}/csv/dt={{date}}/*.csv",
+            f"--model_root={model_root}",
+            f"--warehouse={tmp_path}/w.duckdb",
+            "--no_auth",
+        ]
+    )
     assert code == 2
     assert "no input files for date 2026-11-20" in capsys.readouterr().err
     assert not (tmp_path / "w.duckdb").exists()
@@ -171,24 +221,43 @@ def test_unknown_format_fails_before_reading(model_root, tmp_path, capsys):
     day = tmp_path / "in" / f"dt={DAY}"
     day.mkdir(parents=True)
     (day / "trips.parquet").write_bytes(b"PAR1")
-    code = score.main([f"--date={DAY}", f"--input={tmp_path}/in/dt={{date}}/*", f"--model_root={model_root}",
-                       f"--warehouse={tmp_path}/w.duckdb"])
+    code = score.main(
+        [
+            f"--date={DAY}",
+            f"--input={tmp_path}/in/dt={{date}}/*",
+            f"--model_root={model_root}",
+            f"--warehouse={tmp_path}/w.duckdb",
+        ]
+    )
     assert code == 2 and "pass --input_format csv or json" in capsys.readouterr().err
 
 
 def test_training_reads_a_date_range_from_gcs_json(sources, gcs, tmp_path):
     for day in ("2026-11-21", "2026-11-22"):
         gcs.blob(f"train/dt={day}/trips.json").upload_from_string(to_json_lines(SAMPLE))
-    result = train.run([f"--input=gs://{BUCKET}/train/dt={{date}}/*.json", "--start_date=2026-11-20",
-                        "--end_date=2026-11-22", f"--model_root={tmp_path}/models", f"--work_dir={tmp_path}/work",
-                        "--epochs=1", "--no_auth"])
+    result = train.run(
+        [
+            f"--input=gs://{BUCKET}/train/dt={{date}}/*.json",
+            "--start_date=2026-11-20",
+            "--end_date=2026-11-22",
+            f"--model_root={tmp_path}/models",
+            f"--work_dir={tmp_path}/work",
+            "--epochs=1",
+            "--no_auth",
+        ]
+    )
     meta = result.version.metadata
     assert meta["training_records"] + meta["eval_records"] == 2 * 15002 and meta["rejected_records"] == 0
 
 
 def test_bad_bigquery_rows_are_rejected_with_reasons(model_root, bigquery, tmp_path):
-    rows = [good_record(1), {**good_record(2), "fare": None}, {**good_record(3), "trip_miles": float("nan")},
-            {**good_record(4), "driver": "x"}, {**good_record(5), "trip_start_timestamp": 1795446000 - 86400}]
+    rows = [
+        good_record(1),
+        {**good_record(2), "fare": None},
+        {**good_record(3), "trip_miles": float("nan")},
+        {**good_record(4), "driver": "x"},
+        {**good_record(5), "trip_start_timestamp": 1795446000 - 86400},
+    ]
     data = b"".join(json.dumps(r).replace("NaN", '"NaN"').encode() + b"\n" for r in rows)
     load_table(bigquery, "dirty", data, bq_schema(extra=(bq.SchemaField("driver", "STRING"),)))
     summary = run_score(tmp_path, model_root, f"bq://{BQ_PROJECT}.raw.dirty", "--unknown_columns=reject")
@@ -196,20 +265,28 @@ def test_bad_bigquery_rows_are_rejected_with_reasons(model_root, bigquery, tmp_p
     assert (summary["input_records"], summary["scored_records"], summary["rejected_records"]) == (4, 1, 3)
     assert summary["unknown_columns"] == {"driver": 1}
     reasons = sorted(r[0] for r in query(tmp_path / "w.duckdb", "SELECT reason FROM scoring_errors"))
-    assert reasons == ["missing required field: fare", "unknown column(s): driver (--unknown_columns=reject)",
-                       "wrong type: trip_miles is not a finite number"]
-    [(source, raw)] = query(tmp_path / "w.duckdb", "SELECT source, raw_record FROM scoring_errors "
-                            "WHERE reason LIKE 'missing%'")
+    assert reasons == [
+        "missing required field: fare",
+        "unknown column(s): driver (--unknown_columns=reject)",
+        "wrong type: trip_miles is not a finite number",
+    ]
+    [(source, raw)] = query(
+        tmp_path / "w.duckdb", "SELECT source, raw_record FROM scoring_errors WHERE reason LIKE 'missing%'"
+    )
     assert source == f"bq://{BQ_PROJECT}.raw.dirty" and json.loads(raw)["trip_id"] == "j2"
 
 
-@pytest.mark.parametrize("table, schema, message", [
-    ("absent", None, "does not exist"),
-    ("retyped", "fare:STRING", "fare is STRING in BigQuery but FLOAT64 in schemas/"),
-    ("lacking", "-payment_type", "required column payment_type is missing"),
-])
-def test_bad_bigquery_configuration_fails_before_reading(model_root, bigquery, tmp_path, capsys, table, schema,
-                                                         message):
+@pytest.mark.parametrize(
+    "table, schema, message",
+    [
+        ("absent", None, "does not exist"),
+        ("retyped", "fare:STRING", "fare is STRING in BigQuery but FLOAT64 in schemas/"),
+        ("lacking", "-payment_type", "required column payment_type is missing"),
+    ],
+)
+def test_bad_bigquery_configuration_fails_before_reading(
+    model_root, bigquery, tmp_path, capsys, table, schema, message
+):
     if schema:
         fields = bq_schema()
         if schema.startswith("-"):
@@ -219,23 +296,36 @@ def test_bad_bigquery_configuration_fails_before_reading(model_root, bigquery, t
             fields = [bq.SchemaField(name, kind) if f.name == name else f for f in fields]
         bigquery.create_dataset("raw", exists_ok=True)
         bigquery.create_table(bq.Table(f"{BQ_PROJECT}.raw.{table}", schema=fields), exists_ok=True)
-    code = score.main([f"--date={DAY}", f"--input=bq://{BQ_PROJECT}.raw.{table}", f"--model_root={model_root}",
-                       f"--warehouse={tmp_path}/w.duckdb"])
+    code = score.main(
+        [
+            f"--date={DAY}",
+            f"--input=bq://{BQ_PROJECT}.raw.{table}",
+            f"--model_root={model_root}",
+            f"--warehouse={tmp_path}/w.duckdb",
+        ]
+    )
     assert code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "w.duckdb").exists()
 
 
 def test_a_bigquery_date_without_rows_is_a_clear_error(model_root, sources, tmp_path, capsys):
-    code = score.main(["--date=2026-11-01", f"--input=bq://{BQ_PROJECT}.raw.trips", f"--model_root={model_root}",
-                       f"--warehouse={tmp_path}/w.duckdb"])
+    code = score.main(
+        [
+            "--date=2026-11-01",
+            f"--input=bq://{BQ_PROJECT}.raw.trips",
+            f"--model_root={model_root}",
+            f"--warehouse={tmp_path}/w.duckdb",
+        ]
+    )
     assert code == 2 and "no input rows for date 2026-11-01" in capsys.readouterr().err
     assert not (tmp_path / "w.duckdb").exists()
 
 
 @pytest.mark.parametrize("location", ["bq://not a table", "bq://proj.dataset"])
 def test_malformed_table_names_are_refused(model_root, tmp_path, capsys, location):
-    code = score.main([f"--date={DAY}", f"--input={location}", f"--model_root={model_root}",
-                       f"--warehouse={tmp_path}/w.duckdb"])
+    code = score.main(
+        [f"--date={DAY}", f"--input={location}", f"--model_root={model_root}", f"--warehouse={tmp_path}/w.duckdb"]
+    )
     assert code == 2 and "expected bq://project.dataset.table" in capsys.readouterr().err
 
 
@@ -244,12 +334,21 @@ def test_bad_records_are_rejected_the_same_from_every_file_source(model_root, gc
     [path] = write_partition(tmp_path / "plain", DAY, 30)
     lines = open(path).read().splitlines()
     first = lines[1].split(",")
-    bad = [",".join(["bad-type"] + first[1:2] + ["12x"] + first[3:]), ",".join(["no-fare"] + first[1:2] + [""] + first[3:])]
+    bad = [
+        ",".join(["bad-type"] + first[1:2] + ["12x"] + first[3:]),
+        ",".join(["no-fare"] + first[1:2] + [""] + first[3:]),
+    ]
     text = "\n".join(lines + bad + ["cut,short"]) + "\n"
     if where == "gcs_json":
         typed = "".join(json.dumps(good_record(i)) + "\n" for i in range(30))
-        data = (typed + json.dumps({**good_record(90), "fare": "12x"}) + "\n" + json.dumps(
-            {**good_record(91), "fare": None}) + "\n" + '{"cut": \n').encode()
+        data = (
+            typed
+            + json.dumps({**good_record(90), "fare": "12x"})
+            + "\n"
+            + json.dumps({**good_record(91), "fare": None})
+            + "\n"
+            + '{"cut": \n'
+        ).encode()
         gcs.blob(f"bad/json/dt={DAY}/a.json").upload_from_string(data)
         gcs.blob(f"bad/json/dt={DAY}/empty.json").upload_from_string(b"")
         location = f"gs://{BUCKET}/bad/json/dt={{date}}/*.json"
@@ -263,8 +362,19 @@ def test_bad_records_are_rejected_the_same_from_every_file_source(model_root, gc
         (tmp_path / "gz" / "empty.csv.gz").write_bytes(gzip.compress(b""))
         location = str(tmp_path / "gz" / "*.csv.gz")
     summary = run_score(tmp_path, model_root, location)
-    assert (summary["input_records"], summary["scored_records"], summary["rejected_records"],
-            summary["rejected_files"], summary["reconciled"]) == (33, 30, 3, 1, True)
+    assert (
+        summary["input_records"],
+        summary["scored_records"],
+        summary["rejected_records"],
+        summary["rejected_files"],
+        summary["reconciled"],
+    ) == (33, 30, 3, 1, True)
     reasons = sorted(r[0].split(":")[0] for r in query(tmp_path / "w.duckdb", "SELECT reason FROM scoring_errors"))
-    assert reasons == sorted(["empty file", "missing required field", "wrong type",
-                              "malformed JSON" if where == "gcs_json" else "malformed line"])
+    assert reasons == sorted(
+        [
+            "empty file",
+            "missing required field",
+            "wrong type",
+            "malformed JSON" if where == "gcs_json" else "malformed line",
+        ]
+    )

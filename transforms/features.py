@@ -2,6 +2,7 @@
 
 Every name here must be a feature or the label of `schemas.INPUT`; `tests/test_schema.py` checks it.
 """
+
 DENSE_FLOAT_FEATURES = ("trip_miles", "fare", "trip_seconds")  # z-scored
 
 BUCKET_FEATURES = ("pickup_latitude", "pickup_longitude", "dropoff_latitude", "dropoff_longitude")

@@ -4,6 +4,7 @@ Only preprocessing lives here. Missing values arrive as sparse (absent) values, 
 feature spec in `schemas` declares nullable columns `VarLenFeature`, and are filled here, so filling
 is part of the exported graph and cannot drift between training and scoring.
 """
+
 import tensorflow as tf
 import tensorflow_transform as tft
 
@@ -16,9 +17,7 @@ def fill_in_missing(x: tf.Tensor | tf.SparseTensor, default=None) -> tf.Tensor:
         return x
     if default is None:
         default = "" if x.dtype == tf.string else tf.zeros([], x.dtype)
-    dense = tf.sparse.to_dense(
-        tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value=default
-    )
+    dense = tf.sparse.to_dense(tf.SparseTensor(x.indices, x.values, [x.dense_shape[0], 1]), default_value=default)
     return tf.squeeze(dense, axis=1)
 
 

@@ -9,6 +9,7 @@ The date is explicit here, unlike on Cloud Scheduler: the night before the run's
 the configured time zone, or the `date` param of a manual run, so clearing an old run re-scores
 that night and a manual run can score any night.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,8 +30,10 @@ except ImportError:  # Airflow 2
 CONFIG = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "score_nightly.json")))
 TIMEZONE = CONFIG["timezone"]
 # Manual runs in Airflow 3 may have no logical date; they run "now", like the schedule would.
-DATE = ("{{ params.date or (logical_date or dag_run.run_after).in_timezone('%s')"
-        ".subtract(days=1).to_date_string() }}" % TIMEZONE)
+DATE = (
+    "{{ params.date or (logical_date or dag_run.run_after).in_timezone('%s')"
+    ".subtract(days=1).to_date_string() }}" % TIMEZONE
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,9 +41,14 @@ log = logging.getLogger(__name__)
 def report_failure(context) -> None:
     """Say which night failed and where to look, in the task log and to Airflow's alerting."""
     date = context["task"].body["launchParameter"]["parameters"].get("date")
-    log.error("nightly scoring FAILED for %s (DAG run %s): %s. The date's previous results are intact; see the "
-              "Dataflow job in %s and the run's row in the warehouse's scoring_runs table.",
-              date, context["run_id"], context.get("exception"), CONFIG["region"])
+    log.error(
+        "nightly scoring FAILED for %s (DAG run %s): %s. The date's previous results are intact; see the "
+        "Dataflow job in %s and the run's row in the warehouse's scoring_runs table.",
+        date,
+        context["run_id"],
+        context.get("exception"),
+        CONFIG["region"],
+    )
 
 
 def launch_body() -> dict:
@@ -56,10 +64,16 @@ with DAG(
     start_date=pendulum.datetime(2026, 1, 1, tz=TIMEZONE),
     catchup=False,
     max_active_runs=1,  # two nights never publish at once
-    params={"date": Param(None, type=["null", "string"], description="Night to score (YYYY-MM-DD); "
-                                                                       "default: the night before the run")},
-    default_args={"retries": 0, "on_failure_callback": report_failure,
-                  **({"email": CONFIG["alert_emails"], "email_on_failure": True} if CONFIG.get("alert_emails") else {})},
+    params={
+        "date": Param(
+            None, type=["null", "string"], description="Night to score (YYYY-MM-DD); default: the night before the run"
+        )
+    },
+    default_args={
+        "retries": 0,
+        "on_failure_callback": report_failure,
+        **({"email": CONFIG["alert_emails"], "email_on_failure": True} if CONFIG.get("alert_emails") else {}),
+    },
     tags=["scoring", "dataflow"],
 ) as dag:
     DataflowStartFlexTemplateOperator(
