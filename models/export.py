@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 import tensorflow_transform as tft
+from apache_beam.io.filesystems import FileSystems
 
 from models import registry, signature
 from models.registry import ModelVersion
@@ -64,7 +65,7 @@ def export_version(
 ) -> ModelVersion:
     """Save model + transform graph as the next version; metadata is written last (see registry)."""
     version = registry.next_version(model_root, name)
-    path = registry.join(model_root, name, str(version))
+    path = FileSystems.join(model_root, name, str(version))
     module = ScoringModule(model, tft.TFTransformOutput(transform_dir), schema)
     tf.saved_model.save(module, path, signatures=module.signatures())
     metadata = {

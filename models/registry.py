@@ -41,13 +41,9 @@ class ModelVersion:
         return self.metadata["schema_fingerprint"]
 
 
-def join(*parts: str) -> str:
-    return FileSystems.join(*parts) if "://" in parts[0] else posixpath.join(*parts)
-
-
 def list_versions(model_root: str, name: str) -> list[int]:
     """Complete versions of `name`, ascending."""
-    pattern = join(model_root, name, "*", METADATA_FILE)
+    pattern = FileSystems.join(model_root, name, "*", METADATA_FILE)
     try:
         matches = FileSystems.match([pattern])[0].metadata_list
     except Exception:  # a missing model directory matches nothing
@@ -66,12 +62,12 @@ def next_version(model_root: str, name: str) -> int:
 
 
 def read_metadata(path: str) -> dict[str, Any]:
-    with FileSystems.open(join(path, METADATA_FILE)) as f:
+    with FileSystems.open(FileSystems.join(path, METADATA_FILE)) as f:
         return json.loads(f.read().decode())
 
 
 def write_metadata(path: str, metadata: dict[str, Any]) -> None:
-    with FileSystems.create(join(path, METADATA_FILE)) as f:
+    with FileSystems.create(FileSystems.join(path, METADATA_FILE)) as f:
         f.write(json.dumps(metadata, indent=2, sort_keys=True).encode())
 
 
@@ -86,12 +82,12 @@ def resolve(model_root: str, name: str, version: str | int, schema: InputSchema)
         try:
             chosen = int(version)
         except ValueError:
-            raise ModelVersionError(f"model version must be '{LATEST}' or an integer, got '{version}'")
+            raise ModelVersionError(f"model version must be '{LATEST}' or an integer, got '{version}'") from None
         if chosen not in versions:
             raise ModelVersionError(
                 f"model '{name}' has no complete version {chosen} under {model_root}; have {versions}"
             )
-    path = join(model_root, name, str(chosen))
+    path = FileSystems.join(model_root, name, str(chosen))
     model = ModelVersion(name, chosen, path, read_metadata(path))
     expected = schema.fingerprint()
     if model.schema_fingerprint != expected:
@@ -103,26 +99,26 @@ def resolve(model_root: str, name: str, version: str | int, schema: InputSchema)
     return model
 
 
-def publish(version_path: str, model_root: str) -> str:
+def publish_version(version_path: str, model_root: str) -> str:
     """Copy a complete exported version to another root (e.g. gs://) under the same name and number.
 
     Files go first and metadata.json last, so scorers reading the target root never see a
     half-copied version; an existing complete version there is never overwritten."""
     version_path = version_path.rstrip("/")
     name, number = posixpath.basename(posixpath.dirname(version_path)), posixpath.basename(version_path)
-    if not number.isdigit() or not FileSystems.exists(join(version_path, METADATA_FILE)):
+    if not number.isdigit() or not FileSystems.exists(FileSystems.join(version_path, METADATA_FILE)):
         raise ModelVersionError(f"{version_path} is not a complete exported version (<root>/<name>/<number>/)")
     if int(number) in list_versions(model_root, name):
         raise ModelVersionError(f"model '{name}' version {number} already exists under {model_root}")
-    target = join(model_root, name, number)
-    sources = [m.path for m in FileSystems.match([join(version_path, "**")])[0].metadata_list]
+    target = FileSystems.join(model_root, name, number)
+    sources = [m.path for m in FileSystems.match([FileSystems.join(version_path, "**")])[0].metadata_list]
     files = sorted(p for p in sources if posixpath.basename(p) != METADATA_FILE)
-    for path in files + [join(version_path, METADATA_FILE)]:
+    for path in files + [FileSystems.join(version_path, METADATA_FILE)]:
         # Streamed, not FileSystems.copy: source and target may be on different filesystems.
         with (
             FileSystems.open(path, compression_type="uncompressed") as src,
             FileSystems.create(
-                join(target, posixpath.relpath(path, version_path)), compression_type="uncompressed"
+                FileSystems.join(target, posixpath.relpath(path, version_path)), compression_type="uncompressed"
             ) as dst,
         ):
             shutil.copyfileobj(src, dst, 8 << 20)

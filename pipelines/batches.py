@@ -1,8 +1,10 @@
-"""The columnar units that flow between stages.
+"""What every stage exchanges: the columnar units, the output tags they travel under, the read count.
 
 Stages exchange Arrow record batches, never one Python object per record: a raw batch holds a
 file's columns as text, a typed batch holds them as the schema's types, and rejected records travel
-as batches laid out like the `scoring_errors` table minus its run-level columns.
+as batches laid out like the `scoring_errors` table minus its run-level columns. A source's reader
+(files or BigQuery) emits its raw batches as the main output, and tags its rejected records and its
+per-source record counts, so every stage downstream reads sources the same way.
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ import re
 from dataclasses import dataclass
 
 import pyarrow as pa
+from apache_beam.metrics import Metrics
 
 from schemas import SCORING_ERRORS
+
+# Output tags of every reader and of validation: rejected records, and records read per source.
+REJECTED = "rejected"
+COUNTS = "counts"
+READ_BY_SOURCE = "read_by_source"  # metrics namespace: records read per file or table
 
 # Run-level columns that the load stage adds; everything else is known where a record is rejected.
 RUN_LEVEL_ERROR_FIELDS = ("score_date", "run_id", "recorded_at")
@@ -22,6 +30,12 @@ REJECTED_SCHEMA = pa.schema([f for f in SCORING_ERRORS.arrow_schema if f.name no
 RECORD_ERROR = "record"
 FILE_ERROR = "file"
 CSV, JSON, TABLE = "csv", "json", "table"  # the form a source's records are shown in when rejected
+
+
+def count_read(source: str, records: int) -> None:
+    """Records read from one source (a file or a BigQuery table), in total and per source."""
+    Metrics.counter("extract", "records_read").inc(records)
+    Metrics.counter(READ_BY_SOURCE, source).inc(records)
 
 
 @dataclass(frozen=True)

@@ -7,38 +7,30 @@ The read goes through the BigQuery Storage Read API in Arrow: the driver opens o
 (the date filter pushed down to BigQuery, so only that day's rows leave it; every column is read,
 so columns the schema does not know can be counted and handled by --unknown_columns),
 and workers read its streams in parallel, a page of rows at a time, so memory per worker is bounded
-by the page size. The same code talks to Google's endpoints or, where `BIGQUERY_EMULATOR_HOST`
-(REST) and `BIGQUERY_STORAGE_EMULATOR_HOST` (gRPC, host:port) are set, to an emulator: only the
-endpoints and the credentials differ.
+by the page size. Clients and names come from `pipelines.bigquery`, shared with the BigQuery warehouse.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import apache_beam as beam
 
-from pipelines.batches import TABLE, RawBatch
-from pipelines.extract import COUNTS, REJECTED, InputNotFoundError, count_read
+from pipelines import bigquery as bq
+from pipelines.batches import COUNTS, REJECTED, TABLE, RawBatch, count_read
+from pipelines.bigquery import IDENTIFIER, SCHEME, TableRef, standard_type
+from pipelines.extract import InputNotFoundError
 from schemas import ColumnType, InputSchema, Role
 
-SCHEME = "bq://"
 DEFAULT_TEMP_DATASET = "scoring_tmp"  # where a query file's results are kept for the read
 TEMP_TABLE_HOURS = 24
-_TABLE_ID = re.compile(
-    r"^(?P<project>[a-z][a-z0-9-]{0,61}[a-z0-9])\.(?P<dataset>\w{1,1024})\."
-    r"(?P<table>[\w$-]{1,1024})$"
-)
-_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,299}$")
-# BigQuery's legacy and standard type names for each schema type.
+# The BigQuery column types (standard names) each schema type reads from.
 _COMPATIBLE = {
     ColumnType.STRING: {"STRING"},
-    ColumnType.INT64: {"INTEGER", "INT64"},
-    ColumnType.FLOAT64: {"FLOAT", "FLOAT64", "INTEGER", "INT64", "NUMERIC"},
+    ColumnType.INT64: {"INT64"},
+    ColumnType.FLOAT64: {"FLOAT64", "INT64", "NUMERIC"},
     ColumnType.DATE: {"DATE"},
     ColumnType.TIMESTAMP: {"TIMESTAMP"},
 }
@@ -48,60 +40,21 @@ class BigQueryInputError(ValueError):
     """The BigQuery input cannot be read as configured; raised before any data is read."""
 
 
-def is_bigquery(location: str) -> bool:
+def is_bigquery_input(location: str) -> bool:
+    """A BigQuery table (bq://project.dataset.table) or a query file (*.sql), not files to read."""
     return location.startswith(SCHEME) or location.endswith(".sql")
 
 
-@dataclass(frozen=True)
-class TableRef:
-    project: str
-    dataset: str
-    table: str
-
-    @classmethod
-    def parse(cls, text: str) -> TableRef:
-        match = _TABLE_ID.match(text.removeprefix(SCHEME))
-        if not match:
-            raise BigQueryInputError(f"{text!r} is not a BigQuery table: expected bq://project.dataset.table")
-        return cls(**match.groupdict())
-
-    @property
-    def path(self) -> str:  # the Storage API's resource name
-        return f"projects/{self.project}/datasets/{self.dataset}/tables/{self.table}"
-
-    def __str__(self) -> str:
-        return f"{self.project}.{self.dataset}.{self.table}"
-
-
-def bigquery_client(project: str):
-    from google.cloud import bigquery
-
-    endpoint = os.environ.get("BIGQUERY_EMULATOR_HOST")
-    if not endpoint:
-        return bigquery.Client(project=project)
-    from google.api_core.client_options import ClientOptions
-    from google.auth.credentials import AnonymousCredentials
-
-    return bigquery.Client(
-        project=project, credentials=AnonymousCredentials(), client_options=ClientOptions(api_endpoint=endpoint)
-    )
-
-
-def read_client():
-    from google.cloud.bigquery_storage_v1 import BigQueryReadClient
-
-    endpoint = os.environ.get("BIGQUERY_STORAGE_EMULATOR_HOST")
-    if not endpoint:
-        return BigQueryReadClient()
-    import grpc
-    from google.cloud.bigquery_storage_v1.services.big_query_read.transports import BigQueryReadGrpcTransport
-
-    return BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=grpc.insecure_channel(endpoint)))
+def parse_table(text: str) -> TableRef:
+    ref = TableRef.parse(text)
+    if ref is None:
+        raise BigQueryInputError(f"{text!r} is not a BigQuery table: expected bq://project.dataset.table")
+    return ref
 
 
 def date_restriction(column: str, bq_type: str, day: date) -> str:
     """The Storage API row filter for one day. Only a checked identifier and a parsed date go in."""
-    if not _IDENTIFIER.match(column):
+    if not IDENTIFIER.match(column):
         raise BigQueryInputError(f"{column!r} is not a valid BigQuery column name")
     start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
     end = start + timedelta(days=1)
@@ -112,7 +65,7 @@ def date_restriction(column: str, bq_type: str, day: date) -> str:
             f'`{column}` >= TIMESTAMP "{start:%Y-%m-%d %H:%M:%S}+00" AND '
             f'`{column}` < TIMESTAMP "{end:%Y-%m-%d %H:%M:%S}+00"'
         )
-    if bq_type in ("INTEGER", "INT64"):  # unix seconds
+    if standard_type(bq_type) == "INT64":  # unix seconds
         return f"`{column}` >= {int(start.timestamp())} AND `{column}` < {int(end.timestamp())}"
     raise BigQueryInputError(f"date column {column} is {bq_type}; it must be DATE, TIMESTAMP or INT64 unix seconds")
 
@@ -141,15 +94,15 @@ def plan_read(
 
     if location.endswith(".sql"):
         ref = _materialize_query(location, day, project, temp_dataset)
-        client, restriction = bigquery_client(project), None
+        client, restriction = bq.client(project), None
     else:
-        ref = TableRef.parse(location)
-        client = bigquery_client(project or ref.project)
+        ref = parse_table(location)
+        client = bq.client(project or ref.project)
     try:
         table = client.get_table(str(ref))
     except exceptions.NotFound:
         raise BigQueryInputError(f"BigQuery table {ref} does not exist") from None
-    bq_types = {f.name: f.field_type for f in table.schema}
+    bq_types = {f.name: standard_type(f.field_type) for f in table.schema}
     _check_types(schema, bq_types, str(ref))
     if not location.endswith(".sql"):  # a query file selects its date itself, through @date
         column = date_column or _event_time_column(schema)
@@ -157,7 +110,7 @@ def plan_read(
             raise BigQueryInputError(f"BigQuery table {ref} has no date column {column}; name one with --date_column")
         restriction = date_restriction(column, bq_types[column], day)
     options = types.ReadSession.TableReadOptions(row_restriction=restriction or "")
-    session = read_client().create_read_session(
+    session = bq.read_client().create_read_session(
         parent=f"projects/{project or ref.project}",
         read_session=types.ReadSession(table=ref.path, data_format=types.DataFormat.ARROW, read_options=options),
         max_stream_count=max_streams,
@@ -181,13 +134,13 @@ def _materialize_query(location: str, day: date, project: str | None, temp_datas
 
     if not project:
         raise BigQueryInputError("a query file needs --bq_project, the project that runs (and pays for) it")
-    if not _IDENTIFIER.match(temp_dataset):
+    if not IDENTIFIER.match(temp_dataset):
         raise BigQueryInputError(f"--bq_temp_dataset {temp_dataset!r} is not a valid dataset name")
     with FileSystems.open(location) as f:
         sql = f.read().decode().strip().rstrip(";")
     if "@date" not in sql:
         raise BigQueryInputError(f"{location} must select its rows with the @date query parameter")
-    client = bigquery_client(project)
+    client = bq.client(project)
     dataset = bigquery.Dataset(f"{project}.{temp_dataset}")
     dataset.default_table_expiration_ms = TEMP_TABLE_HOURS * 3600 * 1000
     client.create_dataset(dataset, exists_ok=True)
@@ -230,7 +183,7 @@ class ReadStream(beam.DoFn):
     def setup(self) -> None:
         from google.cloud.bigquery_storage_v1 import types
 
-        self._client = read_client()
+        self._client = bq.read_client()
         self._read_session = types.ReadSession.deserialize(self._session)
 
     def process(self, stream: str) -> Iterator:

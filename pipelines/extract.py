@@ -23,19 +23,8 @@ import pyarrow.json as pajson
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines.batches import CSV, FILE_ERROR, JSON, RawBatch, rejected_batch
+from pipelines.batches import COUNTS, CSV, FILE_ERROR, JSON, REJECTED, RawBatch, count_read, rejected_batch
 from schemas import InputSchema
-
-REJECTED = "rejected"
-COUNTS = "counts"
-READ_BY_SOURCE = "read_by_source"  # metrics namespace: records read per file or table
-
-
-def count_read(source: str, records: int) -> None:
-    """Records read from one source (a file or a BigQuery table), in total and per source."""
-    Metrics.counter("extract", "records_read").inc(records)
-    Metrics.counter(READ_BY_SOURCE, source).inc(records)
-
 
 DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".xz")
@@ -237,7 +226,7 @@ class ReadFiles(beam.DoFn):
 
     @staticmethod
     def _malformed(path: str, malformed: list) -> pa.RecordBatch:
-        lines, texts, reasons = zip(*malformed)
+        lines, texts, reasons = zip(*malformed, strict=True)
         malformed.clear()
         return rejected_batch(path, list(texts), list(reasons), list(lines))
 

@@ -13,9 +13,8 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from models.registry import join
 from pipelines.stage import WriteParquetFiles
-from pipelines.warehouse import DuckDBWarehouse, RunRecord, StagedResults
+from pipelines.warehouses import RunRecord, StagedResults, Warehouse
 from schemas import PREDICTIONS, SCORING_ERRORS
 
 
@@ -38,7 +37,7 @@ class AddRunColumns:
 
 
 class PublishDate(beam.DoFn):
-    def __init__(self, warehouse: DuckDBWarehouse, run: RunRecord, staging: str):
+    def __init__(self, warehouse: Warehouse, run: RunRecord, staging: str):
         self._warehouse = warehouse
         self._run = run
         self._staging = staging
@@ -46,11 +45,11 @@ class PublishDate(beam.DoFn):
 
     def process(self, _, prediction_files, error_files, input_records):
         staged = StagedResults(sorted(prediction_files), sorted(error_files), input_records)
-        counts = self._warehouse.publish(self._run, staged, datetime.now(timezone.utc))
+        counts = self._warehouse.publish_night(self._run, staged, datetime.now(timezone.utc))
         self._published.inc(counts["prediction_rows"])
         # Published rows are copies; a failed run keeps its staged files for inspection instead.
         # The listed files are deleted (on gs:// a "directory" is only a prefix), then a local folder.
-        FileSystems.delete([path for path, _ in staged.prediction_files + staged.error_files])
+        FileSystems.delete(staged.prediction_paths + staged.error_paths)
         if "://" not in self._staging and FileSystems.exists(self._staging):
             FileSystems.delete([self._staging])
         yield counts
@@ -59,18 +58,18 @@ class PublishDate(beam.DoFn):
 class LoadToWarehouse(beam.PTransform):
     """(scored batches, rejected batches, per-file input counts) -> the published date's counts."""
 
-    def __init__(self, warehouse: DuckDBWarehouse, run: RunRecord, staging_dir: str):
+    def __init__(self, warehouse: Warehouse, run: RunRecord, staging_dir: str):
         super().__init__()
         self._warehouse = warehouse
         self._run = run
-        self._staging = join(staging_dir, run.run_id)
+        self._staging = FileSystems.join(staging_dir, run.run_id)
 
     def expand(self, inputs):
         scored, rejected, counts = inputs
         pipeline = scored.pipeline
         predictions = scored | "StagePredictions" >> beam.ParDo(
             WriteParquetFiles(
-                join(self._staging, "predictions"),
+                FileSystems.join(self._staging, "predictions"),
                 "predictions",
                 PREDICTIONS.arrow_schema,
                 AddRunColumns(PREDICTIONS.arrow_schema, self._run, "scored_at"),
@@ -78,7 +77,7 @@ class LoadToWarehouse(beam.PTransform):
         )
         errors = rejected | "StageErrors" >> beam.ParDo(
             WriteParquetFiles(
-                join(self._staging, "errors"),
+                FileSystems.join(self._staging, "errors"),
                 "errors",
                 SCORING_ERRORS.arrow_schema,
                 AddRunColumns(SCORING_ERRORS.arrow_schema, self._run, "recorded_at"),

@@ -36,7 +36,9 @@ class CountRejections(beam.DoFn):
             ("source", REJECTED_BY_SOURCE, str),
         ):
             counts = pc.value_counts(rejected.column(column))
-            for value, count in zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()):
+            for value, count in zip(
+                counts.field("values").to_pylist(), counts.field("counts").to_pylist(), strict=True
+            ):
                 Metrics.counter(namespace, name_of(value or "")).inc(count)
         return iter(())
 

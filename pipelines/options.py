@@ -2,7 +2,8 @@
 
 Beam parses every PipelineOptions subclass with one parser, so each option is declared once:
 `DataOptions` holds what both pipelines take, the others what only one of them takes. Anything
-not declared here (--runner, --direct_num_workers, ...) goes to Beam unchanged.
+not declared here (--runner, --direct_num_workers, ...) goes to Beam unchanged. A default that a
+stage owns (block size, batch sizes, the scratch dataset) is imported from that stage, not restated.
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from models.devices import ACCELERATORS, AUTO, DEFAULT_BATCH_SIZE
+from pipelines.bigquery_source import DEFAULT_TEMP_DATASET
+from pipelines.extract import DEFAULT_BLOCK_BYTES
+
 DEFAULT_MODEL_ROOT = "artifacts/models"
 DEFAULT_MODEL_NAME = "taxi_tipper"
 DEFAULT_SCORING_INPUT = "data/trips/dt={date}/*.csv"
 DEFAULT_TRAINING_INPUT = "data/chicago_taxi/trips.csv"
+DEFAULT_WAREHOUSE = "warehouse/scores.duckdb"
 
 
 class DataOptions(PipelineOptions):
@@ -40,7 +46,7 @@ class DataOptions(PipelineOptions):
         )
         parser.add_argument(
             "--bq_temp_dataset",
-            default="scoring_tmp",
+            default=DEFAULT_TEMP_DATASET,
             help="BigQuery query-file input: the dataset (in --bq_project) holding the "
             "query's result, created if missing; its tables expire after a day.",
         )
@@ -88,7 +94,7 @@ class ScoringOptions(PipelineOptions):
         )
         parser.add_argument(
             "--warehouse",
-            default="warehouse/scores.duckdb",
+            default=DEFAULT_WAREHOUSE,
             help="Warehouse: a local DuckDB database file, or BigQuery as bq://project.dataset.",
         )
         parser.add_argument(
@@ -119,15 +125,17 @@ class ScoringOptions(PipelineOptions):
         )
         parser.add_argument(
             "--accelerator",
-            default="auto",
-            choices=["auto", "cpu", "gpu", "tpu"],
+            default=AUTO,
+            choices=ACCELERATORS,
             help="Where the model runs: auto uses GPUs when present, else CPUs.",
         )
         parser.add_argument(
             "--batch_size",
             type=int,
             default=None,
-            help="Records per model call (default by device: cpu 65536, gpu 262144, tpu 131072).",
+            help="Records per model call (default by device: "
+            + ", ".join(f"{k} {v}" for k, v in DEFAULT_BATCH_SIZE.items())
+            + ").",
         )
         parser.add_argument(
             "--models_per_process",
@@ -145,7 +153,7 @@ class ScoringOptions(PipelineOptions):
         parser.add_argument(
             "--block_bytes",
             type=int,
-            default=8 << 20,
+            default=DEFAULT_BLOCK_BYTES,
             help="Bytes of input parsed per batch (bounds memory per worker).",
         )
         parser.add_argument(

@@ -39,9 +39,7 @@ from pipelines.load import LoadToWarehouse
 from pipelines.observe import REJECTED_BY_REASON, CountRejections, ReportProgress, distribution_summary
 from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, parse
 from pipelines.validate import ValidateRecords
-from pipelines.warehouse import DuckDBWarehouse, RunRecord, WarehouseConfigError
-from pipelines.warehouse_bigquery import BigQueryWarehouse
-from pipelines.warehouse_bigquery import is_bigquery as is_bigquery_warehouse
+from pipelines.warehouses import RunRecord, Warehouse, WarehouseConfigError, open_warehouse
 from schemas import CHALLENGER, CHAMPION, InputSchema
 
 CONFIG_ERRORS = (
@@ -67,7 +65,7 @@ def _terminate(signum, frame):
     raise Terminated(f"terminated by signal {signum}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScoringConfig:
     """A fully checked run: what build_pipeline needs, nothing it has to look up."""
 
@@ -78,7 +76,7 @@ class ScoringConfig:
     schema: InputSchema
     model: ModelVersion
     challenger: ModelVersion | None
-    warehouse: DuckDBWarehouse | BigQueryWarehouse
+    warehouse: Warehouse
     staging_dir: str
     block_bytes: int
     batch_size: int | None
@@ -117,7 +115,37 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     """Check the configuration and resolve the model and the input, before any data is read."""
     data = options.view_as(DataOptions)
     opts = options.view_as(ScoringOptions)
+    runner = options.get_all_options().get("runner")
     score_date = parse_date(opts.date, opts.timezone)
+    check_options(opts)
+    model, challenger = resolve_models(data, opts)
+    if runner in LOCAL_RUNNERS:  # this machine is the worker: check its accelerator now, not mid-run
+        devices.visible_devices(devices.resolve_kind(opts.accelerator))
+    input_pattern = data.input or DEFAULT_SCORING_INPUT
+    source = plan_source(input_pattern, score_date, data)
+    warehouse = open_warehouse(
+        opts.warehouse, create_dataset=opts.create_dataset, dataset_location=opts.dataset_location
+    )
+    return ScoringConfig(
+        run=new_run(score_date, model, challenger, input_pattern, source, data, opts, runner),
+        source=source,
+        input_format=data.input_format,
+        unknown_columns=data.unknown_columns,
+        schema=schemas.INPUT.for_scoring(),
+        model=model,
+        challenger=challenger,
+        warehouse=warehouse,
+        staging_dir=opts.staging_dir or warehouse.default_staging_dir(),
+        block_bytes=opts.block_bytes,
+        batch_size=opts.batch_size,
+        accelerator=opts.accelerator,
+        models_per_process=opts.models_per_process,
+        large_model=opts.large_model,
+        progress_seconds=opts.progress_seconds if runner in LOCAL_RUNNERS else 0,
+    )
+
+
+def check_options(opts: ScoringOptions) -> None:
     if (
         (opts.batch_size is not None and opts.batch_size < 1)
         or opts.block_bytes < 1024
@@ -128,19 +156,23 @@ def plan(options: PipelineOptions) -> ScoringConfig:
             "--batch_size and --models_per_process must be positive, --block_bytes at least 1024, "
             "--progress_seconds not negative"
         )
-    schema = schemas.INPUT.for_scoring()
+
+
+def resolve_models(data: DataOptions, opts: ScoringOptions) -> tuple[ModelVersion, ModelVersion | None]:
+    """The champion, and the challenger when one is asked for: usable versions on this schema."""
     model = registry.resolve(data.model_root, data.model_name, opts.model_version, schemas.INPUT)
-    challenger = None
-    if opts.challenger_version is not None:
-        challenger = registry.resolve(data.model_root, data.model_name, opts.challenger_version, schemas.INPUT)
-        if challenger.version == model.version:
-            raise ValueError(f"--challenger_version {challenger.version} is the champion version itself")
-    runner = options.get_all_options().get("runner")
-    if runner in LOCAL_RUNNERS:  # this machine is the worker: check its accelerator now, not mid-run
-        devices.visible_devices(devices.resolve_kind(opts.accelerator))
-    input_pattern = data.input or DEFAULT_SCORING_INPUT
-    if bigquery_source.is_bigquery(input_pattern):
-        source = bigquery_source.plan_read(
+    if opts.challenger_version is None:
+        return model, None
+    challenger = registry.resolve(data.model_root, data.model_name, opts.challenger_version, schemas.INPUT)
+    if challenger.version == model.version:
+        raise ValueError(f"--challenger_version {challenger.version} is the champion version itself")
+    return model, challenger
+
+
+def plan_source(input_pattern: str, score_date: date, data: DataOptions) -> list[str] | ReadPlan:
+    """The date's files, or an open BigQuery read session for its rows; an error if there are none."""
+    if bigquery_source.is_bigquery_input(input_pattern):
+        return bigquery_source.plan_read(
             input_pattern,
             score_date,
             schemas.INPUT,
@@ -149,14 +181,22 @@ def plan(options: PipelineOptions) -> ScoringConfig:
             data.bq_max_streams,
             data.bq_temp_dataset,
         )
-    else:
-        source = extract.match_input(input_pattern, score_date.isoformat(), data.input_format)
-    if is_bigquery_warehouse(opts.warehouse):
-        warehouse = BigQueryWarehouse(opts.warehouse, opts.create_dataset, opts.dataset_location)
-    else:
-        warehouse = DuckDBWarehouse(opts.warehouse)
+    return extract.match_input(input_pattern, score_date.isoformat(), data.input_format)
+
+
+def new_run(
+    score_date: date,
+    model: ModelVersion,
+    challenger: ModelVersion | None,
+    input_pattern: str,
+    source: list[str] | ReadPlan,
+    data: DataOptions,
+    opts: ScoringOptions,
+    runner: str | None,
+) -> RunRecord:
+    """The run's identity and the options that matter, as `scoring_runs` records them."""
     started = datetime.now(timezone.utc)
-    run = RunRecord(
+    return RunRecord(
         run_id=f"{score_date.isoformat()}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
         score_date=score_date,
         model_name=model.name,
@@ -174,27 +214,8 @@ def plan(options: PipelineOptions) -> ScoringConfig:
             "large_model": opts.large_model,
             "block_bytes": opts.block_bytes,
             "runner": runner or "DirectRunner",
-            "files" if isinstance(source, list) else "streams": len(source)
-            if isinstance(source, list)
-            else len(source.streams),
+            **({"files": len(source)} if isinstance(source, list) else {"streams": len(source.streams)}),
         },
-    )
-    return ScoringConfig(
-        run,
-        source,
-        data.input_format,
-        data.unknown_columns,
-        schema,
-        model,
-        challenger,
-        warehouse,
-        opts.staging_dir or warehouse.default_staging_dir(),
-        opts.block_bytes,
-        opts.batch_size,
-        opts.accelerator,
-        opts.models_per_process,
-        opts.large_model,
-        opts.progress_seconds if runner in LOCAL_RUNNERS else 0,
     )
 
 
@@ -266,7 +287,8 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
     config = plan(options)
     if options.view_as(TestOptions).dry_run:
         return dry_run(options, config, pipeline)
-    config.warehouse.prepare(config.run)
+    config.warehouse.prepare()
+    config.warehouse.record_run(config.run)
     t0 = time.perf_counter()
     try:
         p = pipeline or beam.Pipeline(options=options)
@@ -291,7 +313,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
 def dry_run(options: PipelineOptions, config: ScoringConfig, pipeline: beam.Pipeline | None) -> dict[str, Any]:
     """Check everything and build the runner's job (DataflowRunner: the job it would submit) without
     running it or writing anything: no run is recorded, no data is read."""
-    config.warehouse.prepare(config.run, record=False)
+    config.warehouse.prepare(create=False)
     p = pipeline or beam.Pipeline(options=options)
     build_pipeline(p, config)
     # Only DataflowRunner honours dry_run; any other runner would run (and publish) for real.

@@ -15,8 +15,6 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from models.registry import join
-
 
 class WriteParquetFiles(beam.DoFn):
     """Batches in, `(path, rows)` out once per bundle.
@@ -50,7 +48,7 @@ class WriteParquetFiles(beam.DoFn):
         if self._prepare is not None:
             batch = self._prepare(batch)
         if self._writer is None:
-            self._path = join(self._directory, f"{self._prefix}-{uuid.uuid4().hex}.parquet")
+            self._path = FileSystems.join(self._directory, f"{self._prefix}-{uuid.uuid4().hex}.parquet")
             self._stream = FileSystems.create(self._path)
             self._writer = pq.ParquetWriter(self._stream, self._schema or batch.schema)
         self._writer.write_batch(batch)

@@ -35,6 +35,7 @@ from models import export
 from models import model as model_lib
 from models.registry import ModelVersion
 from pipelines import bigquery_source, extract, validate
+from pipelines.batches import COUNTS, REJECTED
 from pipelines.bigquery_source import ReadBigQuery, ReadPlan
 from pipelines.options import DEFAULT_TRAINING_INPUT, DataOptions, TrainingOptions, parse
 from pipelines.stage import WriteParquetFiles
@@ -107,7 +108,7 @@ def read_sources(pipeline: beam.Pipeline, sources: list, schema: InputSchema, da
         return reads[0]
     return {
         tag: tuple(r[tag] for r in reads) | f"Merge{tag.title()}" >> beam.Flatten()
-        for tag in ("batches", extract.REJECTED, extract.COUNTS)
+        for tag in ("batches", REJECTED, COUNTS)
     }
 
 
@@ -124,10 +125,11 @@ def build_pipeline(
     data = pipeline.options.view_as(DataOptions)
     read = read_sources(pipeline, sources, schema, data)
     checked = read["batches"] | "Validate" >> validate.ValidateRecords(schema, data.unknown_columns)
+    rejected = Metrics.counter("train", "records_rejected")
     _ = (
-        (checked.rejected, read[extract.REJECTED])
+        (checked.rejected, read[REJECTED])
         | "AllRejected" >> beam.Flatten()
-        | "CountRejected" >> beam.Map(lambda b, c=Metrics.counter("train", "records_rejected"): c.inc(b.num_rows))
+        | "CountRejected" >> beam.Map(lambda batch: rejected.inc(batch.num_rows))
     )
     splits = checked.valid | "Split" >> beam.ParDo(SplitBatches(schema, opts.eval_percent)).with_outputs(TRAIN, EVAL)
     with tft_beam.Context(temp_dir=os.path.join(transform_dir, "tmp"), force_tf_compat_v1=False):
@@ -146,7 +148,7 @@ def build_pipeline(
 def training_sources(pattern: str, start: str | None, end: str | None, data: DataOptions) -> list:
     """What to read: one file list for a fixed path, or a file list or BigQuery read per date in
     [start, end] for a pattern with {date} or a BigQuery input. Dates without data are skipped."""
-    dated = "{date}" in pattern or bigquery_source.is_bigquery(pattern)
+    dated = "{date}" in pattern or bigquery_source.is_bigquery_input(pattern)
     if not dated:
         if start or end:
             raise ValueError("--start_date/--end_date need a {date} in --input, or a BigQuery input")
@@ -160,7 +162,7 @@ def training_sources(pattern: str, start: str | None, end: str | None, data: Dat
     for offset in range((last - first).days + 1):
         day = first + timedelta(days=offset)
         try:
-            if bigquery_source.is_bigquery(pattern):
+            if bigquery_source.is_bigquery_input(pattern):
                 sources.append(
                     bigquery_source.plan_read(
                         pattern,

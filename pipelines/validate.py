@@ -16,8 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from pipelines.batches import RawBatch, raw_text, rejected_batch
-from pipelines.extract import REJECTED
+from pipelines.batches import REJECTED, RawBatch, raw_text, rejected_batch
 from schemas import ColumnType, InputSchema
 
 # What Arrow's string-to-number casts accept, so that only values the cast rejects are flagged.

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 
 class ColumnType(str, enum.Enum):
-    """Logical types, named as BigQuery names them so warehouse DDL maps one to one."""
+    """Logical types, named as BigQuery names them; each warehouse dialect names them in its own SQL."""
 
     STRING = "STRING"
     INT64 = "INT64"
@@ -30,10 +30,6 @@ class ColumnType(str, enum.Enum):
     def arrow(self) -> pa.DataType:
         return _ARROW_TYPES[self]
 
-    @property
-    def duckdb(self) -> str:
-        return _DUCKDB_TYPES[self]
-
 
 _ARROW_TYPES = {
     ColumnType.STRING: pa.string(),
@@ -42,14 +38,6 @@ _ARROW_TYPES = {
     ColumnType.BOOL: pa.bool_(),
     ColumnType.DATE: pa.date32(),
     ColumnType.TIMESTAMP: pa.timestamp("us", tz="UTC"),
-}
-_DUCKDB_TYPES = {
-    ColumnType.STRING: "VARCHAR",
-    ColumnType.INT64: "BIGINT",
-    ColumnType.FLOAT64: "DOUBLE",
-    ColumnType.BOOL: "BOOLEAN",
-    ColumnType.DATE: "DATE",
-    ColumnType.TIMESTAMP: "TIMESTAMPTZ",
 }
 
 
@@ -191,7 +179,7 @@ class Field:
 
 @dataclass(frozen=True)
 class TableSchema:
-    """A warehouse table: the DDL, the staged Parquet files and BigQuery's schema come from here."""
+    """A warehouse table: its DDL, the staged Parquet files and BigQuery's schema come from here."""
 
     name: str
     fields: tuple[Field, ...]
@@ -207,9 +195,11 @@ class TableSchema:
     def arrow_schema(self) -> pa.Schema:
         return pa.schema([pa.field(f.name, f.type.arrow, nullable=not f.required) for f in self.fields])
 
-    def duckdb_ddl(self) -> str:
-        cols = ",\n  ".join(f'"{f.name}" {f.type.duckdb}{" NOT NULL" if f.required else ""}' for f in self.fields)
-        return f'CREATE TABLE IF NOT EXISTS "{self.name}" (\n  {cols}\n)'
+    def field(self, name: str) -> Field:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.name} has no column {name}")
 
     def descriptions(self) -> Iterable[tuple[str, str]]:
         return ((f.name, f.description) for f in self.fields)

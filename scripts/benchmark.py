@@ -103,7 +103,7 @@ def measure_baseline(args) -> dict:
     dtypes = {"STRING": object, "INT64": np.int64, "FLOAT64": np.float32}
 
     def parse(line: str) -> dict:
-        return dict(zip(header, next(csv.reader([line]))))
+        return dict(zip(header, next(csv.reader([line])), strict=True))
 
     class DictHandler(ModelHandler):
         """Stacks a batch of dicts into the signature's tensors, as Beam's TensorFlow examples do."""
@@ -128,7 +128,7 @@ def measure_baseline(args) -> dict:
                     else [v or "" for v in values]
                 )
             probs = fn(**inputs)[signature.PROBABILITY].numpy()
-            return [PredictionResult(row, float(p)) for row, p in zip(batch, probs)]
+            return [PredictionResult(row, float(p)) for row, p in zip(batch, probs, strict=True)]
 
     out = os.path.join(args.work_dir, "baseline", "scores")
     t0 = time.perf_counter()
@@ -186,11 +186,12 @@ def json_files(args) -> list[str]:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             trips = pacsv.read_csv(
                 path,
-                convert_options=pacsv.ConvertOptions(  # noqa: F841 (read by DuckDB)
+                convert_options=pacsv.ConvertOptions(
                     column_types={c.name: c.type.arrow for c in schemas.INPUT.columns}
                 ),
             )
             with duckdb.connect() as con:
+                con.register("trips", trips)
                 con.execute(f"COPY trips TO '{target}' (FORMAT json)")
         paths.append(target)
     return paths

@@ -26,7 +26,7 @@ import re
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -58,24 +58,41 @@ LAUNCHER_ROLES = [
 ]
 
 
-@dataclass(frozen=True)
+def _version() -> str:
+    return re.search(r'version="([^"]+)"', open(os.path.join(REPO, "setup.py")).read()).group(1)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Deployment:
-    """Where the job lives; every name derives from the project unless given."""
+    """Where the job lives. Each default is stated here once; `parser()` offers them as options, and
+    the bucket, the machine type and the input derive from the others unless given."""
 
     project: str
     region: str
-    bucket: str
-    dataset: str
-    repository: str
-    version: str
-    accelerator: str
-    gpu: str
-    machine_type: str
-    max_workers: int
-    timezone: str
-    hour: int
-    job_name: str
-    input: str
+    bucket: str = ""  # gs://PROJECT-scoring
+    dataset: str = "scoring"
+    repository: str = "scoring"
+    version: str = field(default_factory=_version)
+    accelerator: str = "cpu"
+    gpu: str = "nvidia-l4"
+    machine_type: str = ""  # n2-standard-4, g2-standard-8 with a GPU
+    max_workers: int = 10
+    timezone: str = "America/Chicago"
+    hour: int = 3
+    job_name: str = "score-nightly"
+    input: str = ""  # gs://BUCKET/trips/dt={date}/*.csv
+
+    def __post_init__(self) -> None:
+        bucket = (self.bucket or f"gs://{self.project}-scoring").rstrip("/")
+        if not bucket.startswith("gs://"):
+            raise SystemExit(f"--bucket must be gs://..., not {bucket!r}")
+        if not 0 <= self.hour <= 23:
+            raise SystemExit("--hour must be 0..23")
+        object.__setattr__(self, "bucket", bucket)
+        if not self.machine_type:
+            object.__setattr__(self, "machine_type", "g2-standard-8" if self.accelerator == "gpu" else "n2-standard-4")
+        if not self.input:
+            object.__setattr__(self, "input", f"{bucket}/trips/dt={{date}}/*.csv")
 
     @property
     def registry(self) -> str:
@@ -420,37 +437,38 @@ def execute(steps: list[Step], dry_run: bool) -> None:
             raise SystemExit(f"failed: {format_command(command)}")
 
 
-def _version() -> str:
-    return re.search(r'version="([^"]+)"', open(os.path.join(REPO, "setup.py")).read()).group(1)
-
-
 def parser() -> argparse.ArgumentParser:
+    d = {f.name: f.default for f in fields(Deployment)}
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", choices=["setup", "model", "images", "template", "run", "schedule", "dag"])
     p.add_argument("--project", required=True)
     p.add_argument("--region", required=True, help="Dataflow region; also the bucket's and the images'.")
     p.add_argument(
-        "--bucket", default=None, help="gs://... for input, models, staging, templates (default: gs://PROJECT-scoring)."
+        "--bucket",
+        default=d["bucket"],
+        help="gs://... for input, models, staging, templates (default: gs://PROJECT-scoring).",
     )
-    p.add_argument("--dataset", default="scoring", help="BigQuery warehouse dataset (scripts/setup_bigquery.py).")
-    p.add_argument("--input", default=None, help="The pipeline's --input (default: gs://BUCKET/trips/dt={date}/*.csv).")
-    p.add_argument("--repository", default="scoring", help="Artifact Registry repository of the images.")
-    p.add_argument("--version", default=_version(), help="Image tag and template version (default: setup.py's).")
-    p.add_argument("--accelerator", default="cpu", choices=["cpu", "gpu"])
-    p.add_argument("--gpu", default="nvidia-l4", help="GPU type with --accelerator gpu.")
+    p.add_argument("--dataset", default=d["dataset"], help="BigQuery warehouse dataset (scripts/setup_bigquery.py).")
+    p.add_argument(
+        "--input", default=d["input"], help="The pipeline's --input (default: gs://BUCKET/trips/dt={date}/*.csv)."
+    )
+    p.add_argument("--repository", default=d["repository"], help="Artifact Registry repository of the images.")
+    p.add_argument("--version", default=None, help="Image tag and template version (default: setup.py's).")
+    p.add_argument("--accelerator", default=d["accelerator"], choices=["cpu", "gpu"])
+    p.add_argument("--gpu", default=d["gpu"], help="GPU type with --accelerator gpu.")
     p.add_argument(
         "--machine_type",
-        default=None,
+        default=d["machine_type"],
         help="Worker machine type (default: n2-standard-4; g2-standard-8 with --accelerator gpu).",
     )
-    p.add_argument("--max_workers", type=int, default=10)
+    p.add_argument("--max_workers", type=int, default=d["max_workers"])
     p.add_argument(
         "--timezone",
-        default="America/Chicago",
+        default=d["timezone"],
         help="The schedule's time zone, and the one that decides which date is 'yesterday'.",
     )
-    p.add_argument("--hour", type=int, default=3, help="Hour of the night the job starts, in --timezone.")
-    p.add_argument("--job_name", default="score-nightly")
+    p.add_argument("--hour", type=int, default=d["hour"], help="Hour of the night the job starts, in --timezone.")
+    p.add_argument("--job_name", default=d["job_name"])
     p.add_argument("--date", default=None, help="run: the date to score (default: yesterday in --timezone).")
     p.add_argument(
         "--model_dir", default=None, help="model: the exported version, e.g. artifacts/models/taxi_tipper/1."
@@ -468,28 +486,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def deployment(args: argparse.Namespace) -> Deployment:
-    bucket = (args.bucket or f"gs://{args.project}-scoring").rstrip("/")
-    if not bucket.startswith("gs://"):
-        raise SystemExit(f"--bucket must be gs://..., not {bucket!r}")
-    if not 0 <= args.hour <= 23:
-        raise SystemExit("--hour must be 0..23")
-    machine = args.machine_type or ("g2-standard-8" if args.accelerator == "gpu" else "n2-standard-4")
-    return Deployment(
-        args.project,
-        args.region,
-        bucket,
-        args.dataset,
-        args.repository,
-        args.version,
-        args.accelerator,
-        args.gpu,
-        machine,
-        args.max_workers,
-        args.timezone,
-        args.hour,
-        args.job_name,
-        args.input or f"{bucket}/trips/dt={{date}}/*.csv",
-    )
+    given = {f.name: getattr(args, f.name) for f in fields(Deployment) if getattr(args, f.name) is not None}
+    return Deployment(**given)
 
 
 def steps_for(args: argparse.Namespace) -> list[Step]:
@@ -516,9 +514,9 @@ def publish_model(args: argparse.Namespace) -> None:
     print(f"publish {args.model_dir} -> {model_root} (files first, metadata.json last)", flush=True)
     if not args.dry_run:
         try:
-            print(f"published {registry.publish(args.model_dir, model_root)}")
+            print(f"published {registry.publish_version(args.model_dir, model_root)}")
         except registry.ModelVersionError as e:
-            raise SystemExit(f"model: {e}")
+            raise SystemExit(f"model: {e}") from e
 
 
 def main(argv: list[str] | None = None) -> None:

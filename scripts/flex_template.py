@@ -17,24 +17,26 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from pipelines.bigquery import DATASET, IDENTIFIER, PROJECT, SCHEME  # noqa: E402
 from pipelines.options import DataOptions, ScoringOptions  # noqa: E402
 
 DEFAULT_OUT = "templates/score_metadata.json"
-# Regexes for free-form options; choices, integers and flags get theirs from their definitions.
+# Regexes for free-form options; choices, integers and flags get theirs from their definitions, and
+# BigQuery names the same patterns the pipeline checks them with.
 REGEXES = {
     "date": r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$",
     "timezone": r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$",
     "input": r"^(gs://|bq://|/).+$",
-    "warehouse": r"^(bq://[a-z][a-z0-9-]{0,61}[a-z0-9]\.[A-Za-z0-9_]+|/.+\.duckdb)$",
+    "warehouse": rf"^({re.escape(SCHEME)}{PROJECT}\.{DATASET}|/.+\.duckdb)$",
     "staging_dir": r"^(gs://|/).+$",
     "model_root": r"^(gs://|/).+$",
     "model_name": r"^[A-Za-z0-9_.-]+$",
     "model_version": r"^(latest|[0-9]+)$",
     "challenger_version": r"^[0-9]+$",
     "summary_json": r"^(gs://|/).+\.json$",
-    "date_column": r"^[A-Za-z_][A-Za-z0-9_]*$",
-    "bq_project": r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$",
-    "bq_temp_dataset": r"^[A-Za-z0-9_]+$",
+    "date_column": IDENTIFIER.pattern,
+    "bq_project": rf"^{PROJECT}$",
+    "bq_temp_dataset": rf"^{DATASET}$",
     "dataset_location": r"^[A-Za-z0-9-]+$",
 }
 

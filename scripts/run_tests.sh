@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to the whole test suite: installs the project with its test
-# dependencies (and, in .venv-airflow, the pinned Airflow the DAG test loads the DAG with) and runs
-# pytest. Exit code 5 (no tests collected) is reported, not hidden as success.
+# dependencies (and, in .venv-airflow, the pinned Airflow the DAG test loads the DAG with), checks
+# lint and format with ruff (ruff.toml; a finding fails the run), and runs pytest. Exit code 5 (no
+# tests collected) is reported, not hidden as success.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=test source scripts/env.sh
@@ -13,6 +14,8 @@ if [ ! -x .venv-airflow/bin/airflow ]; then
     rm -rf .venv-airflow
   fi
 fi
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
 set +e
 .venv/bin/python -m pytest -p no:cacheprovider "$@"
 status=$?

@@ -4,66 +4,44 @@
         [--partition_expiration_days 400]
 
 Tables come from `schemas/` (columns, descriptions, partitioning by date, clustering); existing
-tables are left as they are (the scorer refuses one that no longer matches). Views:
-`latest_predictions` (each trip's most recent champion score) and `daily_score_summary`.
+tables are left as they are (the scorer refuses one that no longer matches). Views, the same as the
+scorer makes in any warehouse (`pipelines/warehouses/sql.py`): `latest_predictions` (each trip's most
+recent champion score) and `daily_score_summary`.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from pipelines.bigquery_source import bigquery_client  # noqa: E402
-from pipelines.warehouse_bigquery import table_definition  # noqa: E402
-from schemas import CHAMPION, INPUT, WAREHOUSE_TABLES  # noqa: E402
-
-VIEWS = {
-    "latest_predictions": (
-        "Each trip's most recent champion score.",
-        """
-        SELECT * FROM `{dataset}.predictions`
-        WHERE model_role = '{champion}'
-        QUALIFY ROW_NUMBER() OVER (PARTITION BY `{key}` ORDER BY score_date DESC, scored_at DESC) = 1""",
-    ),
-    "daily_score_summary": (
-        "Per night and model version: volume, mean score, share labelled big tipper.",
-        """
-        SELECT score_date, model_name, model_version, COUNT(*) AS trips,
-               ROUND(AVG(probability), 4) AS mean_probability,
-               ROUND(AVG(CASE WHEN label THEN 1 ELSE 0 END), 4) AS big_tipper_share
-        FROM `{dataset}.predictions`
-        WHERE model_role = '{champion}'
-        GROUP BY score_date, model_name, model_version""",
-    ),
-}
-_NAME = re.compile(r"^[A-Za-z0-9_]{1,1024}$")
-_PROJECT = re.compile(r"^[a-z][a-z0-9-]{0,61}[a-z0-9]$")
+from pipelines import bigquery as bq  # noqa: E402
+from pipelines.warehouses import BigQueryWarehouse  # noqa: E402
+from pipelines.warehouses.sql import views  # noqa: E402
+from schemas import WAREHOUSE_TABLES  # noqa: E402
 
 
-def setup(project: str, dataset: str, location: str | None = None, partition_expiration_days: int | None = None):
+def setup(
+    project: str, dataset: str, location: str | None = None, partition_expiration_days: int | None = None
+) -> BigQueryWarehouse:
+    """The dataset, described and located; tables made as the scorer makes them; views (re)made."""
     from google.cloud import bigquery
 
-    if not _PROJECT.match(project) or not _NAME.match(dataset):
+    ref = bq.DatasetRef.parse(f"{project}.{dataset}")
+    if ref is None:
         raise SystemExit(f"not a valid project/dataset: {project!r}.{dataset!r}")
-    client = bigquery_client(project)
-    ds = bigquery.Dataset(f"{project}.{dataset}")
+    warehouse = BigQueryWarehouse(f"{bq.SCHEME}{ref}", partition_expiration_days=partition_expiration_days)
+    ds = bigquery.Dataset(str(ref))
     if location:
         ds.location = location
     ds.description = "Nightly batch scores (see the project's README)."
-    client.create_dataset(ds, exists_ok=True)
-    for table in WAREHOUSE_TABLES:
-        client.create_table(table_definition(project, dataset, table, partition_expiration_days), exists_ok=True)
-    for name, (description, sql) in VIEWS.items():
-        view = bigquery.Table(f"{project}.{dataset}.{name}")
-        view.view_query = sql.format(dataset=f"{project}.{dataset}", champion=CHAMPION, key=INPUT.key.name)
-        view.description = description
-        client.delete_table(view.reference, not_found_ok=True)
-        client.create_table(view)
-    return client
+    warehouse.client.create_dataset(ds, exists_ok=True)
+    for view in views(warehouse.dialect):  # replaced, so that a changed definition reaches the dataset
+        warehouse.client.delete_table(f"{ref}.{view.name}", not_found_ok=True)
+    warehouse.prepare()
+    return warehouse
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,9 +56,10 @@ def main(argv: list[str] | None = None) -> None:
         help="Drop partitions (nights) older than this; default: keep forever.",
     )
     args = parser.parse_args(argv)
-    setup(args.project, args.dataset, args.location, args.partition_expiration_days)
+    warehouse = setup(args.project, args.dataset, args.location, args.partition_expiration_days)
     print(
-        f"{args.project}.{args.dataset}: tables {', '.join(t.name for t in WAREHOUSE_TABLES)}; views {', '.join(VIEWS)}"
+        f"{warehouse.ref}: tables {', '.join(t.name for t in WAREHOUSE_TABLES)}; "
+        f"views {', '.join(v.name for v in views(warehouse.dialect))}"
     )
 
 

@@ -1,20 +1,29 @@
-"""Shared fixtures: one small model trained once per session, and helpers to write input."""
+"""Shared fixtures: one small model trained once per session, helpers to write input, the emulators,
+and `warehouse`: each warehouse scenario runs against DuckDB and against BigQuery (the emulator)."""
 
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from datetime import date
+from pathlib import Path
 
 import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import schemas  # noqa: E402
 from pipelines import train  # noqa: E402
+from pipelines.batches import RawBatch  # noqa: E402
+from pipelines.validate import SchemaValidator  # noqa: E402
 from scripts import make_trips  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -33,6 +42,24 @@ def trained(tmp_path_factory) -> train.TrainingResult:
 @pytest.fixture()
 def model_root(trained) -> str:
     return os.path.dirname(os.path.dirname(trained.version.path))
+
+
+@pytest.fixture(scope="module")
+def typed_trips(tmp_path_factory) -> pa.Table:
+    """4,000 sample trips, validated and typed as the scorer's model sees them."""
+    tmp = tmp_path_factory.mktemp("trips")
+    [path] = write_partition(tmp, "2026-11-23", 4000)
+    raw = pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True, null_values=[""]
+        ),
+    )
+    valid, rejected = SchemaValidator(schemas.INPUT.for_scoring()).validate(
+        RawBatch(path, raw.combine_chunks().to_batches()[0])
+    )
+    assert rejected is None
+    return pa.Table.from_batches([valid])
 
 
 def write_partition(directory, day: str, rows: int, rows_per_file: int = 1_000_000) -> list[str]:
@@ -114,7 +141,7 @@ def gcs():
 @pytest.fixture(scope="session")
 def bigquery():
     """A BigQuery API server (bqemulator: REST and Storage gRPC); returns a client of the project."""
-    from pipelines.bigquery_source import bigquery_client
+    from pipelines.bigquery import client
 
     rest, grpc_port = free_port(), free_port()
     server = _Server(
@@ -144,6 +171,110 @@ def bigquery():
         "BigQuery emulator",
     )
     try:
-        yield bigquery_client(BQ_PROJECT)
+        yield client(BQ_PROJECT)
     finally:
         server.stop()
+
+
+# ---------------------------------------------------------------- one warehouse suite, two engines
+
+
+class DuckDBUnderTest:
+    """A DuckDB warehouse file as its analysts read it; the staging directory is the default one."""
+
+    kind = "duckdb"
+    # Locations the scorer must refuse, with what it says.
+    bad_locations = [("gs://bucket/scores.duckdb", "a DuckDB warehouse is a local file path")]
+
+    def __init__(self, tmp_path: Path):
+        self.location = str(tmp_path / "wh" / "scores.duckdb")
+        self.staging = tmp_path / "wh" / "_staging"
+        self.args = [f"--warehouse={self.location}"]
+
+    def exists(self) -> bool:
+        return os.path.exists(self.location)
+
+    def rows(self, sql: str, *params, **named) -> list[tuple]:
+        return query(self.location, sql, named or list(params))
+
+    def execute(self, sql: str) -> None:
+        os.makedirs(os.path.dirname(self.location), exist_ok=True)
+        with duckdb.connect(self.location) as con:
+            con.execute(sql)
+
+    def columns(self, table: str) -> list[tuple[str, bool]]:
+        """(name, nullable) of a table's columns, in order."""
+        return self.rows(
+            "SELECT column_name, is_nullable = 'YES' FROM information_schema.columns "
+            "WHERE table_name = ? ORDER BY ordinal_position",
+            table,
+        )
+
+    def example_queries(self) -> dict[str, str]:
+        """The README's DuckDB queries, by the name each block starts with (`-- name: ...`)."""
+        text = open(os.path.join(REPO, "README.md")).read()
+        analysts = text.split("## For analysts", 1)[1].split("\n## ", 1)[0]
+        return {
+            name: sql.strip().rstrip(";")
+            for name, sql in re.findall(r"```sql\n-- (\w+): [^\n]*\n(.*?)```", analysts, re.S)
+        }
+
+
+class BigQueryUnderTest:
+    """A BigQuery dataset made by scripts/setup_bigquery.py, read with the real client."""
+
+    kind = "bigquery"
+
+    def __init__(self, client, tmp_path: Path):
+        from scripts import setup_bigquery
+
+        self.client = client
+        self.dataset = f"scores_{uuid.uuid4().hex[:8]}"
+        setup_bigquery.setup(BQ_PROJECT, self.dataset)
+        self.location = f"bq://{BQ_PROJECT}.{self.dataset}"
+        self.staging = tmp_path / "staging"
+        self.args = [f"--warehouse={self.location}", f"--staging_dir={self.staging}"]
+        missing = f"absent_{uuid.uuid4().hex[:8]}"
+        self.bad_locations = [
+            ("bq://test.has-dash", "is not a BigQuery dataset: expected bq://project.dataset"),
+            ("bq://Test.scores", "is not a BigQuery dataset"),
+            (f"bq://{BQ_PROJECT}.{missing}", f"dataset {BQ_PROJECT}.{missing} does not exist"),
+        ]
+
+    def exists(self) -> bool:
+        return True  # made by the set-up script before any run
+
+    def rows(self, sql: str, *params, **named) -> list[tuple]:
+        from google.cloud import bigquery as bq
+
+        def parameter(name, value):
+            kind = {date: "DATE", int: "INT64", float: "FLOAT64"}.get(type(value), "STRING")
+            return bq.ScalarQueryParameter(name, kind, value)
+
+        config = bq.QueryJobConfig(
+            default_dataset=f"{BQ_PROJECT}.{self.dataset}",
+            query_parameters=[parameter(None, v) for v in params] + [parameter(k, v) for k, v in named.items()],
+        )
+        return [tuple(r.values()) for r in self.client.query(sql, job_config=config).result()]
+
+    def execute(self, sql: str) -> None:
+        from google.cloud import bigquery as bq
+
+        self.client.query(sql, job_config=bq.QueryJobConfig(default_dataset=f"{BQ_PROJECT}.{self.dataset}")).result()
+
+    def columns(self, table: str) -> list[tuple[str, bool]]:
+        return [
+            (f.name, f.mode != "REQUIRED") for f in self.client.get_table(f"{BQ_PROJECT}.{self.dataset}.{table}").schema
+        ]
+
+    def example_queries(self) -> dict[str, str]:
+        text = open(os.path.join(REPO, "scripts", "analyst_queries.sql")).read()
+        return {m[0]: m[1].strip().rstrip(";") for m in re.findall(r"-- name: (\w+)\n(.*?;)", text, re.S)}
+
+
+@pytest.fixture(params=["duckdb", "bigquery"])
+def warehouse(request, tmp_path):
+    """A warehouse to score into, one of each kind; `.args` are the scorer's options that name it."""
+    if request.param == "duckdb":
+        return DuckDBUnderTest(tmp_path)
+    return BigQueryUnderTest(request.getfixturevalue("bigquery"), tmp_path)

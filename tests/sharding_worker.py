@@ -53,7 +53,9 @@ def main() -> None:
                 p
                 | beam.Create(table.to_batches(max_chunksize=1000))
                 | RunInference(handler)
-                | beam.FlatMap(lambda b: zip(b.column("trip_id").to_pylist(), b.column("probability").to_pylist()))
+                | beam.FlatMap(
+                    lambda b: zip(b.column("trip_id").to_pylist(), b.column("probability").to_pylist(), strict=True)
+                )
             )
             _ = scored | beam.Map(json.dumps) | beam.io.WriteToText(out_path, shard_name_template="")
         result = p.result

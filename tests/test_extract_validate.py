@@ -17,7 +17,7 @@ GOOD = "t1,8,12.5,11,15,2,1795446000,41.88,-87.63,,,1.5,,17031839100,Cash,Flash 
 
 
 def raw(**overrides) -> RawBatch:
-    values = dict(zip(SCHEMA.names, GOOD.split(",")))
+    values = dict(zip(SCHEMA.names, GOOD.split(","), strict=True))
     values.update(overrides)
     return RawBatch(
         "f.csv",

@@ -6,8 +6,6 @@ import shutil
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 from apache_beam.ml.inference.base import RunInference
@@ -18,27 +16,27 @@ import schemas
 from models import registry, signature
 from models.handler import SCORED_SCHEMA, ExportedModelHandler
 from pipelines import score
-from pipelines.warehouse import _compare
 from schemas import CHALLENGER, CHAMPION
 from tests.conftest import query, write_partition
-from tests.test_sharding import typed_trips  # noqa: F401  (fixture)
 
 DAY = "2026-11-23"
 
 
-def test_handler_scores_columnar_batches(trained, typed_trips):  # noqa: F811
+def test_handler_scores_columnar_batches(trained, typed_trips):
     batches = typed_trips.to_batches(max_chunksize=700)  # 4000 rows: 6 batches, the last one short
     handler = ExportedModelHandler(trained.version, schemas.INPUT.for_scoring(), batch_size=1500)
     model = tf.saved_model.load(trained.version.path)
     direct = model.signatures[signature.RAW_SIGNATURE](**signature.batch_to_inputs(typed_trips, schemas.INPUT))
-    expected = dict(zip(typed_trips.column("trip_id").to_pylist(), direct[signature.PROBABILITY].numpy().tolist()))
+    expected = dict(
+        zip(typed_trips.column("trip_id").to_pylist(), direct[signature.PROBABILITY].numpy().tolist(), strict=True)
+    )
     threshold = trained.version.threshold
 
     def check(outputs):
         assert sorted(b.num_rows for b in outputs) == sorted(b.num_rows for b in batches)
         for out in outputs:
             assert out.schema == SCORED_SCHEMA
-            got = dict(zip(out.column("trip_id").to_pylist(), out.column("probability").to_pylist()))
+            got = dict(zip(out.column("trip_id").to_pylist(), out.column("probability").to_pylist(), strict=True))
             np.testing.assert_allclose(list(got.values()), [expected[k] for k in got], atol=1e-6)
             assert out.column("label").to_pylist() == [p >= threshold for p in got.values()]
             assert set(out.column("model_version").to_pylist()) == {trained.version.version}
@@ -48,7 +46,7 @@ def test_handler_scores_columnar_batches(trained, typed_trips):  # noqa: F811
         assert_that(outputs, check)
 
 
-def test_batches_never_exceed_the_batch_size(trained, typed_trips):  # noqa: F811
+def test_batches_never_exceed_the_batch_size(trained, typed_trips):
     handler = ExportedModelHandler(trained.version, schemas.INPUT.for_scoring(), batch_size=512)
     model = handler.load_model()
     calls = []
@@ -58,7 +56,7 @@ def test_batches_never_exceed_the_batch_size(trained, typed_trips):  # noqa: F81
     assert calls == [512, 512, 276] and out.num_rows == 1300
 
 
-def test_label_uses_the_threshold_stored_with_the_version(trained, typed_trips):  # noqa: F811
+def test_label_uses_the_threshold_stored_with_the_version(trained, typed_trips):
     batch = typed_trips.to_batches()[0].slice(0, 500)
     for threshold in (0.0, 0.5, 1.01):
         version = dataclasses.replace(trained.version, metadata={**trained.version.metadata, "threshold": threshold})
@@ -112,31 +110,6 @@ def test_champion_and_challenger_score_the_same_records(trained, tmp_path):
     assert comparison["label_disagreement"] == pytest.approx(between) and between > 0
     assert comparison["rank_correlation"] == pytest.approx(1.0)
     assert summary["devices"] and all(k.split("@")[0] in (CHAMPION, CHALLENGER) for k in summary["devices"])
-
-
-def test_rank_correlation_of_opposite_models(tmp_path):
-    import duckdb
-
-    def staged(role, probs, labels):
-        path = tmp_path / f"{role}.parquet"
-        pq.write_table(
-            pa.table(
-                {"trip_id": ["a", "b", "c", "d"], "probability": probs, "label": labels, "model_role": [role] * 4}
-            ),
-            path,
-        )
-        return str(path)
-
-    files = [
-        staged("champion", [0.1, 0.2, 0.3, 0.4], [False, False, True, True]),
-        staged("challenger", [0.9, 0.7, 0.7, 0.1], [True, True, True, False]),
-    ]
-    with duckdb.connect() as con:
-        result = _compare(con, files)
-    # Spearman with average ranks for the tie: ranks (1,2,3,4) vs (4,2.5,2.5,1) -> -0.9487
-    assert result["rank_correlation"] == pytest.approx(-0.9486833, abs=1e-6)
-    assert result["label_disagreement"] == pytest.approx(0.75)
-    assert result["champion_mean_probability"] == pytest.approx(0.25)
 
 
 def test_challenger_must_be_another_usable_version(model_root, tmp_path, capsys):

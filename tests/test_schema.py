@@ -1,16 +1,14 @@
-"""schemas/ drives the feature spec, the validation, the staged files and the warehouse tables."""
+"""schemas/ drives the feature spec, the validation and the staged files (the tables: test_warehouses)."""
 
 import dataclasses
 
-import duckdb
 import tensorflow as tf
 
 import schemas
 from models.handler import SCORED_SCHEMA
 from models.signature import PRESENT_SUFFIX, input_spec
 from pipelines.batches import REJECTED_SCHEMA
-from pipelines.warehouse import DuckDBWarehouse, RunRecord
-from schemas import PREDICTIONS, SCORING_ERRORS, WAREHOUSE_TABLES, ColumnType, Role
+from schemas import PREDICTIONS, SCORING_ERRORS, ColumnType, Role
 from transforms import features as F
 
 
@@ -40,22 +38,6 @@ def test_feature_lists_name_schema_columns():
     used |= {n for n, _ in F.CATEGORICAL_FEATURES} | {F.LABEL_SOURCE}
     assert used <= names
     assert schemas.INPUT.label.name == F.LABEL_SOURCE
-
-
-def test_warehouse_tables_are_created_from_the_schema(tmp_path):
-    from datetime import date, datetime, timezone
-
-    db = tmp_path / "w.duckdb"
-    DuckDBWarehouse(str(db)).prepare(RunRecord("r1", date(2026, 11, 23), "m", 1, "in", datetime.now(timezone.utc)))
-    with duckdb.connect(str(db)) as con:
-        for table in WAREHOUSE_TABLES:
-            rows = con.execute(
-                "SELECT column_name, data_type, is_nullable FROM information_schema.columns "
-                "WHERE table_name = ? ORDER BY ordinal_position",
-                [table.name],
-            ).fetchall()
-            assert [r[0] for r in rows] == table.names
-            assert [r[2] == "NO" for r in rows] == [f.required for f in table.fields]
 
 
 def test_staged_layouts_are_the_tables_less_run_level_columns():

@@ -6,8 +6,6 @@ import subprocess
 import sys
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
@@ -16,8 +14,6 @@ import schemas
 from models import devices, signature
 from models.devices import CLAIMS_DIR_ENV, AcceleratorError
 from pipelines import score
-from pipelines.batches import RawBatch
-from pipelines.validate import SchemaValidator
 from tests.conftest import REPO, write_partition
 
 DEVICES = 4
@@ -33,23 +29,6 @@ def worker(tmp_path, model_path, mode, *args, wait=True):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.fixture(scope="module")
-def typed_trips(tmp_path_factory) -> pa.Table:
-    tmp = tmp_path_factory.mktemp("trips")
-    [path] = write_partition(tmp, "2026-11-23", 4000)
-    raw = pacsv.read_csv(
-        path,
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True, null_values=[""]
-        ),
-    )
-    valid, rejected = SchemaValidator(schemas.INPUT.for_scoring()).validate(
-        RawBatch(path, raw.combine_chunks().to_batches()[0])
-    )
-    assert rejected is None
-    return pa.Table.from_batches([valid])
-
-
 def test_every_device_gets_work_and_predictions_match_one_device(trained, typed_trips, tmp_path):
     batches = tmp_path / "batches.parquet"
     pq.write_table(typed_trips, batches)
@@ -63,7 +42,9 @@ def test_every_device_gets_work_and_predictions_match_one_device(trained, typed_
     sharded = dict(json.loads(line) for line in (tmp_path / "out").read_text().splitlines())
     model = tf.saved_model.load(trained.version.path)
     single = model.signatures[signature.RAW_SIGNATURE](**signature.batch_to_inputs(typed_trips, schemas.INPUT))
-    expected = dict(zip(typed_trips.column("trip_id").to_pylist(), single[signature.PROBABILITY].numpy().tolist()))
+    expected = dict(
+        zip(typed_trips.column("trip_id").to_pylist(), single[signature.PROBABILITY].numpy().tolist(), strict=True)
+    )
     assert sharded.keys() == expected.keys()
     np.testing.assert_allclose([sharded[k] for k in expected], list(expected.values()), rtol=0, atol=1e-6)
 

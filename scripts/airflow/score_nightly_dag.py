@@ -31,8 +31,8 @@ CONFIG = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 TIMEZONE = CONFIG["timezone"]
 # Manual runs in Airflow 3 may have no logical date; they run "now", like the schedule would.
 DATE = (
-    "{{ params.date or (logical_date or dag_run.run_after).in_timezone('%s')"
-    ".subtract(days=1).to_date_string() }}" % TIMEZONE
+    "{{ params.date or (logical_date or dag_run.run_after).in_timezone('" + TIMEZONE + "')"
+    ".subtract(days=1).to_date_string() }}"
 )
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,48 @@
+"""Where nights are published: one contract (`contract.Warehouse`), one SQL (`sql`), two engines.
+
+    warehouse = open_warehouse("warehouse/scores.duckdb")        # or "bq://project.dataset"
+    warehouse.prepare(); warehouse.record_run(run)
+    ... the pipeline stages files ...
+    warehouse.publish_night(run, staged, finished_at)
+
+`open_warehouse` is the one way in; a third engine is a `Warehouse` subclass with a `Dialect`, added
+there (README: "Adding a warehouse").
+"""
+
+from __future__ import annotations
+
+from pipelines.warehouses.bigquery_warehouse import BigQueryWarehouse, is_bigquery_warehouse
+from pipelines.warehouses.contract import (
+    FAILED,
+    RUNNING,
+    SUCCEEDED,
+    AuditError,
+    RunRecord,
+    StagedResults,
+    Warehouse,
+    WarehouseConfigError,
+)
+from pipelines.warehouses.duckdb_warehouse import DuckDBWarehouse
+
+
+def open_warehouse(location: str, *, create_dataset: bool = False, dataset_location: str | None = None) -> Warehouse:
+    """The warehouse `--warehouse` names: BigQuery for bq://project.dataset, else a DuckDB file."""
+    if is_bigquery_warehouse(location):
+        return BigQueryWarehouse(location, create_dataset=create_dataset, dataset_location=dataset_location)
+    return DuckDBWarehouse(location)
+
+
+__all__ = [
+    "FAILED",
+    "RUNNING",
+    "SUCCEEDED",
+    "AuditError",
+    "BigQueryWarehouse",
+    "DuckDBWarehouse",
+    "RunRecord",
+    "StagedResults",
+    "Warehouse",
+    "WarehouseConfigError",
+    "is_bigquery_warehouse",
+    "open_warehouse",
+]

@@ -1,0 +1,202 @@
+"""BigQuery as the warehouse (`--warehouse bq://project.dataset`).
+
+What is BigQuery's own:
+1. staged Parquet files go into expiring staging tables by load jobs (from gs:// URIs server-side on
+   Dataflow, uploaded from a local staging directory otherwise): no per-row calls;
+2. the publishing transaction is one multi-statement script, so analysts see all of a night or none
+   of it, and two overlapping runs end with one run's rows (BigQuery serialises transactions on a
+   table; a conflicting one is retried);
+3. tables are made through the API, partitioned by date, clustered and described.
+
+Every value reaches SQL as a query parameter. The transaction script reads the run's values from a
+one-row staging table written by a parameterised query, as script variables, because scripts are
+given no parameters here (bqemulator does not bind them); table names are checked identifiers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipelines import bigquery as bq
+from pipelines.bigquery import SCHEME, DatasetRef
+from pipelines.warehouses.contract import AuditError, RunRecord, StagedResults, Warehouse, WarehouseConfigError
+from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
+from schemas import PREDICTIONS, SCORING_ERRORS, ColumnType, TableSchema
+
+STAGING_HOURS = 24  # staging tables outlive a failed run long enough to inspect, then expire
+PUBLISH_ATTEMPTS = 5  # a transaction that lost a race with another run's is retried
+
+
+def is_bigquery_warehouse(location: str) -> bool:
+    return location.startswith(SCHEME)
+
+
+class BigQueryWarehouse(Warehouse):
+    def __init__(
+        self,
+        uri: str,
+        create_dataset: bool = False,
+        dataset_location: str | None = None,
+        partition_expiration_days: int | None = None,
+    ):
+        ref = DatasetRef.parse(uri) if uri.startswith(SCHEME) else None
+        if ref is None:
+            raise WarehouseConfigError(f"--warehouse {uri!r} is not a BigQuery dataset: expected bq://project.dataset")
+        self.location = uri
+        self.ref = ref
+        self.dialect = Dialect(
+            quote_char="`",
+            param_prefix="@",
+            type_names={t: t.value for t in ColumnType},
+            reported_type_names=bq.STANDARD_TYPES,
+            table_prefix=f"{ref}.",
+        )
+        self._create_dataset = create_dataset
+        self._dataset_location = dataset_location
+        self._partition_expiration_days = partition_expiration_days
+        self._client = None
+
+    @property
+    def client(self):
+        if self._client is None:
+            self._client = bq.client(self.ref.project)
+        return self._client
+
+    def __getstate__(self):  # travels to workers without its connection
+        return {**self.__dict__, "_client": None}
+
+    def default_staging_dir(self) -> str:
+        return os.path.join(tempfile.gettempdir(), "batch-scoring-staging")
+
+    @property
+    def transaction_dialect(self) -> Dialect:
+        """Script variables (`v_name`) in place of parameters: see the module's docstring."""
+        return dataclasses.replace(self.dialect, param_prefix="v_")
+
+    # ------------------------------------------------------------------ tables
+
+    def _open(self, create: bool) -> bool:
+        from google.api_core import exceptions
+        from google.cloud import bigquery
+
+        try:
+            self.client.get_dataset(str(self.ref))
+        except exceptions.NotFound:
+            if not (create and self._create_dataset):
+                raise WarehouseConfigError(
+                    f"BigQuery dataset {self.ref} does not exist; create it with "
+                    "scripts/setup_bigquery.py or pass --create_dataset"
+                ) from None
+            dataset = bigquery.Dataset(str(self.ref))
+            if self._dataset_location:
+                dataset.location = self._dataset_location
+            self.client.create_dataset(dataset, exists_ok=True)
+        return True
+
+    def _columns(self, table: str) -> list[tuple[str, str]] | None:
+        from google.api_core import exceptions
+
+        try:
+            existing = self.client.get_table(f"{self.ref}.{table}")
+        except exceptions.NotFound:
+            return None
+        return [(f.name, f.field_type) for f in existing.schema]
+
+    def _create_table(self, table: TableSchema) -> None:
+        self.client.create_table(bq.table_definition(self.ref, table, self._partition_expiration_days), exists_ok=True)
+
+    def _create_view(self, view: View) -> None:
+        from google.cloud import bigquery
+
+        definition = bigquery.Table(f"{self.ref}.{view.name}")
+        definition.view_query = view.sql
+        definition.description = view.description
+        self.client.create_table(definition, exists_ok=True)
+
+    # ------------------------------------------------------------------ queries
+
+    def _query(self, statement: Statement) -> tuple[list[str], list[tuple]]:
+        from google.cloud import bigquery
+
+        config = bigquery.QueryJobConfig(
+            query_parameters=[bq.query_parameter(n, t, v) for n, (t, v) in statement.params.items()]
+        )
+        result = self.client.query(statement.sql, job_config=config).result()
+        names = [f.name for f in result.schema or []]
+        return names, [tuple(row.values()) for row in result]
+
+    # ------------------------------------------------------------------ publishing
+
+    @staticmethod
+    def _staging_name(run: RunRecord, what: str) -> str:
+        return f"_staging_{re.sub(r'[^A-Za-z0-9_]', '_', run.run_id)}_{what}"
+
+    @contextlib.contextmanager
+    def _staged(self, run: RunRecord, staged: StagedResults) -> Iterator[StagedTables]:
+        """Load jobs into expiring staging tables; dropped once published, kept to inspect otherwise."""
+        predictions = self._load(self._staging_name(run, "predictions"), PREDICTIONS, staged.prediction_paths)
+        errors = self._load(self._staging_name(run, "errors"), SCORING_ERRORS, staged.error_paths)
+        yield StagedTables(self.dialect.table(predictions), self.dialect.table(errors))
+        for table in (predictions, errors):
+            self.client.delete_table(f"{self.ref}.{table}", not_found_ok=True)
+
+    def _load(self, name: str, table: TableSchema, files: list[str]) -> str:
+        """One load job per upload, or one server-side load job for all files on gs://."""
+        from google.cloud import bigquery
+
+        definition = bigquery.Table(f"{self.ref}.{name}", schema=bq.schema_fields(table))
+        definition.expires = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=STAGING_HOURS)
+        self.client.delete_table(definition.reference, not_found_ok=True)  # a retried publish starts clean
+        self.client.create_table(definition)
+        config = bigquery.LoadJobConfig(
+            source_format=bigquery.SourceFormat.PARQUET, write_disposition=bigquery.WriteDisposition.WRITE_APPEND
+        )
+        remote = [f for f in files if f.startswith("gs://")]
+        if remote:
+            self.client.load_table_from_uri(remote, definition.reference, job_config=config).result()
+        for path in (f for f in files if not f.startswith("gs://")):
+            with FileSystems.open(path) as f:
+                self.client.load_table_from_file(f, definition.reference, job_config=config).result()
+        return name
+
+    def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:
+        d, script = self.dialect, self.transaction_dialect
+        params = {name: param for statement in statements for name, param in statement.params.items()}
+        values = d.table(self._staging_name(run, "run"))
+        self._query(
+            Statement(
+                f"CREATE OR REPLACE TABLE {values} OPTIONS (expiration_timestamp = "
+                f"TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {STAGING_HOURS} HOUR)) AS SELECT "
+                + ", ".join(f"{d.param(name)} AS {d.quote(name)}" for name in params),
+                params,
+            )
+        )
+        declarations = [
+            f"DECLARE {script.param(name)} {d.type_name(type_)} DEFAULT (SELECT {d.quote(name)} FROM {values});"
+            for name, (type_, _) in params.items()
+        ]
+        body = "".join(f"{statement.sql};\n" for statement in statements)
+        self._run_script("\n".join(declarations) + f"\nBEGIN TRANSACTION;\n{body}COMMIT TRANSACTION;")
+        self.client.delete_table(f"{self.ref}.{self._staging_name(run, 'run')}", not_found_ok=True)
+
+    def _run_script(self, script: str) -> None:
+        from google.api_core import exceptions
+
+        for attempt in range(PUBLISH_ATTEMPTS):
+            try:
+                self.client.query(script).result()
+                return
+            except (exceptions.BadRequest, exceptions.Conflict) as e:
+                retryable = "concurrent" in str(e).lower() or "serialize" in str(e).lower()
+                if not retryable or attempt == PUBLISH_ATTEMPTS - 1:
+                    raise AuditError(f"publishing failed, nothing published: {e}") from e
+                time.sleep(2**attempt)

@@ -1,0 +1,244 @@
+"""The run life cycle every warehouse implements, written once over a few engine-specific steps.
+
+A run never writes a table while it scores. The pipeline stages Parquet files; publishing audits
+them and then, in one transaction, replaces the date's predictions and errors and marks the run
+succeeded. A run that dies before that commit leaves the date exactly as it was, and two runs of
+one date serialise on the transaction, so the date ends with exactly one run's rows.
+
+`Warehouse` holds that life cycle: prepare (tables and views checked against `schemas/`, missing ones
+created), record the run, publish a night (stage, audit, compare, one transaction), mark a run
+failed, record its metrics, read its row. The SQL comes from `warehouses.sql` in the warehouse's
+dialect. A backend writes only what differs between engines: its connection, how a table's columns
+are read and a table is made, how staged files become queryable, and how a transaction runs.
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+from pipelines.warehouses import sql
+from pipelines.warehouses.sql import Dialect, StagedTables, Statement
+from schemas import WAREHOUSE_TABLES, TableSchema
+
+RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+MAX_ERROR_CHARS = 4000  # a failed run's error as stored; the rest is in the job's log
+
+
+class WarehouseConfigError(ValueError):
+    """The warehouse cannot be used as configured; raised before any data is read."""
+
+
+class AuditError(RuntimeError):
+    """Staged results failed their audit; nothing was published."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunRecord:
+    """What the warehouse needs to know about a run, fixed when it starts."""
+
+    run_id: str
+    score_date: date
+    model_name: str
+    model_version: int
+    input: str
+    started_at: datetime
+    options: dict[str, Any] = field(default_factory=dict)
+    challenger_version: int | None = None
+
+
+@dataclass(frozen=True)
+class StagedResults:
+    """Files the pipeline staged, with the row counts their writers reported, and the input count."""
+
+    prediction_files: list[tuple[str, int]]
+    error_files: list[tuple[str, int]]
+    input_records: int
+
+    @property
+    def prediction_paths(self) -> list[str]:
+        return [path for path, _ in self.prediction_files]
+
+    @property
+    def error_paths(self) -> list[str]:
+        return [path for path, _ in self.error_files]
+
+
+@dataclass(frozen=True)
+class StagedCounts:
+    """What the audit query found in the staged rows."""
+
+    prediction_rows: int = 0
+    null_fields: int = 0
+    out_of_range: int = 0
+    other_runs: int = 0
+    champion: int = 0
+    challenger: int = 0
+    rejected_records: int = 0
+    rejected_files: int = 0
+
+
+def check_staged(run: RunRecord, staged: StagedResults, found: StagedCounts) -> dict[str, int]:
+    """What is staged must be whole and sane before anyone can see it; AuditError says why not."""
+    problems = []
+    written = sum(n for _, n in staged.prediction_files)
+    if found.prediction_rows != written:
+        problems.append(f"staged predictions hold {found.prediction_rows} rows but {written} were written")
+    if found.null_fields:
+        problems.append(f"{found.null_fields} staged predictions have a null key or probability")
+    if found.out_of_range:
+        problems.append(f"{found.out_of_range} staged probabilities are outside [0, 1]")
+    if found.other_runs:
+        problems.append(f"{found.other_runs} staged rows belong to another run or date")
+    if run.challenger_version is not None and found.challenger != found.champion:
+        problems.append(f"the challenger scored {found.challenger} records but the champion {found.champion}")
+    if run.challenger_version is None and found.challenger:
+        problems.append(f"{found.challenger} challenger rows staged but no challenger was asked for")
+    if staged.input_records != found.champion + found.rejected_records:
+        problems.append(
+            f"counts do not reconcile: input {staged.input_records} != scored {found.champion} "
+            f"+ rejected {found.rejected_records}"
+        )
+    if problems:
+        raise AuditError("audit failed, nothing published: " + "; ".join(problems))
+    return {
+        "input_records": staged.input_records,
+        "scored_records": found.champion,
+        "rejected_records": found.rejected_records,
+        "rejected_files": found.rejected_files,
+        "prediction_rows": found.prediction_rows,
+    }
+
+
+def comparison_result(row: tuple) -> dict[str, float | int | None]:
+    records, champion_mean, challenger_mean, differ, spearman = row
+    return {
+        "records": records,
+        "champion_mean_probability": champion_mean,
+        "challenger_mean_probability": challenger_mean,
+        "label_disagreement": differ,
+        "rank_correlation": spearman,
+    }
+
+
+class Warehouse(abc.ABC):
+    """Where a run's nights are published, and its bookkeeping kept."""
+
+    location: str  # what the user passed as --warehouse
+    dialect: Dialect
+
+    # ------------------------------------------------------------ the life cycle, the same everywhere
+
+    def prepare(self, create: bool = True) -> None:
+        """Check existing tables against `schemas/`; with `create`, make missing tables and views.
+
+        With `create` False (a dry run) nothing is created or written.
+        """
+        if not self._open(create):
+            return  # nothing exists yet, so nothing can disagree with schemas/
+        for table in WAREHOUSE_TABLES:
+            have = self._columns(table.name)
+            if have is None:
+                if create:
+                    self._create_table(table)
+                continue
+            have = [(name, self.dialect.reported_type(type_)) for name, type_ in have]
+            want = [(f.name, self.dialect.type_name(f.type)) for f in table.fields]
+            if have != want:
+                raise WarehouseConfigError(
+                    f"{self.location}: table {table.name} does not match schemas/: has {have}, schemas/ "
+                    f"defines {want}; migrate it or move it away"
+                )
+        if create:
+            for view in sql.views(self.dialect):
+                self._create_view(view)
+
+    def record_run(self, run: RunRecord) -> None:
+        """The run's row, status running, before any data is read."""
+        values = {
+            "run_id": run.run_id,
+            "score_date": run.score_date,
+            "status": RUNNING,
+            "model_name": run.model_name,
+            "model_version": run.model_version,
+            "challenger_version": run.challenger_version,
+            "input": run.input,
+            "started_at": run.started_at,
+            "options": json.dumps(run.options, sort_keys=True),
+        }
+        self._query(sql.insert_run(self.dialect, values))
+
+    def publish_night(self, run: RunRecord, staged: StagedResults, finished_at: datetime) -> dict[str, int]:
+        """Audit the staged files, then replace the date's rows and complete the run in one transaction."""
+        with self._staged(run, staged) as tables:
+            [row] = self._query(sql.audit(self.dialect, tables, run.run_id, run.score_date))[1]
+            counts = check_staged(run, staged, StagedCounts(*row))
+            comparison = None
+            if run.challenger_version is not None and counts["prediction_rows"]:
+                [row] = self._query(sql.compare(self.dialect, tables.predictions))[1]
+                comparison = comparison_result(row)
+            completion = {
+                "status": SUCCEEDED,
+                **{k: v for k, v in counts.items() if k != "prediction_rows"},
+                "finished_at": finished_at,
+                "comparison": json.dumps(comparison) if comparison else None,
+            }
+            statements = sql.publish_night(self.transaction_dialect, tables, run.run_id, run.score_date, completion)
+            self._transaction(run, statements)
+        return counts
+
+    def mark_failed(self, run_id: str, error: str, finished_at: datetime) -> None:
+        """A run that has not published is failed; one that did publish keeps its status."""
+        values = {"status": FAILED, "error": error[:MAX_ERROR_CHARS], "finished_at": finished_at}
+        self._query(sql.update_run(self.dialect, run_id, values, while_status=RUNNING))
+
+    def record_metrics(self, run_id: str, metrics: dict[str, Any]) -> None:
+        self._query(sql.update_run(self.dialect, run_id, {"metrics": json.dumps(metrics, sort_keys=True)}))
+
+    def run_row(self, run_id: str) -> dict[str, Any]:
+        names, rows = self._query(sql.select_run(self.dialect, run_id))
+        if not rows:
+            raise KeyError(run_id)
+        return dict(zip(names, rows[0], strict=True))
+
+    # ------------------------------------------------------------ what each warehouse writes
+
+    @property
+    def transaction_dialect(self) -> Dialect:
+        """The dialect the publishing transaction's statements are written in."""
+        return self.dialect
+
+    @abc.abstractmethod
+    def default_staging_dir(self) -> str:
+        """Where a run stages its files when --staging_dir is not given."""
+
+    @abc.abstractmethod
+    def _open(self, create: bool) -> bool:
+        """Make sure the warehouse itself (a file, a dataset) is there; False if it is not and may not be made."""
+
+    @abc.abstractmethod
+    def _columns(self, table: str) -> list[tuple[str, str]] | None:
+        """A table's (column, type as reported) in order, or None when there is no such table."""
+
+    @abc.abstractmethod
+    def _create_table(self, table: TableSchema) -> None: ...
+
+    @abc.abstractmethod
+    def _create_view(self, view: sql.View) -> None:
+        """Create the view unless one of that name exists."""
+
+    @abc.abstractmethod
+    def _query(self, statement: Statement) -> tuple[list[str], list[tuple]]:
+        """Run one statement; its column names and rows."""
+
+    @abc.abstractmethod
+    def _staged(self, run: RunRecord, staged: StagedResults) -> AbstractContextManager[StagedTables]:
+        """Make the staged files queryable for the duration of the publishing."""
+
+    @abc.abstractmethod
+    def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:
+        """Run the statements as one transaction: all of them take effect or none."""

@@ -1,0 +1,139 @@
+"""The embedded default warehouse: one DuckDB database file (`--warehouse path/scores.duckdb`).
+
+What is DuckDB's own: a file that one process writes at a time (others wait for its lock), staged
+Parquet files read in place rather than loaded, and a transaction on one connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator
+
+import duckdb
+
+from pipelines.warehouses import sql
+from pipelines.warehouses.contract import RunRecord, StagedResults, Warehouse, WarehouseConfigError
+from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
+from schemas import PREDICTIONS, SCORING_ERRORS, ColumnType, TableSchema
+
+DIALECT = Dialect(
+    quote_char='"',
+    param_prefix="$",
+    type_names={
+        ColumnType.STRING: "VARCHAR",
+        ColumnType.INT64: "BIGINT",
+        ColumnType.FLOAT64: "DOUBLE",
+        ColumnType.BOOL: "BOOLEAN",
+        ColumnType.DATE: "DATE",
+        ColumnType.TIMESTAMP: "TIMESTAMPTZ",
+    },
+    reported_type_names={"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ"},
+)
+STAGED_PREDICTIONS, STAGED_ERRORS = "staged_predictions", "staged_errors"  # names on the publishing connection
+
+
+class DuckDBWarehouse(Warehouse):
+    LOCK_WAIT_SECONDS = 300  # another run may hold the file's lock while it publishes
+    # Publishing copies the whole night into the table inside the scoring process; without a cap
+    # DuckDB's buffer cache grows with the night's size. It spills to disk past the cap instead.
+    MEMORY_LIMIT = "256MB"
+    dialect = DIALECT
+
+    def __init__(self, path: str):
+        if "://" in path:
+            raise WarehouseConfigError(
+                f"--warehouse {path!r}: a DuckDB warehouse is a local file path (BigQuery: bq://project.dataset)"
+            )
+        self.path = self.location = path
+        self._publishing: duckdb.DuckDBPyConnection | None = None
+
+    def __getstate__(self):  # travels to workers without a connection
+        return {**self.__dict__, "_publishing": None}
+
+    def default_staging_dir(self) -> str:
+        return os.path.join(os.path.dirname(os.path.abspath(self.path)), "_staging")
+
+    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        deadline = time.monotonic() + self.LOCK_WAIT_SECONDS
+        while True:
+            try:
+                return duckdb.connect(
+                    self.path,
+                    read_only=read_only,
+                    config={
+                        "memory_limit": self.MEMORY_LIMIT,
+                        "preserve_insertion_order": False,  # a table's row order means nothing here
+                    },
+                )
+            except duckdb.IOException as e:
+                if "lock" not in str(e).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
+    @contextlib.contextmanager
+    def _connection(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The publishing connection while a night is published (its staged views live there), else a new one."""
+        if self._publishing is not None:
+            yield self._publishing
+            return
+        with self.connect(read_only) as con:
+            yield con
+
+    def _open(self, create: bool) -> bool:
+        if not create:
+            return os.path.exists(self.path)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        return True
+
+    def _columns(self, table: str) -> list[tuple[str, str]] | None:
+        with self._connection(read_only=os.path.exists(self.path)) as con:
+            rows = con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
+                "ORDER BY ordinal_position",
+                [table],
+            ).fetchall()
+        return [(name, type_) for name, type_ in rows] or None
+
+    def _create_table(self, table: TableSchema) -> None:
+        self._query(sql.create_table(self.dialect, table))
+
+    def _create_view(self, view: View) -> None:
+        self._query(Statement(f"CREATE VIEW IF NOT EXISTS {self.dialect.table(view.name)} AS {view.sql}"))
+
+    def _query(self, statement: Statement) -> tuple[list[str], list[tuple]]:
+        with self._connection() as con:
+            cursor = con.execute(statement.sql, statement.values())
+            names = [d[0] for d in cursor.description] if cursor.description else []
+            return names, cursor.fetchall() if names else []
+
+    @contextlib.contextmanager
+    def _staged(self, run: RunRecord, staged: StagedResults) -> Iterator[StagedTables]:
+        """Staged Parquet files are read where they lie, as views of the publishing connection."""
+        with self.connect() as con:
+            for name, table, files in (
+                (STAGED_PREDICTIONS, PREDICTIONS, staged.prediction_paths),
+                (STAGED_ERRORS, SCORING_ERRORS, staged.error_paths),
+            ):
+                if files:
+                    relation = con.read_parquet(files)
+                else:  # nothing staged: an empty relation of the table's columns
+                    relation = con.sql(f"SELECT * FROM {self.dialect.table(table.name)} WHERE false")
+                con.register(name, relation)
+            self._publishing = con
+            try:
+                yield StagedTables(self.dialect.quote(STAGED_PREDICTIONS), self.dialect.quote(STAGED_ERRORS))
+            finally:
+                self._publishing = None
+
+    def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:
+        with self._connection() as con:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for statement in statements:
+                    con.execute(statement.sql, statement.values())
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise

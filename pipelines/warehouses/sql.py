@@ -1,0 +1,223 @@
+"""The warehouse SQL, written once from `schemas/` and rendered in each warehouse's dialect.
+
+Run bookkeeping, the audit of staged rows, the champion/challenger comparison, the publishing of a
+night and the analyst views are generated here. A `Dialect` says only what differs between SQL
+engines: how identifiers are quoted, how a parameter is written, how a table is referenced and what
+each column type is called. Every value reaches SQL as a parameter of the statement that uses it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelines.batches import FILE_ERROR, RECORD_ERROR
+from schemas import CHALLENGER, CHAMPION, INPUT, PREDICTIONS, SCORING_ERRORS, SCORING_RUNS, ColumnType, TableSchema
+
+Param = tuple[ColumnType, Any]  # a value with its type, so that a None is still typed
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class Statement:
+    """One SQL statement and the parameters it names, no more and no fewer."""
+
+    sql: str
+    params: dict[str, Param] = field(default_factory=dict)
+
+    def values(self) -> dict[str, Any]:
+        return {name: value for name, (_, value) in self.params.items()}
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What one SQL engine calls things."""
+
+    quote_char: str
+    param_prefix: str
+    type_names: Mapping[ColumnType, str]
+    reported_type_names: Mapping[str, str] = field(default_factory=dict)  # as its catalog reports a type
+    table_prefix: str = ""  # BigQuery: "project.dataset."
+
+    def quote(self, name: str) -> str:
+        if not _IDENTIFIER.match(name):
+            raise ValueError(f"{name!r} is not an identifier this project generates")
+        return f"{self.quote_char}{name}{self.quote_char}"
+
+    def table(self, name: str) -> str:
+        self.quote(name)  # checks the name
+        return f"{self.quote_char}{self.table_prefix}{name}{self.quote_char}"
+
+    def param(self, name: str) -> str:
+        return f"{self.param_prefix}{name}"
+
+    def type_name(self, type_: ColumnType) -> str:
+        return self.type_names[type_]
+
+    def reported_type(self, reported: str) -> str:
+        """A type as the catalog reports it, in the names `type_name` uses."""
+        return self.reported_type_names.get(reported, reported)
+
+
+@dataclass(frozen=True)
+class StagedTables:
+    """How a warehouse's SQL refers to a run's staged predictions and rejected records."""
+
+    predictions: str
+    errors: str
+
+
+# ---------------------------------------------------------------- run bookkeeping (scoring_runs)
+
+
+def run_params(values: Mapping[str, Any]) -> dict[str, Param]:
+    """Values of `scoring_runs` columns, typed by their columns."""
+    return {name: (SCORING_RUNS.field(name).type, value) for name, value in values.items()}
+
+
+def insert_run(d: Dialect, values: Mapping[str, Any]) -> Statement:
+    columns = ", ".join(d.quote(name) for name in values)
+    params = ", ".join(d.param(name) for name in values)
+    return Statement(f"INSERT INTO {d.table(SCORING_RUNS.name)} ({columns}) VALUES ({params})", run_params(values))
+
+
+def update_run(d: Dialect, run_id: str, values: Mapping[str, Any], while_status: str | None = None) -> Statement:
+    """Set `values` on the run's row; with `while_status`, only while the run still has that status."""
+    assignments = ", ".join(f"{d.quote(name)} = {d.param(name)}" for name in values)
+    params = run_params({**values, "run_id": run_id})
+    where = f"{d.quote('run_id')} = {d.param('run_id')}"
+    if while_status is not None:
+        where += f" AND {d.quote('status')} = {d.param('while_status')}"
+        params["while_status"] = (ColumnType.STRING, while_status)
+    return Statement(f"UPDATE {d.table(SCORING_RUNS.name)} SET {assignments} WHERE {where}", params)
+
+
+def select_run(d: Dialect, run_id: str) -> Statement:
+    return Statement(
+        f"SELECT * FROM {d.table(SCORING_RUNS.name)} WHERE {d.quote('run_id')} = {d.param('run_id')}",
+        run_params({"run_id": run_id}),
+    )
+
+
+# ---------------------------------------------------------------- publishing a night
+
+
+def replace_night(d: Dialect, table: TableSchema, staged: str, score_date) -> list[Statement]:
+    """Delete the date's rows of `table` and insert the staged ones in their place."""
+    date = d.quote(table.partition_field or "score_date")
+    columns = ", ".join(d.quote(name) for name in table.names)
+    return [
+        Statement(
+            f"DELETE FROM {d.table(table.name)} WHERE {date} = {d.param('score_date')}",
+            {"score_date": (ColumnType.DATE, score_date)},
+        ),
+        Statement(f"INSERT INTO {d.table(table.name)} ({columns}) SELECT {columns} FROM {staged}"),
+    ]
+
+
+def publish_night(
+    d: Dialect, tables: StagedTables, run_id: str, score_date, completion: Mapping[str, Any]
+) -> list[Statement]:
+    """One transaction's statements: the night's predictions and errors replaced, the run completed."""
+    return [
+        *replace_night(d, PREDICTIONS, tables.predictions, score_date),
+        *replace_night(d, SCORING_ERRORS, tables.errors, score_date),
+        update_run(d, run_id, completion),
+    ]
+
+
+# ---------------------------------------------------------------- audit and comparison
+
+
+def audit(d: Dialect, tables: StagedTables, run_id: str, score_date) -> Statement:
+    """One query over the staged rows; the fields of `StagedCounts`, in order."""
+    key, p = d.quote(INPUT.key.name), d.param
+    return Statement(
+        f"""
+        SELECT count(*),
+               count(CASE WHEN {key} IS NULL OR probability IS NULL THEN 1 END),
+               count(CASE WHEN NOT (probability BETWEEN 0 AND 1) THEN 1 END),
+               count(CASE WHEN run_id <> {p("run_id")} OR score_date <> {p("score_date")} THEN 1 END),
+               count(CASE WHEN model_role = {p("champion")} THEN 1 END),
+               count(CASE WHEN model_role = {p("challenger")} THEN 1 END),
+               (SELECT count(*) FROM {tables.errors} WHERE error_kind = {p("record")}),
+               (SELECT count(*) FROM {tables.errors} WHERE error_kind = {p("file")})
+        FROM {tables.predictions}""",
+        {
+            "run_id": (ColumnType.STRING, run_id),
+            "score_date": (ColumnType.DATE, score_date),
+            **_roles(),
+            "record": (ColumnType.STRING, RECORD_ERROR),
+            "file": (ColumnType.STRING, FILE_ERROR),
+        },
+    )
+
+
+def compare(d: Dialect, predictions: str) -> Statement:
+    """Champion vs challenger on the same records: how different would switching make tomorrow?"""
+    key, p = d.quote(INPUT.key.name), d.param
+    return Statement(
+        f"""
+        WITH champion AS (SELECT {key} AS k, probability AS cp, label AS cl FROM {predictions}
+                          WHERE model_role = {p("champion")}),
+             challenger AS (SELECT {key} AS k, probability AS hp, label AS hl FROM {predictions}
+                            WHERE model_role = {p("challenger")}),
+             paired AS (SELECT cp, hp, cl, hl FROM champion JOIN challenger USING (k)),
+             ranked AS (  -- average ranks, so ties do not bias Spearman's coefficient
+                SELECT cp, hp, cl, hl,
+                       RANK() OVER (ORDER BY cp) + (COUNT(*) OVER (PARTITION BY cp) - 1) / 2.0 AS rc,
+                       RANK() OVER (ORDER BY hp) + (COUNT(*) OVER (PARTITION BY hp) - 1) / 2.0 AS rh
+                FROM paired)
+        SELECT count(*), avg(cp), avg(hp), avg(CASE WHEN cl <> hl THEN 1.0 ELSE 0.0 END), corr(rc, rh)
+        FROM ranked""",
+        _roles(),
+    )
+
+
+def _roles() -> dict[str, Param]:
+    return {"champion": (ColumnType.STRING, CHAMPION), "challenger": (ColumnType.STRING, CHALLENGER)}
+
+
+# ---------------------------------------------------------------- tables and views
+
+
+def create_table(d: Dialect, table: TableSchema) -> Statement:
+    columns = ",\n  ".join(
+        f"{d.quote(f.name)} {d.type_name(f.type)}{' NOT NULL' if f.required else ''}" for f in table.fields
+    )
+    return Statement(f"CREATE TABLE IF NOT EXISTS {d.table(table.name)} (\n  {columns}\n)")
+
+
+@dataclass(frozen=True)
+class View:
+    name: str
+    description: str
+    sql: str
+
+
+def views(d: Dialect) -> list[View]:
+    """The analysts' views, over champion rows only. Their text is fixed, so no parameters."""
+    predictions, key = d.table(PREDICTIONS.name), d.quote(INPUT.key.name)
+    return [
+        View(
+            "latest_predictions",
+            "Each trip's most recent champion score.",
+            f"""
+        SELECT * FROM {predictions}
+        WHERE model_role = '{CHAMPION}'
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY score_date DESC, scored_at DESC) = 1""",
+        ),
+        View(
+            "daily_score_summary",
+            "Per night and model version: volume, mean score, share labelled big tipper.",
+            f"""
+        SELECT score_date, model_name, model_version, COUNT(*) AS trips,
+               ROUND(AVG(probability), 4) AS mean_probability,
+               ROUND(AVG(CASE WHEN label THEN 1 ELSE 0 END), 4) AS big_tipper_share
+        FROM {predictions}
+        WHERE model_role = '{CHAMPION}'
+        GROUP BY score_date, model_name, model_version""",
+        ),
+    ]

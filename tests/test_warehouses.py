@@ -1,0 +1,297 @@
+"""Every warehouse keeps the same promises: each scenario runs against DuckDB and against BigQuery.
+
+BigQuery is a real BigQuery API server (bqemulator) on loopback. Results are read back as analysts
+read them: with DuckDB's own client, and with the real google-cloud-bigquery client.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from datetime import date, datetime, timezone
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from google.cloud import bigquery as bq
+
+import schemas
+from pipelines import score
+from pipelines.warehouses import AuditError, RunRecord, StagedResults, Warehouse, open_warehouse
+from schemas import WAREHOUSE_TABLES
+from tests.conftest import BQ_PROJECT, REPO, BigQueryUnderTest, write_partition
+
+DAY = "2026-11-23"
+
+
+def score_args(tmp_path, model_root, warehouse, day=DAY, *extra):
+    return [
+        f"--date={day}",
+        f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+        f"--model_root={model_root}",
+        *warehouse.args,
+        *extra,
+    ]
+
+
+def night(warehouse, day=DAY):
+    return warehouse.rows(
+        "SELECT trip_id, probability, label, run_id FROM predictions WHERE score_date = ? ORDER BY trip_id",
+        date.fromisoformat(day),
+    )
+
+
+def statuses(warehouse):
+    return warehouse.rows("SELECT status, error FROM scoring_runs ORDER BY started_at")
+
+
+def start(tmp_path, model_root, warehouse, *extra):
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.score", *score_args(tmp_path, model_root, warehouse, DAY, *extra)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def begin_run(warehouse, run_id: str, challenger_version: int | None = None) -> tuple[Warehouse, RunRecord]:
+    """A run recorded through the public contract, as the scorer records one, for publishing by hand."""
+    contract = open_warehouse(warehouse.location)
+    run = RunRecord(
+        run_id=run_id,
+        score_date=date.fromisoformat(DAY),
+        model_name="taxi_tipper",
+        model_version=1,
+        challenger_version=challenger_version,
+        input="x",
+        started_at=datetime.now(timezone.utc),
+    )
+    contract.prepare()
+    contract.record_run(run)
+    return contract, run
+
+
+def staged_predictions(rows: list[dict], path) -> str:
+    """A Parquet file laid out as the load stage stages predictions."""
+    pq.write_table(pa.Table.from_pylist(rows, schema=schemas.PREDICTIONS.arrow_schema), path)
+    return str(path)
+
+
+def prediction(run_id: str, trip_id: str, probability: float, label: bool, role: str = "champion", version=1):
+    return {
+        "score_date": date(2026, 11, 23),
+        "trip_id": trip_id,
+        "probability": probability,
+        "label": label,
+        "threshold": 0.5,
+        "model_name": "taxi_tipper",
+        "model_version": version,
+        "model_role": role,
+        "run_id": run_id,
+        "scored_at": datetime.now(timezone.utc),
+    }
+
+
+def test_tables_and_views_are_made_from_the_schema(warehouse):
+    open_warehouse(warehouse.location).prepare()
+    for table in WAREHOUSE_TABLES:
+        assert warehouse.columns(table.name) == [(f.name, not f.required) for f in table.fields], table.name
+    assert warehouse.rows("SELECT COUNT(*) FROM latest_predictions") == [(0,)]
+    assert warehouse.rows("SELECT COUNT(*) FROM daily_score_summary") == [(0,)]
+
+
+def test_scores_a_date_and_reads_it_back(trained, model_root, warehouse, tmp_path):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 800)
+    summary = score.run(score_args(tmp_path, model_root, warehouse))
+    got = night(warehouse)
+    assert len(got) == 800 and len({r[0] for r in got}) == 800
+    assert all(0 <= p <= 1 and label == (p >= trained.version.threshold) for _, p, label, _ in got)
+    assert {r[3] for r in got} == {summary["run_id"]}
+    assert (summary["status"], summary["input_records"], summary["scored_records"]) == ("succeeded", 800, 800)
+    assert warehouse.rows("SELECT status, input_records FROM scoring_runs") == [("succeeded", 800)]
+    assert not (warehouse.staging / summary["run_id"]).exists()  # staged files go once published
+
+
+def test_rerunning_a_date_replaces_it(model_root, warehouse, tmp_path):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 300)
+    write_partition(tmp_path / "trips" / "dt=2026-11-22", "2026-11-22", 100)
+    score.run(score_args(tmp_path, model_root, warehouse, "2026-11-22"))
+    first = score.run(score_args(tmp_path, model_root, warehouse))
+    second = score.run(score_args(tmp_path, model_root, warehouse))
+    got = night(warehouse)
+    assert len(got) == 300 and {r[3] for r in got} == {second["run_id"]} != {first["run_id"]}
+    assert len(night(warehouse, "2026-11-22")) == 100  # other dates untouched
+    assert [s for s, _ in statuses(warehouse)] == ["succeeded"] * 3
+
+
+def test_a_failed_audit_publishes_nothing(model_root, warehouse, tmp_path):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 100)
+    good = score.run(score_args(tmp_path, model_root, warehouse))
+    contract, run = begin_run(warehouse, "bad-run")
+    staged = staged_predictions([prediction("bad-run", "t", 1.5, True)], tmp_path / "staged.parquet")
+    with pytest.raises(AuditError, match=r"outside \[0, 1\].*input 5 != scored 1"):
+        contract.publish_night(run, StagedResults([(staged, 1)], [], 5), datetime.now(timezone.utc))
+    with pytest.raises(AuditError, match="hold 1 rows but 2 were written"):
+        contract.publish_night(run, StagedResults([(staged, 2)], [], 1), datetime.now(timezone.utc))
+    got = night(warehouse)
+    assert len(got) == 100 and {r[3] for r in got} == {good["run_id"]}
+    assert contract.run_row("bad-run")["status"] == "running"
+
+
+def test_champion_and_challenger_are_compared_when_published(warehouse, tmp_path):
+    contract, run = begin_run(warehouse, "compared", challenger_version=2)
+    trips = ["a", "b", "c", "d"]
+    champion = [
+        prediction("compared", t, p, lab)
+        for t, p, lab in zip(trips, [0.1, 0.2, 0.3, 0.4], [False, False, True, True], strict=True)
+    ]
+    challenger = [
+        prediction("compared", t, p, lab, "challenger", 2)
+        for t, p, lab in zip(trips, [0.9, 0.7, 0.7, 0.1], [True, True, True, False], strict=True)
+    ]
+    staged = staged_predictions(champion + challenger, tmp_path / "both.parquet")
+    counts = contract.publish_night(run, StagedResults([(staged, 8)], [], 4), datetime.now(timezone.utc))
+    assert (counts["scored_records"], counts["prediction_rows"]) == (4, 8)
+    row = contract.run_row("compared")
+    comparison = json.loads(row["comparison"])
+    # Spearman with average ranks for the tie: ranks (1,2,3,4) vs (4,2.5,2.5,1) -> -0.9487
+    assert comparison["rank_correlation"] == pytest.approx(-0.9486833, abs=1e-6)
+    assert comparison["label_disagreement"] == pytest.approx(0.75)
+    assert comparison["champion_mean_probability"] == pytest.approx(0.25)
+    assert comparison["records"] == 4 and row["status"] == "succeeded"
+
+
+@pytest.mark.parametrize(
+    "sig, exit_code, status",
+    [
+        (signal.SIGTERM, 143, "failed"),  # marked failed on the way out
+        (signal.SIGKILL, -signal.SIGKILL, "running"),  # never finished, never marked
+    ],
+)
+def test_a_run_stopped_after_staging_leaves_the_night(model_root, warehouse, tmp_path, sig, exit_code, status):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 200)
+    good = score.run(score_args(tmp_path, model_root, warehouse))
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 300_000, rows_per_file=50_000)
+    proc = start(tmp_path, model_root, warehouse, "--block_bytes=65536", "--batch_size=2048")
+    deadline = time.monotonic() + 120
+    while not list(warehouse.staging.glob("*/predictions/*.parquet")):
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.monotonic() < deadline, "nothing staged in 120 s"
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    assert proc.wait(timeout=120) == exit_code
+    got = night(warehouse)
+    assert len(got) == 200 and {r[3] for r in got} == {good["run_id"]}
+    runs = statuses(warehouse)
+    assert [s for s, _ in runs] == ["succeeded", status]
+    if sig == signal.SIGTERM:
+        assert "terminated by signal 15" in runs[1][1]
+
+
+def test_overlapping_runs_end_with_one_runs_rows(model_root, warehouse, tmp_path):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 5000, rows_per_file=1000)
+    procs = [start(tmp_path, model_root, warehouse) for _ in range(2)]
+    for proc in procs:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+    got = night(warehouse)
+    assert len(got) == 5000 and len({r[0] for r in got}) == 5000 and len({r[3] for r in got}) == 1
+    assert [s for s, _ in statuses(warehouse)] == ["succeeded", "succeeded"]
+
+
+def test_bad_configuration_fails_before_anything_is_written(model_root, warehouse, tmp_path, capsys):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 10)
+    base = [a for a in score_args(tmp_path, model_root, warehouse) if not a.startswith("--warehouse")]
+    for location, message in warehouse.bad_locations:
+        assert score.main(base + [f"--warehouse={location}"]) == 2
+        assert message in capsys.readouterr().err
+    assert score.main(base + [f"--warehouse={warehouse.location}", "--date=2026-13-01"]) == 2
+    assert "not a real date" in capsys.readouterr().err
+    assert not warehouse.staging.exists()
+    assert not warehouse.exists() or warehouse.rows("SELECT COUNT(*) FROM scoring_runs") == [(0,)]
+
+    # A table that drifted from schemas/ is refused before any data is read.
+    dialect = open_warehouse(warehouse.location).dialect
+    string, number = (dialect.type_name(t) for t in (schemas.ColumnType.STRING, schemas.ColumnType.FLOAT64))
+    warehouse.execute(f"DROP TABLE IF EXISTS {dialect.table('predictions')}")
+    warehouse.execute(
+        f"CREATE TABLE {dialect.table('predictions')} (score_date DATE, trip_id {string}, score {number})"
+    )
+    assert score.main(base + [f"--warehouse={warehouse.location}"]) == 2
+    assert "predictions does not match schemas/" in capsys.readouterr().err
+    assert warehouse.rows("SELECT COUNT(*) FROM predictions") == [(0,)]
+    assert not warehouse.staging.exists()
+
+
+def test_views_and_every_example_query(model_root, warehouse, tmp_path):
+    [path] = write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 400)
+    with open(path, "a") as f:
+        f.write("broken,line\n")
+    write_partition(tmp_path / "trips" / "dt=2026-11-22", "2026-11-22", 150)
+    score.run(score_args(tmp_path, model_root, warehouse, "2026-11-22"))
+    score.run(score_args(tmp_path, model_root, warehouse))
+    queries = warehouse.example_queries()
+    assert set(queries) == {"top_tippers", "daily_summary", "latest_scores", "reconciliation", "rejections"}
+    d = date.fromisoformat(DAY)
+
+    top = warehouse.rows(queries["top_tippers"], date=d)
+    labelled = warehouse.rows("SELECT COUNT(*) FROM predictions WHERE score_date = ? AND label", d)[0][0]
+    assert len(top) == min(20, labelled) > 0 and [p for _, p in top] == sorted((p for _, p in top), reverse=True)
+
+    summary = warehouse.rows(queries["daily_summary"])
+    assert [(str(r[0]), r[2]) for r in summary] == [("2026-11-22", 150), (DAY, 400)]
+    shares = warehouse.rows(
+        "SELECT score_date, AVG(CASE WHEN label THEN 1 ELSE 0 END) FROM predictions "
+        "GROUP BY score_date ORDER BY score_date"
+    )
+    assert [r[4] for r in summary] == [pytest.approx(s, abs=1e-4) for _, s in shares]
+    assert all(0 <= r[3] <= 1 and 0 <= r[4] <= 1 for r in summary)
+
+    trips, big_tippers = warehouse.rows(queries["latest_scores"])[0]
+    assert trips == 550 and 0 < big_tippers < trips  # keys carry their night, so none repeats
+
+    assert warehouse.rows(queries["reconciliation"]) == [
+        (date(2026, 11, 22), 150, 150, 0, True),
+        (d, 401, 400, 1, True),
+    ]
+    assert warehouse.rows(queries["rejections"], date=d) == [
+        ("malformed line: expected 19 fields, found 2", "record", 1)
+    ]
+
+
+# ---------------------------------------------------------------- what only BigQuery has
+
+
+def test_bigquery_tables_are_partitioned_clustered_and_described(model_root, bigquery, tmp_path):
+    warehouse = BigQueryUnderTest(bigquery, tmp_path)
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 50)
+    score.run(score_args(tmp_path, model_root, warehouse))
+    table = bigquery.get_table(f"{BQ_PROJECT}.{warehouse.dataset}.predictions")
+    assert table.time_partitioning.field == "score_date" and table.clustering_fields == ["model_role", "trip_id"]
+    assert {f.name: f.description for f in table.schema} == {f.name: f.description for f in schemas.PREDICTIONS.fields}
+    # Staging tables are gone once published.
+    assert [
+        t.table_id for t in bigquery.list_tables(f"{BQ_PROJECT}.{warehouse.dataset}") if t.table_id.startswith("_")
+    ] == []
+
+
+def test_bigquery_creates_a_missing_dataset_only_when_asked(model_root, bigquery, tmp_path, capsys):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 10)
+    created = f"created_{uuid.uuid4().hex[:8]}"
+    args = [
+        f"--date={DAY}",
+        f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+        f"--model_root={model_root}",
+        f"--warehouse=bq://{BQ_PROJECT}.{created}",
+        f"--staging_dir={tmp_path}/staging",
+    ]
+    assert score.main(args) == 2
+    assert f"dataset {BQ_PROJECT}.{created} does not exist" in capsys.readouterr().err
+    assert created not in [d.dataset_id for d in bigquery.list_datasets()]
+    assert score.main(args + ["--create_dataset"]) == 0
+    config = bq.QueryJobConfig(default_dataset=f"{BQ_PROJECT}.{created}")
+    assert list(bigquery.query("SELECT COUNT(*) FROM predictions", job_config=config).result())[0][0] == 10
