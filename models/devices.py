@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from models import signature
 from schemas import InputSchema
 
 AUTO, CPU, GPU, TPU = "auto", "cpu", "gpu", "tpu"
@@ -146,6 +145,8 @@ class ShardedModel:
     def predict(self, batch: pa.RecordBatch | pa.Table) -> tuple[np.ndarray, str]:
         """Probabilities for the batch's records, and the device (host-qualified) that computed them."""
         import tensorflow as tf
+
+        from models import signature
 
         device, loaded = self.copies[next(self._turn) % len(self.copies)]
         with tf.device(device):

@@ -69,18 +69,18 @@ class Deployment:
 
     project: str
     region: str
-    bucket: str = ""  # gs://PROJECT-scoring
+    bucket: str = ""
     dataset: str = "scoring"
     repository: str = "scoring"
     version: str = field(default_factory=_version)
     accelerator: str = "cpu"
     gpu: str = "nvidia-l4"
-    machine_type: str = ""  # n2-standard-4, g2-standard-8 with a GPU
+    machine_type: str = ""
     max_workers: int = 10
     timezone: str = "America/Chicago"
     hour: int = 3
     job_name: str = "score-nightly"
-    input: str = ""  # gs://BUCKET/trips/dt={date}/*.csv
+    input: str = ""
 
     def __post_init__(self) -> None:
         bucket = (self.bucket or f"gs://{self.project}-scoring").rstrip("/")

@@ -26,21 +26,13 @@ from schemas import WAREHOUSE_TABLES  # noqa: E402
 def setup(
     project: str, dataset: str, location: str | None = None, partition_expiration_days: int | None = None
 ) -> BigQueryWarehouse:
-    """The dataset, described and located; tables made as the scorer makes them; views (re)made."""
-    from google.cloud import bigquery
-
     ref = bq.DatasetRef.parse(f"{project}.{dataset}")
     if ref is None:
         raise SystemExit(f"not a valid project/dataset: {project!r}.{dataset!r}")
-    warehouse = BigQueryWarehouse(f"{bq.SCHEME}{ref}", partition_expiration_days=partition_expiration_days)
-    ds = bigquery.Dataset(str(ref))
-    if location:
-        ds.location = location
-    ds.description = "Nightly batch scores (see the project's README)."
-    warehouse.client.create_dataset(ds, exists_ok=True)
-    for view in views(warehouse.dialect):  # replaced, so that a changed definition reaches the dataset
-        warehouse.client.delete_table(f"{ref}.{view.name}", not_found_ok=True)
-    warehouse.prepare()
+    warehouse = BigQueryWarehouse(
+        f"{bq.SCHEME}{ref}", dataset_location=location, partition_expiration_days=partition_expiration_days
+    )
+    warehouse.set_up()
     return warehouse
 
 

@@ -179,6 +179,21 @@ def bigquery():
 # ---------------------------------------------------------------- one warehouse suite, two engines
 
 
+def readme_example_queries() -> dict[str, str]:
+    """The README's DuckDB queries, by the name each block starts with (`-- name: what it answers`)."""
+    text = open(os.path.join(REPO, "README.md")).read()
+    analysts = text.split("## For analysts", 1)[1].split("\n## ", 1)[0]
+    return {
+        name: sql.strip().rstrip(";") for name, sql in re.findall(r"```sql\n-- (\w+): [^\n]*\n(.*?)```", analysts, re.S)
+    }
+
+
+def analyst_example_queries() -> dict[str, str]:
+    """scripts/analyst_queries.sql (BigQuery), by the `-- name:` line before each."""
+    text = open(os.path.join(REPO, "scripts", "analyst_queries.sql")).read()
+    return {m[0]: m[1].strip().rstrip(";") for m in re.findall(r"-- name: (\w+)\n(.*?;)", text, re.S)}
+
+
 class DuckDBUnderTest:
     """A DuckDB warehouse file as its analysts read it; the staging directory is the default one."""
 
@@ -202,6 +217,9 @@ class DuckDBUnderTest:
         with duckdb.connect(self.location) as con:
             con.execute(sql)
 
+    def drop(self, name: str, kind: str = "TABLE") -> None:
+        self.execute(f'DROP {kind} IF EXISTS "{name}"')
+
     def columns(self, table: str) -> list[tuple[str, bool]]:
         """(name, nullable) of a table's columns, in order."""
         return self.rows(
@@ -210,14 +228,9 @@ class DuckDBUnderTest:
             table,
         )
 
-    def example_queries(self) -> dict[str, str]:
-        """The README's DuckDB queries, by the name each block starts with (`-- name: ...`)."""
-        text = open(os.path.join(REPO, "README.md")).read()
-        analysts = text.split("## For analysts", 1)[1].split("\n## ", 1)[0]
-        return {
-            name: sql.strip().rstrip(";")
-            for name, sql in re.findall(r"```sql\n-- (\w+): [^\n]*\n(.*?)```", analysts, re.S)
-        }
+    @staticmethod
+    def example_queries() -> dict[str, str]:
+        return readme_example_queries()
 
 
 class BigQueryUnderTest:
@@ -262,14 +275,18 @@ class BigQueryUnderTest:
 
         self.client.query(sql, job_config=bq.QueryJobConfig(default_dataset=f"{BQ_PROJECT}.{self.dataset}")).result()
 
+    def drop(self, name: str, kind: str = "TABLE") -> None:
+        """Through the API: the emulator keeps views made through it as tables, which SQL cannot drop."""
+        self.client.delete_table(f"{BQ_PROJECT}.{self.dataset}.{name}", not_found_ok=True)
+
     def columns(self, table: str) -> list[tuple[str, bool]]:
         return [
             (f.name, f.mode != "REQUIRED") for f in self.client.get_table(f"{BQ_PROJECT}.{self.dataset}.{table}").schema
         ]
 
-    def example_queries(self) -> dict[str, str]:
-        text = open(os.path.join(REPO, "scripts", "analyst_queries.sql")).read()
-        return {m[0]: m[1].strip().rstrip(";") for m in re.findall(r"-- name: (\w+)\n(.*?;)", text, re.S)}
+    @staticmethod
+    def example_queries() -> dict[str, str]:
+        return analyst_example_queries()
 
 
 @pytest.fixture(params=["duckdb", "bigquery"])

@@ -8,7 +8,7 @@ import re
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import REPO, analyst_example_queries, readme_example_queries
 
 
 def readme() -> str:
@@ -17,11 +17,10 @@ def readme() -> str:
 
 def test_duckdb_and_bigquery_example_queries_are_the_same_set():
     analysts = readme().split("## For analysts", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"```sql\n(.*?)```", analysts, re.S)
-    named = [re.match(r"-- (\w+): ", block) for block in blocks]
-    assert all(named), "every DuckDB example query starts with '-- name: what it answers'"
-    bigquery = re.findall(r"-- name: (\w+)\n", open(os.path.join(REPO, "scripts", "analyst_queries.sql")).read())
-    assert [m[1] for m in named] == bigquery
+    blocks = re.findall(r"```sql\n", analysts)
+    duckdb = readme_example_queries()
+    assert len(duckdb) == len(blocks), "every DuckDB example query starts with '-- name: what it answers'"
+    assert list(duckdb) == list(analyst_example_queries())
 
 
 def test_every_module_is_in_the_readme_and_every_module_it_names_exists():

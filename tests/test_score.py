@@ -174,19 +174,3 @@ def test_a_dry_run_on_a_local_runner_builds_and_writes_nothing(model_root, tmp_p
     summary = score.run(score_args(tmp_path, model_root, DAY, "--dry_run=True"))
     assert summary["dry_run"] and summary["job"] is None and summary["model_version"] == 1
     assert not (tmp_path / "wh").exists()
-
-
-def test_a_challenger_night_with_nothing_scored_still_publishes(trained, tmp_path):
-    root = tmp_path / "models" / "taxi_tipper"
-    shutil.copytree(trained.version.path, root / "1")
-    shutil.copytree(trained.version.path, root / "2")
-    meta = json.loads((root / "2" / "metadata.json").read_text())
-    (root / "2" / "metadata.json").write_text(json.dumps({**meta, "version": 2}))
-    [path] = write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 5)
-    lines = open(path).read().splitlines()
-    with open(path, "w") as f:  # every record without its fare
-        f.write(
-            "\n".join([lines[0]] + [",".join(r.split(",")[:2] + [""] + r.split(",")[3:]) for r in lines[1:]]) + "\n"
-        )
-    summary = score.run(score_args(tmp_path, tmp_path / "models", DAY, "--model_version=1", "--challenger_version=2"))
-    assert (summary["scored_records"], summary["rejected_records"], summary["comparison"]) == (0, 5, None)

@@ -6,6 +6,7 @@ read them: with DuckDB's own client, and with the real google-cloud-bigquery cli
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from google.cloud import bigquery as bq
 
 import schemas
 from pipelines import score
-from pipelines.warehouses import AuditError, RunRecord, StagedResults, Warehouse, open_warehouse
+from pipelines.warehouses import AuditError, RunRecord, StagedResults, Warehouse, open_warehouse, sql
 from schemas import WAREHOUSE_TABLES
 from tests.conftest import BQ_PROJECT, REPO, BigQueryUnderTest, write_partition
 
@@ -98,7 +99,12 @@ def prediction(run_id: str, trip_id: str, probability: float, label: bool, role:
 
 
 def test_tables_and_views_are_made_from_the_schema(warehouse):
-    open_warehouse(warehouse.location).prepare()
+    contract = open_warehouse(warehouse.location)
+    for view in sql.views(contract.dialect):  # from nothing: the set-up script may have made them
+        warehouse.drop(view.name, "VIEW")
+    for table in WAREHOUSE_TABLES:
+        warehouse.drop(table.name)
+    contract.prepare()
     for table in WAREHOUSE_TABLES:
         assert warehouse.columns(table.name) == [(f.name, not f.required) for f in table.fields], table.name
     assert warehouse.rows("SELECT COUNT(*) FROM latest_predictions") == [(0,)]
@@ -115,6 +121,36 @@ def test_scores_a_date_and_reads_it_back(trained, model_root, warehouse, tmp_pat
     assert (summary["status"], summary["input_records"], summary["scored_records"]) == ("succeeded", 800, 800)
     assert warehouse.rows("SELECT status, input_records FROM scoring_runs") == [("succeeded", 800)]
     assert not (warehouse.staging / summary["run_id"]).exists()  # staged files go once published
+
+
+def test_a_dry_run_writes_nothing_to_an_existing_warehouse(model_root, warehouse, tmp_path):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 20)
+    score.run(score_args(tmp_path, model_root, warehouse))
+    warehouse.drop("latest_predictions", "VIEW")
+    summary = score.run(score_args(tmp_path, model_root, warehouse, DAY, "--dry_run=True"))
+    assert summary["dry_run"] and summary["job"] is None
+    assert [s for s, _ in statuses(warehouse)] == ["succeeded"]  # no run recorded
+    with pytest.raises(Exception, match="latest_predictions"):  # and nothing made
+        warehouse.rows("SELECT COUNT(*) FROM latest_predictions")
+
+
+def test_a_challenger_night_with_nothing_scored_still_publishes(trained, warehouse, tmp_path):
+    root = tmp_path / "models" / "taxi_tipper"
+    shutil.copytree(trained.version.path, root / "1")
+    shutil.copytree(trained.version.path, root / "2")
+    meta = json.loads((root / "2" / "metadata.json").read_text())
+    (root / "2" / "metadata.json").write_text(json.dumps({**meta, "version": 2}))
+    [path] = write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 5)
+    lines = open(path).read().splitlines()
+    with open(path, "w") as f:  # every record without its fare
+        f.write(
+            "\n".join([lines[0]] + [",".join(r.split(",")[:2] + [""] + r.split(",")[3:]) for r in lines[1:]]) + "\n"
+        )
+    summary = score.run(
+        score_args(tmp_path, tmp_path / "models", warehouse, DAY, "--model_version=1", "--challenger_version=2")
+    )
+    assert (summary["scored_records"], summary["rejected_records"], summary["comparison"]) == (0, 5, None)
+    assert statuses(warehouse) == [("succeeded", None)]
 
 
 def test_rerunning_a_date_replaces_it(model_root, warehouse, tmp_path):
@@ -217,7 +253,7 @@ def test_bad_configuration_fails_before_anything_is_written(model_root, warehous
     # A table that drifted from schemas/ is refused before any data is read.
     dialect = open_warehouse(warehouse.location).dialect
     string, number = (dialect.type_name(t) for t in (schemas.ColumnType.STRING, schemas.ColumnType.FLOAT64))
-    warehouse.execute(f"DROP TABLE IF EXISTS {dialect.table('predictions')}")
+    warehouse.drop("predictions")
     warehouse.execute(
         f"CREATE TABLE {dialect.table('predictions')} (score_date DATE, trip_id {string}, score {number})"
     )

@@ -28,10 +28,12 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipelines import bigquery as bq
 from pipelines.bigquery import SCHEME, DatasetRef
+from pipelines.warehouses import sql
 from pipelines.warehouses.contract import AuditError, RunRecord, StagedResults, Warehouse, WarehouseConfigError
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
-from schemas import PREDICTIONS, SCORING_ERRORS, ColumnType, TableSchema
+from schemas import PREDICTIONS, SCORING_ERRORS, WAREHOUSE_TABLES, ColumnType, TableSchema
 
+DATASET_DESCRIPTION = "Nightly batch scores (see the project's README)."
 STAGING_HOURS = 24  # staging tables outlive a failed run long enough to inspect, then expire
 PUBLISH_ATTEMPTS = 5  # a transaction that lost a race with another run's is retried
 
@@ -86,7 +88,6 @@ class BigQueryWarehouse(Warehouse):
 
     def _open(self, create: bool) -> bool:
         from google.api_core import exceptions
-        from google.cloud import bigquery
 
         try:
             self.client.get_dataset(str(self.ref))
@@ -96,11 +97,28 @@ class BigQueryWarehouse(Warehouse):
                     f"BigQuery dataset {self.ref} does not exist; create it with "
                     "scripts/setup_bigquery.py or pass --create_dataset"
                 ) from None
-            dataset = bigquery.Dataset(str(self.ref))
-            if self._dataset_location:
-                dataset.location = self._dataset_location
-            self.client.create_dataset(dataset, exists_ok=True)
+            self.client.create_dataset(self._dataset_definition(), exists_ok=True)
         return True
+
+    def _dataset_definition(self):
+        from google.cloud import bigquery
+
+        dataset = bigquery.Dataset(str(self.ref))
+        if self._dataset_location:
+            dataset.location = self._dataset_location
+        dataset.description = DATASET_DESCRIPTION
+        return dataset
+
+    def set_up(self) -> None:
+        """What scripts/setup_bigquery.py does: the dataset (located, described), the missing tables, and
+        the views made anew so that a changed definition reaches them. Existing tables are left as they
+        are; the scorer refuses one that no longer matches `schemas/`."""
+        self.client.create_dataset(self._dataset_definition(), exists_ok=True)
+        for table in WAREHOUSE_TABLES:
+            self._create_table(table)
+        for view in sql.views(self.dialect):
+            self.client.delete_table(f"{self.ref}.{view.name}", not_found_ok=True)
+            self._create_view(view)
 
     def _columns(self, table: str) -> list[tuple[str, str]] | None:
         from google.api_core import exceptions
@@ -115,6 +133,7 @@ class BigQueryWarehouse(Warehouse):
         self.client.create_table(bq.table_definition(self.ref, table, self._partition_expiration_days), exists_ok=True)
 
     def _create_view(self, view: View) -> None:
+        """Made when missing; replaced only by `set_up`, so analysts never see it vanish mid-query."""
         from google.cloud import bigquery
 
         definition = bigquery.Table(f"{self.ref}.{view.name}")

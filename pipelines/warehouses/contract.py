@@ -5,8 +5,8 @@ them and then, in one transaction, replaces the date's predictions and errors an
 succeeded. A run that dies before that commit leaves the date exactly as it was, and two runs of
 one date serialise on the transaction, so the date ends with exactly one run's rows.
 
-`Warehouse` holds that life cycle: prepare (tables and views checked against `schemas/`, missing ones
-created), record the run, publish a night (stage, audit, compare, one transaction), mark a run
+`Warehouse` holds that life cycle: prepare (tables checked against `schemas/`, missing tables and the
+analyst views made), record the run, publish a night (stage, audit, compare, one transaction), mark a run
 failed, record its metrics, read its row. The SQL comes from `warehouses.sql` in the warehouse's
 dialect. A backend writes only what differs between engines: its connection, how a table's columns
 are read and a table is made, how staged files become queryable, and how a transaction runs.
@@ -229,7 +229,7 @@ class Warehouse(abc.ABC):
 
     @abc.abstractmethod
     def _create_view(self, view: sql.View) -> None:
-        """Create the view unless one of that name exists."""
+        """Make the view (a warehouse may keep an existing one as it is)."""
 
     @abc.abstractmethod
     def _query(self, statement: Statement) -> tuple[list[str], list[tuple]]:

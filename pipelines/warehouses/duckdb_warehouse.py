@@ -100,7 +100,8 @@ class DuckDBWarehouse(Warehouse):
         self._query(sql.create_table(self.dialect, table))
 
     def _create_view(self, view: View) -> None:
-        self._query(Statement(f"CREATE VIEW IF NOT EXISTS {self.dialect.table(view.name)} AS {view.sql}"))
+        """Replaced every time: under the file's lock no reader sees it missing, and it stays current."""
+        self._query(Statement(f"CREATE OR REPLACE VIEW {self.dialect.table(view.name)} AS {view.sql}"))
 
     def _query(self, statement: Statement) -> tuple[list[str], list[tuple]]:
         with self._connection() as con:
