@@ -15,7 +15,7 @@ from apache_beam.metrics import Metrics
 
 from pipelines.stage import WriteParquetFiles
 from pipelines.warehouses import RunRecord, StagedResults, Warehouse
-from schemas import PREDICTIONS, SCORING_ERRORS
+from schemas import PREDICTIONS, SCORING_ERRORS, TableSchema
 
 
 class AddRunColumns:
@@ -64,25 +64,22 @@ class LoadToWarehouse(beam.PTransform):
         self._run = run
         self._staging = FileSystems.join(staging_dir, run.run_id)
 
+    def _stage(self, table: TableSchema, folder: str, time_field: str) -> beam.ParDo:
+        """Batches -> Parquet files laid out as `table`, under the run's staging folder."""
+        return beam.ParDo(
+            WriteParquetFiles(
+                FileSystems.join(self._staging, folder),
+                folder,
+                table.arrow_schema,
+                AddRunColumns(table.arrow_schema, self._run, time_field),
+            )
+        )
+
     def expand(self, inputs):
         scored, rejected, counts = inputs
         pipeline = scored.pipeline
-        predictions = scored | "StagePredictions" >> beam.ParDo(
-            WriteParquetFiles(
-                FileSystems.join(self._staging, "predictions"),
-                "predictions",
-                PREDICTIONS.arrow_schema,
-                AddRunColumns(PREDICTIONS.arrow_schema, self._run, "scored_at"),
-            )
-        )
-        errors = rejected | "StageErrors" >> beam.ParDo(
-            WriteParquetFiles(
-                FileSystems.join(self._staging, "errors"),
-                "errors",
-                SCORING_ERRORS.arrow_schema,
-                AddRunColumns(SCORING_ERRORS.arrow_schema, self._run, "recorded_at"),
-            )
-        )
+        predictions = scored | "StagePredictions" >> self._stage(PREDICTIONS, "predictions", "scored_at")
+        errors = rejected | "StageErrors" >> self._stage(SCORING_ERRORS, "errors", "recorded_at")
         input_records = counts | "CountInput" >> beam.CombineGlobally(sum)
         return (
             pipeline
