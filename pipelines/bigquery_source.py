@@ -53,7 +53,8 @@ def parse_table(text: str) -> TableRef:
 
 
 def date_restriction(column: str, bq_type: str, day: date) -> str:
-    """The Storage API row filter for one day. Only a checked identifier and a parsed date go in."""
+    """The Storage API row filter for one day (`bq_type` by its standard name). Only a checked identifier
+    and a parsed date go in."""
     if not IDENTIFIER.match(column):
         raise BigQueryInputError(f"{column!r} is not a valid BigQuery column name")
     start = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
@@ -65,7 +66,7 @@ def date_restriction(column: str, bq_type: str, day: date) -> str:
             f'`{column}` >= TIMESTAMP "{start:%Y-%m-%d %H:%M:%S}+00" AND '
             f'`{column}` < TIMESTAMP "{end:%Y-%m-%d %H:%M:%S}+00"'
         )
-    if standard_type(bq_type) == "INT64":  # unix seconds
+    if bq_type == "INT64":  # unix seconds
         return f"`{column}` >= {int(start.timestamp())} AND `{column}` < {int(end.timestamp())}"
     raise BigQueryInputError(f"date column {column} is {bq_type}; it must be DATE, TIMESTAMP or INT64 unix seconds")
 

@@ -190,7 +190,8 @@ class BigQueryWarehouse(Warehouse):
     def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:
         d, script = self.dialect, self.transaction_dialect
         params = {name: param for statement in statements for name, param in statement.params.items()}
-        values = d.table(self._staging_name(run, "run"))
+        values_name = self._staging_name(run, "run")
+        values = d.table(values_name)
         self._query(
             Statement(
                 f"CREATE OR REPLACE TABLE {values} OPTIONS (expiration_timestamp = "
@@ -205,7 +206,7 @@ class BigQueryWarehouse(Warehouse):
         ]
         body = "".join(f"{statement.sql};\n" for statement in statements)
         self._run_script("\n".join(declarations) + f"\nBEGIN TRANSACTION;\n{body}COMMIT TRANSACTION;")
-        self.client.delete_table(f"{self.ref}.{self._staging_name(run, 'run')}", not_found_ok=True)
+        self.client.delete_table(f"{self.ref}.{values_name}", not_found_ok=True)
 
     def _run_script(self, script: str) -> None:
         from google.api_core import exceptions

@@ -47,10 +47,10 @@ class DuckDBWarehouse(Warehouse):
                 f"--warehouse {path!r}: a DuckDB warehouse is a local file path (BigQuery: bq://project.dataset)"
             )
         self.path = self.location = path
-        self._publishing: duckdb.DuckDBPyConnection | None = None
+        self._held: duckdb.DuckDBPyConnection | None = None
 
     def __getstate__(self):  # travels to workers without a connection
-        return {**self.__dict__, "_publishing": None}
+        return {**self.__dict__, "_held": None}
 
     def default_staging_dir(self) -> str:
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), "_staging")
@@ -73,22 +73,39 @@ class DuckDBWarehouse(Warehouse):
                 time.sleep(0.2)
 
     @contextlib.contextmanager
-    def _connection(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """The publishing connection while a night is published (its staged views live there), else a new one."""
-        if self._publishing is not None:
-            yield self._publishing
-            return
+    def _holding(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One connection for a whole step (preparing, publishing): the file is opened once, and the
+        staged views of a publishing live on it."""
         with self.connect(read_only) as con:
+            self._held = con
+            try:
+                yield con
+            finally:
+                self._held = None
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """The held connection during a step, else a new one."""
+        if self._held is not None:
+            yield self._held
+            return
+        with self.connect() as con:
             yield con
 
+    def prepare(self, create: bool = True) -> None:
+        """On one connection; a dry run (`create` False) opens the file read-only, or not at all."""
+        if not create and not os.path.exists(self.path):
+            return  # nothing exists yet, so nothing can disagree with schemas/
+        if create:
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        with self._holding(read_only=not create):
+            super().prepare(create)
+
     def _open(self, create: bool) -> bool:
-        if not create:
-            return os.path.exists(self.path)
-        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        return True
+        return True  # prepare() opened the file
 
     def _columns(self, table: str) -> list[tuple[str, str]] | None:
-        with self._connection(read_only=os.path.exists(self.path)) as con:
+        with self._connection() as con:
             rows = con.execute(
                 "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = ? "
                 "ORDER BY ordinal_position",
@@ -112,7 +129,7 @@ class DuckDBWarehouse(Warehouse):
     @contextlib.contextmanager
     def _staged(self, run: RunRecord, staged: StagedResults) -> Iterator[StagedTables]:
         """Staged Parquet files are read where they lie, as views of the publishing connection."""
-        with self.connect() as con:
+        with self._holding() as con:
             for name, table, files in (
                 (STAGED_PREDICTIONS, PREDICTIONS, staged.prediction_paths),
                 (STAGED_ERRORS, SCORING_ERRORS, staged.error_paths),
@@ -122,11 +139,7 @@ class DuckDBWarehouse(Warehouse):
                 else:  # nothing staged: an empty relation of the table's columns
                     relation = con.sql(f"SELECT * FROM {self.dialect.table(table.name)} WHERE false")
                 con.register(name, relation)
-            self._publishing = con
-            try:
-                yield StagedTables(self.dialect.quote(STAGED_PREDICTIONS), self.dialect.quote(STAGED_ERRORS))
-            finally:
-                self._publishing = None
+            yield StagedTables(self.dialect.quote(STAGED_PREDICTIONS), self.dialect.quote(STAGED_ERRORS))
 
     def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:
         with self._connection() as con:
