@@ -19,13 +19,16 @@ from apache_beam.ml.inference.base import ModelHandler
 
 from models.devices import DEFAULT_BATCH_SIZE, ShardedModel
 from models.registry import ModelVersion
-from schemas import CHAMPION, PREDICTIONS, InputSchema
+from schemas import CHAMPION, PREDICTIONS, PROVENANCE, InputSchema
 
 DEVICE_METRICS_NAMESPACE = "scoring_devices"
 
 # What the handler produces: the predictions table less the run-level columns the load stage adds.
 RUN_LEVEL_PREDICTION_FIELDS = ("score_date", "run_id", "scored_at")
 SCORED_SCHEMA = pa.schema([f for f in PREDICTIONS.arrow_schema if f.name not in RUN_LEVEL_PREDICTION_FIELDS])
+# Where each record came from and its content hash: carried through, when validation added them, for
+# publishing to resolve duplicate keys with.
+PROVENANCE_FIELDS = [pa.field(f.name, f.type.arrow) for f in PROVENANCE]
 
 
 def batch_rows(batch: pa.RecordBatch) -> int:
@@ -88,18 +91,21 @@ class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedM
         if isinstance(key, pa.ChunkedArray):
             key = key.combine_chunks()
         threshold = self._model.threshold
-        return pa.RecordBatch.from_arrays(
-            [
-                key,
-                probs,
-                pc.greater_equal(probs, threshold),
-                pa.repeat(threshold, n),
-                pa.repeat(self._model.name, n),
-                pa.repeat(self._model.version, n),
-                pa.repeat(self._role, n),
-            ],
-            schema=SCORED_SCHEMA,
-        )
+        columns = [
+            key,
+            probs,
+            pc.greater_equal(probs, threshold),
+            pa.repeat(threshold, n),
+            pa.repeat(self._model.name, n),
+            pa.repeat(self._model.version, n),
+            pa.repeat(self._role, n),
+        ]
+        if PROVENANCE_FIELDS[0].name not in table.column_names:
+            return pa.RecordBatch.from_arrays(columns, schema=SCORED_SCHEMA)
+        for f in PROVENANCE_FIELDS:
+            column = table.column(f.name)
+            columns.append(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
+        return pa.RecordBatch.from_arrays(columns, schema=pa.schema([*SCORED_SCHEMA, *PROVENANCE_FIELDS]))
 
     def get_num_bytes(self, batch: Sequence[pa.RecordBatch]) -> int:
         return sum(b.nbytes for b in batch)  # the default pickles the whole batch to measure it

@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
@@ -31,6 +32,26 @@ RECORD_ERROR = "record"
 FILE_ERROR = "file"
 CSV, JSON, TABLE = "csv", "json", "table"  # the form a source's records are shown in when rejected
 
+# `scoring_errors.reason`: short codes that analysts group by; `column_name` and `detail` say the rest.
+# The README's "Every record is accounted for" lists them (a test keeps the two the same).
+REASONS = {
+    "malformed_line": "CSV record whose fields do not match the header (count, or a quote left open)",
+    "malformed_json": "JSON line that is not valid JSON, or not an object",
+    "invalid_utf8": "record holding bytes that are not UTF-8 (kept as \\x escapes in raw_record)",
+    "record_too_large": "record longer than --max_record_bytes; reading resumes at the next one",
+    "wrong_type": "value that is not of its column's type ('twelve' for a FLOAT64)",
+    "not_integer": "INT64 value that is a number but not a whole one (480.5, nan, inf)",
+    "out_of_range": "value outside int64, outside float32 (the model's input type), or outside the "
+    "range or allowed set that schemas/ declares for the column",
+    "non_finite": "FLOAT64 value that is nan or infinite",
+    "missing_required": "required column with no value",
+    "unknown_column": "value in a column the schema does not know, with --unknown_columns reject",
+    "duplicate_key": "key that appears more than once in the night with different content (all copies rejected)",
+    "missing_column": "file error: the header lacks a column of the schema (all the file's records rejected)",
+    "empty_file": "file error: the file holds no records",
+    "unreadable_file": "file error: the file cannot be read (a corrupt archive, an I/O error)",
+}
+
 
 def count_read(source: str, records: int) -> None:
     """Records read from one source (a file or a BigQuery table), in total and per source."""
@@ -40,11 +61,25 @@ def count_read(source: str, records: int) -> None:
 
 @dataclass(frozen=True)
 class RawBatch:
-    """Records of one source before validation: text columns (CSV) or loosely typed ones (JSON, tables)."""
+    """Records of one source before validation: text columns (CSV) or loosely typed ones (JSON, tables).
+
+    Where each record sits in its file travels with it, so that a rejection downstream still names its
+    line: consecutive lines from `first_line` (the common case, no array made), or `line_numbers`.
+    """
 
     source: str
     records: pa.RecordBatch
     format: str = CSV
+    first_line: int | None = None
+    line_numbers: pa.Array | None = None
+
+    def lines(self) -> pa.Array:
+        if self.line_numbers is not None:
+            return self.line_numbers
+        n = self.records.num_rows
+        if self.first_line is None:
+            return pa.nulls(n, pa.int64())
+        return pa.array(np.arange(self.first_line, self.first_line + n, dtype=np.int64))
 
 
 _NEEDS_QUOTES = re.compile(r'[",\n\r]')
@@ -70,18 +105,37 @@ def rejected_batch(
     raw_records: list[str | None] | pa.Array,
     reasons: list[str] | pa.Array,
     line_numbers: list[int | None] | pa.Array | None = None,
-    kind: str = RECORD_ERROR,
+    *,
+    columns: list[str | None] | pa.Array | None = None,
+    details: list[str | None] | pa.Array | None = None,
 ) -> pa.RecordBatch:
+    """Rejected records, one row each."""
     n = len(reasons)
-    if line_numbers is None:
-        line_numbers = pa.nulls(n, pa.int64())
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array([source] * n, pa.string()),
-            pa.array(line_numbers, pa.int64()),
-            pa.array(raw_records, pa.string()),
-            pa.array(reasons, pa.string()),
-            pa.array([kind] * n, pa.string()),
-        ],
-        schema=REJECTED_SCHEMA,
-    )
+    return _rejected(source, raw_records, reasons, line_numbers, columns, details, RECORD_ERROR, [1] * n)
+
+
+def file_error(source: str, reason: str, records: int, detail: str, column: str | None = None) -> pa.RecordBatch:
+    """A whole file rejected: one row standing for all `records` the file held."""
+    return _rejected(source, [None], [reason], None, [column], [detail], FILE_ERROR, [records])
+
+
+def _rejected(source, raw_records, reasons, line_numbers, columns, details, kind, records) -> pa.RecordBatch:
+    if isinstance(reasons, list) and not REASONS.keys() >= set(reasons):
+        raise ValueError(f"undocumented reason codes: {sorted(set(reasons) - REASONS.keys())}")
+    n = len(reasons)
+
+    def column(values, type_=None):
+        type_ = type_ or pa.string()
+        return pa.nulls(n, type_) if values is None else pa.array(values, type_)
+
+    by_name = {
+        "source": pa.array([source] * n, pa.string()),
+        "line_number": column(line_numbers, pa.int64()),
+        "raw_record": column(raw_records),
+        "reason": column(reasons),
+        "error_kind": pa.array([kind] * n, pa.string()),
+        "column_name": column(columns),
+        "detail": column(details),
+        "records": pa.array(records, pa.int64()),
+    }
+    return pa.RecordBatch.from_arrays([by_name[f.name] for f in REJECTED_SCHEMA], schema=REJECTED_SCHEMA)

@@ -26,10 +26,12 @@ from schemas import ColumnType, InputSchema, Role
 
 DEFAULT_TEMP_DATASET = "scoring_tmp"  # where a query file's results are kept for the read
 TEMP_TABLE_HOURS = 24
-# The BigQuery column types (standard names) each schema type reads from.
+# The BigQuery column types (standard names) each schema type reads from. A FLOAT64 column read as
+# INT64 is coerced by validation's exact rule: a whole number within int64 is taken, any other value
+# rejected (not_integer, out_of_range) with its record, never rounded.
 _COMPATIBLE = {
     ColumnType.STRING: {"STRING"},
-    ColumnType.INT64: {"INT64"},
+    ColumnType.INT64: {"INT64", "FLOAT64"},
     ColumnType.FLOAT64: {"FLOAT64", "INT64", "NUMERIC"},
     ColumnType.DATE: {"DATE"},
     ColumnType.TIMESTAMP: {"TIMESTAMP"},
@@ -78,6 +80,7 @@ class ReadPlan:
     source: str
     session: bytes  # the serialized ReadSession (streams, Arrow schema)
     streams: list[str]
+    expected_rows: int  # COUNT(*) of the same rows by a query: the independent count reads reconcile to
 
 
 def plan_read(
@@ -88,6 +91,7 @@ def plan_read(
     project: str | None,
     max_streams: int = 0,
     temp_dataset: str = DEFAULT_TEMP_DATASET,
+    missing_nullable_columns: str = "refuse",
 ) -> ReadPlan:
     """Check the table (or the query's result) against the schema and open a read session for the day."""
     from google.api_core import exceptions
@@ -104,7 +108,7 @@ def plan_read(
     except exceptions.NotFound:
         raise BigQueryInputError(f"BigQuery table {ref} does not exist") from None
     bq_types = {f.name: standard_type(f.field_type) for f in table.schema}
-    _check_types(schema, bq_types, str(ref))
+    _check_types(schema, bq_types, str(ref), missing_nullable_columns)
     if not location.endswith(".sql"):  # a query file selects its date itself, through @date
         column = date_column or _event_time_column(schema)
         if column not in bq_types:
@@ -119,7 +123,9 @@ def plan_read(
     streams = [s.name for s in session.streams]
     if not streams:
         raise InputNotFoundError(f"no input rows for date {day.isoformat()} in {location}")
-    return ReadPlan(f"{SCHEME}{ref}", types.ReadSession.serialize(session), streams)
+    where = f" WHERE {restriction}" if restriction else ""
+    [(expected,)] = client.query(f"SELECT COUNT(*) FROM `{ref}`{where}").result()
+    return ReadPlan(f"{SCHEME}{ref}", types.ReadSession.serialize(session), streams, expected)
 
 
 def _materialize_query(location: str, day: date, project: str | None, temp_dataset: str) -> TableRef:
@@ -161,13 +167,18 @@ def _event_time_column(schema: InputSchema) -> str:
     return columns[0].name
 
 
-def _check_types(schema: InputSchema, bq_types: dict[str, str], table: str) -> None:
+def _check_types(schema: InputSchema, bq_types: dict[str, str], table: str, missing_nullable: str) -> None:
     problems = []
     for column in schema.columns:
         bq_type = bq_types.get(column.name)
         if bq_type is None:
             if column.required:
                 problems.append(f"required column {column.name} is missing")
+            elif column.role is Role.FEATURE and missing_nullable != "null":
+                problems.append(
+                    f"nullable column {column.name} is missing (--missing_nullable_columns null scores its rows "
+                    "with it null)"
+                )
         elif bq_type not in _COMPATIBLE[column.type]:
             problems.append(f"{column.name} is {bq_type} in BigQuery but {column.type.value} in schemas/")
     if problems:
@@ -195,20 +206,22 @@ class ReadStream(beam.DoFn):
                 records += batch.num_rows
                 yield RawBatch(self._source, batch, TABLE)
         count_read(self._source, records)
-        yield beam.pvalue.TaggedOutput(COUNTS, records)
 
 
 class ReadBigQuery(beam.PTransform):
-    """Read streams -> raw batches; `rejected` (always empty: rows arrive typed) and `counts` tagged."""
+    """Read streams -> raw batches; `rejected` (always empty: rows arrive typed) and `counts`: the table's
+    rows by the planning query's COUNT(*), for the rows read to reconcile against."""
 
     def __init__(self, plan: ReadPlan):
         super().__init__()
         self._plan = plan
 
     def expand(self, pbegin):
-        return (
+        read = (
             pbegin
             | "ListStreams" >> beam.Create(self._plan.streams)
             | "SpreadStreams" >> beam.Reshuffle()
-            | "ReadStreams" >> beam.ParDo(ReadStream(self._plan)).with_outputs(REJECTED, COUNTS, main="batches")
+            | "ReadStreams" >> beam.ParDo(ReadStream(self._plan)).with_outputs(REJECTED, main="batches")
         )
+        counted = pbegin | "CountRows" >> beam.Create([(self._plan.source, self._plan.expected_rows)])
+        return {"batches": read.batches, REJECTED: read[REJECTED], COUNTS: counted}

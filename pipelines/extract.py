@@ -3,30 +3,49 @@
 Files are matched once, up front, so a date with no input fails before anything is written; the
 file list is reshuffled so that a runner with many workers reads files in parallel. Each file is
 streamed in blocks (compressed files are decompressed on the fly, by extension): memory per worker
-is bounded by the block size, not the file size, and no Python object is made per record on the
-common path. Nothing is fatal to the run: malformed lines and empty files leave as rejected
-records with a reason.
+is bounded by the block size (or by --max_record_bytes, for a record longer than a block), not the
+file size, and no Python object is made per record on the common path.
+
+Nothing is fatal to the run and nothing is lost: every record leaves as part of a raw batch or as a
+rejection with a reason code, and each file's record count comes from `pipelines.blocks`, counted
+apart from the parser, for the run to reconcile against. A block pyarrow cannot read whole is read
+record by record, so damage costs only the records it is in.
 """
 
 from __future__ import annotations
 
-import contextlib
+import csv
 import io
 import json
 import re
 from collections.abc import Iterator
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.json as pajson
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines.batches import COUNTS, CSV, FILE_ERROR, JSON, REJECTED, RawBatch, count_read, rejected_batch
-from schemas import InputSchema
+from pipelines.batches import (
+    COUNTS,
+    CSV,
+    FILE_ERROR,
+    JSON,
+    REJECTED,
+    RawBatch,
+    count_read,
+    file_error,
+    rejected_batch,
+)
+from pipelines.blocks import BOM, NEWLINE, Records, json_lines, scan_csv
+from schemas import InputSchema, Role
 
 DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
+DEFAULT_MAX_RECORD_BYTES = 16 << 20  # a record may make its block grow up to this, then it is rejected
+PREVIEW_BYTES = 1024  # of a record too large to keep, what raw_record shows
+REFUSE, NULL = "refuse", "null"  # what to do with a file whose header lacks a nullable column
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".xz")
 _FORMATS = {".csv": CSV, ".json": JSON, ".jsonl": JSON, ".ndjson": JSON}
 
@@ -68,198 +87,340 @@ def file_format(path: str, requested: str = "auto") -> str:
     raise ValueError(f"cannot tell the format of {path} from its name; pass --input_format csv or json")
 
 
-class _ReadOnly(io.RawIOBase):
-    """A Beam filesystem stream as a standard raw stream.
+class ReadFiles(beam.DoFn):
+    """One file in; raw batches out, plus rejected records and the file's independent count (tagged).
 
-    pyarrow's readers check `closed` as a property; Beam's CompressedFile (every .gz/.bz2/...)
-    defines it as a method, which pyarrow takes for "closed".
+    Whatever a file holds, every record it has leaves as part of a raw batch or as a rejection, and
+    the count that the run reconciles against comes from `pipelines.blocks`, not from the parser.
     """
 
-    def __init__(self, stream):
-        self._stream = stream
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._stream.read(len(buffer))
-        buffer[: len(data)] = data
-        return len(data)
-
-
-class ReadFiles(beam.DoFn):
-    """One file in; raw batches out, plus rejected records and the file's record count (tagged)."""
-
-    def __init__(self, schema: InputSchema, block_bytes: int = DEFAULT_BLOCK_BYTES, input_format: str = "auto"):
+    def __init__(
+        self,
+        schema: InputSchema,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+        input_format: str = "auto",
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        missing_nullable_columns: str = REFUSE,
+    ):
+        if missing_nullable_columns not in (REFUSE, NULL):
+            raise ValueError(f"missing_nullable_columns must be {REFUSE} or {NULL}, got {missing_nullable_columns!r}")
         self._schema = schema
         self._block_bytes = block_bytes
         self._format = input_format
+        self._max_record_bytes = max(max_record_bytes, block_bytes)
+        self._missing_nullable = missing_nullable_columns
         self._lines_rejected = Metrics.counter("extract", "malformed_records")
         self._files_rejected = Metrics.counter("extract", "files_rejected")
 
     def process(self, path: str) -> Iterator:
         fmt = file_format(path, self._format)
-        records, file_error = 0, False
-        for item in self._csv(path) if fmt == CSV else self._json(path):
-            if isinstance(item, RawBatch):
-                records += item.records.num_rows
-                yield item
-            elif isinstance(item, beam.pvalue.TaggedOutput):  # a file-level error
-                file_error = True
-                yield item
-            else:  # a batch of malformed records: input records too, so counted
-                records += item.num_rows
-                self._lines_rejected.inc(item.num_rows)
+        reader = _CsvFile(self, path) if fmt == CSV else _JsonFile(self, path)
+        file_rejected = False
+        try:
+            for item in reader.read(self._chunks(path)):
+                if isinstance(item, RawBatch):
+                    yield item
+                    continue
+                if item.column("error_kind")[0].as_py() == FILE_ERROR:
+                    file_rejected = True
+                    self._files_rejected.inc()
+                else:
+                    self._lines_rejected.inc(item.num_rows)
                 yield beam.pvalue.TaggedOutput(REJECTED, item)
-        if records == 0 and not file_error:
+        except _Unreadable as e:
+            # The records before the damage were read and counted; how many follow it cannot be known.
+            file_rejected = True
             self._files_rejected.inc()
             yield beam.pvalue.TaggedOutput(
-                REJECTED, rejected_batch(path, [None], ["empty file: no records"], kind=FILE_ERROR)
+                REJECTED,
+                file_error(path, "unreadable_file", 0, f"after {reader.counted} records: {e}"),
             )
-        count_read(path, records)
-        yield beam.pvalue.TaggedOutput(COUNTS, records)
+        if reader.counted == 0 and not file_rejected:
+            self._files_rejected.inc()
+            yield beam.pvalue.TaggedOutput(REJECTED, file_error(path, "empty_file", 0, "no records"))
+        count_read(path, reader.counted)
+        yield beam.pvalue.TaggedOutput(COUNTS, (path, reader.counted))
 
-    @staticmethod
-    @contextlib.contextmanager
-    def _open(path: str):
-        with FileSystems.open(path) as beam_stream:
-            yield io.BufferedReader(_ReadOnly(beam_stream), buffer_size=1 << 20)
-
-    def _csv(self, path: str) -> Iterator:
-        """Typed first: clean files (nearly all) parse straight into the schema's types. A value that
-        does not fit its type stops that pass; the file is then read again as text from the record
-        where it stopped, so validation can reject just the bad records."""
-        reported: set[int] = set()  # line numbers of malformed lines already emitted
-        emitted = 0
+    def _chunks(self, path: str) -> Iterator[tuple[bytes, bool]]:
+        """(bytes, is_last) a block at a time; decompressed on the fly, by extension."""
         try:
-            for item in self._csv_pass(path, typed=True, skip=0, reported=reported):
-                if isinstance(item, RawBatch):
-                    emitted += item.records.num_rows
-                yield item
-            return
-        except pa.ArrowInvalid:
-            pass
-        try:
-            for item in self._csv_pass(path, typed=False, skip=emitted, reported=reported):
-                if isinstance(item, RawBatch):
-                    emitted += item.records.num_rows
-                yield item
-        except (pa.ArrowInvalid, OSError, EOFError) as e:
-            # Not a bad value but a bad file (invalid UTF-8, a corrupt archive): keep what was read,
-            # reject the rest of the file with the reason.
-            yield self._unreadable(path, emitted, e)
+            with FileSystems.open(path) as stream:
+                while True:
+                    chunk = stream.read(self._block_bytes)
+                    yield chunk, not chunk
+                    if not chunk:
+                        return
+        except Exception as e:  # only the reading itself: a corrupt archive, a truncated stream, I/O
+            raise _Unreadable(f"{type(e).__name__}: {e}") from e
 
-    def _unreadable(self, path: str, records_read: int, error: Exception) -> beam.pvalue.TaggedOutput:
-        self._files_rejected.inc()
-        return beam.pvalue.TaggedOutput(
-            REJECTED,
-            rejected_batch(
-                path,
-                [None],
-                [f"unreadable file after {records_read} records: {type(error).__name__}: {error}"],
-                kind=FILE_ERROR,
-            ),
+
+class _Unreadable(Exception):
+    """The file's bytes could not be read any further."""
+
+
+class _File:
+    """What both formats share: the file's running count and line, and oversized records."""
+
+    def __init__(self, owner: ReadFiles, path: str):
+        self.path = path
+        self.schema = owner._schema
+        self.max_record_bytes = owner._max_record_bytes
+        self.counted = 0  # records found by the independent count
+        self.line = 1  # line number of the buffer's first byte
+
+    def too_large(self, buffer: bytes, chunks: Iterator[tuple[bytes, bool]]) -> tuple[pa.RecordBatch, bytes, bool]:
+        """`buffer` starts a record with no end in sight: reject it, skip to its end; (rejection, rest, last)."""
+        preview, size, last = buffer[:PREVIEW_BYTES], len(buffer), False
+        end = buffer.find(b"\n")
+        while end < 0 and not last:
+            buffer, last = next(chunks)
+            size += len(buffer)
+            end = buffer.find(b"\n")
+        rest = buffer[end + 1 :] if end >= 0 else b""
+        size -= len(rest)
+        rejected = rejected_batch(
+            self.path,
+            [preview.decode("utf-8", "backslashreplace") + "..."],
+            ["record_too_large"],
+            [self.line],
+            details=[f"{size} bytes, more than --max_record_bytes {self.max_record_bytes}"],
+        )
+        self.counted += 1
+        self.line += 1
+        return rejected, rest, last
+
+    def bad_records(self, rejected: list[tuple[int, str, str, str | None, str]]) -> pa.RecordBatch:
+        lines, raws, reasons, columns, details = zip(*rejected, strict=True)
+        return rejected_batch(
+            self.path, list(raws), list(reasons), list(lines), columns=list(columns), details=list(details)
         )
 
-    def _csv_pass(self, path: str, typed: bool, skip: int, reported: set[int]) -> Iterator:
-        malformed: list[tuple[int | None, str, str]] = []
 
-        def on_invalid_row(row) -> str:
-            if row.number not in reported:
-                malformed.append(
-                    (
-                        row.number,
-                        row.text,
-                        f"malformed line: expected {row.expected_columns} fields, found {row.actual_columns}",
-                    )
-                )
-            return "skip"
+class _CsvFile(_File):
+    """A CSV file: its header decides the columns, its blocks end where records end."""
 
-        def flush() -> pa.RecordBatch:
-            reported.update(number for number, _, _ in malformed)
-            return self._malformed(path, malformed)
+    def __init__(self, owner: ReadFiles, path: str):
+        super().__init__(owner, path)
+        self.missing_nullable = owner._missing_nullable
+        self.header: list[str] = []
+        self.text_columns: set[str] = set()  # columns that once failed to parse typed: read as text after
+        self.refusal: tuple[str, str | None, str] | None = None  # (reason, column, detail): the file is refused
+        self.missing: list = []  # schema columns the header lacks
 
-        known = {c.name: c.type.arrow if typed else pa.string() for c in self._schema.columns}
-        with self._open(path) as stream:
-            reader = self._csv_reader(stream, known, on_invalid_row)
-            if reader is not None and any(n not in known for n in reader.schema.names):
-                # Columns the schema does not know are read as text, never guessed per block. The
-                # first reader already parsed a block: forget its malformed lines, they come again.
-                malformed.clear()
-                known.update({n: pa.string() for n in reader.schema.names if n not in known})
-                with self._open(path) as again:
-                    yield from self._blocks(
-                        path, self._csv_reader(again, known, on_invalid_row), skip, malformed, flush
-                    )
-                return
-            yield from self._blocks(path, reader, skip, malformed, flush)
-
-    def _csv_reader(self, stream, column_types: dict, on_invalid_row):
-        try:
-            return pacsv.open_csv(
-                stream,
-                read_options=pacsv.ReadOptions(block_size=self._block_bytes, use_threads=False),
-                parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid_row),
-                convert_options=pacsv.ConvertOptions(
-                    column_types=column_types, strings_can_be_null=True, null_values=[""]
-                ),
-            )
-        except pa.ArrowInvalid as e:
-            if "Empty CSV file" in str(e):
-                return None
-            raise
-
-    @staticmethod
-    def _blocks(path: str, reader, skip: int, malformed: list, flush) -> Iterator:
-        if reader is None:
-            return
-        for batch in reader:
-            if skip:  # records a previous pass already emitted
-                dropped = min(skip, batch.num_rows)
-                batch, skip = batch.slice(dropped), skip - dropped
-            if batch.num_rows:
-                yield RawBatch(path, batch, CSV)
-            if malformed:
-                yield flush()
-        if malformed:
-            yield flush()
-
-    @staticmethod
-    def _malformed(path: str, malformed: list) -> pa.RecordBatch:
-        lines, texts, reasons = zip(*malformed, strict=True)
-        malformed.clear()
-        return rejected_batch(path, list(texts), list(reasons), list(lines))
-
-    def _json(self, path: str) -> Iterator:
-        """Newline-delimited JSON, a block of whole lines at a time.
-
-        pyarrow parses a block in one go, typed by the schema. A column whose values come in another
-        JSON type (numbers written as strings, say) is left to pyarrow to infer and to validation to
-        type; a block pyarrow still refuses (a malformed line) is parsed line by line, so only the bad
-        lines are lost.
-        """
-        typed = {c.name: pa.field(c.name, c.type.arrow) for c in self._schema.columns}
-        carry, first_line = b"", 1
-        with self._open(path) as stream:
+    def read(self, chunks: Iterator[tuple[bytes, bool]]) -> Iterator:
+        buffer, last = b"", False
+        while not last:
+            chunk, last = next(chunks)
+            buffer += chunk
+            if not self.header and self.refusal is None:
+                buffer = self._take_header(buffer, last)
+                if not self.header and self.refusal is None:
+                    continue  # the header is longer than what was read so far
             while True:
-                try:
-                    chunk = stream.read(self._block_bytes)
-                except (OSError, EOFError) as e:
-                    yield self._unreadable(path, first_line - 1, e)
-                    return
-                data = carry + chunk
-                if not chunk:
-                    carry, block = b"", data
-                else:
-                    cut = data.rfind(b"\n") + 1
-                    carry, block = data[cut:], data[:cut]
-                if block.strip():
-                    yield from self._json_block(path, block, first_line, typed)
-                first_line += block.count(b"\n")
-                if not chunk:
-                    return
+                records = scan_csv(buffer, len(self.header), last)
+                if not last and len(buffer) - records.cut > self.max_record_bytes:
+                    records = scan_csv(buffer, len(self.header), last, force=True)
+                    if records.cut == 0:  # one line longer than the limit
+                        rejected, buffer, last = self.too_large(buffer, chunks)
+                        yield rejected
+                        continue
+                break
+            if records.count and self.refusal is None:
+                yield from self._parse(buffer[: records.cut], records)
+            self.counted += records.count
+            self.line += records.newlines
+            buffer = buffer[records.cut :]
+        for column in self.missing:
+            Metrics.counter("missing_columns", column.name).inc(self.counted)
+        if self.refusal is not None and self.counted:
+            reason, column, detail = self.refusal
+            yield file_error(self.path, reason, self.counted, detail, column)
 
-    def _json_block(self, path: str, block: bytes, first_line: int, typed: dict) -> Iterator:
+    def _take_header(self, buffer: bytes, last: bool) -> bytes:
+        """Read the header off the buffer once it holds it; the rest of the buffer is records."""
+        if self.line == 1 and buffer.startswith(BOM):
+            buffer = buffer[len(BOM) :]
+        end = _first_record_end(buffer, last)
+        if end is None:
+            if len(buffer) > self.max_record_bytes:
+                self.refusal = ("unreadable_file", None, "no header line within --max_record_bytes")
+            return buffer
+        raw, buffer = buffer[:end], buffer[end:]
+        self.line += raw.count(b"\n")
+        try:
+            [names] = list(csv.reader(io.StringIO(raw.decode("utf-8").rstrip("\r\n"), newline="")))
+        except (UnicodeDecodeError, csv.Error, ValueError):
+            names = []
+        if not names or len(set(names)) != len(names) or "" in names:
+            self.refusal = (
+                "unreadable_file",
+                None,
+                f"the header is not one line of distinct column names: {raw[:PREVIEW_BYTES]!r}",
+            )
+            self.header = names or ["?"]
+            return buffer
+        self.header = names
+        missing = [c for c in self.schema.columns if c.name not in names]
+        for column in missing:
+            Metrics.counter("missing_columns", column.name).inc(0)  # made now, incremented at the end
+        # A nullable feature read as all-null would shift every prediction; a label or key the run does
+        # not need (tips at scoring, trip_id at training) may be absent.
+        refused = [c for c in missing if c.required or (c.role is Role.FEATURE and self.missing_nullable == REFUSE)]
+        self.missing = missing
+        if refused:
+            kind = "required" if any(c.required for c in refused) else "nullable"
+            self.refusal = (
+                "missing_column",
+                ", ".join(c.name for c in refused),
+                f"the header lacks {kind} column(s) {', '.join(c.name for c in refused)}"
+                + ("" if kind == "required" else " (--missing_nullable_columns null scores them as null)"),
+            )
+        return buffer
+
+    def _parse(self, data: bytes, records: Records) -> Iterator:
+        """Whole records -> a raw batch and rejections. pyarrow parses the block in one go; a block it
+        reads differently from the independent count (bad bytes, bad quoting) is read record by record."""
+        try:
+            batch, invalid = self._arrow(data, quoted=not records.simple)
+        except _Unparsed:
+            yield from self._slowly(data, records)
+            return
+        if batch.num_rows + len(invalid) != records.count or (invalid and not records.simple):
+            yield from self._slowly(data, records)
+            return
+        if records.simple and not invalid:
+            raw = RawBatch(self.path, batch, CSV, first_line=self.line)
+        elif records.simple:  # pyarrow's row number of a skipped row is its line within the block
+            kept = np.delete(np.arange(records.count), [number - 1 for number, *_ in invalid])
+            raw = RawBatch(self.path, batch, CSV, line_numbers=pa.array(self.line + kept))
+        else:
+            raw = RawBatch(self.path, batch, CSV, line_numbers=pa.array(self.line + records.line_offsets))
+        if batch.num_rows:
+            yield raw
+        if invalid:
+            yield self.bad_records(
+                [
+                    (
+                        self.line + number - 1,
+                        text,
+                        "malformed_line",
+                        None,
+                        f"expected {expected} fields, found {actual}",
+                    )
+                    for number, text, expected, actual in invalid
+                ]
+            )
+
+    def _arrow(self, data: bytes, quoted: bool) -> tuple[pa.RecordBatch, list]:
+        """pyarrow's parse, typed by the schema where the file's values allow it."""
+        types = {c.name: c.type.arrow for c in self.schema.columns}
+        while True:
+            invalid: list[tuple] = []
+            on_invalid = _collector(invalid)
+
+            column_types = {
+                name: pa.string() if name in self.text_columns else types.get(name, pa.string()) for name in self.header
+            }
+            try:
+                table = pacsv.read_csv(
+                    io.BytesIO(data),
+                    read_options=pacsv.ReadOptions(
+                        column_names=self.header, block_size=len(data) + 1, use_threads=False
+                    ),
+                    parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=quoted),
+                    convert_options=pacsv.ConvertOptions(
+                        column_types=column_types, strings_can_be_null=True, null_values=[""]
+                    ),
+                )
+            except pa.ArrowInvalid as e:
+                failed = _FAILED_COLUMN.search(str(e))
+                if failed and "UTF8" not in str(e):
+                    name = self.header[int(failed.group(1))]
+                    if name not in self.text_columns:
+                        self.text_columns.add(name)  # validation types it, value by value
+                        continue
+                raise _Unparsed(str(e)) from e
+            batch = table.combine_chunks().to_batches()
+            return (batch[0] if batch else pa.RecordBatch.from_pylist([], table.schema)), invalid
+
+    def _slowly(self, data: bytes, records: Records) -> Iterator:
+        """One record at a time, for a block pyarrow could not read whole: each record parsed or rejected."""
+        if records.simple:
+            ends = np.flatnonzero(np.frombuffer(data, np.uint8) == NEWLINE)
+            if len(ends) < records.count:
+                ends = np.append(ends, len(data))
+            starts = np.concatenate(([0], ends[:-1] + 1))
+            offsets = np.arange(records.count)
+        else:
+            starts, ends, offsets = records.starts, records.ends, records.line_offsets
+        fields = len(self.header)
+        rows, lines, rejected = [], [], []
+        for start, end, offset in zip(starts.tolist(), ends.tolist(), offsets.tolist(), strict=True):
+            raw = data[start:end]
+            if raw.endswith(b"\r"):
+                raw = raw[:-1]
+            line = self.line + offset
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                detail = f"byte {e.start} (0x{raw[e.start]:02x}) is not UTF-8"
+                rejected.append((line, raw.decode("utf-8", "backslashreplace"), "invalid_utf8", None, detail))
+                continue
+            try:
+                parsed = list(csv.reader(io.StringIO(text, newline="")))
+            except csv.Error as e:
+                rejected.append((line, text, "malformed_line", None, str(e)))
+                continue
+            found = len(parsed[0]) if len(parsed) == 1 else sum(len(p) for p in parsed)
+            if len(parsed) != 1 or found != fields:
+                rejected.append((line, text, "malformed_line", None, f"expected {fields} fields, found {found}"))
+                continue
+            rows.append(parsed[0])
+            lines.append(line)
+        if rows:
+            columns = [pa.array([row[i] or None for row in rows], pa.string()) for i in range(fields)]
+            yield RawBatch(
+                self.path,
+                pa.RecordBatch.from_arrays(columns, names=self.header),
+                CSV,
+                line_numbers=pa.array(lines, pa.int64()),
+            )
+        if rejected:
+            yield self.bad_records(rejected)
+
+
+class _JsonFile(_File):
+    """Newline-delimited JSON: one record per line that is not blank.
+
+    pyarrow parses a block of whole lines in one go, typed by the schema. A column whose values come
+    in another JSON type (numbers written as strings, say) is left to pyarrow to infer and to
+    validation to type; a block pyarrow refuses, or reads into another number of records than it has
+    lines, is read line by line, so only the bad lines are lost. pyarrow replaces bytes that are not
+    UTF-8 instead of refusing them, so that is checked first.
+    """
+
+    def read(self, chunks: Iterator[tuple[bytes, bool]]) -> Iterator:
+        typed = {c.name: pa.field(c.name, c.type.arrow) for c in self.schema.columns}
+        buffer, last = b"", False
+        while not last:
+            chunk, last = next(chunks)
+            buffer += chunk
+            cut, lines = json_lines(buffer, last)
+            if not cut:
+                if len(buffer) > self.max_record_bytes:
+                    rejected, buffer, last = self.too_large(buffer, chunks)
+                    yield rejected
+                continue
+            block, buffer = buffer[:cut], buffer[cut:]
+            parsed = None if not (block.isascii() or _utf8(block)) else self._arrow(block, typed)
+            if parsed is not None and parsed.num_rows == lines:
+                self.counted += lines
+                yield RawBatch(self.path, parsed, JSON, first_line=self.line)
+            else:
+                yield from self._lines(block)
+            self.line += lines
+
+    def _arrow(self, block: bytes, typed: dict) -> pa.RecordBatch | None:
         explicit = dict(typed)
         while True:
             try:
@@ -275,40 +436,84 @@ class ReadFiles(beam.DoFn):
                 if changed and changed.group(1) in explicit:
                     del explicit[changed.group(1)]
                     continue
-                yield from self._json_lines(path, block, first_line)
-                return
-            for batch in table.combine_chunks().to_batches():
-                yield RawBatch(path, batch, JSON)
-            return
+                return None
+            batches = table.combine_chunks().to_batches()
+            return batches[0] if batches else None
 
-    def _json_lines(self, path: str, block: bytes, first_line: int) -> Iterator:
-        """The slow path for a block pyarrow refused: each line on its own, values kept as text."""
-        rows, bad = [], []
-        for number, line in enumerate(block.split(b"\n"), start=first_line):
+    def _lines(self, block: bytes) -> Iterator:
+        """The slow path: each line on its own, values kept as text for validation to type."""
+        rows, lines, bad = [], [], []
+        for number, line in enumerate(block.split(b"\n"), start=self.line):
             if not line.strip():
                 continue
-            text = line.decode("utf-8", errors="replace")
+            self.counted += 1
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                detail = f"byte {e.start} (0x{line[e.start]:02x}) is not UTF-8"
+                bad.append((number, line.decode("utf-8", "backslashreplace"), "invalid_utf8", None, detail))
+                continue
             try:
                 record = json.loads(text)
             except ValueError as e:
-                bad.append((number, text, f"malformed JSON: {e}"))
+                bad.append((number, text, "malformed_json", None, str(e)))
                 continue
             if not isinstance(record, dict):
-                bad.append((number, text, f"malformed JSON: a record must be an object, not {type(record).__name__}"))
+                bad.append(
+                    (number, text, "malformed_json", None, f"a record must be an object, not {type(record).__name__}")
+                )
                 continue
             rows.append({k: _as_text(v) for k, v in record.items()})
+            lines.append(number)
         if rows:
             # The key column is always there, so a block of empty objects still has its rows.
-            names = list(dict.fromkeys([self._schema.key.name] + [k for row in rows for k in row]))
+            names = list(dict.fromkeys([self.schema.key.name] + [k for row in rows for k in row]))
             yield RawBatch(
-                path,
+                self.path,
                 pa.RecordBatch.from_pydict({n: pa.array([row.get(n) for row in rows], pa.string()) for n in names}),
                 JSON,
+                line_numbers=pa.array(lines, pa.int64()),
             )
         if bad:
-            yield self._malformed(path, bad)
+            yield self.bad_records(bad)
 
 
+def _collector(invalid: list):
+    """pyarrow's invalid-row handler: note the row, skip it."""
+
+    def on_invalid(row) -> str:
+        invalid.append((row.number, row.text, row.expected_columns, row.actual_columns))
+        return "skip"
+
+    return on_invalid
+
+
+class _Unparsed(Exception):
+    """pyarrow could not read a block whole."""
+
+
+def _utf8(block: bytes) -> bool:
+    try:
+        block.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def _first_record_end(buffer: bytes, last: bool) -> int | None:
+    """End (after its newline) of the first CSV record: the first newline outside quotes."""
+    quotes, position = 0, 0
+    while True:
+        newline = buffer.find(b"\n", position)
+        if newline < 0:
+            return len(buffer) if last else None
+        quotes += buffer.count(b'"', position, newline)
+        position = newline + 1
+        if quotes % 2 == 0:
+            return position
+
+
+_FAILED_COLUMN = re.compile(r"In CSV column #(\d+)")
 _CHANGED_TYPE = re.compile(r"Column\(/([^)/]+)\) changed from")
 
 
@@ -323,14 +528,20 @@ def _as_text(value) -> str | None:
 
 
 class ReadInputFiles(beam.PTransform):
-    """Files -> raw batches; tagged outputs `rejected` (malformed records, empty files) and `counts`."""
+    """Files -> raw batches; tagged `rejected` (records and files) and `counts` ((file, records) per file)."""
 
     def __init__(
-        self, files: list[str], schema: InputSchema, block_bytes: int = DEFAULT_BLOCK_BYTES, input_format: str = "auto"
+        self,
+        files: list[str],
+        schema: InputSchema,
+        block_bytes: int = DEFAULT_BLOCK_BYTES,
+        input_format: str = "auto",
+        max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
+        missing_nullable_columns: str = REFUSE,
     ):
         super().__init__()
         self._files = files
-        self._reader = ReadFiles(schema, block_bytes, input_format)
+        self._reader = ReadFiles(schema, block_bytes, input_format, max_record_bytes, missing_nullable_columns)
 
     def expand(self, pbegin):
         return (

@@ -15,7 +15,7 @@ from apache_beam.metrics import Metrics
 
 from pipelines.stage import WriteParquetFiles
 from pipelines.warehouses import RunRecord, StagedResults, Warehouse
-from schemas import PREDICTIONS, SCORING_ERRORS, TableSchema
+from schemas import SCORING_ERRORS, STAGED_PREDICTIONS, TableSchema
 
 
 class AddRunColumns:
@@ -43,8 +43,8 @@ class PublishDate(beam.DoFn):
         self._staging = staging
         self._published = Metrics.counter("load", "rows_published")
 
-    def process(self, _, prediction_files, error_files, input_records):
-        staged = StagedResults(sorted(prediction_files), sorted(error_files), input_records)
+    def process(self, _, prediction_files, error_files, input_counts, valid_counts):
+        staged = StagedResults(sorted(prediction_files), sorted(error_files), dict(input_counts), dict(valid_counts))
         counts = self._warehouse.publish_night(self._run, staged, datetime.now(timezone.utc))
         self._published.inc(counts["prediction_rows"])
         # Published rows are copies; a failed run keeps its staged files for inspection instead.
@@ -56,7 +56,8 @@ class PublishDate(beam.DoFn):
 
 
 class LoadToWarehouse(beam.PTransform):
-    """(scored batches, rejected batches, per-file input counts) -> the published date's counts."""
+    """(scored batches, rejected batches, (source, records counted), (source, records valid)) -> the
+    published date's counts."""
 
     def __init__(self, warehouse: Warehouse, run: RunRecord, staging_dir: str):
         super().__init__()
@@ -76,11 +77,12 @@ class LoadToWarehouse(beam.PTransform):
         )
 
     def expand(self, inputs):
-        scored, rejected, counts = inputs
+        scored, rejected, counts, valid = inputs
         pipeline = scored.pipeline
-        predictions = scored | "StagePredictions" >> self._stage(PREDICTIONS, "predictions", "scored_at")
+        predictions = scored | "StagePredictions" >> self._stage(STAGED_PREDICTIONS, "predictions", "scored_at")
         errors = rejected | "StageErrors" >> self._stage(SCORING_ERRORS, "errors", "recorded_at")
-        input_records = counts | "CountInput" >> beam.CombineGlobally(sum)
+        input_counts = counts | "CountInput" >> beam.CombinePerKey(sum)
+        valid_counts = valid | "CountValid" >> beam.CombinePerKey(sum)
         return (
             pipeline
             | "PublishTrigger" >> beam.Create([None])
@@ -89,6 +91,7 @@ class LoadToWarehouse(beam.PTransform):
                 PublishDate(self._warehouse, self._run, self._staging),
                 beam.pvalue.AsList(predictions),
                 beam.pvalue.AsList(errors),
-                beam.pvalue.AsSingleton(input_records),
+                beam.pvalue.AsDict(input_counts),
+                beam.pvalue.AsDict(valid_counts),
             )
         )

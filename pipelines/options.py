@@ -14,7 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.devices import ACCELERATORS, AUTO, DEFAULT_BATCH_SIZE
 from pipelines.bigquery_source import DEFAULT_TEMP_DATASET
-from pipelines.extract import DEFAULT_BLOCK_BYTES
+from pipelines.extract import DEFAULT_BLOCK_BYTES, DEFAULT_MAX_RECORD_BYTES, NULL, REFUSE
 
 DEFAULT_MODEL_ROOT = "artifacts/models"
 DEFAULT_MODEL_NAME = "taxi_tipper"
@@ -69,6 +69,22 @@ class DataOptions(PipelineOptions):
             choices=["keep", "reject"],
             help="Records with columns the schema does not know: keep them (the extra "
             "columns are dropped) or reject them. Counted in the run summary either way.",
+        )
+        parser.add_argument(
+            "--missing_nullable_columns",
+            default=REFUSE,
+            choices=[REFUSE, NULL],
+            help="A file (or table) lacking a nullable feature column: refuse it (one missing_column "
+            "file error counting all its records) or score its records with that column null. A "
+            "missing required column is always refused; a nullable column the run does not use (the "
+            "label when scoring) may be absent. Records lacking a column are counted per column.",
+        )
+        parser.add_argument(
+            "--max_record_bytes",
+            type=int,
+            default=DEFAULT_MAX_RECORD_BYTES,
+            help="Longest record a file may hold: a record longer than a block grows the block up to "
+            "this; a longer one is rejected (record_too_large) and reading resumes at the next.",
         )
         parser.add_argument(
             "--model_root",

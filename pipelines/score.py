@@ -33,12 +33,13 @@ from models.devices import AcceleratorError
 from models.handler import DEVICE_METRICS_NAMESPACE, ExportedModelHandler
 from models.registry import ModelVersion, ModelVersionError
 from pipelines import bigquery_source, extract
+from pipelines.batches import COUNTS, REJECTED
 from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
 from pipelines.extract import InputNotFoundError, ReadInputFiles
 from pipelines.load import LoadToWarehouse
 from pipelines.observe import REJECTED_BY_REASON, CountRejections, ReportProgress, distribution_summary
 from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, parse
-from pipelines.validate import ValidateRecords
+from pipelines.validate import VALID_COUNTS, ValidateRecords
 from pipelines.warehouses import RunRecord, Warehouse, WarehouseConfigError, open_warehouse
 from schemas import CHALLENGER, CHAMPION, InputSchema
 
@@ -73,6 +74,8 @@ class ScoringConfig:
     source: list[str] | ReadPlan  # the files to read, or an open BigQuery read session
     input_format: str
     unknown_columns: str
+    missing_nullable_columns: str
+    max_record_bytes: int
     schema: InputSchema
     model: ModelVersion
     challenger: ModelVersion | None
@@ -117,7 +120,7 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     opts = options.view_as(ScoringOptions)
     runner = options.get_all_options().get("runner")
     score_date = parse_date(opts.date, opts.timezone)
-    check_options(opts)
+    check_options(data, opts)
     model, challenger = resolve_models(data, opts)
     if runner in LOCAL_RUNNERS:  # this machine is the worker: check its accelerator now, not mid-run
         devices.visible_devices(devices.resolve_kind(opts.accelerator))
@@ -131,6 +134,8 @@ def plan(options: PipelineOptions) -> ScoringConfig:
         source=source,
         input_format=data.input_format,
         unknown_columns=data.unknown_columns,
+        missing_nullable_columns=data.missing_nullable_columns,
+        max_record_bytes=data.max_record_bytes,
         schema=schemas.INPUT.for_scoring(),
         model=model,
         challenger=challenger,
@@ -145,16 +150,17 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     )
 
 
-def check_options(opts: ScoringOptions) -> None:
+def check_options(data: DataOptions, opts: ScoringOptions) -> None:
     if (
         (opts.batch_size is not None and opts.batch_size < 1)
         or opts.block_bytes < 1024
+        or data.max_record_bytes < opts.block_bytes
         or opts.models_per_process < 1
         or opts.progress_seconds < 0
     ):
         raise ValueError(
-            "--batch_size and --models_per_process must be positive, --block_bytes at least 1024, "
-            "--progress_seconds not negative"
+            "--batch_size and --models_per_process must be positive, --block_bytes at least 1024 and at "
+            "most --max_record_bytes, --progress_seconds not negative"
         )
 
 
@@ -180,6 +186,7 @@ def plan_source(input_pattern: str, score_date: date, data: DataOptions) -> list
             data.bq_project,
             data.bq_max_streams,
             data.bq_temp_dataset,
+            data.missing_nullable_columns,
         )
     return extract.match_input(input_pattern, score_date.isoformat(), data.input_format)
 
@@ -213,6 +220,9 @@ def new_run(
             "models_per_process": opts.models_per_process,
             "large_model": opts.large_model,
             "block_bytes": opts.block_bytes,
+            "max_record_bytes": data.max_record_bytes,
+            "missing_nullable_columns": data.missing_nullable_columns,
+            "unknown_columns": data.unknown_columns,
             "runner": runner or "DirectRunner",
             **({"files": len(source)} if isinstance(source, list) else {"streams": len(source.streams)}),
         },
@@ -225,18 +235,23 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
         read = pipeline | "ReadTrips" >> ReadBigQuery(config.source)
     else:
         read = pipeline | "ReadTrips" >> ReadInputFiles(
-            config.source, config.schema, config.block_bytes, config.input_format
+            config.source,
+            config.schema,
+            config.block_bytes,
+            config.input_format,
+            config.max_record_bytes,
+            config.missing_nullable_columns,
         )
-    checked = read.batches | "Validate" >> ValidateRecords(config.schema, config.unknown_columns)
+    checked = read["batches"] | "Validate" >> ValidateRecords(config.schema, config.unknown_columns, provenance=True)
     scored = checked.valid | "RunInference" >> RunInference(config.handler(config.model, CHAMPION))
     if config.progress_seconds:
         _ = scored | "ReportProgress" >> beam.ParDo(ReportProgress(config.run.run_id, config.progress_seconds))
     if config.challenger is not None:
         challenged = checked.valid | "RunChallenger" >> RunInference(config.handler(config.challenger, CHALLENGER))
         scored = (scored, challenged) | "BothModels" >> beam.Flatten()
-    rejected = (read.rejected, checked.rejected) | "AllRejected" >> beam.Flatten()
+    rejected = (read[REJECTED], checked[REJECTED]) | "AllRejected" >> beam.Flatten()
     _ = rejected | "CountRejections" >> beam.ParDo(CountRejections())
-    return (scored, rejected, read.counts) | "WriteScores" >> LoadToWarehouse(
+    return (scored, rejected, read[COUNTS], checked[VALID_COUNTS]) | "WriteScores" >> LoadToWarehouse(
         config.warehouse, config.run, config.staging_dir
     )
 
@@ -252,6 +267,7 @@ def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
     config.warehouse.record_metrics(config.run.run_id, metrics)
     row = config.warehouse.run_row(config.run.run_id)
     scored = row["scored_records"] or 0
+    dropped = row["duplicates_dropped"] or 0
     return {
         "run_id": row["run_id"],
         "date": row["score_date"].isoformat(),
@@ -266,7 +282,10 @@ def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
         "scored_records": scored,
         "rejected_records": row["rejected_records"],
         "rejected_files": row["rejected_files"],
-        "reconciled": row["input_records"] == scored + (row["rejected_records"] or 0),
+        "duplicates_dropped": dropped,
+        "reconciled": row["input_records"] == scored + (row["rejected_records"] or 0) + dropped,
+        "input_files": json.loads(row["input_files"]) if row["input_files"] else {},
+        "missing_columns": _namespace(counters, "missing_columns"),
         "timings": {
             "started_at": row["started_at"].isoformat(),
             "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
@@ -375,7 +394,8 @@ def main(argv: list[str]) -> int:
         return 0
     print(
         f"{summary['date']}: input {summary['input_records']} = scored {summary['scored_records']} "
-        f"+ rejected {summary['rejected_records']} ({'reconciled' if summary['reconciled'] else 'NOT RECONCILED'}); "
+        f"+ rejected {summary['rejected_records']} + duplicates dropped {summary['duplicates_dropped']} "
+        f"({'reconciled' if summary['reconciled'] else 'NOT RECONCILED'}, per file too); "
         f"{summary['rejected_files']} files rejected; model {summary['model_name']} v{summary['model_version']}; "
         f"run {summary['run_id']} in {summary['timings']['seconds']} s -> {summary['warehouse']}"
     )
@@ -383,6 +403,8 @@ def main(argv: list[str]) -> int:
         print(f"  {device}: {rows} records scored")
     for reason, rows in sorted(summary["rejected_by_reason"].items()):
         print(f"  rejected, {reason}: {rows}")
+    for column, rows in sorted(summary["missing_columns"].items()):
+        print(f"  records lacking column {column}: {rows}")
     if summary["comparison"]:
         print("  champion vs challenger: " + json.dumps(summary["comparison"], sort_keys=True))
     return 0 if summary["reconciled"] else 1

@@ -102,7 +102,15 @@ def read_sources(pipeline: beam.Pipeline, sources: list, schema: InputSchema, da
             reads.append(pipeline | f"ReadTrips{i}" >> ReadBigQuery(source))
         else:
             reads.append(
-                pipeline | f"ReadTrips{i}" >> extract.ReadInputFiles(source, schema, input_format=data.input_format)
+                pipeline
+                | f"ReadTrips{i}"
+                >> extract.ReadInputFiles(
+                    source,
+                    schema,
+                    input_format=data.input_format,
+                    max_record_bytes=data.max_record_bytes,
+                    missing_nullable_columns=data.missing_nullable_columns,
+                )
             )
     if len(reads) == 1:
         return reads[0]
@@ -129,7 +137,7 @@ def build_pipeline(
     _ = (
         (checked.rejected, read[REJECTED])
         | "AllRejected" >> beam.Flatten()
-        | "CountRejected" >> beam.Map(lambda batch: rejected.inc(batch.num_rows))
+        | "CountRejected" >> beam.Map(lambda batch: rejected.inc(pc.sum(batch.column("records")).as_py() or 0))
     )
     splits = checked.valid | "Split" >> beam.ParDo(SplitBatches(schema, opts.eval_percent)).with_outputs(TRAIN, EVAL)
     with tft_beam.Context(temp_dir=os.path.join(transform_dir, "tmp"), force_tf_compat_v1=False):
@@ -172,6 +180,7 @@ def training_sources(pattern: str, start: str | None, end: str | None, data: Dat
                         data.bq_project,
                         data.bq_max_streams,
                         data.bq_temp_dataset,
+                        data.missing_nullable_columns,
                     )
                 )
             else:

@@ -1,33 +1,42 @@
-"""Validate: raw batches into typed batches, every failing record rejected with its reason.
+"""Validate: raw batches into typed batches, every failing record rejected with a reason code.
 
 Checks are column-at-a-time Arrow kernels. The common case (a clean column) costs one cast, or
-nothing when a source already typed it; only a column that fails to cast is examined value by value,
-as text, with a regular expression, to find which records are bad. A record's reason names the first
-column that failed and the value it held. A column a source lacks is all missing; a column the
-schema does not know is dropped, or its records rejected, by policy, and counted either way.
+nothing when a source already typed it; only a column that fails to cast is examined further, and
+only its failing values one by one. A record's reason is the first check it fails, as a code from
+`pipelines.batches.REASONS`, with the column and what was found in `column_name` and `detail`.
+
+Integers are coerced exactly: an INT64 value written as a float (`480.0`, `4.8e2`, `-0.0`, or a
+FLOAT64 source column) is accepted when it is a whole number within int64, since that is how pandas
+and many exports write integer columns; anything else is `not_integer` or `out_of_range`, never
+rounded. For scoring, each valid record also leaves with where it came from and a hash of its
+content, so that duplicate keys can be resolved where the night is published.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from decimal import Decimal, InvalidOperation
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from pipelines.batches import REJECTED, RawBatch, raw_text, rejected_batch
-from schemas import ColumnType, InputSchema
+from schemas import PROVENANCE, Column, ColumnType, InputSchema
 
-# What Arrow's string-to-number casts accept, so that only values the cast rejects are flagged.
-_NUMBER_PATTERNS = {
-    ColumnType.INT64: r"^[+-]?\d+$",
-    ColumnType.FLOAT64: r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan|Infinity|NaN)$",
-}
-
-
+VALID_COUNTS = "valid_counts"  # tagged output: (source, records valid) per batch
 FLOAT32_MAX = 3.4028234663852886e38
+INT64_BOUND = 2.0**63  # floats in [-2**63, 2**63) are int64s when whole
 KEEP, REJECT = "keep", "reject"  # what to do with records carrying columns the schema does not know
+DETAIL_CHARS = 200  # of an offending value, what `detail` shows
+
+_INTEGER = r"^[+-]?\d+$"
+_WHOLE_DECIMAL = r"^[+-]?\d+\.0*$"  # 480.0, as pandas writes an integer column holding a missing value
+_NUMBER = r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan|Infinity|NaN)$"
+
+_Failure = tuple[pa.Array, str, pa.Array | pa.Scalar]  # (mask, reason code, detail)
 
 
 class SchemaValidator:
@@ -50,125 +59,313 @@ class SchemaValidator:
         }
 
     def validate(self, raw: RawBatch) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
+        """(valid records, typed; rejected records or None)."""
+        valid, _, rejected = self.split(raw)
+        return valid, rejected
+
+    def split(self, raw: RawBatch) -> tuple[pa.RecordBatch, pa.Array | None, pa.RecordBatch | None]:
+        """(valid records, typed; which of the batch's records they are, None for all; rejected ones)."""
         batch = raw.records
-        reasons: pa.Array = pa.nulls(batch.num_rows, pa.string())
+        reasons = _Reasons(batch.num_rows)
         unknown = [name for name in batch.schema.names if name not in self._names]
         if unknown and self.unknown_columns == REJECT:
-            carrying = pc.invert(pc.is_null(batch.column(unknown[0])))
+            carrying = pc.is_valid(batch.column(unknown[0]))
             for name in unknown[1:]:
                 carrying = pc.or_(carrying, pc.is_valid(batch.column(name)))
-            reasons = _first_reason(
-                reasons, carrying, pa.scalar(f"unknown column(s): {', '.join(unknown)} (--unknown_columns=reject)")
-            )
+            detail = pa.scalar("a value in a column the schema does not know (--unknown_columns reject)")
+            reasons.add(carrying, "unknown_column", ", ".join(unknown), detail)
         typed = []
         present = set(batch.schema.names)
         for column in self.schema.columns:
-            if column.name in present:
-                source = batch.column(column.name)
-            else:
-                source = pa.nulls(batch.num_rows, column.type.arrow)
-            values, bad, text = self._typed(source, column.type)
-            if bad is not None:
-                reasons = _first_reason(
-                    reasons,
-                    bad,
-                    pc.binary_join_element_wise(
-                        f"wrong type: {column.name} is not {column.type.value}: '", text, "'", ""
-                    ),
-                )
-            if column.type is ColumnType.FLOAT64:
-                # The model takes float32: a larger magnitude would reach it as infinity.
-                not_finite = pc.invert(
-                    pc.fill_null(pc.and_(pc.is_finite(values), pc.less_equal(pc.abs(values), FLOAT32_MAX)), True)
-                )
-                reasons = _first_reason(
-                    reasons, not_finite, pa.scalar(f"wrong type: {column.name} is not a finite number")
-                )
-                values = pc.if_else(not_finite, pa.scalar(None, pa.float64()), values)
-            if column.required:
-                # A value that failed its type check is null by now but already has its reason.
-                reasons = _first_reason(
-                    reasons, pc.is_null(values), pa.scalar(f"missing required field: {column.name}")
-                )
+            source = (
+                batch.column(column.name) if column.name in present else pa.nulls(batch.num_rows, column.type.arrow)
+            )
+            values, failures = _typed(source, column.type)
+            values, more = _checked(values, column)
+            for mask, code, detail in failures + more:
+                reasons.add(mask, code, column.name, detail)
             typed.append(values)
         typed_batch = pa.RecordBatch.from_arrays(typed, schema=self.arrow_schema)
-        if reasons.null_count == len(reasons):
-            return typed_batch, None
-        ok = pc.is_null(reasons)
-        rejected_mask = pc.invert(ok)
+        if reasons.clean:
+            return typed_batch, None, None
+        ok = pc.is_null(reasons.codes)
+        bad = pc.invert(ok)
         rejected = rejected_batch(
             raw.source,
-            raw_text(batch.filter(rejected_mask), raw.format),
-            reasons.filter(rejected_mask),
+            raw_text(batch.filter(bad), raw.format),
+            reasons.codes.filter(bad),
+            raw.lines().filter(bad),
+            columns=reasons.columns.filter(bad),
+            details=reasons.details.filter(bad),
         )
-        return typed_batch.filter(ok), rejected
-
-    @staticmethod
-    def _typed(source: pa.Array, type_: ColumnType) -> tuple[pa.Array, pa.Array | None, pa.Array]:
-        """Cast one column; on failure also the mask of values that would not cast, and their text."""
-        target = type_.arrow
-        if source.type == target:
-            return source, None, source
-        try:
-            return pc.cast(source, target), None, source
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-        text = source if pa.types.is_string(source.type) else pc.cast(source, pa.string())
-        if type_ is ColumnType.STRING:
-            return text, None, text
-        good = pc.match_substring_regex(text, _NUMBER_PATTERNS[type_])
-        bad = pc.fill_null(pc.invert(good), False)
-        cleaned = pc.if_else(bad, pa.scalar(None, pa.string()), text)
-        try:
-            return pc.cast(cleaned, target), bad, text
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            # Shaped like a number but out of range (an int64 overflow): find those one by one.
-            # Only a batch that already failed twice gets here.
-            overflow = [v is not None and not _casts(v, type_) for v in cleaned.to_pylist()]
-            bad = pc.or_(bad, pa.array(overflow))
-            return pc.cast(pc.if_else(bad, pa.scalar(None, pa.string()), text), target), bad, text
+        return typed_batch.filter(ok), ok, rejected
 
 
-def _casts(value: str, type_: ColumnType) -> bool:
+class _Reasons:
+    """Each record's first failure: its code, column and detail (null while the record is fine)."""
+
+    def __init__(self, n: int):
+        self.codes = pa.nulls(n, pa.string())
+        self.columns = pa.nulls(n, pa.string())
+        self.details = pa.nulls(n, pa.string())
+
+    @property
+    def clean(self) -> bool:
+        return self.codes.null_count == len(self.codes)
+
+    def add(self, failed: pa.Array, code: str, column: str, detail) -> None:
+        first = pc.and_(pc.fill_null(failed, False), pc.is_null(self.codes))
+        if not pc.any(first).as_py():
+            return
+        self.codes = pc.if_else(first, pa.scalar(code), self.codes)
+        self.columns = pc.if_else(first, pa.scalar(column), self.columns)
+        self.details = pc.if_else(first, detail, self.details)
+
+
+def _quoted(text: pa.Array, suffix: str) -> pa.Array:
+    """`'value' suffix` for each value, the value cut to DETAIL_CHARS."""
+    return pc.binary_join_element_wise("'", pc.utf8_slice_codeunits(text, 0, DETAIL_CHARS), "' " + suffix, "")
+
+
+def _typed(source: pa.Array, type_: ColumnType) -> tuple[pa.Array, list[_Failure]]:
+    """Cast one column to its type; the values that would not cast become null, with their failure."""
+    target = type_.arrow
+    if source.type == target:
+        return source, []
+    if type_ is ColumnType.INT64 and pa.types.is_floating(source.type):
+        return _whole_floats(pc.cast(source, pa.float64()))
     try:
-        pc.cast(pa.array([value]), type_.arrow)
+        return pc.cast(source, target), []
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    text = source if pa.types.is_string(source.type) else pc.cast(source, pa.string())
+    if type_ is ColumnType.STRING:
+        return text, []
+    if type_ is ColumnType.INT64:
+        return _integers_from_text(text)
+    if type_ is ColumnType.FLOAT64:
+        good = pc.fill_null(pc.match_substring_regex(text, _NUMBER), True)
+    else:  # dates, timestamps, booleans: rare in inputs, so value by value
+        good = pa.array([v is None or _casts(v, target) for v in text.to_pylist()])
+    wrong = pc.invert(good)
+    values = pc.cast(pc.if_else(wrong, pa.scalar(None, pa.string()), text), target)
+    return values, [(wrong, "wrong_type", _quoted(text, f"is not {type_.value}"))]
+
+
+def _whole_floats(values: pa.Array) -> tuple[pa.Array, list[_Failure]]:
+    """Floats (JSON numbers, a FLOAT64 column) to int64 where they are whole and in range."""
+    whole = pc.and_(pc.is_finite(values), pc.equal(pc.floor(values), values))
+    fits = pc.and_(pc.greater_equal(values, -INT64_BOUND), pc.less(values, INT64_BOUND))
+    not_integer = pc.invert(whole)
+    out_of_range = pc.and_(whole, pc.invert(fits))
+    keep = pc.and_(whole, fits)
+    text = pc.cast(values, pa.string())
+    ints = pc.cast(pc.if_else(keep, values, pa.scalar(None, pa.float64())), pa.int64(), safe=False)
+    return ints, [
+        (not_integer, "not_integer", _quoted(text, "is not a whole number")),
+        (out_of_range, "out_of_range", _quoted(text, "is outside int64")),
+    ]
+
+
+def _integers_from_text(text: pa.Array) -> tuple[pa.Array, list[_Failure]]:
+    """Text to int64, exactly. Whole numbers written as decimals are common and handled in bulk; other
+    number forms (exponents, fractions, nan) are rare and decided one by one, exactly, with Decimal."""
+    integer = pc.fill_null(pc.match_substring_regex(text, _INTEGER), True)
+    whole_decimal = pc.fill_null(pc.match_substring_regex(text, _WHOLE_DECIMAL), False)
+    # Arrow's cast takes neither a decimal point nor a plus sign: drop both where they change nothing.
+    cleaned = pc.replace_substring_regex(
+        pc.if_else(whole_decimal, pc.replace_substring_regex(text, r"\.0*$", ""), text), r"^\+", ""
+    )
+    other = pc.invert(pc.or_(integer, whole_decimal))
+    failures: list[_Failure] = []
+    if pc.any(other).as_py():
+        decided = [_exact_integer(v) for v in text.filter(other).to_pylist()]
+        cleaned = pc.replace_with_mask(cleaned, other, pa.array([d[0] for d in decided], pa.string()))
+        codes = pc.replace_with_mask(
+            pa.nulls(len(text), pa.string()), other, pa.array([d[1] for d in decided], pa.string())
+        )
+        for code, suffix in (
+            ("wrong_type", "is not INT64"),
+            ("not_integer", "is not a whole number"),
+            ("out_of_range", "is outside int64"),
+        ):
+            failures.append((pc.fill_null(pc.equal(codes, code), False), code, _quoted(text, suffix)))
+    try:
+        return pc.cast(cleaned, pa.int64()), failures
+    except pa.ArrowInvalid:
+        # Digits beyond int64 (only a batch that already failed once gets here): find them one by one.
+        overflow = pa.array([v is not None and not _casts(v, pa.int64()) for v in cleaned.to_pylist()])
+        failures.append((overflow, "out_of_range", _quoted(text, "is outside int64")))
+        return pc.cast(pc.if_else(overflow, pa.scalar(None, pa.string()), cleaned), pa.int64()), failures
+
+
+def _exact_integer(value: str) -> tuple[str | None, str | None]:
+    """(integer text, None) or (None, reason code) for one value that is not plain digits."""
+    try:
+        number = Decimal(value)
+    except InvalidOperation:
+        return None, "wrong_type"
+    if not number.is_finite() or number != number.to_integral_value():
+        return None, "not_integer"
+    integer = int(number)
+    if not -(2**63) <= integer < 2**63:
+        return None, "out_of_range"
+    return str(integer), None
+
+
+def _checked(values: pa.Array, column: Column) -> tuple[pa.Array, list[_Failure]]:
+    """Finite numbers the model can take, declared ranges and allowed values, required values present."""
+    failures: list[_Failure] = []
+    if column.type is ColumnType.FLOAT64:
+        text = pc.cast(values, pa.string())
+        non_finite = pc.invert(pc.fill_null(pc.is_finite(values), True))
+        # The model takes float32: a larger magnitude would reach it as infinity.
+        too_big = pc.fill_null(pc.greater(pc.abs(values), FLOAT32_MAX), False)
+        failures += [
+            (non_finite, "non_finite", _quoted(text, "is not a finite number")),
+            (too_big, "out_of_range", _quoted(text, "is outside float32, the model's input type")),
+        ]
+        values = pc.if_else(pc.or_(non_finite, too_big), pa.scalar(None, pa.float64()), values)
+    if column.minimum is not None or column.maximum is not None:
+        outside = pa.repeat(pa.scalar(False), len(values))
+        if column.minimum is not None:
+            outside = pc.or_(outside, pc.fill_null(pc.less(values, column.minimum), False))
+        if column.maximum is not None:
+            outside = pc.or_(outside, pc.fill_null(pc.greater(values, column.maximum), False))
+        bounds = _bounds(column)
+        failures.append((outside, "out_of_range", _quoted(pc.cast(values, pa.string()), bounds)))
+        values = pc.if_else(outside, pa.scalar(None, values.type), values)
+    if column.allowed is not None:
+        refused = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, pa.array(sorted(column.allowed)))))
+        failures.append((refused, "out_of_range", _quoted(values, "is not an allowed value")))
+        values = pc.if_else(refused, pa.scalar(None, values.type), values)
+    if column.required:
+        # A value that failed a check above is null by now but already has its reason.
+        failures.append((pc.is_null(values), "missing_required", pa.scalar("no value", pa.string())))
+    return values, failures
+
+
+def _bounds(column: Column) -> str:
+    if column.maximum is None:
+        return f"is below the declared minimum {column.minimum:g}"
+    if column.minimum is None:
+        return f"is above the declared maximum {column.maximum:g}"
+    return f"is outside the declared range [{column.minimum:g}, {column.maximum:g}]"
+
+
+def _casts(value: str, type_: pa.DataType) -> bool:
+    try:
+        pc.cast(pa.array([value]), type_)
         return True
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return False
 
 
-def _first_reason(reasons: pa.Array, failed: pa.Array, reason) -> pa.Array:
-    """Keep each record's first reason; give `reason` to records failing now with none yet."""
-    return pc.if_else(pc.and_(failed, pc.is_null(reasons)), reason, reasons)
+# ---------------------------------------------------------------- content hash, for duplicate keys
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_NULL = np.uint64(0x6A09E667F3BCC909)
+_POWERS = np.cumprod(np.full(64, 0x100000001B3, dtype=np.uint64), dtype=np.uint64)
+
+
+def content_hash(batch: pa.RecordBatch, schema: InputSchema) -> pa.Array:
+    """A 64-bit hash of each record's typed values, the key left out: equal records, equal hashes.
+
+    Computed with numpy over whole columns, so it costs no Python per record; -0.0 and 0.0 hash alike.
+    """
+    h = np.zeros(batch.num_rows, np.uint64)
+    for column in schema.columns:
+        if column.name == schema.key.name:
+            continue
+        h = _mix(h * _GOLDEN + _column_hash(batch.column(column.name)))
+    return pa.array(h.view(np.int64))
+
+
+def _column_hash(values: pa.Array) -> np.ndarray:
+    if pa.types.is_string(values.type):
+        hashed = _string_hash(values)
+    elif pa.types.is_floating(values.type):
+        hashed = (pc.fill_null(values, 0.0).to_numpy(zero_copy_only=False) + 0.0).view(np.uint64)
+    elif pa.types.is_boolean(values.type):
+        hashed = pc.fill_null(values, False).to_numpy(zero_copy_only=False).astype(np.uint64)
+    else:  # integers, dates, timestamps
+        hashed = pc.cast(pc.fill_null(values, 0), pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
+    if values.null_count:
+        hashed = np.where(values.is_null().to_numpy(zero_copy_only=False), _NULL, hashed)
+    return hashed
+
+
+def _string_hash(values: pa.Array) -> np.ndarray:
+    """Polynomial hash of each string's bytes, weights by position (cycling every 64 bytes)."""
+    values = pc.fill_null(values, "") if values.null_count else values
+    offsets = np.frombuffer(values.buffers()[1], np.int32, count=len(values) + 1, offset=values.offset * 4)
+    lengths = np.diff(offsets).astype(np.int64)
+    data = values.buffers()[2]
+    total = int(offsets[-1] - offsets[0])
+    if not total:
+        return lengths.astype(np.uint64)
+    raw = np.frombuffer(data, np.uint8, count=total, offset=int(offsets[0])).astype(np.uint64)
+    starts = (offsets[:-1] - offsets[0]).astype(np.int64)
+    position = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
+    weighted = (raw + np.uint64(1)) * _POWERS[position % 64]
+    sums = np.add.reduceat(weighted, np.minimum(starts, total - 1))
+    sums[lengths == 0] = 0
+    return sums ^ lengths.astype(np.uint64)
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: spreads every input bit over the whole hash."""
+    h = (h ^ (h >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    h = (h ^ (h >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+PROVENANCE_FIELDS = [pa.field(f.name, f.type.arrow) for f in PROVENANCE]
 
 
 class ValidateBatch(beam.DoFn):
-    def __init__(self, schema: InputSchema, unknown_columns: str = KEEP):
+    """Typed valid records out (with their provenance when scoring), rejections and valid counts tagged."""
+
+    def __init__(self, schema: InputSchema, unknown_columns: str = KEEP, provenance: bool = False):
         self._validator = SchemaValidator(schema, unknown_columns)
+        self._schema = schema
+        self._provenance = provenance
         self._valid = Metrics.counter("validate", "records_valid")
         self._rejected = Metrics.counter("validate", "records_rejected")
 
     def process(self, raw: RawBatch) -> Iterator:
         for name, records in self._validator.unknown_column_counts(raw.records).items():
             Metrics.counter("unknown_columns", name).inc(records)
-        valid, rejected = self._validator.validate(raw)
+        valid, ok, rejected = self._validator.split(raw)
         if valid.num_rows:
             self._valid.inc(valid.num_rows)
-            yield valid
+            yield self._with_provenance(valid, raw, ok) if self._provenance else valid
         if rejected is not None:
             self._rejected.inc(rejected.num_rows)
             yield beam.pvalue.TaggedOutput(REJECTED, rejected)
+        yield beam.pvalue.TaggedOutput(VALID_COUNTS, (raw.source, valid.num_rows))
+
+    def _with_provenance(self, valid: pa.RecordBatch, raw: RawBatch, ok: pa.Array | None) -> pa.RecordBatch:
+        lines = raw.lines() if ok is None else raw.lines().filter(ok)
+        columns = [
+            *valid.columns,
+            pa.repeat(pa.scalar(raw.source), valid.num_rows),
+            lines,
+            content_hash(valid, self._schema),
+        ]
+        return pa.RecordBatch.from_arrays(columns, schema=pa.schema([*valid.schema, *PROVENANCE_FIELDS]))
 
 
 class ValidateRecords(beam.PTransform):
-    """Raw batches -> typed batches (main) and rejected records (tagged `rejected`)."""
+    """Raw batches -> typed batches (main), rejected records (tagged `rejected`), valid counts per source."""
 
-    def __init__(self, schema: InputSchema, unknown_columns: str = KEEP):
+    def __init__(self, schema: InputSchema, unknown_columns: str = KEEP, provenance: bool = False):
         super().__init__()
         self._schema = schema
         self._unknown_columns = unknown_columns
+        self._provenance = provenance
 
     def expand(self, raw_batches):
         return raw_batches | "CheckSchema" >> beam.ParDo(
-            ValidateBatch(self._schema, self._unknown_columns)
-        ).with_outputs(REJECTED, main="valid")
+            ValidateBatch(self._schema, self._unknown_columns, self._provenance)
+        ).with_outputs(REJECTED, VALID_COUNTS, main="valid")

@@ -5,7 +5,7 @@ names at its own module.
 """
 
 from schemas.core import CHALLENGER, CHAMPION, Column, ColumnType, Field, InputSchema, Role, TableSchema
-from schemas.taxi import PREDICTIONS, SCORING_ERRORS, SCORING_RUNS, TRIPS
+from schemas.taxi import PREDICTIONS, PROVENANCE, SCORING_ERRORS, SCORING_RUNS, STAGED_PREDICTIONS, TRIPS
 
 INPUT = TRIPS
 WAREHOUSE_TABLES = (PREDICTIONS, SCORING_ERRORS, SCORING_RUNS)
@@ -21,7 +21,9 @@ __all__ = [
     "TableSchema",
     "INPUT",
     "PREDICTIONS",
+    "PROVENANCE",
     "SCORING_ERRORS",
     "SCORING_RUNS",
+    "STAGED_PREDICTIONS",
     "WAREHOUSE_TABLES",
 ]

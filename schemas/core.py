@@ -7,6 +7,7 @@ one module in `schemas/` and nothing else has to restate a column.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import json
@@ -57,11 +58,27 @@ class Role(str, enum.Enum):
 
 @dataclass(frozen=True)
 class Column:
+    """A raw input column. `minimum`/`maximum` (numbers, inclusive) and `allowed` (strings) declare
+    the values a record may hold; validation rejects others as `out_of_range`."""
+
     name: str
     type: ColumnType
     required: bool
     role: Role
     description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    allowed: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        numeric = self.type in (ColumnType.INT64, ColumnType.FLOAT64)
+        if (self.minimum is not None or self.maximum is not None) and not numeric:
+            raise ValueError(f"column {self.name}: a range needs a numeric column, not {self.type.value}")
+        if self.allowed is not None and self.type is not ColumnType.STRING:
+            raise ValueError(f"column {self.name}: an allowed set needs a STRING column, not {self.type.value}")
+
+    def with_required(self, required: bool) -> Column:
+        return dataclasses.replace(self, required=required)
 
 
 @dataclass(frozen=True)
@@ -116,9 +133,9 @@ class InputSchema:
         cols = []
         for c in self.columns:
             if c.role is Role.LABEL:
-                c = Column(c.name, c.type, True, c.role, c.description)
+                c = c.with_required(True)
             elif c.role is Role.KEY:
-                c = Column(c.name, c.type, False, c.role, c.description)
+                c = c.with_required(False)
             cols.append(c)
         return InputSchema(self.name, tuple(cols))
 
@@ -126,10 +143,7 @@ class InputSchema:
         """Scoring never needs the label: tonight's trips have no tips yet."""
         return InputSchema(
             self.name,
-            tuple(
-                Column(c.name, c.type, False, c.role, c.description) if c.role is Role.LABEL else c
-                for c in self.columns
-            ),
+            tuple(c.with_required(False) if c.role is Role.LABEL else c for c in self.columns),
         )
 
     def fingerprint(self) -> str:
@@ -203,3 +217,7 @@ class TableSchema:
 
     def descriptions(self) -> Iterable[tuple[str, str]]:
         return ((f.name, f.description) for f in self.fields)
+
+    def extended(self, name: str, *fields: Field) -> TableSchema:
+        """The same table with more columns: the layout a run stages, with what only publishing needs."""
+        return dataclasses.replace(self, name=name, fields=self.fields + fields)

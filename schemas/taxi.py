@@ -7,28 +7,46 @@ Column layout follows the City of Chicago Taxi Trips data set as TFX's taxi exam
 from schemas.core import Column, Field, InputSchema, Role, TableSchema
 from schemas.core import ColumnType as T
 
+# Declared ranges, from the data set's documentation (Chicago's 77 community areas, Cook County's census
+# tracts 17031xxxxxx, the city's extent) with a margin; the bundled sample (data/chicago_taxi/) lies inside
+# them. payment_type and company get no allowed set on purpose: new values do appear (Mobile, Prepaid,
+# new companies), and the model's vocabulary already maps an unseen value to its out-of-vocabulary bucket,
+# so rejecting them would lose real trips for nothing.
+AREA = (1, 77)
+TRACT = (17031010100, 17031980100)
+LATITUDE = (41.6, 42.1)
+LONGITUDE = (-88.0, -87.5)
+DATA_SET_START = 1356998400  # 2013-01-01T00:00:00Z
+
 TRIPS = InputSchema(
     name="chicago_taxi_trips",
     columns=(
         Column("trip_id", T.STRING, True, Role.KEY, "Stable unique id of the trip."),
-        Column("pickup_community_area", T.INT64, False, Role.FEATURE, "Community area of pickup (1-77)."),
-        Column("fare", T.FLOAT64, True, Role.FEATURE, "Fare in USD."),
-        Column("trip_start_month", T.INT64, True, Role.FEATURE, "Month the trip started (1-12)."),
-        Column("trip_start_hour", T.INT64, True, Role.FEATURE, "Hour the trip started (0-23)."),
-        Column("trip_start_day", T.INT64, True, Role.FEATURE, "Day of week the trip started (1=Sunday)."),
-        Column("trip_start_timestamp", T.INT64, True, Role.EVENT_TIME, "Trip start, unix seconds (UTC)."),
-        Column("pickup_latitude", T.FLOAT64, False, Role.FEATURE, "Pickup latitude."),
-        Column("pickup_longitude", T.FLOAT64, False, Role.FEATURE, "Pickup longitude."),
-        Column("dropoff_latitude", T.FLOAT64, False, Role.FEATURE, "Dropoff latitude."),
-        Column("dropoff_longitude", T.FLOAT64, False, Role.FEATURE, "Dropoff longitude."),
-        Column("trip_miles", T.FLOAT64, True, Role.FEATURE, "Trip distance in miles."),
-        Column("pickup_census_tract", T.INT64, False, Role.FEATURE, "Census tract of pickup."),
-        Column("dropoff_census_tract", T.INT64, False, Role.FEATURE, "Census tract of dropoff."),
+        Column("pickup_community_area", T.INT64, False, Role.FEATURE, "Community area of pickup (1-77).", *AREA),
+        Column("fare", T.FLOAT64, True, Role.FEATURE, "Fare in USD.", minimum=0),
+        Column("trip_start_month", T.INT64, True, Role.FEATURE, "Month the trip started (1-12).", 1, 12),
+        Column("trip_start_hour", T.INT64, True, Role.FEATURE, "Hour the trip started (0-23).", 0, 23),
+        Column("trip_start_day", T.INT64, True, Role.FEATURE, "Day of week the trip started (1=Sunday).", 1, 7),
+        Column(
+            "trip_start_timestamp",
+            T.INT64,
+            True,
+            Role.EVENT_TIME,
+            "Trip start, unix seconds (UTC); the data set begins on 2013-01-01.",
+            minimum=DATA_SET_START,
+        ),
+        Column("pickup_latitude", T.FLOAT64, False, Role.FEATURE, "Pickup latitude.", *LATITUDE),
+        Column("pickup_longitude", T.FLOAT64, False, Role.FEATURE, "Pickup longitude.", *LONGITUDE),
+        Column("dropoff_latitude", T.FLOAT64, False, Role.FEATURE, "Dropoff latitude.", *LATITUDE),
+        Column("dropoff_longitude", T.FLOAT64, False, Role.FEATURE, "Dropoff longitude.", *LONGITUDE),
+        Column("trip_miles", T.FLOAT64, True, Role.FEATURE, "Trip distance in miles.", minimum=0),
+        Column("pickup_census_tract", T.INT64, False, Role.FEATURE, "Census tract of pickup.", *TRACT),
+        Column("dropoff_census_tract", T.INT64, False, Role.FEATURE, "Census tract of dropoff.", *TRACT),
         Column("payment_type", T.STRING, True, Role.FEATURE, "How the trip was paid."),
         Column("company", T.STRING, False, Role.FEATURE, "Taxi company."),
-        Column("trip_seconds", T.INT64, False, Role.FEATURE, "Trip duration in seconds."),
-        Column("dropoff_community_area", T.INT64, False, Role.FEATURE, "Community area of dropoff (1-77)."),
-        Column("tips", T.FLOAT64, False, Role.LABEL, "Tip in USD; the label is tips > 20% of fare."),
+        Column("trip_seconds", T.INT64, False, Role.FEATURE, "Trip duration in seconds.", minimum=0),
+        Column("dropoff_community_area", T.INT64, False, Role.FEATURE, "Community area of dropoff (1-77).", *AREA),
+        Column("tips", T.FLOAT64, False, Role.LABEL, "Tip in USD; the label is tips > 20% of fare.", minimum=0),
     ),
 )
 
@@ -60,11 +78,30 @@ SCORING_ERRORS = TableSchema(
         Field("score_date", T.DATE, True, "The nightly partition being scored."),
         Field("run_id", T.STRING, True, "The scoring run that rejected the record."),
         Field("source", T.STRING, True, "File (or table) the record came from."),
-        Field("line_number", T.INT64, False, "Line in the source file, where the reader knows it."),
-        Field("raw_record", T.STRING, False, "The record as read (re-joined CSV for typed rows)."),
-        Field("reason", T.STRING, True, "Why the record was rejected."),
+        Field(
+            "line_number",
+            T.INT64,
+            False,
+            "Line of the record in its file (CSV: its first line; JSON: its line); null for tables and file errors.",
+        ),
+        Field(
+            "raw_record",
+            T.STRING,
+            False,
+            "The record as read (re-joined CSV for typed rows; bytes that are not UTF-8 as \\x escapes).",
+        ),
+        Field("reason", T.STRING, True, "Why, as a short stable code (README: Every record is accounted for)."),
         Field("error_kind", T.STRING, True, "record: one input record rejected; file: a whole file unusable."),
         Field("recorded_at", T.TIMESTAMP, True, "When the run started (UTC)."),
+        # Added by the release that introduced reason codes; an older warehouse gets them on `prepare`.
+        Field("column_name", T.STRING, False, "The column the reason is about, where there is one."),
+        Field("detail", T.STRING, False, "What was found and what was expected (the offending value, the counts)."),
+        Field(
+            "records",
+            T.INT64,
+            False,
+            "Input records this row rejects: 1 for a record; for a file, the records it held (0 when empty).",
+        ),
     ),
 )
 
@@ -81,10 +118,15 @@ SCORING_RUNS = TableSchema(
         Field("model_version", T.INT64, True, "Champion model version."),
         Field("challenger_version", T.INT64, False, "Challenger version, when one scored beside the champion."),
         Field("input", T.STRING, True, "Input location, date substituted."),
-        Field("input_records", T.INT64, False, "Records read (= scored_records + rejected_records)."),
-        Field("scored_records", T.INT64, False, "Records the champion scored."),
-        Field("rejected_records", T.INT64, False, "Records rejected by validation."),
-        Field("rejected_files", T.INT64, False, "Files rejected whole (empty or unreadable)."),
+        Field(
+            "input_records",
+            T.INT64,
+            False,
+            "Records in the input by a count independent of the parser (= scored + rejected + duplicates_dropped).",
+        ),
+        Field("scored_records", T.INT64, False, "Records the champion scored (one per key)."),
+        Field("rejected_records", T.INT64, False, "Records rejected, those of rejected files included."),
+        Field("rejected_files", T.INT64, False, "Files rejected whole (empty, unreadable, missing a column)."),
         Field("started_at", T.TIMESTAMP, True, "Run start (UTC)."),
         Field("finished_at", T.TIMESTAMP, False, "Run end (UTC)."),
         Field("error", T.STRING, False, "Why the run failed."),
@@ -96,5 +138,22 @@ SCORING_RUNS = TableSchema(
         ),
         Field("metrics", T.STRING, False, "Beam metrics of the run (rows per stage and device), as JSON."),
         Field("options", T.STRING, True, "The pipeline options that matter, as JSON."),
+        # Added by the release that introduced per-file reconciliation; an older warehouse gets them on `prepare`.
+        Field("duplicates_dropped", T.INT64, False, "Records dropped as exact copies of another with the same key."),
+        Field(
+            "input_files",
+            T.STRING,
+            False,
+            "Per file (or table), as JSON: records by the independent count, records valid, records rejected.",
+        ),
     ),
 )
+
+# What a run stages for publishing: the predictions plus where each record came from and a hash of its
+# content, so that duplicate keys are resolved in the warehouse, in SQL, without shipping whole records.
+PROVENANCE = (
+    Field("source", T.STRING, True, "File (or table) the record came from."),
+    Field("line_number", T.INT64, False, "Line of the record in its file."),
+    Field("content_hash", T.INT64, True, "64-bit hash of the record's typed values, key excluded."),
+)
+STAGED_PREDICTIONS = PREDICTIONS.extended("staged_predictions", *PROVENANCE)

@@ -23,17 +23,17 @@ FROM latest_predictions;
 
 -- name: reconciliation
 -- Did each night's latest successful run account for every record?
-SELECT score_date, input_records, scored_records, rejected_records,
-       input_records = scored_records + rejected_records AS reconciled
+SELECT score_date, input_records, scored_records, rejected_records, duplicates_dropped,
+       input_records = scored_records + rejected_records + COALESCE(duplicates_dropped, 0) AS reconciled
 FROM scoring_runs
 WHERE status = 'succeeded'
 QUALIFY ROW_NUMBER() OVER (PARTITION BY score_date ORDER BY finished_at DESC) = 1
 ORDER BY score_date;
 
 -- name: rejections
--- Why records were rejected on a night.
-SELECT reason, error_kind, COUNT(*) AS records
+-- Why records were rejected on a night (a file error counts the records it held).
+SELECT reason, column_name, SUM(records) AS records
 FROM scoring_errors
 WHERE score_date = @date
-GROUP BY reason, error_kind
+GROUP BY reason, column_name
 ORDER BY records DESC, reason;

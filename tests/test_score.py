@@ -93,28 +93,38 @@ def test_bad_records_are_rejected_with_reasons_and_the_rest_scored(model_root, t
     summary = score.run(score_args(tmp_path, model_root))
     assert (summary["input_records"], summary["scored_records"], summary["rejected_records"]) == (53, 50, 3)
     assert summary["rejected_files"] == 1 and summary["reconciled"]
+    assert summary["input_files"] == {
+        path: {"records": 53, "valid": 50, "rejected": 3},
+        str(partition / "part-empty.csv"): {"records": 0, "valid": 0, "rejected": 0},
+    }
     errors = query(
         tmp_path / "wh" / "scores.duckdb",
-        "SELECT reason, raw_record, error_kind, line_number, source FROM scoring_errors ORDER BY reason",
+        "SELECT reason, raw_record, error_kind, line_number, source, column_name, detail, records "
+        "FROM scoring_errors ORDER BY reason",
     )
     reasons = {r[0]: r for r in errors}
-    assert set(reasons) == {
-        "empty file: no records",
-        "malformed line: expected 19 fields, found 2",
-        "missing required field: fare",
-        "wrong type: fare is not FLOAT64: '12x'",
-    }
-    assert reasons["malformed line: expected 19 fields, found 2"][1:4] == ("truncated,line", "record", 52)
-    assert reasons["missing required field: fare"][1].startswith("no-fare,")
-    assert reasons["wrong type: fare is not FLOAT64: '12x'"][1].startswith("bad-type,")
-    assert reasons["empty file: no records"][2:] == ("file", None, str(partition / "part-empty.csv"))
+    assert set(reasons) == {"empty_file", "malformed_line", "missing_required", "wrong_type"}
+    assert reasons["malformed_line"][1:] == (
+        "truncated,line",
+        "record",
+        52,
+        path,
+        None,
+        "expected 19 fields, found 2",
+        1,
+    )
+    assert reasons["missing_required"][1].startswith("no-fare,")
+    assert reasons["missing_required"][3:] == (54, path, "fare", "no value", 1)
+    assert reasons["wrong_type"][1].startswith("bad-type,")
+    assert reasons["wrong_type"][3:] == (53, path, "fare", "'12x' is not FLOAT64", 1)
+    assert reasons["empty_file"][2:] == ("file", None, str(partition / "part-empty.csv"), None, "no records", 0)
     assert len(predictions(tmp_path)) == 50
-    # The night's story in metrics: rejections by reason kind and by source, reads per source, latency.
+    # The night's story in metrics: rejected records by reason code and by source, reads per source, latency.
     assert summary["rejected_by_reason"] == {
-        "empty file": 1,
-        "malformed line": 1,
-        "missing required field": 1,
-        "wrong type": 1,
+        "empty_file": 0,
+        "malformed_line": 1,
+        "missing_required": 1,
+        "wrong_type": 1,
     }
     metrics = summary["metrics"]
     assert metrics[f"read_by_source/{path}"] == 53 and metrics[f"rejected_by_source/{path}"] == 3

@@ -148,25 +148,22 @@ def test_bad_json_records_are_rejected_with_reasons(model_root, tmp_path):
     assert summary["rejected_files"] == 1 and summary["reconciled"]
     errors = query(
         tmp_path / "w.duckdb",
-        "SELECT reason, line_number, raw_record FROM scoring_errors WHERE error_kind = 'record' ORDER BY reason",
+        "SELECT reason, line_number, column_name, detail, raw_record FROM scoring_errors "
+        "WHERE error_kind = 'record' ORDER BY line_number",
     )
-    reasons = [e[0] for e in errors]
-    assert reasons == sorted(
-        [
-            "malformed JSON: Expecting value: line 1 column 31 (char 30)",
-            "wrong type: fare is not FLOAT64: 'twelve'",
-            "missing required field: trip_miles",
-            "malformed JSON: a record must be an object, not list",
-            "missing required field: payment_type",
-            "wrong type: trip_seconds is not INT64: '5.5'",
-        ]
-    )
-    malformed = [e for e in errors if e[0].startswith("malformed JSON: Expecting")][0]
-    assert malformed[1:] == (2, '{"trip_id": "broken", "fare": ')
-    assert json.loads([e for e in errors if "twelve" in e[0]][0][2])["trip_id"] == "j2"
+    assert [e[:4] for e in errors] == [
+        ("malformed_json", 2, None, "Expecting value: line 1 column 31 (char 30)"),
+        ("wrong_type", 3, "fare", "'twelve' is not FLOAT64"),
+        ("missing_required", 4, "trip_miles", "no value"),
+        ("malformed_json", 5, None, "a record must be an object, not list"),
+        ("missing_required", 6, "payment_type", "no value"),
+        ("not_integer", 7, "trip_seconds", "'5.5' is not a whole number"),
+    ]
+    assert errors[0][4] == '{"trip_id": "broken", "fare": '
+    assert json.loads(errors[1][4])["trip_id"] == "j2"
     assert sorted(scores(tmp_path)) == ["j1", "j6"]
     assert query(tmp_path / "w.duckdb", "SELECT reason FROM scoring_errors WHERE error_kind = 'file'") == [
-        ("empty file: no records",)
+        ("empty_file",)
     ]
 
 
@@ -184,8 +181,8 @@ def test_unknown_columns_are_kept_or_rejected_and_counted(model_root, tmp_path, 
     assert (summary["scored_records"], summary["rejected_records"]) == (scored, rejected)
     assert summary["unknown_columns"] == {"driver": 2, "rating": 1}
     if policy == "reject":
-        assert {r[0] for r in query(tmp_path / "w.duckdb", "SELECT reason FROM scoring_errors")} == {
-            "unknown column(s): driver, rating (--unknown_columns=reject)"
+        assert set(query(tmp_path / "w.duckdb", "SELECT reason, column_name FROM scoring_errors")) == {
+            ("unknown_column", "driver, rating")
         }
 
 
@@ -264,14 +261,14 @@ def test_bad_bigquery_rows_are_rejected_with_reasons(model_root, bigquery, tmp_p
     # The row of another day never left BigQuery: the date filter is pushed down.
     assert (summary["input_records"], summary["scored_records"], summary["rejected_records"]) == (4, 1, 3)
     assert summary["unknown_columns"] == {"driver": 1}
-    reasons = sorted(r[0] for r in query(tmp_path / "w.duckdb", "SELECT reason FROM scoring_errors"))
+    reasons = sorted(query(tmp_path / "w.duckdb", "SELECT reason, column_name, line_number FROM scoring_errors"))
     assert reasons == [
-        "missing required field: fare",
-        "unknown column(s): driver (--unknown_columns=reject)",
-        "wrong type: trip_miles is not a finite number",
+        ("missing_required", "fare", None),
+        ("non_finite", "trip_miles", None),
+        ("unknown_column", "driver", None),
     ]
     [(source, raw)] = query(
-        tmp_path / "w.duckdb", "SELECT source, raw_record FROM scoring_errors WHERE reason LIKE 'missing%'"
+        tmp_path / "w.duckdb", "SELECT source, raw_record FROM scoring_errors WHERE reason = 'missing_required'"
     )
     assert source == f"bq://{BQ_PROJECT}.raw.dirty" and json.loads(raw)["trip_id"] == "j2"
 
@@ -369,12 +366,7 @@ def test_bad_records_are_rejected_the_same_from_every_file_source(model_root, gc
         summary["rejected_files"],
         summary["reconciled"],
     ) == (33, 30, 3, 1, True)
-    reasons = sorted(r[0].split(":")[0] for r in query(tmp_path / "w.duckdb", "SELECT reason FROM scoring_errors"))
+    reasons = sorted(r[0] for r in query(tmp_path / "w.duckdb", "SELECT reason FROM scoring_errors"))
     assert reasons == sorted(
-        [
-            "empty file",
-            "missing required field",
-            "wrong type",
-            "malformed JSON" if where == "gcs_json" else "malformed line",
-        ]
+        ["empty_file", "missing_required", "wrong_type", "malformed_json" if where == "gcs_json" else "malformed_line"]
     )

@@ -79,12 +79,17 @@ def begin_run(warehouse, run_id: str, challenger_version: int | None = None) -> 
 
 def staged_predictions(rows: list[dict], path) -> str:
     """A Parquet file laid out as the load stage stages predictions."""
-    pq.write_table(pa.Table.from_pylist(rows, schema=schemas.PREDICTIONS.arrow_schema), path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schemas.STAGED_PREDICTIONS.arrow_schema), path)
     return str(path)
 
 
-def prediction(run_id: str, trip_id: str, probability: float, label: bool, role: str = "champion", version=1):
+def prediction(
+    run_id: str, trip_id: str, probability: float, label: bool, role: str = "champion", version=1, content=0, line=1
+):
     return {
+        "source": "f.csv",
+        "line_number": line,
+        "content_hash": content,
         "score_date": date(2026, 11, 23),
         "trip_id": trip_id,
         "probability": probability,
@@ -171,9 +176,13 @@ def test_a_failed_audit_publishes_nothing(model_root, warehouse, tmp_path):
     contract, run = begin_run(warehouse, "bad-run")
     staged = staged_predictions([prediction("bad-run", "t", 1.5, True)], tmp_path / "staged.parquet")
     with pytest.raises(AuditError, match=r"outside \[0, 1\].*input 5 != scored 1"):
-        contract.publish_night(run, StagedResults([(staged, 1)], [], 5), datetime.now(timezone.utc))
+        contract.publish_night(
+            run, StagedResults([(staged, 1)], [], {"f.csv": 5}, {"f.csv": 1}), datetime.now(timezone.utc)
+        )
     with pytest.raises(AuditError, match="hold 1 rows but 2 were written"):
-        contract.publish_night(run, StagedResults([(staged, 2)], [], 1), datetime.now(timezone.utc))
+        contract.publish_night(
+            run, StagedResults([(staged, 2)], [], {"f.csv": 1}, {"f.csv": 1}), datetime.now(timezone.utc)
+        )
     got = night(warehouse)
     assert len(got) == 100 and {r[3] for r in got} == {good["run_id"]}
     assert contract.run_row("bad-run")["status"] == "running"
@@ -191,7 +200,9 @@ def test_champion_and_challenger_are_compared_when_published(warehouse, tmp_path
         for t, p, lab in zip(trips, [0.9, 0.7, 0.7, 0.1], [True, True, True, False], strict=True)
     ]
     staged = staged_predictions(champion + challenger, tmp_path / "both.parquet")
-    counts = contract.publish_night(run, StagedResults([(staged, 8)], [], 4), datetime.now(timezone.utc))
+    counts = contract.publish_night(
+        run, StagedResults([(staged, 8)], [], {"f.csv": 4}, {"f.csv": 4}), datetime.now(timezone.utc)
+    )
     assert (counts["scored_records"], counts["prediction_rows"]) == (4, 8)
     row = contract.run_row("compared")
     comparison = json.loads(row["comparison"])
@@ -291,12 +302,10 @@ def test_views_and_every_example_query(model_root, warehouse, tmp_path):
     assert trips == 550 and 0 < big_tippers < trips  # keys carry their night, so none repeats
 
     assert warehouse.rows(queries["reconciliation"]) == [
-        (date(2026, 11, 22), 150, 150, 0, True),
-        (d, 401, 400, 1, True),
+        (date(2026, 11, 22), 150, 150, 0, 0, True),
+        (d, 401, 400, 1, 0, True),
     ]
-    assert warehouse.rows(queries["rejections"], date=d) == [
-        ("malformed line: expected 19 fields, found 2", "record", 1)
-    ]
+    assert warehouse.rows(queries["rejections"], date=d) == [("malformed_line", None, 1)]
 
 
 # ---------------------------------------------------------------- what only BigQuery has

@@ -31,7 +31,7 @@ from pipelines.bigquery import SCHEME, DatasetRef
 from pipelines.warehouses import sql
 from pipelines.warehouses.contract import AuditError, RunRecord, StagedResults, Warehouse, WarehouseConfigError
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
-from schemas import PREDICTIONS, SCORING_ERRORS, WAREHOUSE_TABLES, ColumnType, TableSchema
+from schemas import SCORING_ERRORS, STAGED_PREDICTIONS, WAREHOUSE_TABLES, ColumnType, Field, TableSchema
 
 DATASET_DESCRIPTION = "Nightly batch scores (see the project's README)."
 STAGING_HOURS = 24  # staging tables outlive a failed run long enough to inspect, then expire
@@ -132,6 +132,11 @@ class BigQueryWarehouse(Warehouse):
     def _create_table(self, table: TableSchema) -> None:
         self.client.create_table(bq.table_definition(self.ref, table, self._partition_expiration_days), exists_ok=True)
 
+    def _add_columns(self, table: TableSchema, fields: tuple[Field, ...]) -> None:
+        existing = self.client.get_table(f"{self.ref}.{table.name}")
+        existing.schema = [*existing.schema, *bq.schema_fields(TableSchema(table.name, fields, table.description))]
+        self.client.update_table(existing, ["schema"])
+
     def _create_view(self, view: View) -> None:
         """Made when missing; replaced only by `set_up`, so analysts never see it vanish mid-query."""
         from google.cloud import bigquery
@@ -162,7 +167,7 @@ class BigQueryWarehouse(Warehouse):
     @contextlib.contextmanager
     def _staged(self, run: RunRecord, staged: StagedResults) -> Iterator[StagedTables]:
         """Load jobs into expiring staging tables; dropped once published, kept to inspect otherwise."""
-        predictions = self._load(self._staging_name(run, "predictions"), PREDICTIONS, staged.prediction_paths)
+        predictions = self._load(self._staging_name(run, "predictions"), STAGED_PREDICTIONS, staged.prediction_paths)
         errors = self._load(self._staging_name(run, "errors"), SCORING_ERRORS, staged.error_paths)
         yield StagedTables(self.dialect.table(predictions), self.dialect.table(errors))
         for table in (predictions, errors):

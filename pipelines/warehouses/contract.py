@@ -23,7 +23,7 @@ from typing import Any
 
 from pipelines.warehouses import sql
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement
-from schemas import WAREHOUSE_TABLES, TableSchema
+from schemas import WAREHOUSE_TABLES, Field, TableSchema
 
 RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
 MAX_ERROR_CHARS = 4000  # a failed run's error as stored; the rest is in the job's log
@@ -53,11 +53,17 @@ class RunRecord:
 
 @dataclass(frozen=True)
 class StagedResults:
-    """Files the pipeline staged, with the row counts their writers reported, and the input count."""
+    """Files the pipeline staged, with the row counts their writers reported, and per input source
+    (file or table) its records by the independent count and the records validation passed."""
 
     prediction_files: list[tuple[str, int]]
     error_files: list[tuple[str, int]]
-    input_records: int
+    input_counts: dict[str, int]
+    valid_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def input_records(self) -> int:
+        return sum(self.input_counts.values())
 
     @property
     def prediction_paths(self) -> list[str]:
@@ -80,11 +86,35 @@ class StagedCounts:
     challenger: int = 0
     rejected_records: int = 0
     rejected_files: int = 0
+    duplicates_dropped: int = 0  # champion records that were identical copies of another
+    conflicting: int = 0  # champion records whose key has copies of different content
+    repeated_keys: int = 0  # (role, key) pairs the published night would still hold twice
 
 
-def check_staged(run: RunRecord, staged: StagedResults, found: StagedCounts) -> dict[str, int]:
-    """What is staged must be whole and sane before anyone can see it; AuditError says why not."""
+def check_staged(
+    run: RunRecord, staged: StagedResults, found: StagedCounts, rejected_by_source: dict[str, int]
+) -> dict[str, Any]:
+    """What is staged must be whole and sane before anyone can see it; AuditError says why not.
+
+    Every source must reconcile on its own: records by the independent count = records valid +
+    records rejected. Then the valid records must all have been scored, and the night as a whole:
+    input = scored + rejected + duplicates dropped.
+    """
     problems = []
+    files = {}
+    for source in sorted(staged.input_counts.keys() | staged.valid_counts.keys() | rejected_by_source.keys()):
+        counted = staged.input_counts.get(source)
+        valid, rejected = staged.valid_counts.get(source, 0), rejected_by_source.get(source, 0)
+        files[source] = {"records": counted, "valid": valid, "rejected": rejected}
+        if counted != valid + rejected:
+            problems.append(
+                f"{source} does not reconcile: {counted} records by the independent count, "
+                f"{valid} valid + {rejected} rejected"
+            )
+    if sum(staged.valid_counts.values()) != found.champion:
+        problems.append(
+            f"validation passed {sum(staged.valid_counts.values())} records but the champion scored {found.champion}"
+        )
     written = sum(n for _, n in staged.prediction_files)
     if found.prediction_rows != written:
         problems.append(f"staged predictions hold {found.prediction_rows} rows but {written} were written")
@@ -98,19 +128,25 @@ def check_staged(run: RunRecord, staged: StagedResults, found: StagedCounts) -> 
         problems.append(f"the challenger scored {found.challenger} records but the champion {found.champion}")
     if run.challenger_version is None and found.challenger:
         problems.append(f"{found.challenger} challenger rows staged but no challenger was asked for")
-    if staged.input_records != found.champion + found.rejected_records:
+    if found.repeated_keys:
+        problems.append(f"{found.repeated_keys} (model role, key) pairs would be published more than once")
+    scored = found.champion - found.duplicates_dropped - found.conflicting
+    rejected = found.rejected_records + found.conflicting
+    if staged.input_records != scored + rejected + found.duplicates_dropped:
         problems.append(
-            f"counts do not reconcile: input {staged.input_records} != scored {found.champion} "
-            f"+ rejected {found.rejected_records}"
+            f"counts do not reconcile: input {staged.input_records} != scored {scored} + rejected {rejected} "
+            f"+ duplicates dropped {found.duplicates_dropped}"
         )
     if problems:
         raise AuditError("audit failed, nothing published: " + "; ".join(problems))
     return {
         "input_records": staged.input_records,
-        "scored_records": found.champion,
-        "rejected_records": found.rejected_records,
+        "scored_records": scored,
+        "rejected_records": rejected,
         "rejected_files": found.rejected_files,
-        "prediction_rows": found.prediction_rows,
+        "duplicates_dropped": found.duplicates_dropped,
+        "input_files": json.dumps(files, sort_keys=True),
+        "prediction_rows": scored * (2 if run.challenger_version is not None else 1),
     }
 
 
@@ -148,11 +184,20 @@ class Warehouse(abc.ABC):
                 continue
             have = [(name, self.dialect.reported_type(type_)) for name, type_ in have]
             want = [(f.name, self.dialect.type_name(f.type)) for f in table.fields]
-            if have != want:
-                raise WarehouseConfigError(
-                    f"{self.location}: table {table.name} does not match schemas/: has {have}, schemas/ "
-                    f"defines {want}; migrate it or move it away"
-                )
+            if have == want:
+                continue
+            if len(have) < len(want) and want[: len(have)] == have:
+                # Made by an earlier release: the columns added since go on the end, old rows filled in.
+                if create:
+                    added = table.fields[len(have) :]
+                    self._add_columns(table, added)
+                    for statement in sql.backfill(self.dialect, table, added):
+                        self._query(statement)
+                continue
+            raise WarehouseConfigError(
+                f"{self.location}: table {table.name} does not match schemas/: has {have}, schemas/ "
+                f"defines {want}; migrate it or move it away"
+            )
         if create:
             for view in sql.views(self.dialect):
                 self._create_view(view)
@@ -172,11 +217,13 @@ class Warehouse(abc.ABC):
         }
         self._query(sql.insert_run(self.dialect, values))
 
-    def publish_night(self, run: RunRecord, staged: StagedResults, finished_at: datetime) -> dict[str, int]:
+    def publish_night(self, run: RunRecord, staged: StagedResults, finished_at: datetime) -> dict[str, Any]:
         """Audit the staged files, then replace the date's rows and complete the run in one transaction."""
         with self._staged(run, staged) as tables:
             [row] = self._query(sql.audit(self.dialect, tables, run.run_id, run.score_date))[1]
-            counts = check_staged(run, staged, StagedCounts(*row))
+            [duplicates] = self._query(sql.duplicates(self.dialect, tables))[1]
+            by_source = dict(self._query(sql.rejected_by_source(self.dialect, tables.errors))[1])
+            counts = check_staged(run, staged, StagedCounts(*row, *duplicates), by_source)
             comparison = None
             if run.challenger_version is not None and counts["prediction_rows"]:
                 [row] = self._query(sql.compare(self.dialect, tables.predictions))[1]
@@ -226,6 +273,10 @@ class Warehouse(abc.ABC):
 
     @abc.abstractmethod
     def _create_table(self, table: TableSchema) -> None: ...
+
+    @abc.abstractmethod
+    def _add_columns(self, table: TableSchema, fields: tuple[Field, ...]) -> None:
+        """Add nullable columns at the end of an existing table."""
 
     @abc.abstractmethod
     def _create_view(self, view: sql.View) -> None:

@@ -16,7 +16,7 @@ import duckdb
 from pipelines.warehouses import sql
 from pipelines.warehouses.contract import RunRecord, StagedResults, Warehouse, WarehouseConfigError
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
-from schemas import PREDICTIONS, SCORING_ERRORS, ColumnType, TableSchema
+from schemas import SCORING_ERRORS, STAGED_PREDICTIONS, ColumnType, Field, TableSchema
 
 DIALECT = Dialect(
     quote_char='"',
@@ -31,7 +31,7 @@ DIALECT = Dialect(
     },
     reported_type_names={"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ"},
 )
-STAGED_PREDICTIONS, STAGED_ERRORS = "staged_predictions", "staged_errors"  # names on the publishing connection
+STAGED_PREDICTIONS_NAME, STAGED_ERRORS = "staged_predictions", "staged_errors"  # names on the publishing connection
 
 
 class DuckDBWarehouse(Warehouse):
@@ -116,6 +116,15 @@ class DuckDBWarehouse(Warehouse):
     def _create_table(self, table: TableSchema) -> None:
         self._query(sql.create_table(self.dialect, table))
 
+    def _add_columns(self, table: TableSchema, fields: tuple[Field, ...]) -> None:
+        for f in fields:
+            self._query(
+                Statement(
+                    f"ALTER TABLE {self.dialect.table(table.name)} "
+                    f"ADD COLUMN {self.dialect.quote(f.name)} {self.dialect.type_name(f.type)}"
+                )
+            )
+
     def _create_view(self, view: View) -> None:
         """Replaced every time: under the file's lock no reader sees it missing, and it stays current."""
         self._query(Statement(f"CREATE OR REPLACE VIEW {self.dialect.table(view.name)} AS {view.sql}"))
@@ -131,15 +140,19 @@ class DuckDBWarehouse(Warehouse):
         """Staged Parquet files are read where they lie, as views of the publishing connection."""
         with self._holding() as con:
             for name, table, files in (
-                (STAGED_PREDICTIONS, PREDICTIONS, staged.prediction_paths),
+                (STAGED_PREDICTIONS_NAME, STAGED_PREDICTIONS, staged.prediction_paths),
                 (STAGED_ERRORS, SCORING_ERRORS, staged.error_paths),
             ):
                 if files:
                     relation = con.read_parquet(files)
                 else:  # nothing staged: an empty relation of the table's columns
-                    relation = con.sql(f"SELECT * FROM {self.dialect.table(table.name)} WHERE false")
+                    d = self.dialect
+                    columns = ", ".join(
+                        f"CAST(NULL AS {d.type_name(f.type)}) AS {d.quote(f.name)}" for f in table.fields
+                    )
+                    relation = con.sql(f"SELECT {columns} WHERE false")
                 con.register(name, relation)
-            yield StagedTables(self.dialect.quote(STAGED_PREDICTIONS), self.dialect.quote(STAGED_ERRORS))
+            yield StagedTables(self.dialect.quote(STAGED_PREDICTIONS_NAME), self.dialect.quote(STAGED_ERRORS))
 
     def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:
         with self._connection() as con:

@@ -14,7 +14,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.batches import FILE_ERROR, RECORD_ERROR
-from schemas import CHALLENGER, CHAMPION, INPUT, PREDICTIONS, SCORING_ERRORS, SCORING_RUNS, ColumnType, TableSchema
+from schemas import (
+    CHALLENGER,
+    CHAMPION,
+    INPUT,
+    PREDICTIONS,
+    SCORING_ERRORS,
+    SCORING_RUNS,
+    ColumnType,
+    Field,
+    TableSchema,
+)
 
 Param = tuple[ColumnType, Any]  # a value with its type, so that a None is still typed
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -104,8 +114,8 @@ def select_run(d: Dialect, run_id: str) -> Statement:
 # ---------------------------------------------------------------- publishing a night
 
 
-def replace_night(d: Dialect, table: TableSchema, staged: str, score_date) -> list[Statement]:
-    """Delete the date's rows of `table` and insert the staged ones in their place."""
+def replace_night(d: Dialect, table: TableSchema, rows: Statement, score_date) -> list[Statement]:
+    """Delete the date's rows of `table` and insert `rows` (a query in the table's columns) in their place."""
     date = d.quote(table.partition_field or "score_date")
     columns = ", ".join(d.quote(name) for name in table.names)
     return [
@@ -113,19 +123,106 @@ def replace_night(d: Dialect, table: TableSchema, staged: str, score_date) -> li
             f"DELETE FROM {d.table(table.name)} WHERE {date} = {d.param('score_date')}",
             {"score_date": (ColumnType.DATE, score_date)},
         ),
-        Statement(f"INSERT INTO {d.table(table.name)} ({columns}) SELECT {columns} FROM {staged}"),
+        Statement(f"INSERT INTO {d.table(table.name)} ({columns}) {rows.sql}", rows.params),
     ]
 
 
 def publish_night(
     d: Dialect, tables: StagedTables, run_id: str, score_date, completion: Mapping[str, Any]
 ) -> list[Statement]:
-    """One transaction's statements: the night's predictions and errors replaced, the run completed."""
+    """One transaction's statements: the night's predictions (one per key) and errors (conflicting
+    duplicates included) replaced, the run completed."""
+    conflicts = conflicting_duplicates(d, tables.predictions)
+    staged_errors = ", ".join(d.quote(name) for name in SCORING_ERRORS.names)
+    errors = Statement(f"SELECT {staged_errors} FROM {tables.errors} UNION ALL {conflicts.sql}", conflicts.params)
     return [
-        *replace_night(d, PREDICTIONS, tables.predictions, score_date),
-        *replace_night(d, SCORING_ERRORS, tables.errors, score_date),
+        *replace_night(d, PREDICTIONS, resolved_predictions(d, tables.predictions), score_date),
+        *replace_night(d, SCORING_ERRORS, errors, score_date),
         update_run(d, run_id, completion),
     ]
+
+
+# ---------------------------------------------------------------- duplicate keys
+# Resolved where the night is published, over the staged rows, by SQL: no record is shipped again.
+# Copies of a key with the same content hash are one record scored once (the first copy by file and
+# line is kept); copies with different content all go to scoring_errors as duplicate_key.
+
+
+def _copies(d: Dialect, predictions: str, role_filter: str = "") -> str:
+    key = d.quote(INPUT.key.name)
+    window = f"PARTITION BY model_role, {key}"
+    return f"""
+        SELECT *,
+               ROW_NUMBER() OVER ({window} ORDER BY source, line_number) AS copy_number,
+               COUNT(*) OVER ({window}) AS copies,
+               MIN(content_hash) OVER ({window}) AS lowest_hash,
+               MAX(content_hash) OVER ({window}) AS highest_hash
+        FROM {predictions}{role_filter}"""
+
+
+def resolved_predictions(d: Dialect, predictions: str) -> Statement:
+    """The staged predictions with one row per (model role, key): what publishing inserts."""
+    columns = ", ".join(d.quote(name) for name in PREDICTIONS.names)
+    return Statement(
+        f"SELECT {columns} FROM ({_copies(d, predictions)}) AS c WHERE copy_number = 1 AND lowest_hash = highest_hash"
+    )
+
+
+def conflicting_duplicates(d: Dialect, predictions: str) -> Statement:
+    """Champion rows whose key has copies of different content, as `scoring_errors` rows."""
+    p, key = d.param, d.quote(INPUT.key.name)
+    text = d.type_name(ColumnType.STRING)
+    values = {
+        "score_date": "score_date",
+        "run_id": "run_id",
+        "source": "source",
+        "line_number": "line_number",
+        "raw_record": f"CAST(NULL AS {text})",
+        "reason": p("duplicate_key"),
+        "error_kind": p("record"),
+        "recorded_at": "scored_at",
+        "column_name": p("key_column"),
+        "detail": f"CONCAT('key ', {key}, ' has ', CAST(copies AS {text}), ' copies with different content')",
+        "records": "1",
+    }
+    selected = ", ".join(f"{values[name]} AS {d.quote(name)}" for name in SCORING_ERRORS.names)
+    champion_rows = _copies(d, predictions, " WHERE model_role = " + p("champion"))
+    return Statement(
+        f"SELECT {selected} FROM ({champion_rows}) AS c WHERE lowest_hash <> highest_hash",
+        {
+            "champion": (ColumnType.STRING, CHAMPION),
+            "duplicate_key": (ColumnType.STRING, "duplicate_key"),
+            "record": (ColumnType.STRING, RECORD_ERROR),
+            "key_column": (ColumnType.STRING, INPUT.key.name),
+        },
+    )
+
+
+def duplicates(d: Dialect, tables: StagedTables) -> Statement:
+    """(champion records dropped as identical copies, champion records rejected as conflicting copies,
+    (role, key) pairs that publishing would still repeat: must be 0)."""
+    key, p = d.quote(INPUT.key.name), d.param
+    resolved = resolved_predictions(d, tables.predictions)
+    return Statement(
+        f"""
+        SELECT
+          (SELECT COALESCE(SUM(CASE WHEN lowest = highest THEN copies - 1 ELSE 0 END), 0)
+           FROM (SELECT COUNT(*) AS copies, MIN(content_hash) AS lowest, MAX(content_hash) AS highest
+                 FROM {tables.predictions} WHERE model_role = {p("champion")}
+                 GROUP BY {key} HAVING COUNT(*) > 1) AS g),
+          (SELECT COALESCE(SUM(CASE WHEN lowest <> highest THEN copies ELSE 0 END), 0)
+           FROM (SELECT COUNT(*) AS copies, MIN(content_hash) AS lowest, MAX(content_hash) AS highest
+                 FROM {tables.predictions} WHERE model_role = {p("champion")}
+                 GROUP BY {key} HAVING COUNT(*) > 1) AS g),
+          (SELECT COUNT(*) FROM (SELECT model_role, {key} FROM ({resolved.sql}) AS r
+                                 GROUP BY model_role, {key} HAVING COUNT(*) > 1) AS repeated)""",
+        {"champion": (ColumnType.STRING, CHAMPION), **resolved.params},
+    )
+
+
+def rejected_by_source(d: Dialect, errors: str) -> Statement:
+    """Input records rejected per source, file errors counting the records they stand for."""
+    return Statement(f"SELECT source, COALESCE(SUM(records), 0) FROM {errors} GROUP BY source")
 
 
 # ---------------------------------------------------------------- audit and comparison
@@ -142,14 +239,13 @@ def audit(d: Dialect, tables: StagedTables, run_id: str, score_date) -> Statemen
                count(CASE WHEN run_id <> {p("run_id")} OR score_date <> {p("score_date")} THEN 1 END),
                count(CASE WHEN model_role = {p("champion")} THEN 1 END),
                count(CASE WHEN model_role = {p("challenger")} THEN 1 END),
-               (SELECT count(*) FROM {tables.errors} WHERE error_kind = {p("record")}),
+               (SELECT COALESCE(SUM(records), 0) FROM {tables.errors}),
                (SELECT count(*) FROM {tables.errors} WHERE error_kind = {p("file")})
         FROM {tables.predictions}""",
         {
             "run_id": (ColumnType.STRING, run_id),
             "score_date": (ColumnType.DATE, score_date),
             **_roles(),
-            "record": (ColumnType.STRING, RECORD_ERROR),
             "file": (ColumnType.STRING, FILE_ERROR),
         },
     )
@@ -188,6 +284,23 @@ def create_table(d: Dialect, table: TableSchema) -> Statement:
         f"{d.quote(f.name)} {d.type_name(f.type)}{' NOT NULL' if f.required else ''}" for f in table.fields
     )
     return Statement(f"CREATE TABLE IF NOT EXISTS {d.table(table.name)} (\n  {columns}\n)")
+
+
+# How rows written before a column existed get its value when a migration adds it.
+_BACKFILLS = {
+    (SCORING_ERRORS.name, "records"): f"CASE WHEN error_kind = '{RECORD_ERROR}' THEN 1 ELSE 0 END",
+}
+
+
+def backfill(d: Dialect, table: TableSchema, added: tuple[Field, ...]) -> list[Statement]:
+    return [
+        Statement(
+            f"UPDATE {d.table(table.name)} SET {d.quote(f.name)} = {_BACKFILLS[table.name, f.name]} "
+            f"WHERE {d.quote(f.name)} IS NULL"
+        )
+        for f in added
+        if (table.name, f.name) in _BACKFILLS
+    ]
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,164 @@
+"""Where records begin and end in raw bytes, found without the parser: safe block edges and the independent count.
+
+A file is read a block at a time, and a block must end where a record ends: a parser handed half a
+record loses it, or the rest of the file. For CSV a record ends at a newline outside quotes (RFC 4180:
+a field that opens with a quote runs to its closing quote, newlines and delimiters included), so the
+quotes before each newline tell which newlines end records. On the common block, with no quote at
+all, every newline ends a record and the count is one `bytes.count`; otherwise numpy counts quotes
+for the whole block at once. The count made here is the file's independent record count, which the
+parser's output (scored + rejected) must match.
+
+Damage must cost only the records it is in. A quote opened by mistake never closes, and read
+literally it swallows the rest of the file into one record. So a record that spans lines has to parse
+into exactly the header's number of fields; when it does not, its first line is taken as a record of
+its own (the parser will reject it) and scanning starts again on the next line. A record still open
+after `max_record_bytes` is cut the same way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+NEWLINE, QUOTE, CR = 10, 34, 13
+WINDOW = 4096  # newlines examined at a time when a block holds quotes
+BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(frozen=True)
+class Records:
+    """The whole records at the head of a buffer.
+
+    `starts` and `ends` are the records' byte spans in the buffer (an end excludes its newline; blank
+    lines are not records); both are None when every line up to `cut` is one record (no quotes, no
+    blank lines), which is the case that needs no array at all.
+    """
+
+    cut: int  # the records end here: the buffer's rest is the start of the next record
+    count: int
+    newlines: int  # newlines before `cut`, so that the next buffer knows its first line
+    starts: np.ndarray | None = None
+    ends: np.ndarray | None = None
+    line_offsets: np.ndarray | None = None  # each record's first line, counted from the buffer's first
+
+    @property
+    def simple(self) -> bool:
+        return self.starts is None
+
+
+def well_formed(record: bytes, fields: int) -> bool:
+    """One CSV record with exactly `fields` fields (what a record that spans lines must be)."""
+    try:
+        rows = list(csv.reader(io.StringIO(record.decode("utf-8", "replace"), newline=""), strict=True))
+    except csv.Error:
+        return False
+    return len(rows) == 1 and len(rows[0]) == fields
+
+
+def scan_csv(buffer: bytes, fields: int, final: bool, force: bool = False) -> Records:
+    """The whole records at the head of `buffer`, which starts where a record starts.
+
+    `final`: the buffer ends the file, so its last record ends there too. `force`: the record left
+    open at the end is too long to wait for; it is cut after its first line.
+    """
+    if not buffer:
+        return Records(0, 0, 0)
+    head_end = len(buffer) if final else buffer.rfind(b"\n") + 1
+    if _simple(buffer, head_end):
+        count = buffer.count(b"\n", 0, head_end)
+        if final and head_end and buffer[head_end - 1] != NEWLINE:
+            count += 1
+        if count or not force:
+            return Records(head_end, count, buffer.count(b"\n", 0, head_end))
+    return _scan_quoted(buffer, fields, final, force)
+
+
+def _simple(buffer: bytes, end: int) -> bool:
+    """No quote, no blank line and no lone carriage return before `end`: every line is one record."""
+    if end == 0:
+        return False
+    if buffer.find(b'"', 0, end) >= 0:
+        return False
+    if buffer[0] == NEWLINE or buffer.startswith(b"\r\n") or buffer.find(b"\n\n", 0, end) >= 0:
+        return False
+    if buffer.find(b"\r", 0, end) >= 0:
+        if buffer.find(b"\n\r\n", 0, end) >= 0 or buffer.count(b"\r", 0, end) != buffer.count(b"\r\n", 0, end):
+            return False
+    return True
+
+
+def _scan_quoted(buffer: bytes, fields: int, final: bool, force: bool) -> Records:
+    arr = np.frombuffer(buffer, np.uint8)
+    newlines = np.flatnonzero(arr == NEWLINE)
+    real_newlines = len(newlines)
+    if final and (not real_newlines or newlines[-1] != len(buffer) - 1):
+        newlines = np.append(newlines, len(buffer))  # the file's end ends its last record
+    quotes = np.flatnonzero(arr == QUOTE)
+    before = np.searchsorted(quotes, newlines)  # quotes before each newline
+    boundaries: list[np.ndarray] = []
+    n, start, base = len(newlines), 0, 0  # first newline not yet placed; quotes before the current record
+    width = WINDOW
+    while start < n:
+        # Windows of newlines, so that resyncing after a broken record costs a window, not the block.
+        stop = min(n, start + width)
+        closing = np.flatnonzero(((before[start:stop] - base) & 1) == 0) + start
+        if not len(closing) and stop < n:
+            width *= 2  # one record spans the whole window: look further
+            continue
+        width = WINDOW
+        # A record spans lines where consecutive closing newlines are not adjacent.
+        previous = np.concatenate(([start - 1], closing[:-1]))
+        broken = next(
+            (
+                i
+                for i in np.flatnonzero(closing - previous > 1)
+                if not well_formed(
+                    buffer[newlines[previous[i]] + 1 if previous[i] >= 0 else 0 : newlines[closing[i]]], fields
+                )
+            ),
+            None,
+        )
+        if broken is not None:
+            boundaries.append(closing[:broken])
+            cut_at = previous[broken] + 1  # the broken record's first line is a record of its own
+        else:
+            boundaries.append(closing)
+            last = closing[-1] if len(closing) else start - 1
+            if stop < n:
+                start = last + 1
+                continue
+            if last == n - 1 or not (final or force):
+                break
+            cut_at = last + 1  # the record left open at the end must end now: after its first line
+        boundaries.append(np.array([cut_at]))
+        start, base = cut_at + 1, before[cut_at]
+    closed = np.concatenate(boundaries) if boundaries else np.zeros(0, np.int64)
+    closed = closed[closed < len(newlines)]
+    ends = newlines[closed]
+    starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
+    cut = int(min(ends[-1] + 1, len(buffer))) if len(ends) else 0
+    lengths = ends - starts
+    # A line holding nothing (or only the CR of a CRLF) is no record.
+    blank = (lengths == 0) | ((lengths == 1) & (arr[np.minimum(starts, len(arr) - 1)] == CR))
+    keep = ~blank
+    line_offsets = np.searchsorted(newlines[:real_newlines], starts)
+    return Records(
+        cut,
+        int(keep.sum()),
+        int(np.searchsorted(newlines[:real_newlines], cut)),
+        starts[keep],
+        ends[keep],
+        line_offsets[keep],
+    )
+
+
+def json_lines(block: bytes, final: bool) -> tuple[int, int]:
+    """(cut, lines): the whole lines at the head of `block` and how many there are, blank ones included."""
+    cut = len(block) if final else block.rfind(b"\n") + 1
+    lines = block.count(b"\n", 0, cut)
+    if final and cut and block[cut - 1] != NEWLINE:
+        lines += 1
+    return cut, lines
