@@ -133,9 +133,15 @@ class BigQueryWarehouse(Warehouse):
         self.client.create_table(bq.table_definition(self.ref, table, self._partition_expiration_days), exists_ok=True)
 
     def _add_columns(self, table: TableSchema, fields: tuple[Field, ...]) -> None:
+        # The schema through the API (descriptions included), then the same columns by DDL, IF NOT EXISTS: a
+        # no-op on BigQuery, while the emulator keeps a table's metadata and its rows apart and needs both.
         existing = self.client.get_table(f"{self.ref}.{table.name}")
         existing.schema = [*existing.schema, *bq.schema_fields(TableSchema(table.name, fields, table.description))]
         self.client.update_table(existing, ["schema"])
+        d = self.dialect
+        for f in fields:  # one column per statement, which both accept
+            add = f"ADD COLUMN IF NOT EXISTS {d.quote(f.name)} {d.type_name(f.type)}"
+            self._query(Statement(f"ALTER TABLE {d.table(table.name)} {add}"))
 
     def _create_view(self, view: View) -> None:
         """Made when missing; replaced only by `set_up`, so analysts never see it vanish mid-query."""
