@@ -33,8 +33,8 @@ class Records:
     """The whole records at the head of a buffer.
 
     `starts` and `ends` are the records' byte spans in the buffer (an end excludes its newline; blank
-    lines are not records); both are None when every line up to `cut` is one record (no quotes, no
-    blank lines), which is the case that needs no array at all.
+    lines are not records); both are None when the records were counted by their newlines alone (no
+    quotes), which is the case that needs no array at all.
     """
 
     cut: int  # the records end here: the buffer's rest is the start of the next record
@@ -63,34 +63,32 @@ def scan_csv(buffer: bytes, fields: int, final: bool, force: bool = False) -> Re
 
     `final`: the buffer ends the file, so its last record ends there too. `force`: the record left
     open at the end is too long to wait for; it is cut after its first line.
+
+    A head with no quote at all (the common case) is counted by its newlines alone. Blank lines and
+    lone carriage returns, which are rare, are not looked for there: the parser reads them differently
+    (it skips the one and breaks lines at the other), and a block the parser counts differently is
+    counted again by `exact`.
     """
     if not buffer:
         return Records(0, 0, 0)
     head_end = len(buffer) if final else buffer.rfind(b"\n") + 1
-    if _simple(buffer, head_end):
-        count = buffer.count(b"\n", 0, head_end)
-        if final and head_end and buffer[head_end - 1] != NEWLINE:
-            count += 1
+    if head_end and buffer.find(b'"', 0, head_end) < 0:
+        newlines = int(np.count_nonzero(np.frombuffer(buffer, np.uint8, count=head_end) == NEWLINE))
+        count = newlines + (1 if final and buffer[head_end - 1] != NEWLINE else 0)
         if count or not force:
-            return Records(head_end, count, buffer.count(b"\n", 0, head_end))
+            return Records(head_end, count, newlines)
     return _scan_quoted(buffer, fields, final, force)
 
 
-def _simple(buffer: bytes, end: int) -> bool:
-    """No quote, no blank line and no lone carriage return before `end`: every line is one record."""
-    if end == 0:
-        return False
-    if buffer.find(b'"', 0, end) >= 0:
-        return False
-    if buffer[0] == NEWLINE or buffer.startswith(b"\r\n") or buffer.find(b"\n\n", 0, end) >= 0:
-        return False
-    if buffer.find(b"\r", 0, end) >= 0:
-        if buffer.find(b"\n\r\n", 0, end) >= 0 or buffer.count(b"\r", 0, end) != buffer.count(b"\r\n", 0, end):
-            return False
-    return True
+def exact(head: bytes, fields: int) -> Records:
+    """Every record of `head` (whole records only) with its span and line, blank lines left out."""
+    return _scan_quoted(head, fields, final=True, force=False)
 
 
 def _scan_quoted(buffer: bytes, fields: int, final: bool, force: bool) -> Records:
+    if not buffer:
+        none = np.zeros(0, np.int64)
+        return Records(0, 0, 0, none, none, none)
     arr = np.frombuffer(buffer, np.uint8)
     newlines = np.flatnonzero(arr == NEWLINE)
     real_newlines = len(newlines)

@@ -18,7 +18,7 @@ import csv
 import io
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import apache_beam as beam
 import numpy as np
@@ -39,7 +39,7 @@ from pipelines.batches import (
     file_error,
     rejected_batch,
 )
-from pipelines.blocks import BOM, NEWLINE, Records, json_lines, scan_csv
+from pipelines.blocks import BOM, Records, exact, json_lines, scan_csv
 from schemas import InputSchema, Role
 
 DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
@@ -225,8 +225,10 @@ class _CsvFile(_File):
                         yield rejected
                         continue
                 break
-            if records.count and self.refusal is None:
-                yield from self._parse(buffer[: records.cut], records)
+            if records.simple and self.refusal is not None:
+                records = exact(buffer[: records.cut], len(self.header))  # a refused file: counted exactly
+            elif records.count and self.refusal is None:
+                records = yield from self._parse(buffer, records)
             self.counted += records.count
             self.line += records.newlines
             buffer = buffer[records.cut :]
@@ -277,17 +279,18 @@ class _CsvFile(_File):
             )
         return buffer
 
-    def _parse(self, data: bytes, records: Records) -> Iterator:
-        """Whole records -> a raw batch and rejections. pyarrow parses the block in one go; a block it
-        reads differently from the independent count (bad bytes, bad quoting) is read record by record."""
+    def _parse(self, buffer: bytes, records: Records) -> Generator[RawBatch | pa.RecordBatch, None, Records]:
+        """The whole records at the head of `buffer` -> a raw batch and rejections; returns the records
+        as finally counted. pyarrow parses the block in one go; a block it reads differently from the
+        independent count (bad bytes, bad quoting, blank lines) is counted exactly and read record by
+        record."""
+        data = pa.py_buffer(buffer).slice(0, records.cut)  # no copy
         try:
             batch, invalid = self._arrow(data, quoted=not records.simple)
         except _Unparsed:
-            yield from self._slowly(data, records)
-            return
+            return (yield from self._slowly(buffer, records))
         if batch.num_rows + len(invalid) != records.count or (invalid and not records.simple):
-            yield from self._slowly(data, records)
-            return
+            return (yield from self._slowly(buffer, records))
         if records.simple and not invalid:
             raw = RawBatch(self.path, batch, CSV, first_line=self.line)
         elif records.simple:  # pyarrow's row number of a skipped row is its line within the block
@@ -310,8 +313,9 @@ class _CsvFile(_File):
                     for number, text, expected, actual in invalid
                 ]
             )
+        return records
 
-    def _arrow(self, data: bytes, quoted: bool) -> tuple[pa.RecordBatch, list]:
+    def _arrow(self, data: pa.Buffer, quoted: bool) -> tuple[pa.RecordBatch, list]:
         """pyarrow's parse, typed by the schema where the file's values allow it."""
         types = {c.name: c.type.arrow for c in self.schema.columns}
         while True:
@@ -323,9 +327,9 @@ class _CsvFile(_File):
             }
             try:
                 table = pacsv.read_csv(
-                    io.BytesIO(data),
+                    pa.BufferReader(data),
                     read_options=pacsv.ReadOptions(
-                        column_names=self.header, block_size=len(data) + 1, use_threads=False
+                        column_names=self.header, block_size=data.size + 1, use_threads=False
                     ),
                     parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=quoted),
                     convert_options=pacsv.ConvertOptions(
@@ -343,20 +347,15 @@ class _CsvFile(_File):
             batch = table.combine_chunks().to_batches()
             return (batch[0] if batch else pa.RecordBatch.from_pylist([], table.schema)), invalid
 
-    def _slowly(self, data: bytes, records: Records) -> Iterator:
+    def _slowly(self, buffer: bytes, records: Records) -> Generator[RawBatch | pa.RecordBatch, None, Records]:
         """One record at a time, for a block pyarrow could not read whole: each record parsed or rejected."""
-        if records.simple:
-            ends = np.flatnonzero(np.frombuffer(data, np.uint8) == NEWLINE)
-            if len(ends) < records.count:
-                ends = np.append(ends, len(data))
-            starts = np.concatenate(([0], ends[:-1] + 1))
-            offsets = np.arange(records.count)
-        else:
-            starts, ends, offsets = records.starts, records.ends, records.line_offsets
         fields = len(self.header)
+        if records.simple:
+            records = exact(buffer[: records.cut], fields)
+        starts, ends, offsets = records.starts, records.ends, records.line_offsets
         rows, lines, rejected = [], [], []
         for start, end, offset in zip(starts.tolist(), ends.tolist(), offsets.tolist(), strict=True):
-            raw = data[start:end]
+            raw = buffer[start:end]
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             line = self.line + offset
@@ -387,6 +386,7 @@ class _CsvFile(_File):
             )
         if rejected:
             yield self.bad_records(rejected)
+        return records
 
 
 class _JsonFile(_File):

@@ -14,7 +14,7 @@ content, so that duplicate keys can be resolved where the night is published.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
 
 import apache_beam as beam
@@ -36,7 +36,9 @@ _INTEGER = r"^[+-]?\d+$"
 _WHOLE_DECIMAL = r"^[+-]?\d+\.0*$"  # 480.0, as pandas writes an integer column holding a missing value
 _NUMBER = r"^[+-]?(\d+\.?\d*([eE][+-]?\d+)?|\.\d+([eE][+-]?\d+)?|inf|nan|Infinity|NaN)$"
 
-_Failure = tuple[pa.Array, str, pa.Array | pa.Scalar]  # (mask, reason code, detail)
+# (mask, reason code, detail): the detail is a scalar, or made only when some record fails (a callable),
+# since formatting a whole column's values as text would cost more than every check together.
+_Failure = tuple[pa.Array, str, "pa.Scalar | Callable[[], pa.Array]"]
 
 
 class SchemaValidator:
@@ -117,14 +119,25 @@ class _Reasons:
         first = pc.and_(pc.fill_null(failed, False), pc.is_null(self.codes))
         if not pc.any(first).as_py():
             return
+        if callable(detail):
+            detail = detail()
         self.codes = pc.if_else(first, pa.scalar(code), self.codes)
         self.columns = pc.if_else(first, pa.scalar(column), self.columns)
         self.details = pc.if_else(first, detail, self.details)
 
 
-def _quoted(text: pa.Array, suffix: str) -> pa.Array:
-    """`'value' suffix` for each value, the value cut to DETAIL_CHARS."""
-    return pc.binary_join_element_wise("'", pc.utf8_slice_codeunits(text, 0, DETAIL_CHARS), "' " + suffix, "")
+def _quoted(text: pa.Array | Callable[[], pa.Array], suffix: str) -> Callable[[], pa.Array]:
+    """`'value' suffix` for each value, the value cut to DETAIL_CHARS; made when called."""
+
+    def detail() -> pa.Array:
+        values = text() if callable(text) else text
+        return pc.binary_join_element_wise("'", pc.utf8_slice_codeunits(values, 0, DETAIL_CHARS), "' " + suffix, "")
+
+    return detail
+
+
+def _as_text(values: pa.Array) -> Callable[[], pa.Array]:
+    return lambda: pc.cast(values, pa.string())
 
 
 def _typed(source: pa.Array, type_: ColumnType) -> tuple[pa.Array, list[_Failure]]:
@@ -159,7 +172,7 @@ def _whole_floats(values: pa.Array) -> tuple[pa.Array, list[_Failure]]:
     not_integer = pc.invert(whole)
     out_of_range = pc.and_(whole, pc.invert(fits))
     keep = pc.and_(whole, fits)
-    text = pc.cast(values, pa.string())
+    text = _as_text(values)
     ints = pc.cast(pc.if_else(keep, values, pa.scalar(None, pa.float64())), pa.int64(), safe=False)
     return ints, [
         (not_integer, "not_integer", _quoted(text, "is not a whole number")),
@@ -217,7 +230,7 @@ def _checked(values: pa.Array, column: Column) -> tuple[pa.Array, list[_Failure]
     """Finite numbers the model can take, declared ranges and allowed values, required values present."""
     failures: list[_Failure] = []
     if column.type is ColumnType.FLOAT64:
-        text = pc.cast(values, pa.string())
+        text = _as_text(values)
         non_finite = pc.invert(pc.fill_null(pc.is_finite(values), True))
         # The model takes float32: a larger magnitude would reach it as infinity.
         too_big = pc.fill_null(pc.greater(pc.abs(values), FLOAT32_MAX), False)
@@ -225,7 +238,9 @@ def _checked(values: pa.Array, column: Column) -> tuple[pa.Array, list[_Failure]
             (non_finite, "non_finite", _quoted(text, "is not a finite number")),
             (too_big, "out_of_range", _quoted(text, "is outside float32, the model's input type")),
         ]
-        values = pc.if_else(pc.or_(non_finite, too_big), pa.scalar(None, pa.float64()), values)
+        unusable = pc.or_(non_finite, too_big)
+        if pc.any(unusable).as_py():
+            values = pc.if_else(unusable, pa.scalar(None, pa.float64()), values)
     if column.minimum is not None or column.maximum is not None:
         outside = pa.repeat(pa.scalar(False), len(values))
         if column.minimum is not None:
@@ -233,8 +248,9 @@ def _checked(values: pa.Array, column: Column) -> tuple[pa.Array, list[_Failure]
         if column.maximum is not None:
             outside = pc.or_(outside, pc.fill_null(pc.greater(values, column.maximum), False))
         bounds = _bounds(column)
-        failures.append((outside, "out_of_range", _quoted(pc.cast(values, pa.string()), bounds)))
-        values = pc.if_else(outside, pa.scalar(None, values.type), values)
+        failures.append((outside, "out_of_range", _quoted(_as_text(values), bounds)))
+        if pc.any(outside).as_py():
+            values = pc.if_else(outside, pa.scalar(None, values.type), values)
     if column.allowed is not None:
         refused = pc.and_(pc.is_valid(values), pc.invert(pc.is_in(values, pa.array(sorted(column.allowed)))))
         failures.append((refused, "out_of_range", _quoted(values, "is not an allowed value")))
