@@ -117,16 +117,17 @@ class ReadFiles(beam.DoFn):
         reader = _CsvFile(self, path) if fmt == CSV else _JsonFile(self, path)
         file_rejected = False
         try:
-            for item in reader.read(self._chunks(path)):
-                if isinstance(item, RawBatch):
-                    yield item
-                    continue
-                if item.column("error_kind")[0].as_py() == FILE_ERROR:
-                    file_rejected = True
-                    self._files_rejected.inc()
-                else:
-                    self._lines_rejected.inc(item.num_rows)
-                yield beam.pvalue.TaggedOutput(REJECTED, item)
+            with FileSystems.open(path) as stream:
+                for item in reader.read(_Blocks(stream, self._block_bytes)):
+                    if isinstance(item, RawBatch):
+                        yield item
+                        continue
+                    if item.column("error_kind")[0].as_py() == FILE_ERROR:
+                        file_rejected = True
+                        self._files_rejected.inc()
+                    else:
+                        self._lines_rejected.inc(item.num_rows)
+                    yield beam.pvalue.TaggedOutput(REJECTED, item)
         except _Unreadable as e:
             # The records before the damage were read and counted; how many follow it cannot be known.
             file_rejected = True
@@ -141,21 +142,53 @@ class ReadFiles(beam.DoFn):
         count_read(path, reader.counted)
         yield beam.pvalue.TaggedOutput(COUNTS, (path, reader.counted))
 
-    def _chunks(self, path: str) -> Iterator[tuple[bytes, bool]]:
-        """(bytes, is_last) a block at a time; decompressed on the fly, by extension."""
-        try:
-            with FileSystems.open(path) as stream:
-                while True:
-                    chunk = stream.read(self._block_bytes)
-                    yield chunk, not chunk
-                    if not chunk:
-                        return
-        except Exception as e:  # only the reading itself: a corrupt archive, a truncated stream, I/O
-            raise _Unreadable(f"{type(e).__name__}: {e}") from e
-
 
 class _Unreadable(Exception):
     """The file's bytes could not be read any further."""
+
+
+class _Blocks:
+    """A file's bytes a block at a time, in one buffer kept for the whole file.
+
+    The bytes of a record not yet complete move to the front and the next block is read in after them,
+    so a block is neither allocated afresh nor copied again (the buffer grows only for a record longer
+    than a block). Its contents are overwritten as reading goes on: what leaves a reader is parsed
+    into new Arrow arrays first.
+    """
+
+    def __init__(self, stream, block_bytes: int):
+        self._stream = stream
+        self._block_bytes = block_bytes
+        self.data = bytearray(2 * block_bytes)
+        self.size = 0  # bytes of `data` holding the file
+        self.last = False  # the file's end has been read
+
+    def read(self) -> None:
+        """Append the next block (compressed files are decompressed on the fly, by extension)."""
+        if self.size + self._block_bytes > len(self.data):  # a new buffer: the old one may still be viewed
+            grown = bytearray(max(2 * len(self.data), self.size + self._block_bytes))
+            grown[: self.size] = memoryview(self.data)[: self.size]
+            self.data = grown
+        try:
+            target = memoryview(self.data)[self.size : self.size + self._block_bytes]
+            if hasattr(self._stream, "readinto"):
+                n = self._stream.readinto(target)
+            else:
+                chunk = self._stream.read(self._block_bytes)
+                n = len(chunk)
+                target[:n] = chunk
+        except Exception as e:  # only the reading itself: a corrupt archive, a truncated stream, I/O
+            raise _Unreadable(f"{type(e).__name__}: {e}") from e
+        self.size += n or 0
+        self.last = not n
+
+    def drop(self, n: int) -> None:
+        """Forget the first `n` bytes: the rest moves to the front."""
+        self.data[: self.size - n] = memoryview(self.data)[n : self.size]
+        self.size -= n
+
+    def find(self, byte: bytes, start: int = 0) -> int:
+        return self.data.find(byte, start, self.size)
 
 
 class _File:
@@ -168,26 +201,26 @@ class _File:
         self.counted = 0  # records found by the independent count
         self.line = 1  # line number of the buffer's first byte
 
-    def too_large(self, buffer: bytes, chunks: Iterator[tuple[bytes, bool]]) -> tuple[pa.RecordBatch, bytes, bool]:
-        """`buffer` starts a record with no end in sight: reject it, skip to its end; (rejection, rest, last)."""
-        preview, size, last = buffer[:PREVIEW_BYTES], len(buffer), False
-        end = buffer.find(b"\n")
-        while end < 0 and not last:
-            buffer, last = next(chunks)
-            size += len(buffer)
-            end = buffer.find(b"\n")
-        rest = buffer[end + 1 :] if end >= 0 else b""
-        size -= len(rest)
-        rejected = rejected_batch(
+    def too_large(self, blocks: _Blocks) -> pa.RecordBatch:
+        """The buffer starts a record with no end in sight: reject it and skip to its end."""
+        preview, size = bytes(blocks.data[:PREVIEW_BYTES]), 0
+        end = blocks.find(b"\n")
+        while end < 0 and not blocks.last:
+            size += blocks.size
+            blocks.drop(blocks.size)
+            blocks.read()
+            end = blocks.find(b"\n")
+        size += end + 1 if end >= 0 else blocks.size
+        blocks.drop(end + 1 if end >= 0 else blocks.size)
+        self.counted += 1
+        self.line += 1
+        return rejected_batch(
             self.path,
             [preview.decode("utf-8", "backslashreplace") + "..."],
             ["record_too_large"],
-            [self.line],
+            [self.line - 1],
             details=[f"{size} bytes, more than --max_record_bytes {self.max_record_bytes}"],
         )
-        self.counted += 1
-        self.line += 1
-        return rejected, rest, last
 
     def bad_records(self, rejected: list[tuple[int, str, str, str | None, str]]) -> pa.RecordBatch:
         lines, raws, reasons, columns, details = zip(*rejected, strict=True)
@@ -207,47 +240,45 @@ class _CsvFile(_File):
         self.refusal: tuple[str, str | None, str] | None = None  # (reason, column, detail): the file is refused
         self.missing: list = []  # schema columns the header lacks
 
-    def read(self, chunks: Iterator[tuple[bytes, bool]]) -> Iterator:
-        buffer, last = b"", False
-        while not last:
-            chunk, last = next(chunks)
-            buffer += chunk
+    def read(self, blocks: _Blocks) -> Iterator:
+        fields = 0
+        while not blocks.last:
+            blocks.read()
             if not self.header and self.refusal is None:
-                buffer = self._take_header(buffer, last)
+                self._take_header(blocks)
                 if not self.header and self.refusal is None:
                     continue  # the header is longer than what was read so far
-            while True:
-                records = scan_csv(buffer, len(self.header), last)
-                if not last and len(buffer) - records.cut > self.max_record_bytes:
-                    records = scan_csv(buffer, len(self.header), last, force=True)
-                    if records.cut == 0:  # one line longer than the limit
-                        rejected, buffer, last = self.too_large(buffer, chunks)
-                        yield rejected
-                        continue
-                break
+                fields = len(self.header)
+            records = scan_csv(blocks.data, blocks.size, fields, blocks.last)
+            if not blocks.last and blocks.size - records.cut > self.max_record_bytes:
+                records = scan_csv(blocks.data, blocks.size, fields, blocks.last, force=True)
+                if records.cut == 0:  # one line longer than the limit
+                    yield self.too_large(blocks)
+                    records = scan_csv(blocks.data, blocks.size, fields, blocks.last)
             if records.simple and self.refusal is not None:
-                records = exact(buffer[: records.cut], len(self.header))  # a refused file: counted exactly
+                records = exact(blocks.data, records.cut, fields)  # a refused file: counted exactly
             elif records.count and self.refusal is None:
-                records = yield from self._parse(buffer, records)
+                records = yield from self._parse(blocks.data, records)
             self.counted += records.count
             self.line += records.newlines
-            buffer = buffer[records.cut :]
+            blocks.drop(records.cut)
         for column in self.missing:
             Metrics.counter("missing_columns", column.name).inc(self.counted)
         if self.refusal is not None and self.counted:
             reason, column, detail = self.refusal
             yield file_error(self.path, reason, self.counted, detail, column)
 
-    def _take_header(self, buffer: bytes, last: bool) -> bytes:
+    def _take_header(self, blocks: _Blocks) -> None:
         """Read the header off the buffer once it holds it; the rest of the buffer is records."""
-        if self.line == 1 and buffer.startswith(BOM):
-            buffer = buffer[len(BOM) :]
-        end = _first_record_end(buffer, last)
+        if blocks.data.startswith(BOM, 0, blocks.size):
+            blocks.drop(len(BOM))
+        end = _first_record_end(blocks)
         if end is None:
-            if len(buffer) > self.max_record_bytes:
+            if blocks.size > self.max_record_bytes:
                 self.refusal = ("unreadable_file", None, "no header line within --max_record_bytes")
-            return buffer
-        raw, buffer = buffer[:end], buffer[end:]
+            return
+        raw = bytes(blocks.data[:end])
+        blocks.drop(end)
         self.line += raw.count(b"\n")
         try:
             [names] = list(csv.reader(io.StringIO(raw.decode("utf-8").rstrip("\r\n"), newline="")))
@@ -260,11 +291,9 @@ class _CsvFile(_File):
                 f"the header is not one line of distinct column names: {raw[:PREVIEW_BYTES]!r}",
             )
             self.header = names or ["?"]
-            return buffer
+            return
         self.header = names
         missing = [c for c in self.schema.columns if c.name not in names]
-        for column in missing:
-            Metrics.counter("missing_columns", column.name).inc(0)  # made now, incremented at the end
         # A nullable feature read as all-null would shift every prediction; a label or key the run does
         # not need (tips at scoring, trip_id at training) may be absent.
         refused = [c for c in missing if c.required or (c.role is Role.FEATURE and self.missing_nullable == REFUSE)]
@@ -277,9 +306,8 @@ class _CsvFile(_File):
                 f"the header lacks {kind} column(s) {', '.join(c.name for c in refused)}"
                 + ("" if kind == "required" else " (--missing_nullable_columns null scores them as null)"),
             )
-        return buffer
 
-    def _parse(self, buffer: bytes, records: Records) -> Generator[RawBatch | pa.RecordBatch, None, Records]:
+    def _parse(self, buffer: bytearray, records: Records) -> Generator[RawBatch | pa.RecordBatch, None, Records]:
         """The whole records at the head of `buffer` -> a raw batch and rejections; returns the records
         as finally counted. pyarrow parses the block in one go; a block it reads differently from the
         independent count (bad bytes, bad quoting, blank lines) is counted exactly and read record by
@@ -316,46 +344,56 @@ class _CsvFile(_File):
         return records
 
     def _arrow(self, data: pa.Buffer, quoted: bool) -> tuple[pa.RecordBatch, list]:
-        """pyarrow's parse, typed by the schema where the file's values allow it."""
-        types = {c.name: c.type.arrow for c in self.schema.columns}
-        while True:
-            invalid: list[tuple] = []
-            on_invalid = _collector(invalid)
+        """pyarrow's parse, typed by the schema where the file's values allow it.
 
+        Rows with the wrong number of fields are collected by an invalid-row handler, but only once
+        pyarrow has met one: a handler makes every block parse about a third slower.
+        """
+        types = {c.name: c.type.arrow for c in self.schema.columns}
+        invalid: list[tuple] | None = None
+        while True:
             column_types = {
                 name: pa.string() if name in self.text_columns else types.get(name, pa.string()) for name in self.header
             }
+            if invalid is not None:
+                invalid.clear()
             try:
                 table = pacsv.read_csv(
                     pa.BufferReader(data),
                     read_options=pacsv.ReadOptions(
                         column_names=self.header, block_size=data.size + 1, use_threads=False
                     ),
-                    parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid, newlines_in_values=quoted),
+                    parse_options=pacsv.ParseOptions(
+                        invalid_row_handler=None if invalid is None else _collector(invalid),
+                        newlines_in_values=quoted,
+                    ),
                     convert_options=pacsv.ConvertOptions(
                         column_types=column_types, strings_can_be_null=True, null_values=[""]
                     ),
                 )
             except pa.ArrowInvalid as e:
-                failed = _FAILED_COLUMN.search(str(e))
-                if failed and "UTF8" not in str(e):
-                    name = self.header[int(failed.group(1))]
-                    if name not in self.text_columns:
-                        self.text_columns.add(name)  # validation types it, value by value
-                        continue
-                raise _Unparsed(str(e)) from e
+                message = str(e)
+                failed = _FAILED_COLUMN.search(message)
+                if failed and "UTF8" not in message and self.header[int(failed.group(1))] not in self.text_columns:
+                    self.text_columns.add(self.header[int(failed.group(1))])  # validation types it, value by value
+                    continue
+                if invalid is None and message.startswith("CSV parse error"):
+                    invalid = []  # a row with the wrong number of fields: parse again, collecting such rows
+                    continue
+                raise _Unparsed(message) from e
             batch = table.combine_chunks().to_batches()
+            invalid = invalid or []
             return (batch[0] if batch else pa.RecordBatch.from_pylist([], table.schema)), invalid
 
-    def _slowly(self, buffer: bytes, records: Records) -> Generator[RawBatch | pa.RecordBatch, None, Records]:
+    def _slowly(self, buffer: bytearray, records: Records) -> Generator[RawBatch | pa.RecordBatch, None, Records]:
         """One record at a time, for a block pyarrow could not read whole: each record parsed or rejected."""
         fields = len(self.header)
         if records.simple:
-            records = exact(buffer[: records.cut], fields)
+            records = exact(buffer, records.cut, fields)
         starts, ends, offsets = records.starts, records.ends, records.line_offsets
         rows, lines, rejected = [], [], []
         for start, end, offset in zip(starts.tolist(), ends.tolist(), offsets.tolist(), strict=True):
-            raw = buffer[start:end]
+            raw = bytes(buffer[start:end])
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             line = self.line + offset
@@ -399,19 +437,17 @@ class _JsonFile(_File):
     UTF-8 instead of refusing them, so that is checked first.
     """
 
-    def read(self, chunks: Iterator[tuple[bytes, bool]]) -> Iterator:
+    def read(self, blocks: _Blocks) -> Iterator:
         typed = {c.name: pa.field(c.name, c.type.arrow) for c in self.schema.columns}
-        buffer, last = b"", False
-        while not last:
-            chunk, last = next(chunks)
-            buffer += chunk
-            cut, lines = json_lines(buffer, last)
+        while not blocks.last:
+            blocks.read()
+            cut, lines = json_lines(blocks.data, blocks.size, blocks.last)
             if not cut:
-                if len(buffer) > self.max_record_bytes:
-                    rejected, buffer, last = self.too_large(buffer, chunks)
-                    yield rejected
+                if blocks.size > self.max_record_bytes:
+                    yield self.too_large(blocks)
                 continue
-            block, buffer = buffer[:cut], buffer[cut:]
+            block = bytes(memoryview(blocks.data)[:cut])
+            blocks.drop(cut)
             parsed = None if not (block.isascii() or _utf8(block)) else self._arrow(block, typed)
             if parsed is not None and parsed.num_rows == lines:
                 self.counted += lines
@@ -500,14 +536,14 @@ def _utf8(block: bytes) -> bool:
         return False
 
 
-def _first_record_end(buffer: bytes, last: bool) -> int | None:
+def _first_record_end(blocks: _Blocks) -> int | None:
     """End (after its newline) of the first CSV record: the first newline outside quotes."""
     quotes, position = 0, 0
     while True:
-        newline = buffer.find(b"\n", position)
+        newline = blocks.find(b"\n", position)
         if newline < 0:
-            return len(buffer) if last else None
-        quotes += buffer.count(b'"', position, newline)
+            return blocks.size if blocks.last else None
+        quotes += blocks.data.count(b'"', position, newline)
         position = newline + 1
         if quotes % 2 == 0:
             return position

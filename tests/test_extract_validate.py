@@ -238,3 +238,16 @@ def test_empty_json_objects_are_counted_and_rejected(tmp_path):
     kept, rejected, counts = _read_all(path)
     assert kept == [] and counts == [3]
     assert sorted(rejected) == ["malformed_json", "missing_required", "missing_required"]
+
+
+def test_batches_stay_whole_after_the_reader_moves_on(tmp_path):
+    """The reader reuses one buffer for a whole file: batches already out must not change with it."""
+    from pipelines.extract import ReadFiles
+
+    lines = [HEADER] + [GOOD.replace("t1,", f"t{i},", 1).replace("Flash Cab", f"Cab {i}") for i in range(400)]
+    path = tmp_path / "many.csv"
+    path.write_text("\n".join(lines) + "\n")
+    batches = [item for item in ReadFiles(SCHEMA, block_bytes=1024).process(str(path)) if isinstance(item, RawBatch)]
+    assert len(batches) > 10
+    companies = [c for b in batches for c in b.records.column("company").to_pylist()]
+    assert companies == [f"Cab {i}" for i in range(400)]
