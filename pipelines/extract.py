@@ -222,6 +222,16 @@ class _File:
             details=[f"{size} bytes, more than --max_record_bytes {self.max_record_bytes}"],
         )
 
+    @staticmethod
+    def decoded(raw: bytes, line: int, rejected: list) -> str | None:
+        """The record as text; or None, the record noted in `rejected` with its bytes escaped."""
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            detail = f"byte {e.start} (0x{raw[e.start]:02x}) is not UTF-8"
+            rejected.append((line, raw.decode("utf-8", "backslashreplace"), "invalid_utf8", None, detail))
+            return None
+
     def bad_records(self, rejected: list[tuple[int, str, str, str | None, str]]) -> pa.RecordBatch:
         lines, raws, reasons, columns, details = zip(*rejected, strict=True)
         return rejected_batch(
@@ -397,11 +407,8 @@ class _CsvFile(_File):
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             line = self.line + offset
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                detail = f"byte {e.start} (0x{raw[e.start]:02x}) is not UTF-8"
-                rejected.append((line, raw.decode("utf-8", "backslashreplace"), "invalid_utf8", None, detail))
+            text = self.decoded(raw, line, rejected)
+            if text is None:
                 continue
             try:
                 parsed = list(csv.reader(io.StringIO(text, newline="")))
@@ -483,11 +490,8 @@ class _JsonFile(_File):
             if not line.strip():
                 continue
             self.counted += 1
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as e:
-                detail = f"byte {e.start} (0x{line[e.start]:02x}) is not UTF-8"
-                bad.append((number, line.decode("utf-8", "backslashreplace"), "invalid_utf8", None, detail))
+            text = self.decoded(line, number, bad)
+            if text is None:
                 continue
             try:
                 record = json.loads(text)

@@ -312,15 +312,21 @@ def _column_hash(values: pa.Array) -> np.ndarray:
 
 
 def _string_hash(values: pa.Array) -> np.ndarray:
+    """Each string's hash: its distinct values hashed once (a dictionary encoding), then looked up."""
+    encoded = pc.dictionary_encode(values)
+    if not len(encoded.dictionary):  # all null: _column_hash marks them
+        return np.zeros(len(values), np.uint64)
+    return _bytes_hash(encoded.dictionary)[pc.fill_null(encoded.indices, 0).to_numpy(zero_copy_only=False)]
+
+
+def _bytes_hash(values: pa.Array) -> np.ndarray:
     """Polynomial hash of each string's bytes, weights by position (cycling every 64 bytes)."""
-    values = pc.fill_null(values, "") if values.null_count else values
     offsets = np.frombuffer(values.buffers()[1], np.int32, count=len(values) + 1, offset=values.offset * 4)
     lengths = np.diff(offsets).astype(np.int64)
-    data = values.buffers()[2]
     total = int(offsets[-1] - offsets[0])
     if not total:
         return lengths.astype(np.uint64)
-    raw = np.frombuffer(data, np.uint8, count=total, offset=int(offsets[0])).astype(np.uint64)
+    raw = np.frombuffer(values.buffers()[2], np.uint8, count=total, offset=int(offsets[0])).astype(np.uint64)
     starts = (offsets[:-1] - offsets[0]).astype(np.int64)
     position = np.arange(total, dtype=np.int64) - np.repeat(starts, lengths)
     weighted = (raw + np.uint64(1)) * _POWERS[position % 64]

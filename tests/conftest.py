@@ -49,17 +49,22 @@ def typed_trips(tmp_path_factory) -> pa.Table:
     """4,000 sample trips, validated and typed as the scorer's model sees them."""
     tmp = tmp_path_factory.mktemp("trips")
     [path] = write_partition(tmp, "2026-11-23", 4000)
-    raw = pacsv.read_csv(
-        path,
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True, null_values=[""]
-        ),
-    )
+    raw = read_as_text(path)
     valid, rejected = SchemaValidator(schemas.INPUT.for_scoring()).validate(
         RawBatch(path, raw.combine_chunks().to_batches()[0])
     )
     assert rejected is None
     return pa.Table.from_batches([valid])
+
+
+def read_as_text(path: str) -> pa.Table:
+    """A CSV file with every schema column as text (empty fields null), as a reader hands it to validation."""
+    return pacsv.read_csv(
+        path,
+        convert_options=pacsv.ConvertOptions(
+            column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True, null_values=[""]
+        ),
+    )
 
 
 def write_partition(directory, day: str, rows: int, rows_per_file: int = 1_000_000) -> list[str]:

@@ -17,7 +17,6 @@ from datetime import date, datetime
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pacsv
 import pytest
 from google.cloud import bigquery as bq
 
@@ -28,7 +27,7 @@ from pipelines.validate import SchemaValidator
 from pipelines.warehouses import AuditError, RunRecord, StagedResults, open_warehouse
 from pipelines.warehouses.contract import StagedCounts, check_staged
 from schemas import SCORING_ERRORS, SCORING_RUNS, TableSchema
-from tests.conftest import BQ_PROJECT, SAMPLE, query, write_partition
+from tests.conftest import BQ_PROJECT, SAMPLE, query, read_as_text, write_partition
 from tests.test_sources import bq_schema, load_table, to_json_lines
 
 DAY = "2026-11-23"
@@ -335,12 +334,7 @@ def test_every_reason_code_is_documented_in_the_readme():
 
 
 def test_the_bundled_sample_loses_nothing_to_the_declared_ranges():
-    table = pacsv.read_csv(
-        SAMPLE,
-        convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True, null_values=[""]
-        ),
-    )
+    table = read_as_text(SAMPLE)
     from pipelines.batches import RawBatch
 
     _, rejected = SchemaValidator(schemas.INPUT.for_training()).validate(

@@ -175,8 +175,16 @@ class BigQueryWarehouse(Warehouse):
         """Load jobs into expiring staging tables; dropped once published, kept to inspect otherwise."""
         predictions = self._load(self._staging_name(run, "predictions"), STAGED_PREDICTIONS, staged.prediction_paths)
         errors = self._load(self._staging_name(run, "errors"), SCORING_ERRORS, staged.error_paths)
-        yield StagedTables(self.dialect.table(predictions), self.dialect.table(errors))
-        for table in (predictions, errors):
+        duplicates = self._staging_name(run, "duplicates")
+        groups = sql.duplicate_groups(self.dialect, self.dialect.table(predictions))
+        self._query(
+            Statement(
+                f"CREATE OR REPLACE TABLE {self.dialect.table(duplicates)} OPTIONS (expiration_timestamp = "
+                f"TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {STAGING_HOURS} HOUR)) AS {groups.sql}"
+            )
+        )
+        yield StagedTables(self.dialect.table(predictions), self.dialect.table(errors), self.dialect.table(duplicates))
+        for table in (predictions, errors, duplicates):
             self.client.delete_table(f"{self.ref}.{table}", not_found_ok=True)
 
     def _load(self, name: str, table: TableSchema, files: list[str]) -> str:

@@ -31,7 +31,11 @@ DIALECT = Dialect(
     },
     reported_type_names={"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ"},
 )
-STAGED_PREDICTIONS_NAME, STAGED_ERRORS = "staged_predictions", "staged_errors"  # names on the publishing connection
+STAGED_PREDICTIONS_NAME, STAGED_ERRORS, STAGED_DUPLICATES = (
+    "staged_predictions",
+    "staged_errors",
+    "staged_duplicates",
+)  # names on the publishing connection
 
 
 class DuckDBWarehouse(Warehouse):
@@ -152,7 +156,15 @@ class DuckDBWarehouse(Warehouse):
                     )
                     relation = con.sql(f"SELECT {columns} WHERE false")
                 con.register(name, relation)
-            yield StagedTables(self.dialect.quote(STAGED_PREDICTIONS_NAME), self.dialect.quote(STAGED_ERRORS))
+            predictions = self.dialect.quote(STAGED_PREDICTIONS_NAME)
+            duplicates = self.dialect.quote(STAGED_DUPLICATES)
+            con.execute(
+                f"CREATE OR REPLACE TEMP TABLE {duplicates} AS {sql.duplicate_groups(self.dialect, predictions).sql}"
+            )
+            try:
+                yield StagedTables(predictions, self.dialect.quote(STAGED_ERRORS), duplicates)
+            finally:
+                con.execute(f"DROP TABLE IF EXISTS {duplicates}")
 
     def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:
         with self._connection() as con:

@@ -73,10 +73,12 @@ class Dialect:
 
 @dataclass(frozen=True)
 class StagedTables:
-    """How a warehouse's SQL refers to a run's staged predictions and rejected records."""
+    """How a warehouse's SQL refers to a run's staged predictions and rejected records, and to the keys
+    with more than one staged row (`duplicate_groups`, kept as a table while publishing)."""
 
     predictions: str
     errors: str
+    duplicates: str
 
 
 # ---------------------------------------------------------------- run bookkeeping (scoring_runs)
@@ -132,11 +134,11 @@ def publish_night(
 ) -> list[Statement]:
     """One transaction's statements: the night's predictions (one per key) and errors (conflicting
     duplicates included) replaced, the run completed."""
-    conflicts = conflicting_duplicates(d, tables.predictions)
+    conflicts = conflicting_duplicates(d, tables)
     staged_errors = ", ".join(d.quote(name) for name in SCORING_ERRORS.names)
     errors = Statement(f"SELECT {staged_errors} FROM {tables.errors} UNION ALL {conflicts.sql}", conflicts.params)
     return [
-        *replace_night(d, PREDICTIONS, resolved_predictions(d, tables.predictions), score_date),
+        *replace_night(d, PREDICTIONS, resolved_predictions(d, tables), score_date),
         *replace_night(d, SCORING_ERRORS, errors, score_date),
         update_run(d, run_id, completion),
     ]
@@ -145,50 +147,66 @@ def publish_night(
 # ---------------------------------------------------------------- duplicate keys
 # Resolved where the night is published, over the staged rows, by SQL: no record is shipped again.
 # Copies of a key with the same content hash are one record scored once (the first copy by file and
-# line is kept); copies with different content all go to scoring_errors as duplicate_key.
+# line is kept); copies with different content all go to scoring_errors as duplicate_key. One
+# aggregation finds the keys with copies (few, on any real night) and the warehouse keeps them as a
+# table for the publishing; everything else joins against that small table, so the night's rows are
+# read once more, never sorted or windowed whole.
 
 
-def _copies(d: Dialect, predictions: str, role_filter: str = "") -> str:
+def duplicate_groups(d: Dialect, predictions: str) -> Statement:
+    """Per (model role, key) with more than one staged row: how many, and the lowest and highest hash."""
     key = d.quote(INPUT.key.name)
-    window = f"PARTITION BY model_role, {key}"
-    return f"""
-        SELECT *,
-               ROW_NUMBER() OVER ({window} ORDER BY source, line_number) AS copy_number,
-               COUNT(*) OVER ({window}) AS copies,
-               MIN(content_hash) OVER ({window}) AS lowest_hash,
-               MAX(content_hash) OVER ({window}) AS highest_hash
-        FROM {predictions}{role_filter}"""
-
-
-def resolved_predictions(d: Dialect, predictions: str) -> Statement:
-    """The staged predictions with one row per (model role, key): what publishing inserts."""
-    columns = ", ".join(d.quote(name) for name in PREDICTIONS.names)
     return Statement(
-        f"SELECT {columns} FROM ({_copies(d, predictions)}) AS c WHERE copy_number = 1 AND lowest_hash = highest_hash"
+        f"SELECT model_role, {key}, COUNT(*) AS copies, MIN(content_hash) AS lowest, MAX(content_hash) AS highest "
+        f"FROM {predictions} GROUP BY model_role, {key} HAVING COUNT(*) > 1"
     )
 
 
-def conflicting_duplicates(d: Dialect, predictions: str) -> Statement:
+def _same_key(d: Dialect, left: str, right: str) -> str:
+    key = d.quote(INPUT.key.name)
+    return f"{left}.model_role = {right}.model_role AND {left}.{key} = {right}.{key}"
+
+
+def resolved_predictions(d: Dialect, tables: StagedTables) -> Statement:
+    """The staged predictions with one row per (model role, key): what publishing inserts."""
+    columns = ", ".join(d.quote(name) for name in PREDICTIONS.names)
+    first_copies = ", ".join(f"s.{d.quote(name)}" for name in PREDICTIONS.names)
+    key = d.quote(INPUT.key.name)
+    return Statement(
+        f"""
+        SELECT {columns} FROM {tables.predictions} AS s
+        WHERE NOT EXISTS (SELECT 1 FROM {tables.duplicates} AS g WHERE {_same_key(d, "g", "s")})
+        UNION ALL
+        SELECT {columns} FROM (
+          SELECT {first_copies},
+                 ROW_NUMBER() OVER (PARTITION BY s.model_role, s.{key} ORDER BY s.source, s.line_number) AS copy_number
+          FROM {tables.predictions} AS s JOIN {tables.duplicates} AS g ON {_same_key(d, "g", "s")}
+          WHERE g.lowest = g.highest) AS c
+        WHERE copy_number = 1"""
+    )
+
+
+def conflicting_duplicates(d: Dialect, tables: StagedTables) -> Statement:
     """Champion rows whose key has copies of different content, as `scoring_errors` rows."""
     p, key = d.param, d.quote(INPUT.key.name)
     text = d.type_name(ColumnType.STRING)
     values = {
-        "score_date": "score_date",
-        "run_id": "run_id",
-        "source": "source",
-        "line_number": "line_number",
+        "score_date": "s.score_date",
+        "run_id": "s.run_id",
+        "source": "s.source",
+        "line_number": "s.line_number",
         "raw_record": f"CAST(NULL AS {text})",
         "reason": p("duplicate_key"),
         "error_kind": p("record"),
-        "recorded_at": "scored_at",
+        "recorded_at": "s.scored_at",
         "column_name": p("key_column"),
-        "detail": f"CONCAT('key ', {key}, ' has ', CAST(copies AS {text}), ' copies with different content')",
+        "detail": f"CONCAT('key ', s.{key}, ' has ', CAST(g.copies AS {text}), ' copies with different content')",
         "records": "1",
     }
     selected = ", ".join(f"{values[name]} AS {d.quote(name)}" for name in SCORING_ERRORS.names)
-    champion_rows = _copies(d, predictions, " WHERE model_role = " + p("champion"))
     return Statement(
-        f"SELECT {selected} FROM ({champion_rows}) AS c WHERE lowest_hash <> highest_hash",
+        f"SELECT {selected} FROM {tables.predictions} AS s JOIN {tables.duplicates} AS g ON {_same_key(d, 'g', 's')} "
+        f"WHERE g.lowest <> g.highest AND s.model_role = {p('champion')}",
         {
             "champion": (ColumnType.STRING, CHAMPION),
             "duplicate_key": (ColumnType.STRING, "duplicate_key"),
@@ -200,22 +218,21 @@ def conflicting_duplicates(d: Dialect, predictions: str) -> Statement:
 
 def duplicates(d: Dialect, tables: StagedTables) -> Statement:
     """(champion records dropped as identical copies, champion records rejected as conflicting copies,
-    (role, key) pairs that publishing would still repeat: must be 0)."""
+    (role, key) pairs that publishing would still repeat: must be 0). A key can repeat only if it has
+    staged copies, so the last check looks at those keys only."""
     key, p = d.quote(INPUT.key.name), d.param
-    resolved = resolved_predictions(d, tables.predictions)
+    resolved = resolved_predictions(d, tables)
     return Statement(
         f"""
         SELECT
           (SELECT COALESCE(SUM(CASE WHEN lowest = highest THEN copies - 1 ELSE 0 END), 0)
-           FROM (SELECT COUNT(*) AS copies, MIN(content_hash) AS lowest, MAX(content_hash) AS highest
-                 FROM {tables.predictions} WHERE model_role = {p("champion")}
-                 GROUP BY {key} HAVING COUNT(*) > 1) AS g),
+           FROM {tables.duplicates} WHERE model_role = {p("champion")}),
           (SELECT COALESCE(SUM(CASE WHEN lowest <> highest THEN copies ELSE 0 END), 0)
-           FROM (SELECT COUNT(*) AS copies, MIN(content_hash) AS lowest, MAX(content_hash) AS highest
-                 FROM {tables.predictions} WHERE model_role = {p("champion")}
-                 GROUP BY {key} HAVING COUNT(*) > 1) AS g),
-          (SELECT COUNT(*) FROM (SELECT model_role, {key} FROM ({resolved.sql}) AS r
-                                 GROUP BY model_role, {key} HAVING COUNT(*) > 1) AS repeated)""",
+           FROM {tables.duplicates} WHERE model_role = {p("champion")}),
+          (SELECT COUNT(*) FROM (
+             SELECT r.model_role, r.{key} FROM ({resolved.sql}) AS r
+             WHERE EXISTS (SELECT 1 FROM {tables.duplicates} AS g WHERE {_same_key(d, "g", "r")})
+             GROUP BY r.model_role, r.{key} HAVING COUNT(*) > 1) AS repeated)""",
         {"champion": (ColumnType.STRING, CHAMPION), **resolved.params},
     )
 
