@@ -7,7 +7,10 @@
               RunInference with a handler that stacks dicts into tensors, WriteToText;
 (c) pipeline: `pipelines.score` end to end, CSV to the local DuckDB warehouse, on DirectRunner;
 and extraction alone: CSV (x) and JSON (j) read, typed and validated into Arrow batches on Beam,
-beside pyarrow's own read_csv (y) and read_json (k) on the same files.
+beside pyarrow's own read_csv (y) and read_json (k) on the same files; and publishing alone: --rows
+staged predictions (1% of keys with an identical copy, 0.1% with a conflicting one) published into a
+new DuckDB warehouse, duplicate keys resolved (p), beside the same rows audited and inserted as they
+are, as publishing did before keys were resolved (q).
 
 Each measurement runs in its own process and reports that process's peak memory (max RSS). Rates are
 records per second of the measured section: model calls for (a), the whole pipeline run for (b)
@@ -40,6 +43,8 @@ MEASUREMENTS = {
     "y": "pyarrow_csv",
     "j": "extract_json",
     "k": "pyarrow_json",
+    "p": "publish",
+    "q": "publish_plain",
 }
 
 
@@ -235,6 +240,91 @@ def measure_pyarrow(args, fmt: str) -> dict:
     return {"rows": rows, "seconds": time.perf_counter() - t0}
 
 
+# ---------------------------------------------------------------- publishing (duplicate keys)
+
+
+def staged_predictions(args) -> tuple[list[tuple[str, int]], dict[str, int]]:
+    """Parquet files laid out as a run stages predictions, made once: (files with rows, rows per source)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    import schemas
+
+    folder = os.path.join(args.work_dir, f"staged_{args.rows}")
+    rng = np.random.default_rng(0)
+    keys = np.arange(args.rows)
+    content = rng.integers(-(2**62), 2**62, args.rows)
+    parts = {"part": (keys, content)}
+    copies = rng.choice(args.rows, args.rows // 100, replace=False)
+    conflicts = rng.choice(args.rows, args.rows // 1000, replace=False)
+    parts["copies"] = (copies, content[copies])
+    parts["conflicts"] = (conflicts, content[conflicts] + 1)
+    files, counts = [], {}
+    os.makedirs(folder, exist_ok=True)
+    for name, (k, h) in parts.items():
+        path = os.path.join(folder, f"{name}.parquet")
+        n = len(k)
+        if not os.path.exists(path):
+            columns = {
+                "score_date": pa.repeat(pa.scalar(date.fromisoformat(DAY), pa.date32()), n),
+                "trip_id": pc.binary_join_element_wise("trip-", pc.cast(pa.array(k), pa.string()), ""),
+                "probability": pa.array(rng.random(n)),
+                "label": pa.array(rng.random(n) > 0.5),
+                "threshold": pa.repeat(0.5, n),
+                "model_name": pa.repeat("taxi_tipper", n),
+                "model_version": pa.repeat(1, n),
+                "model_role": pa.repeat("champion", n),
+                "run_id": pa.repeat("benchmark", n),
+                "scored_at": pa.repeat(pa.scalar(0, pa.timestamp("us", tz="UTC")), n),
+                "source": pa.repeat(name, n),
+                "line_number": pa.array(np.arange(n) + 2),
+                "content_hash": pa.array(h),
+            }
+            pq.write_table(pa.table(columns, schema=schemas.STAGED_PREDICTIONS.arrow_schema), path)
+        files.append((path, n))
+        counts[name] = n
+    return files, counts
+
+
+def measure_publish(args, resolve: bool) -> dict:
+    """One night published into a new DuckDB warehouse: audit, duplicate keys resolved, one transaction;
+    or (resolve False) audited and inserted as staged."""
+    from datetime import datetime, timezone
+
+    from pipelines.warehouses import RunRecord, StagedResults, open_warehouse, sql
+    from schemas import PREDICTIONS
+
+    files, counts = staged_predictions(args)
+    path = os.path.join(args.work_dir, f"publish_{'resolved' if resolve else 'plain'}.duckdb")
+    if os.path.exists(path):
+        os.remove(path)
+    warehouse = open_warehouse(path)
+    warehouse.prepare()
+    run = RunRecord(
+        run_id="benchmark",
+        score_date=date.fromisoformat(DAY),
+        model_name="taxi_tipper",
+        model_version=1,
+        input="benchmark",
+        started_at=datetime.fromtimestamp(0, timezone.utc),
+    )
+    warehouse.record_run(run)
+    staged = StagedResults(files, [], counts, counts)
+    t0 = time.perf_counter()
+    if resolve:
+        warehouse.publish_night(run, staged, datetime.now(timezone.utc))
+    else:
+        with warehouse._staged(run, staged) as tables:
+            warehouse._query(sql.audit(warehouse.dialect, tables, run.run_id, run.score_date))
+            columns = ", ".join(PREDICTIONS.names)
+            warehouse._transaction(
+                run, [sql.Statement(f"INSERT INTO predictions ({columns}) SELECT {columns} FROM {tables.predictions}")]
+            )
+    return {"rows": sum(counts.values()), "seconds": time.perf_counter() - t0}
+
+
 # ---------------------------------------------------------------- driver
 
 
@@ -294,7 +384,8 @@ def main(argv: list[str] | None = None) -> None:
         default="a,b,c,x,y,j,k",
         help="Which measurements: a (ceiling), b (baseline), c (pipeline), x / y (CSV extraction "
         "through the pipeline / pyarrow.csv.read_csv), j / k (JSON: pipeline / "
-        "pyarrow.json.read_json).",
+        "pyarrow.json.read_json), p / q (publishing staged predictions into DuckDB, duplicate keys "
+        "resolved / inserted as staged).",
     )
     parser.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "tpu"])
     parser.add_argument("--batch_size", type=int, default=None, help="Default: the device's default.")
@@ -315,6 +406,8 @@ def main(argv: list[str] | None = None) -> None:
             "pyarrow_csv": lambda a: measure_pyarrow(a, "csv"),
             "extract_json": lambda a: measure_extract(a, "json"),
             "pyarrow_json": lambda a: measure_pyarrow(a, "json"),
+            "publish": lambda a: measure_publish(a, resolve=True),
+            "publish_plain": lambda a: measure_publish(a, resolve=False),
         }[args.measure](args)
         result["peak_memory_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
         print(json.dumps(result))
@@ -356,6 +449,8 @@ def main(argv: list[str] | None = None) -> None:
             report[f"extract_{fmt}_ratio_vs_pyarrow"] = round(
                 report[f"extract_{fmt}_rows_per_s"] / report[f"pyarrow_{fmt}_rows_per_s"], 3
             )
+    if "publish" in results and "publish_plain" in results:
+        report["publish_ratio_vs_plain"] = round(report["publish_rows_per_s"] / report["publish_plain_rows_per_s"], 3)
     print("\n| measurement | rows/s | seconds | peak memory (MiB) |\n|---|---:|---:|---:|")
     for name in results:
         print(
@@ -367,6 +462,7 @@ def main(argv: list[str] | None = None) -> None:
         "ratio_vs_baseline",
         "extract_csv_ratio_vs_pyarrow",
         "extract_json_ratio_vs_pyarrow",
+        "publish_ratio_vs_plain",
     ):
         if ratio in report:
             print(f"{ratio}: {report[ratio]}")
