@@ -181,6 +181,8 @@ class _Blocks:
             raise _Unreadable(f"{type(e).__name__}: {e}") from e
         self.size += n or 0
         self.last = not n
+        if self.last and not _stream_complete(self._stream):
+            raise _Unreadable("the compressed stream ends before its end-of-stream marker: the file is truncated")
 
     def drop(self, n: int) -> None:
         """Forget the first `n` bytes: the rest moves to the front."""
@@ -189,6 +191,18 @@ class _Blocks:
 
     def find(self, byte: bytes, start: int = 0) -> int:
         return self.data.find(byte, start, self.size)
+
+
+def _stream_complete(stream) -> bool:
+    """Whether a compressed file was read to its end-of-stream marker.
+
+    Beam's CompressedFile (apache-beam 2.77) takes the end of a truncated gzip, bzip2, xz or zstd file
+    for the end of the data, so a file cut short would silently lose its tail; its decompressor knows
+    better (a file of no bytes at all named .gz is no gzip file either). Uncompressed streams have no
+    such marker.
+    """
+    decompressor = getattr(stream, "_decompressor", None)
+    return decompressor is None or getattr(decompressor, "eof", True)
 
 
 class _File:

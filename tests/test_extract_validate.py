@@ -251,3 +251,15 @@ def test_batches_stay_whole_after_the_reader_moves_on(tmp_path):
     assert len(batches) > 10
     companies = [c for b in batches for c in b.records.column("company").to_pylist()]
     assert companies == [f"Cab {i}" for i in range(400)]
+
+
+@pytest.mark.parametrize("suffix, compress", [(".gz", "gzip"), (".bz2", "bz2"), (".xz", "lzma")])
+def test_a_truncated_archive_is_an_unreadable_file_not_a_shorter_one(tmp_path, suffix, compress):
+    import importlib
+
+    lines = [HEADER] + [GOOD.replace("t1,", f"t{i},", 1) for i in range(20000)]  # bzip2: several blocks
+    packed = importlib.import_module(compress).compress(("\n".join(lines) + "\n").encode())
+    path = tmp_path / f"cut.csv{suffix}"
+    path.write_bytes(packed[: len(packed) * 2 // 3])
+    kept, rejected, counts = _read_all(path, block_bytes=65536)
+    assert rejected == ["unreadable_file"] and counts == [len(kept)] and 0 < len(kept) < 20000
