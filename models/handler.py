@@ -26,9 +26,9 @@ DEVICE_METRICS_NAMESPACE = "scoring_devices"
 # What the handler produces: the predictions table less the run-level columns the load stage adds.
 RUN_LEVEL_PREDICTION_FIELDS = ("score_date", "run_id", "scored_at")
 SCORED_SCHEMA = pa.schema([f for f in PREDICTIONS.arrow_schema if f.name not in RUN_LEVEL_PREDICTION_FIELDS])
-# Where each record came from and its content hash: carried through, when validation added them, for
-# publishing to resolve duplicate keys with.
-PROVENANCE_FIELDS = [pa.field(f.name, f.type.arrow) for f in PROVENANCE]
+# Where each record came from and its content hash: carried through as validation made them, when it
+# did, for publishing to resolve duplicate keys with.
+PROVENANCE_NAMES = [f.name for f in PROVENANCE]
 
 
 def batch_rows(batch: pa.RecordBatch) -> int:
@@ -100,12 +100,13 @@ class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedM
             pa.repeat(self._model.version, n),
             pa.repeat(self._role, n),
         ]
-        if PROVENANCE_FIELDS[0].name not in table.column_names:
+        if PROVENANCE_NAMES[0] not in table.column_names:
             return pa.RecordBatch.from_arrays(columns, schema=SCORED_SCHEMA)
-        for f in PROVENANCE_FIELDS:
-            column = table.column(f.name)
+        for name in PROVENANCE_NAMES:
+            column = table.column(name)
             columns.append(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
-        return pa.RecordBatch.from_arrays(columns, schema=pa.schema([*SCORED_SCHEMA, *PROVENANCE_FIELDS]))
+        fields = [table.schema.field(name) for name in PROVENANCE_NAMES]
+        return pa.RecordBatch.from_arrays(columns, schema=pa.schema([*SCORED_SCHEMA, *fields]))
 
     def get_num_bytes(self, batch: Sequence[pa.RecordBatch]) -> int:
         return sum(b.nbytes for b in batch)  # the default pickles the whole batch to measure it

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from schemas import SCORING_ERRORS
+from schemas import PROVENANCE, SCORING_ERRORS, STAGED_PREDICTIONS
 
 # Output tags of every reader and of validation: rejected records, and records read per source.
 REJECTED = "rejected"
@@ -27,6 +27,19 @@ READ_BY_SOURCE = "read_by_source"  # metrics namespace: records read per file or
 # Run-level columns that the load stage adds; everything else is known where a record is rejected.
 RUN_LEVEL_ERROR_FIELDS = ("score_date", "run_id", "recorded_at")
 REJECTED_SCHEMA = pa.schema([f for f in SCORING_ERRORS.arrow_schema if f.name not in RUN_LEVEL_ERROR_FIELDS])
+
+# What validation appends to each valid record for scoring: where it came from and its content hash, the
+# source dictionary-encoded since a batch's records share it (a string per record would be copied through
+# inference and staging for nothing). Staged predictions keep that layout.
+PROVENANCE_LAYOUT = pa.schema(
+    [
+        pa.field(f.name, pa.dictionary(pa.int32(), pa.string()) if f.name == "source" else f.type.arrow)
+        for f in PROVENANCE
+    ]
+)
+STAGED_PREDICTIONS_LAYOUT = pa.schema(
+    [f for f in STAGED_PREDICTIONS.arrow_schema if f.name not in PROVENANCE_LAYOUT.names] + list(PROVENANCE_LAYOUT)
+)
 
 RECORD_ERROR = "record"
 FILE_ERROR = "file"

@@ -4,9 +4,9 @@ A file is read a block at a time, and a block must end where a record ends: a pa
 record loses it, or the rest of the file. For CSV a record ends at a newline outside quotes (RFC 4180:
 a field that opens with a quote runs to its closing quote, newlines and delimiters included), so the
 quotes before each newline tell which newlines end records. On the common block, with no quote at
-all, every newline ends a record and the count is one `bytes.count`; otherwise numpy counts quotes
-for the whole block at once. The count made here is the file's independent record count, which the
-parser's output (scored + rejected) must match.
+all, every newline ends a record and the count is a newline count; otherwise numpy places the quotes
+of the whole block at once. The count made here is the file's independent record count, which the
+parser's output (valid + rejected) must match. For newline-delimited JSON, every line is a record.
 
 Damage must cost only the records it is in. A quote opened by mistake never closes, and read
 literally it swallows the rest of the file into one record. So a record that spans lines has to parse

@@ -13,9 +13,10 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipelines.batches import STAGED_PREDICTIONS_LAYOUT
 from pipelines.stage import WriteParquetFiles
 from pipelines.warehouses import RunRecord, StagedResults, Warehouse
-from schemas import SCORING_ERRORS, STAGED_PREDICTIONS, TableSchema
+from schemas import SCORING_ERRORS
 
 
 class AddRunColumns:
@@ -65,22 +66,22 @@ class LoadToWarehouse(beam.PTransform):
         self._run = run
         self._staging = FileSystems.join(staging_dir, run.run_id)
 
-    def _stage(self, table: TableSchema, folder: str, time_field: str) -> beam.ParDo:
-        """Batches -> Parquet files laid out as `table`, under the run's staging folder."""
+    def _stage(self, layout: pa.Schema, folder: str, time_field: str) -> beam.ParDo:
+        """Batches -> Parquet files laid out as `layout`, under the run's staging folder."""
         return beam.ParDo(
             WriteParquetFiles(
                 FileSystems.join(self._staging, folder),
                 folder,
-                table.arrow_schema,
-                AddRunColumns(table.arrow_schema, self._run, time_field),
+                layout,
+                AddRunColumns(layout, self._run, time_field),
             )
         )
 
     def expand(self, inputs):
         scored, rejected, counts, valid = inputs
         pipeline = scored.pipeline
-        predictions = scored | "StagePredictions" >> self._stage(STAGED_PREDICTIONS, "predictions", "scored_at")
-        errors = rejected | "StageErrors" >> self._stage(SCORING_ERRORS, "errors", "recorded_at")
+        predictions = scored | "StagePredictions" >> self._stage(STAGED_PREDICTIONS_LAYOUT, "predictions", "scored_at")
+        errors = rejected | "StageErrors" >> self._stage(SCORING_ERRORS.arrow_schema, "errors", "recorded_at")
         input_counts = counts | "CountInput" >> beam.CombinePerKey(sum)
         valid_counts = valid | "CountValid" >> beam.CombinePerKey(sum)
         return (

@@ -23,8 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
-from pipelines.batches import REJECTED, RawBatch, raw_text, rejected_batch
-from schemas import PROVENANCE, Column, ColumnType, InputSchema
+from pipelines.batches import PROVENANCE_LAYOUT, REJECTED, RawBatch, raw_text, rejected_batch
+from schemas import Column, ColumnType, InputSchema
 
 VALID_COUNTS = "valid_counts"  # tagged output: (source, records valid) per batch
 FLOAT32_MAX = 3.4028234663852886e38
@@ -342,9 +342,6 @@ def _mix(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint64(31))
 
 
-PROVENANCE_FIELDS = [pa.field(f.name, f.type.arrow) for f in PROVENANCE]
-
-
 class ValidateBatch(beam.DoFn):
     """Typed valid records out (with their provenance when scoring), rejections and valid counts tagged."""
 
@@ -371,11 +368,11 @@ class ValidateBatch(beam.DoFn):
         lines = raw.lines() if ok is None else raw.lines().filter(ok)
         columns = [
             *valid.columns,
-            pa.repeat(pa.scalar(raw.source), valid.num_rows),
+            pa.DictionaryArray.from_arrays(pa.array(np.zeros(valid.num_rows, np.int32)), pa.array([raw.source])),
             lines,
             content_hash(valid, self._schema),
         ]
-        return pa.RecordBatch.from_arrays(columns, schema=pa.schema([*valid.schema, *PROVENANCE_FIELDS]))
+        return pa.RecordBatch.from_arrays(columns, schema=pa.schema([*valid.schema, *PROVENANCE_LAYOUT]))
 
 
 class ValidateRecords(beam.PTransform):

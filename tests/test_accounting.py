@@ -109,6 +109,7 @@ def test_damage_costs_only_the_records_it_is_in(model_root, tmp_path):
     company = header.index("company")
     rows[10][company] = "Caf\udce9"  # a latin-1 é, as a byte that is not UTF-8
     rows[500][company] = "x" * 5000  # longer than --max_record_bytes below
+    rows[700][company] = "y" * 3000  # longer than --block_bytes, within --max_record_bytes: the block grows
     for row in rows[1000:1500]:
         row[company] = f"{row[company]}\nsecond line, with a comma"  # quoted newlines across block edges
     path = tmp_path / "damaged" / f"dt={DAY}" / "part.csv.gz"
@@ -128,9 +129,10 @@ def test_damage_costs_only_the_records_it_is_in(model_root, tmp_path):
         and "more than --max_record_bytes 4096" in by_reason["record_too_large"][3]
     )
     got = probabilities(tmp_path / "b" / "w.duckdb")
-    untouched = [k for i, (k, *_) in enumerate(rows) if i < 1000 and i not in (10, 500)] + [r[0] for r in rows[1500:]]
+    changed = (10, 500, 700)
+    untouched = [k for i, (k, *_) in enumerate(rows) if i < 1000 and i not in changed] + [r[0] for r in rows[1500:]]
     assert all(got[k] == reference[k] for k in untouched)
-    assert len(got) == 1998
+    assert len(got) == 1998 and rows[700][0] in got
 
 
 def test_twenty_thousand_quoted_newlines_read_with_small_blocks(model_root, tmp_path):

@@ -167,23 +167,31 @@ def _same_key(d: Dialect, left: str, right: str) -> str:
     return f"{left}.model_role = {right}.model_role AND {left}.{key} = {right}.{key}"
 
 
-def resolved_predictions(d: Dialect, tables: StagedTables) -> Statement:
-    """The staged predictions with one row per (model role, key): what publishing inserts."""
+def _unique_rows(d: Dialect, tables: StagedTables) -> str:
+    """Staged rows whose (model role, key) has no copy: the night's rows, nearly all of them."""
+    columns = ", ".join(d.quote(name) for name in PREDICTIONS.names)
+    return f"""
+        SELECT {columns} FROM {tables.predictions} AS s
+        WHERE NOT EXISTS (SELECT 1 FROM {tables.duplicates} AS g WHERE {_same_key(d, "g", "s")})"""
+
+
+def _first_copies(d: Dialect, tables: StagedTables) -> str:
+    """For each (model role, key) whose copies all have the same content, the first copy by file and line."""
     columns = ", ".join(d.quote(name) for name in PREDICTIONS.names)
     first_copies = ", ".join(f"s.{d.quote(name)}" for name in PREDICTIONS.names)
     key = d.quote(INPUT.key.name)
-    return Statement(
-        f"""
-        SELECT {columns} FROM {tables.predictions} AS s
-        WHERE NOT EXISTS (SELECT 1 FROM {tables.duplicates} AS g WHERE {_same_key(d, "g", "s")})
-        UNION ALL
+    return f"""
         SELECT {columns} FROM (
           SELECT {first_copies},
                  ROW_NUMBER() OVER (PARTITION BY s.model_role, s.{key} ORDER BY s.source, s.line_number) AS copy_number
           FROM {tables.predictions} AS s JOIN {tables.duplicates} AS g ON {_same_key(d, "g", "s")}
           WHERE g.lowest = g.highest) AS c
         WHERE copy_number = 1"""
-    )
+
+
+def resolved_predictions(d: Dialect, tables: StagedTables) -> Statement:
+    """The staged predictions with one row per (model role, key): what publishing inserts."""
+    return Statement(f"{_unique_rows(d, tables)}\n        UNION ALL{_first_copies(d, tables)}")
 
 
 def conflicting_duplicates(d: Dialect, tables: StagedTables) -> Statement:
@@ -218,10 +226,10 @@ def conflicting_duplicates(d: Dialect, tables: StagedTables) -> Statement:
 
 def duplicates(d: Dialect, tables: StagedTables) -> Statement:
     """(champion records dropped as identical copies, champion records rejected as conflicting copies,
-    (role, key) pairs that publishing would still repeat: must be 0). A key can repeat only if it has
-    staged copies, so the last check looks at those keys only."""
+    (role, key) pairs that publishing would still repeat: must be 0). Only a key with staged copies
+    can repeat (the other rows are unique keys by `duplicate_groups`, and `_unique_rows` takes no row of
+    a key with copies), so the check runs on the rows publishing inserts for those keys."""
     key, p = d.quote(INPUT.key.name), d.param
-    resolved = resolved_predictions(d, tables)
     return Statement(
         f"""
         SELECT
@@ -230,10 +238,9 @@ def duplicates(d: Dialect, tables: StagedTables) -> Statement:
           (SELECT COALESCE(SUM(CASE WHEN lowest <> highest THEN copies ELSE 0 END), 0)
            FROM {tables.duplicates} WHERE model_role = {p("champion")}),
           (SELECT COUNT(*) FROM (
-             SELECT r.model_role, r.{key} FROM ({resolved.sql}) AS r
-             WHERE EXISTS (SELECT 1 FROM {tables.duplicates} AS g WHERE {_same_key(d, "g", "r")})
-             GROUP BY r.model_role, r.{key} HAVING COUNT(*) > 1) AS repeated)""",
-        {"champion": (ColumnType.STRING, CHAMPION), **resolved.params},
+             SELECT model_role, {key} FROM ({_first_copies(d, tables)}) AS r
+             GROUP BY model_role, {key} HAVING COUNT(*) > 1) AS repeated)""",
+        {"champion": (ColumnType.STRING, CHAMPION)},
     )
 
 
