@@ -116,6 +116,8 @@ class _Reasons:
         return self.codes.null_count == len(self.codes)
 
     def add(self, failed: pa.Array, code: str, column: str, detail) -> None:
+        if not pc.any(failed).as_py():  # the common case: nothing failed (a null is no failure)
+            return
         first = pc.and_(pc.fill_null(failed, False), pc.is_null(self.codes))
         if not pc.any(first).as_py():
             return
