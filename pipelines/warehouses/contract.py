@@ -59,7 +59,7 @@ class StagedResults:
     prediction_files: list[tuple[str, int]]
     error_files: list[tuple[str, int]]
     input_counts: dict[str, int]
-    valid_counts: dict[str, int] = field(default_factory=dict)
+    valid_counts: dict[str, int]
 
     @property
     def input_records(self) -> int:
