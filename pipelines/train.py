@@ -38,6 +38,7 @@ from pipelines import bigquery_source, extract, validate
 from pipelines.batches import COUNTS, REJECTED
 from pipelines.bigquery_source import ReadBigQuery, ReadPlan
 from pipelines.options import DEFAULT_TRAINING_INPUT, DataOptions, TrainingOptions, parse
+from pipelines.score import plan_source
 from pipelines.stage import WriteParquetFiles
 from schemas import ColumnType, InputSchema, Role
 from transforms import features as F
@@ -170,21 +171,7 @@ def training_sources(pattern: str, start: str | None, end: str | None, data: Dat
     for offset in range((last - first).days + 1):
         day = first + timedelta(days=offset)
         try:
-            if bigquery_source.is_bigquery_input(pattern):
-                sources.append(
-                    bigquery_source.plan_read(
-                        pattern,
-                        day,
-                        schemas.INPUT,
-                        data.date_column,
-                        data.bq_project,
-                        data.bq_max_streams,
-                        data.bq_temp_dataset,
-                        data.missing_nullable_columns,
-                    )
-                )
-            else:
-                sources.append(extract.match_input(pattern, day.isoformat(), data.input_format))
+            sources.append(plan_source(pattern, day, data))
         except extract.InputNotFoundError:
             logging.warning("no training input for %s; skipping that date", day)
     if not sources:
