@@ -63,7 +63,8 @@ class ScoringModule(tf.Module):
 def export_version(
     model, transform_dir: str, model_root: str, name: str, schema: InputSchema, metadata: dict
 ) -> ModelVersion:
-    """Save model + transform graph as the next version; metadata is written last (see registry)."""
+    """Save model + transform graph as the next version; metadata, with the manifest of the files just
+    saved, is written last (see registry)."""
     version = registry.next_version(model_root, name)
     path = FileSystems.join(model_root, name, str(version))
     module = ScoringModule(model, tft.TFTransformOutput(transform_dir), schema)
@@ -79,6 +80,7 @@ def export_version(
             "examples": signature.EXAMPLES_SIGNATURE,
             "transform": signature.TRANSFORM_SIGNATURE,
         },
+        registry.MANIFEST_KEY: registry.build_manifest(path),
     }
     registry.write_metadata(path, metadata)
     return ModelVersion(name, version, path, metadata)

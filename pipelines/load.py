@@ -14,8 +14,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines.batches import STAGED_PREDICTIONS_LAYOUT
-from pipelines.stage import WriteParquetFiles
-from pipelines.warehouses import RunRecord, StagedResults, Warehouse
+from pipelines.stage import WriteParquetFiles, delete_tree, run_folder
+from pipelines.warehouses import GateRefused, RunRecord, StagedResults, Warehouse
 from schemas import SCORING_ERRORS
 
 
@@ -38,33 +38,38 @@ class AddRunColumns:
 
 
 class PublishDate(beam.DoFn):
-    def __init__(self, warehouse: Warehouse, run: RunRecord, staging: str):
+    def __init__(self, warehouse: Warehouse, run: RunRecord, staging: str, fail_job_on_refusal: bool):
         self._warehouse = warehouse
         self._run = run
         self._staging = staging
+        self._fail_job_on_refusal = fail_job_on_refusal
         self._published = Metrics.counter("load", "rows_published")
 
     def process(self, _, prediction_files, error_files, input_counts, valid_counts):
         staged = StagedResults(sorted(prediction_files), sorted(error_files), dict(input_counts), dict(valid_counts))
-        counts = self._warehouse.publish_night(self._run, staged, datetime.now(timezone.utc))
+        try:
+            counts = self._warehouse.publish_night(self._run, staged, datetime.now(timezone.utc))
+        except GateRefused:
+            delete_tree(self._staging)  # its rows are in the refused tables now
+            if self._fail_job_on_refusal:  # a remote job: its state is what Airflow and alerting see
+                raise
+            return []  # a local run: the caller reads the run's status from its row
         self._published.inc(counts["prediction_rows"])
         # Published rows are copies; a failed run keeps its staged files for inspection instead.
-        # The listed files are deleted (on gs:// a "directory" is only a prefix), then a local folder.
-        FileSystems.delete(staged.prediction_paths + staged.error_paths)
-        if "://" not in self._staging and FileSystems.exists(self._staging):
-            FileSystems.delete([self._staging])
-        yield counts
+        delete_tree(self._staging)
+        return [counts]
 
 
 class LoadToWarehouse(beam.PTransform):
     """(scored batches, rejected batches, (source, records counted), (source, records valid)) -> the
     published date's counts."""
 
-    def __init__(self, warehouse: Warehouse, run: RunRecord, staging_dir: str):
+    def __init__(self, warehouse: Warehouse, run: RunRecord, staging_dir: str, fail_job_on_refusal: bool = True):
         super().__init__()
         self._warehouse = warehouse
         self._run = run
-        self._staging = FileSystems.join(staging_dir, run.run_id)
+        self._fail_job_on_refusal = fail_job_on_refusal
+        self._staging = run_folder(staging_dir, run.run_id)
 
     def _stage(self, layout: pa.Schema, folder: str, time_field: str) -> beam.ParDo:
         """Batches -> Parquet files laid out as `layout`, under the run's staging folder."""
@@ -89,7 +94,7 @@ class LoadToWarehouse(beam.PTransform):
             | "PublishTrigger" >> beam.Create([None])
             | "Publish"
             >> beam.ParDo(
-                PublishDate(self._warehouse, self._run, self._staging),
+                PublishDate(self._warehouse, self._run, self._staging, self._fail_job_on_refusal),
                 beam.pvalue.AsList(predictions),
                 beam.pvalue.AsList(errors),
                 beam.pvalue.AsDict(input_counts),

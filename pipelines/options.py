@@ -9,18 +9,32 @@ stage owns (block size, batch sizes, the scratch dataset) is imported from that 
 from __future__ import annotations
 
 import argparse
+import re
+from datetime import timedelta
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from models.devices import ACCELERATORS, AUTO, DEFAULT_BATCH_SIZE
 from pipelines.bigquery_source import DEFAULT_TEMP_DATASET
 from pipelines.extract import DEFAULT_BLOCK_BYTES, DEFAULT_MAX_RECORD_BYTES, NULL, REFUSE
+from pipelines.warehouses import DuckDBWarehouse, GateLimits
 
 DEFAULT_MODEL_ROOT = "artifacts/models"
 DEFAULT_MODEL_NAME = "taxi_tipper"
 DEFAULT_SCORING_INPUT = "data/trips/dt={date}/*.csv"
 DEFAULT_TRAINING_INPUT = "data/chicago_taxi/trips.csv"
 DEFAULT_WAREHOUSE = "warehouse/scores.duckdb"
+DEFAULT_STALE_AFTER = "30m"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
+_UNITS = {"s": 1, "": 60, "m": 60, "h": 3600}
+
+
+def duration(value: str) -> timedelta:
+    """'90s', '30m', '2h', or plain minutes."""
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a duration such as 90s, 30m or 2h")
+    return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
 
 
 class DataOptions(PipelineOptions):
@@ -182,6 +196,76 @@ class ScoringOptions(PipelineOptions):
         parser.add_argument(
             "--summary_json", default=None, help="Write the run summary (counts, model, timings) here as JSON."
         )
+        parser.add_argument(
+            "--lock_timeout",
+            type=float,
+            default=DuckDBWarehouse.DEFAULT_LOCK_TIMEOUT,
+            help="DuckDB warehouse: seconds to wait for a lock another process holds on the file (another run "
+            "publishing, an analyst's session) before giving up with exit code 2.",
+        )
+        parser.add_argument(
+            "--stale_after",
+            default=DEFAULT_STALE_AFTER,
+            help="A running run whose heartbeat is older than this (90s, 30m, 2h) was killed: every run first marks "
+            "such runs abandoned and deletes their staged files. Runs heartbeat 6 times per this period.",
+        )
+        _add_gate_args(parser)
+
+
+def _add_gate_args(parser) -> None:
+    """The quality gates' limits (README: Quality gates); a night failing any is refused, exit code 3."""
+    limits = GateLimits()
+    parser.add_argument(
+        "--max_rejected_fraction",
+        type=float,
+        default=limits.max_rejected_fraction,
+        help="Refuse the night when more than this share of its input records is rejected (file errors count "
+        "their records).",
+    )
+    parser.add_argument(
+        "--max_rejected_records",
+        type=int,
+        default=None,
+        help="Refuse the night when more than this many records are rejected (default: no limit).",
+    )
+    parser.add_argument(
+        "--min_records",
+        type=int,
+        default=limits.min_records,
+        help="Refuse a night with fewer input records. A night with no scorable record is never published.",
+    )
+    parser.add_argument(
+        "--max_volume_ratio",
+        type=float,
+        default=limits.max_volume_ratio,
+        help="Once 7 nights are published, refuse a night whose input is outside [median / r, median * r] of "
+        "the last 14 published nights.",
+    )
+    parser.add_argument(
+        "--max_volume_z",
+        type=float,
+        default=limits.max_volume_z,
+        help="Once 7 nights are published, refuse a night whose input count's robust z-score (median and MAD of "
+        "the last 14 published nights) is above this.",
+    )
+    parser.add_argument(
+        "--shrink_limit",
+        type=float,
+        default=limits.shrink_limit,
+        help="Refuse re-scoring a published night so that it would hold less than this share of its records.",
+    )
+    parser.add_argument(
+        "--allow_shrink",
+        action="store_true",
+        default=False,
+        help="Let a re-run shrink a published night past --shrink_limit (a correction, say).",
+    )
+    parser.add_argument(
+        "--accept_gate_failures",
+        default=None,
+        help="Publish a night that failed its gates anyway; the reason given here and who ran it are stored in "
+        "the run's row. A night with no scorable record is never published.",
+    )
 
 
 class TrainingOptions(PipelineOptions):

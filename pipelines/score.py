@@ -2,17 +2,23 @@
 
     python -m pipelines.score --date 2026-11-23 [--input ...] [--warehouse ...] [--model_version N]
 
-Everything that can be checked without reading data (the date, the model version and its schema,
+Everything that can be checked without reading data (the date, the model version and its files,
 the input files, the warehouse tables) is checked first, so bad configuration fails fast and
-writes nothing. The pipeline then flows one way: extract -> validate -> score -> load.
+writes nothing. Runs that were killed are reaped first. The pipeline then flows one way: extract
+-> validate -> score -> load, and the night is published only if it passes its quality gates.
+
+Exit codes: 0 published; 1 failed (the date untouched); 2 bad configuration (nothing written);
+3 refused by a quality gate (the date untouched, the run and its rows recorded as refused).
 """
 
 from __future__ import annotations
 
+import getpass
 import json
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 import uuid
@@ -25,7 +31,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, TestOptions
 
 import schemas
 from models import devices, registry
@@ -38,9 +44,18 @@ from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
 from pipelines.extract import InputNotFoundError, ReadInputFiles
 from pipelines.load import LoadToWarehouse
 from pipelines.observe import REJECTED_BY_REASON, CountRejections, ReportProgress, distribution_summary
-from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, parse
+from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, duration, parse
+from pipelines.stage import delete_tree, run_folder
 from pipelines.validate import VALID_COUNTS, ValidateRecords
-from pipelines.warehouses import RunRecord, Warehouse, WarehouseConfigError, open_warehouse
+from pipelines.warehouses import (
+    REFUSED,
+    GateLimits,
+    RunRecord,
+    Warehouse,
+    WarehouseConfigError,
+    heartbeat,
+    open_warehouse,
+)
 from schemas import CHALLENGER, CHAMPION, InputSchema
 
 CONFIG_ERRORS = (
@@ -56,6 +71,10 @@ LOCAL_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "Swi
 
 class RunFailed(RuntimeError):
     """The pipeline failed after it started; the run is marked failed, the date left as it was."""
+
+
+class Refused(RuntimeError):
+    """The night failed a quality gate: the date untouched, the run and its rows kept as refused."""
 
 
 class Terminated(BaseException):
@@ -87,6 +106,8 @@ class ScoringConfig:
     models_per_process: int
     large_model: bool
     progress_seconds: float  # 0: no live progress (remote runners have no terminal to print to)
+    stale_after: timedelta
+    local: bool  # this process runs the pipeline (and so can heartbeat for it) and waits for it
 
     def handler(self, model: ModelVersion, role: str) -> ExportedModelHandler:
         return ExportedModelHandler(
@@ -127,10 +148,15 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     input_pattern = data.input or DEFAULT_SCORING_INPUT
     source = plan_source(input_pattern, score_date, data)
     warehouse = open_warehouse(
-        opts.warehouse, create_dataset=opts.create_dataset, dataset_location=opts.dataset_location
+        opts.warehouse,
+        create_dataset=opts.create_dataset,
+        dataset_location=opts.dataset_location,
+        lock_timeout=opts.lock_timeout,
     )
+    staging_dir = opts.staging_dir or warehouse.default_staging_dir()
+    limits = gate_limits(opts, options)
     return ScoringConfig(
-        run=new_run(score_date, model, challenger, input_pattern, source, data, opts, runner),
+        run=new_run(score_date, model, challenger, input_pattern, source, data, opts, runner, staging_dir, limits),
         source=source,
         input_format=data.input_format,
         unknown_columns=data.unknown_columns,
@@ -140,14 +166,40 @@ def plan(options: PipelineOptions) -> ScoringConfig:
         model=model,
         challenger=challenger,
         warehouse=warehouse,
-        staging_dir=opts.staging_dir or warehouse.default_staging_dir(),
+        staging_dir=staging_dir,
         block_bytes=opts.block_bytes,
         batch_size=opts.batch_size,
         accelerator=opts.accelerator,
         models_per_process=opts.models_per_process,
         large_model=opts.large_model,
         progress_seconds=opts.progress_seconds if runner in LOCAL_RUNNERS else 0,
+        stale_after=duration(opts.stale_after),
+        local=runner in LOCAL_RUNNERS,
     )
+
+
+def gate_limits(opts: ScoringOptions, options: PipelineOptions) -> GateLimits:
+    return GateLimits(
+        max_rejected_fraction=opts.max_rejected_fraction,
+        max_rejected_records=opts.max_rejected_records,
+        min_records=opts.min_records,
+        max_volume_ratio=opts.max_volume_ratio,
+        max_volume_z=opts.max_volume_z,
+        shrink_limit=opts.shrink_limit,
+        allow_shrink=opts.allow_shrink,
+        accept_failures=opts.accept_gate_failures,
+        accepted_by=who_runs(options) if opts.accept_gate_failures is not None else None,
+    )
+
+
+def who_runs(options: PipelineOptions) -> str:
+    """Who answers for an override: the person at this machine, or the identity a Dataflow job runs as."""
+    if options.get_all_options().get("runner") == "DataflowRunner":
+        cloud = options.view_as(GoogleCloudOptions)
+        if cloud.service_account_email:
+            return f"service account {cloud.service_account_email}"
+        return f"the default Compute Engine service account of project {cloud.project}"
+    return f"{getpass.getuser()}@{socket.gethostname()}"
 
 
 def check_options(data: DataOptions, opts: ScoringOptions) -> None:
@@ -157,11 +209,14 @@ def check_options(data: DataOptions, opts: ScoringOptions) -> None:
         or data.max_record_bytes < opts.block_bytes
         or opts.models_per_process < 1
         or opts.progress_seconds < 0
+        or opts.lock_timeout < 0
     ):
         raise ValueError(
             "--batch_size and --models_per_process must be positive, --block_bytes at least 1024 and at "
-            "most --max_record_bytes, --progress_seconds not negative"
+            "most --max_record_bytes, --progress_seconds and --lock_timeout not negative"
         )
+    if duration(opts.stale_after).total_seconds() <= 0:
+        raise ValueError("--stale_after must be a positive duration")
 
 
 def resolve_models(data: DataOptions, opts: ScoringOptions) -> tuple[ModelVersion, ModelVersion | None]:
@@ -200,11 +255,14 @@ def new_run(
     data: DataOptions,
     opts: ScoringOptions,
     runner: str | None,
+    staging_dir: str,
+    limits: GateLimits,
 ) -> RunRecord:
     """The run's identity and the options that matter, as `scoring_runs` records them."""
     started = datetime.now(timezone.utc)
+    run_id = f"{score_date.isoformat()}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}"
     return RunRecord(
-        run_id=f"{score_date.isoformat()}-{started:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:8]}",
+        run_id=run_id,
         score_date=score_date,
         model_name=model.name,
         model_version=model.version,
@@ -224,8 +282,11 @@ def new_run(
             "missing_nullable_columns": data.missing_nullable_columns,
             "unknown_columns": data.unknown_columns,
             "runner": runner or "DirectRunner",
+            "staging": run_folder(staging_dir, run_id),  # where a reaper finds the run's files
+            "skipped_model_versions": list(model.skipped),
             **({"files": len(source)} if isinstance(source, list) else {"streams": len(source.streams)}),
         },
+        limits=limits,
     )
 
 
@@ -246,13 +307,16 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
     scored = checked.valid | "RunInference" >> RunInference(config.handler(config.model, CHAMPION))
     if config.progress_seconds:
         _ = scored | "ReportProgress" >> beam.ParDo(ReportProgress(config.run.run_id, config.progress_seconds))
+    if not config.local:  # no process waits for a remote job, so its workers keep the run's row alive
+        beats = heartbeat.BeatFromWorkers(config.warehouse, config.run.run_id, heartbeat.interval(config.stale_after))
+        _ = scored | "Heartbeat" >> beam.ParDo(beats)
     if config.challenger is not None:
         challenged = checked.valid | "RunChallenger" >> RunInference(config.handler(config.challenger, CHALLENGER))
         scored = (scored, challenged) | "BothModels" >> beam.Flatten()
     rejected = (read[REJECTED], checked[REJECTED]) | "AllRejected" >> beam.Flatten()
     _ = rejected | "CountRejections" >> beam.ParDo(CountRejections())
     return (scored, rejected, read[COUNTS], checked[VALID_COUNTS]) | "WriteScores" >> LoadToWarehouse(
-        config.warehouse, config.run, config.staging_dir
+        config.warehouse, config.run, config.staging_dir, fail_job_on_refusal=not config.local
     )
 
 
@@ -260,11 +324,14 @@ def _namespace(counters: dict[str, int], namespace: str) -> dict[str, int]:
     return {k.split("/", 1)[1]: v for k, v in counters.items() if k.startswith(namespace + "/")}
 
 
-def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
-    queried = result.metrics().query(MetricsFilter())
-    counters = {f"{m.key.metric.namespace}/{m.key.metric.name}": m.committed for m in queried["counters"]}
-    metrics = {**counters, **distribution_summary(queried["distributions"])}
-    config.warehouse.record_metrics(config.run.run_id, metrics)
+def summarize(config: ScoringConfig, result, seconds: float, reaped: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run as its row records it, with the Beam metrics of a pipeline that finished (`result`)."""
+    counters, metrics = {}, {}
+    if result is not None:
+        queried = result.metrics().query(MetricsFilter())
+        counters = {f"{m.key.metric.namespace}/{m.key.metric.name}": m.committed for m in queried["counters"]}
+        metrics = {**counters, **distribution_summary(queried["distributions"])}
+        config.warehouse.record_metrics(config.run.run_id, metrics)
     row = config.warehouse.run_row(config.run.run_id)
     scored = row["scored_records"] or 0
     dropped = row["duplicates_dropped"] or 0
@@ -272,6 +339,12 @@ def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
         "run_id": row["run_id"],
         "date": row["score_date"].isoformat(),
         "status": row["status"],
+        "error": row["error"],
+        "gates": json.loads(row["gates"]) if row["gates"] else [],
+        "accepted_failures": row["accepted_failures"],
+        "accepted_by": row["accepted_by"],
+        "reaped_runs": [r["run_id"] for r in reaped],
+        "skipped_model_versions": list(config.model.skipped),
         "model_name": row["model_name"],
         "model_version": row["model_version"],
         "challenger_version": row["challenger_version"],
@@ -290,7 +363,9 @@ def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
             "started_at": row["started_at"].isoformat(),
             "finished_at": row["finished_at"].isoformat() if row["finished_at"] else None,
             "seconds": round(seconds, 3),
-            "records_per_second": round(row["input_records"] / seconds, 1) if seconds else None,
+            "records_per_second": round(row["input_records"] / seconds, 1)
+            if seconds and row["input_records"]
+            else None,
         },
         "unknown_columns": _namespace(counters, "unknown_columns"),
         "rejected_by_reason": _namespace(counters, REJECTED_BY_REASON),
@@ -299,34 +374,66 @@ def summarize(config: ScoringConfig, result, seconds: float) -> dict[str, Any]:
     }
 
 
+def reap(config: ScoringConfig) -> list[dict[str, Any]]:
+    """Runs killed without a word (SIGKILL, a lost machine): marked abandoned, their staged files deleted."""
+    reaped = config.warehouse.reap(config.stale_after, datetime.now(timezone.utc), by=config.run.run_id)
+    for row in reaped:
+        if row["options"].get("staging"):
+            delete_tree(row["options"]["staging"])
+        print(
+            f"reaped run {row['run_id']} ({row['score_date']}): no heartbeat since {row['last_seen']}", file=sys.stderr
+        )
+    return reaped
+
+
 def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
-    """Score one date. Raises on bad configuration (nothing written) or a failed run (marked failed)."""
+    """Score one date. Raises on bad configuration (nothing written), a failed run (marked failed) or a
+    refused night (Refused: marked refused; the summary is written first)."""
     options = parse(argv, __doc__, DataOptions, ScoringOptions)
     FileSystems.set_options(options)  # gs:// and other filesystems take their settings from the options
     config = plan(options)
+    for skipped in config.model.skipped:
+        print(f"warning: model {config.model.name} {skipped}; skipped", file=sys.stderr)
     if options.view_as(TestOptions).dry_run:
         return dry_run(options, config, pipeline)
     config.warehouse.prepare()
+    reaped = reap(config)
     config.warehouse.record_run(config.run)
     t0 = time.perf_counter()
+    result, failure = None, None
     try:
-        p = pipeline or beam.Pipeline(options=options)
-        build_pipeline(p, config)
-        result = p.run()
-        result.wait_until_finish()
+        with heartbeat.Heartbeat(config.warehouse, config.run.run_id, heartbeat.interval(config.stale_after)):
+            p = pipeline or beam.Pipeline(options=options)
+            build_pipeline(p, config)
+            result = p.run()
+            result.wait_until_finish()
     except BaseException as e:
+        failure = e
         reason = f"{type(e).__name__}: {e}"
         config.warehouse.mark_failed(config.run.run_id, reason, datetime.now(timezone.utc))
-        if isinstance(e, Exception):
-            raise RunFailed(f"run {config.run.run_id} failed, previous results left as they were: {reason}") from e
-        raise
-    summary = summarize(config, result, time.perf_counter() - t0)
-    summary_path = options.view_as(ScoringOptions).summary_json
-    if summary_path:
-        os.makedirs(os.path.dirname(os.path.abspath(summary_path)), exist_ok=True)
-        with open(summary_path, "w") as f:
-            json.dump(summary, f, indent=2, sort_keys=True)
+        if not isinstance(e, Exception):
+            raise
+    try:
+        summary = summarize(config, result, time.perf_counter() - t0, reaped)
+    except Exception:
+        if failure is None:
+            raise
+        summary = None  # the warehouse fails too: the run's own failure is the one to report
+    if summary is not None:
+        write_summary(options.view_as(ScoringOptions).summary_json, summary)
+        if summary["status"] == REFUSED:
+            raise Refused(f"{summary['date']} not published, previous results left as they were: {summary['error']}")
+    if failure is not None:
+        reason = f"{type(failure).__name__}: {failure}"
+        raise RunFailed(f"run {config.run.run_id} failed, previous results left as they were: {reason}") from failure
     return summary
+
+
+def write_summary(path: str | None, summary: dict[str, Any]) -> None:
+    if path:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(summary, f, indent=2, sort_keys=True)
 
 
 def dry_run(options: PipelineOptions, config: ScoringConfig, pipeline: beam.Pipeline | None) -> dict[str, Any]:
@@ -386,6 +493,9 @@ def main(argv: list[str]) -> int:
     except RunFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Refused as e:
+        print(f"refused: {e}", file=sys.stderr)
+        return 3
     if summary.get("dry_run"):
         print(
             f"dry run: {summary['date']} with model {summary['model_name']} v{summary['model_version']} from "
@@ -401,6 +511,8 @@ def main(argv: list[str]) -> int:
     )
     for device, rows in sorted(summary["devices"].items()):
         print(f"  {device}: {rows} records scored")
+    if summary["accepted_failures"]:
+        print(f"  published despite failed gates, accepted by {summary['accepted_by']}: {summary['accepted_failures']}")
     for reason, rows in sorted(summary["rejected_by_reason"].items()):
         print(f"  rejected, {reason}: {rows}")
     for column, rows in sorted(summary["missing_columns"].items()):

@@ -16,6 +16,24 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 
+def run_folder(staging_dir: str, run_id: str) -> str:
+    """Where a run stages its files: its own folder, so that a reaped run's files are found by its id."""
+    return FileSystems.join(staging_dir, run_id)
+
+
+def delete_tree(folder: str) -> None:
+    """Every file under a run's staging folder (listed: on gs:// a folder is only a prefix), then the
+    folder itself where folders exist."""
+    try:
+        found = FileSystems.match([FileSystems.join(folder, "**")])[0].metadata_list
+    except Exception:  # nothing there: a run that died before staging, or already cleaned
+        found = []
+    if found:
+        FileSystems.delete([m.path for m in found])
+    if "://" not in folder and FileSystems.exists(folder):
+        FileSystems.delete([folder])
+
+
 class WriteParquetFiles(beam.DoFn):
     """Batches in, `(path, rows)` out once per bundle.
 

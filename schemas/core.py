@@ -218,6 +218,10 @@ class TableSchema:
     def descriptions(self) -> Iterable[tuple[str, str]]:
         return ((f.name, f.description) for f in self.fields)
 
+    def renamed(self, name: str, description: str) -> TableSchema:
+        """Another table of the same columns, partitioning and clustering."""
+        return dataclasses.replace(self, name=name, description=description)
+
     def extended(self, name: str, *fields: Field) -> TableSchema:
         """The same table with more columns: the layout a run stages, with what only publishing needs."""
         return dataclasses.replace(self, name=name, fields=self.fields + fields)

@@ -113,7 +113,13 @@ SCORING_RUNS = TableSchema(
     fields=(
         Field("run_id", T.STRING, True, "Unique id of the run."),
         Field("score_date", T.DATE, True, "The nightly partition scored."),
-        Field("status", T.STRING, True, "running, succeeded or failed."),
+        Field(
+            "status",
+            T.STRING,
+            True,
+            "running; succeeded (published); failed (an error, the date untouched); refused (by a quality gate, the "
+            "date untouched, its rows in refused_predictions and refused_errors); abandoned (no heartbeat: killed).",
+        ),
         Field("model_name", T.STRING, True, "Champion model name."),
         Field("model_version", T.INT64, True, "Champion model version."),
         Field("challenger_version", T.INT64, False, "Challenger version, when one scored beside the champion."),
@@ -146,7 +152,28 @@ SCORING_RUNS = TableSchema(
             False,
             "Per file (or table), as JSON: records by the independent count, records valid, records rejected.",
         ),
+        # Added by the release that introduced quality gates; an older warehouse gets them on `prepare`.
+        Field(
+            "gates",
+            T.STRING,
+            False,
+            "Quality gates the night was held to, as a JSON list of {name, value, limit, passed, detail}.",
+        ),
+        Field("accepted_failures", T.STRING, False, "Why a night that failed its gates was published anyway."),
+        Field("accepted_by", T.STRING, False, "Who published it anyway: user@host, or the Dataflow service account."),
+        Field(
+            "heartbeat_at", T.TIMESTAMP, False, "Last sign of life of a running run (UTC); stale ones are abandoned."
+        ),
     ),
+)
+
+# A refused night's rows, kept apart so that analysts never mistake them for a published night: the
+# latest refused run of each date, replaced by the next refusal of that date.
+REFUSED_PREDICTIONS = PREDICTIONS.renamed(
+    "refused_predictions", "Predictions of the latest refused run of each date: what it would have published."
+)
+REFUSED_ERRORS = SCORING_ERRORS.renamed(
+    "refused_errors", "Records the latest refused run of each date rejected, with reasons (as scoring_errors)."
 )
 
 # What a run stages for publishing: the predictions plus where each record came from and a hash of its

@@ -37,3 +37,13 @@ FROM scoring_errors
 WHERE score_date = @date
 GROUP BY reason, column_name
 ORDER BY records DESC, reason;
+
+-- name: why_refused
+-- Why was the last refused night refused, and which rejections made it fail? (README: Quality gates)
+WITH last_refused AS (
+  SELECT run_id, score_date, error FROM scoring_runs
+  WHERE status = 'refused' ORDER BY finished_at DESC LIMIT 1)
+SELECT r.score_date, r.run_id, r.error AS why, e.reason, e.column_name, SUM(e.records) AS records
+FROM last_refused AS r LEFT JOIN refused_errors AS e ON e.run_id = r.run_id
+GROUP BY r.score_date, r.run_id, r.error, e.reason, e.column_name
+ORDER BY records DESC;

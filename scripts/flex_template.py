@@ -38,6 +38,8 @@ REGEXES = {
     "bq_project": rf"^{PROJECT}$",
     "bq_temp_dataset": rf"^{DATASET}$",
     "dataset_location": r"^[A-Za-z0-9-]+$",
+    "stale_after": r"^[0-9]+(\.[0-9]+)?[smh]?$",
+    "accept_gate_failures": r"^.*\S.*$",
 }
 
 

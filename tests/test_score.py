@@ -90,7 +90,7 @@ def test_bad_records_are_rejected_with_reasons_and_the_rest_scored(model_root, t
         f.write("\n".join([header, *good, "truncated,line", wrong_type, missing_fare]) + "\n")
     (partition / "part-empty.csv").write_text("")
 
-    summary = score.run(score_args(tmp_path, model_root))
+    summary = score.run(score_args(tmp_path, model_root, DAY, "--max_rejected_fraction=0.1"))
     assert (summary["input_records"], summary["scored_records"], summary["rejected_records"]) == (53, 50, 3)
     assert summary["rejected_files"] == 1 and summary["reconciled"]
     assert summary["input_files"] == {
@@ -166,9 +166,13 @@ def test_failed_run_keeps_the_previous_rows_and_says_failed(trained, tmp_path):
     shutil.copytree(os.path.dirname(trained.version.path), root / "taxi_tipper")
     write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 300)
     good = score.run(score_args(tmp_path, root))
-    # Version 2: complete metadata, but its SavedModel is damaged, so loading fails mid-run.
+    # Version 2, exported before manifests existed (so nothing says what it should hold), lost its
+    # variables: it resolves, and loading it fails mid-run.
     shutil.copytree(root / "taxi_tipper" / "1", root / "taxi_tipper" / "2")
     shutil.rmtree(root / "taxi_tipper" / "2" / "variables")
+    meta = json.loads((root / "taxi_tipper" / "2" / "metadata.json").read_text())
+    del meta["manifest"]
+    (root / "taxi_tipper" / "2" / "metadata.json").write_text(json.dumps({**meta, "version": 2}))
     with pytest.raises(score.RunFailed, match="previous results left as they were"):
         score.run(score_args(tmp_path, root))
     rows = predictions(tmp_path)

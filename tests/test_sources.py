@@ -85,6 +85,7 @@ def run_score(tmp_path, model_root, input_path, *extra):
             f"--warehouse={tmp_path}/w.duckdb",
             "--no_auth",
             f"--bq_project={BQ_PROJECT}",
+            "--max_rejected_fraction=1",  # damaged on purpose; tests/test_gates.py gates such nights
             *extra,
         ]
     )

@@ -139,7 +139,7 @@ def test_a_dry_run_writes_nothing_to_an_existing_warehouse(model_root, warehouse
         warehouse.rows("SELECT COUNT(*) FROM latest_predictions")
 
 
-def test_a_challenger_night_with_nothing_scored_still_publishes(trained, warehouse, tmp_path):
+def test_a_challenger_night_with_nothing_scored_is_refused_not_published(trained, warehouse, tmp_path):
     root = tmp_path / "models" / "taxi_tipper"
     shutil.copytree(trained.version.path, root / "1")
     shutil.copytree(trained.version.path, root / "2")
@@ -151,11 +151,13 @@ def test_a_challenger_night_with_nothing_scored_still_publishes(trained, warehou
         f.write(
             "\n".join([lines[0]] + [",".join(r.split(",")[:2] + [""] + r.split(",")[3:]) for r in lines[1:]]) + "\n"
         )
-    summary = score.run(
-        score_args(tmp_path, tmp_path / "models", warehouse, DAY, "--model_version=1", "--challenger_version=2")
-    )
+    args = score_args(tmp_path, tmp_path / "models", warehouse, DAY, "--model_version=1", "--challenger_version=2")
+    with pytest.raises(score.Refused, match="scorable_records: 0 records scored"):
+        score.run([*args, f"--summary_json={tmp_path}/summary.json"])
+    summary = json.load(open(tmp_path / "summary.json"))
     assert (summary["scored_records"], summary["rejected_records"], summary["comparison"]) == (0, 5, None)
-    assert statuses(warehouse) == [("succeeded", None)]
+    assert [s for s, _ in statuses(warehouse)] == ["refused"]
+    assert warehouse.rows("SELECT COUNT(*) FROM refused_errors") == [(5,)]
 
 
 def test_rerunning_a_date_replaces_it(model_root, warehouse, tmp_path):
@@ -282,7 +284,8 @@ def test_views_and_every_example_query(model_root, warehouse, tmp_path):
     score.run(score_args(tmp_path, model_root, warehouse, "2026-11-22"))
     score.run(score_args(tmp_path, model_root, warehouse))
     queries = warehouse.example_queries()
-    assert set(queries) == {"top_tippers", "daily_summary", "latest_scores", "reconciliation", "rejections"}
+    names = {"top_tippers", "daily_summary", "latest_scores", "reconciliation", "rejections", "why_refused"}
+    assert set(queries) == names
     d = date.fromisoformat(DAY)
 
     top = warehouse.rows(queries["top_tippers"], date=d)

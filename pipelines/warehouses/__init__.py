@@ -1,9 +1,9 @@
 """Where nights are published: one contract (`contract.Warehouse`), one SQL (`sql`), two engines.
 
     warehouse = open_warehouse("warehouse/scores.duckdb")        # or "bq://project.dataset"
-    warehouse.prepare(); warehouse.record_run(run)
-    ... the pipeline stages files ...
-    warehouse.publish_night(run, staged, finished_at)
+    warehouse.prepare(); warehouse.reap(stale_after, now, by=run.run_id); warehouse.record_run(run)
+    ... the pipeline stages files; the run heartbeats its row ...
+    warehouse.publish_night(run, staged, finished_at)   # or GateRefused: kept apart, not published
 
 `open_warehouse` is the one way in; a third engine is a `Warehouse` subclass with a `Dialect`, added
 there (README: "Adding a warehouse").
@@ -13,30 +13,44 @@ from __future__ import annotations
 
 from pipelines.warehouses.bigquery_warehouse import BigQueryWarehouse, is_bigquery_warehouse
 from pipelines.warehouses.contract import (
+    ABANDONED,
     FAILED,
+    REFUSED,
     RUNNING,
     SUCCEEDED,
     AuditError,
+    GateRefused,
     RunRecord,
     StagedResults,
     Warehouse,
     WarehouseConfigError,
 )
 from pipelines.warehouses.duckdb_warehouse import DuckDBWarehouse
+from pipelines.warehouses.gates import GateLimits
 
 
-def open_warehouse(location: str, *, create_dataset: bool = False, dataset_location: str | None = None) -> Warehouse:
+def open_warehouse(
+    location: str,
+    *,
+    create_dataset: bool = False,
+    dataset_location: str | None = None,
+    lock_timeout: float = DuckDBWarehouse.DEFAULT_LOCK_TIMEOUT,
+) -> Warehouse:
     """The warehouse `--warehouse` names: BigQuery for bq://project.dataset, else a DuckDB file."""
     if is_bigquery_warehouse(location):
         return BigQueryWarehouse(location, create_dataset=create_dataset, dataset_location=dataset_location)
-    return DuckDBWarehouse(location)
+    return DuckDBWarehouse(location, lock_timeout=lock_timeout)
 
 
 __all__ = [
+    "ABANDONED",
     "FAILED",
+    "REFUSED",
     "RUNNING",
     "SUCCEEDED",
     "AuditError",
+    "GateLimits",
+    "GateRefused",
     "BigQueryWarehouse",
     "DuckDBWarehouse",
     "RunRecord",

@@ -35,6 +35,7 @@ from schemas import SCORING_ERRORS, STAGED_PREDICTIONS, WAREHOUSE_TABLES, Column
 
 DATASET_DESCRIPTION = "Nightly batch scores (see the project's README)."
 STAGING_HOURS = 24  # staging tables outlive a failed run long enough to inspect, then expire
+STAGING_TABLES = ("predictions", "errors", "duplicates", "run")  # what a publishing stages, per run
 PUBLISH_ATTEMPTS = 5  # a transaction that lost a race with another run's is retried
 
 
@@ -167,15 +168,17 @@ class BigQueryWarehouse(Warehouse):
     # ------------------------------------------------------------------ publishing
 
     @staticmethod
-    def _staging_name(run: RunRecord, what: str) -> str:
-        return f"_staging_{re.sub(r'[^A-Za-z0-9_]', '_', run.run_id)}_{what}"
+    def _staging_name(run_id: str, what: str) -> str:
+        return f"_staging_{re.sub(r'[^A-Za-z0-9_]', '_', run_id)}_{what}"
 
     @contextlib.contextmanager
     def _staged(self, run: RunRecord, staged: StagedResults) -> Iterator[StagedTables]:
         """Load jobs into expiring staging tables; dropped once published, kept to inspect otherwise."""
-        predictions = self._load(self._staging_name(run, "predictions"), STAGED_PREDICTIONS, staged.prediction_paths)
-        errors = self._load(self._staging_name(run, "errors"), SCORING_ERRORS, staged.error_paths)
-        duplicates = self._staging_name(run, "duplicates")
+        predictions = self._load(
+            self._staging_name(run.run_id, "predictions"), STAGED_PREDICTIONS, staged.prediction_paths
+        )
+        errors = self._load(self._staging_name(run.run_id, "errors"), SCORING_ERRORS, staged.error_paths)
+        duplicates = self._staging_name(run.run_id, "duplicates")
         groups = sql.duplicate_groups(self.dialect, self.dialect.table(predictions))
         self._query(
             Statement(
@@ -186,6 +189,11 @@ class BigQueryWarehouse(Warehouse):
         yield StagedTables(self.dialect.table(predictions), self.dialect.table(errors), self.dialect.table(duplicates))
         for table in (predictions, errors, duplicates):
             self.client.delete_table(f"{self.ref}.{table}", not_found_ok=True)
+
+    def _drop_staging(self, run_id: str) -> None:
+        """A killed run's staging tables would expire in a day; a reaped run's go now."""
+        for what in STAGING_TABLES:
+            self.client.delete_table(f"{self.ref}.{self._staging_name(run_id, what)}", not_found_ok=True)
 
     def _load(self, name: str, table: TableSchema, files: list[str]) -> str:
         """One load job per upload, or one server-side load job for all files on gs://."""
@@ -209,7 +217,7 @@ class BigQueryWarehouse(Warehouse):
     def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:
         d, script = self.dialect, self.transaction_dialect
         params = {name: param for statement in statements for name, param in statement.params.items()}
-        values_name = self._staging_name(run, "run")
+        values_name = self._staging_name(run.run_id, "run")
         values = d.table(values_name)
         self._query(
             Statement(

@@ -6,8 +6,9 @@ succeeded. A run that dies before that commit leaves the date exactly as it was,
 one date serialise on the transaction, so the date ends with exactly one run's rows.
 
 `Warehouse` holds that life cycle: prepare (tables checked against `schemas/`, missing tables and the
-analyst views made), record the run, publish a night (stage, audit, compare, one transaction), mark a run
-failed, record its metrics, read its row. The SQL comes from `warehouses.sql` in the warehouse's
+analyst views made), reap runs that stopped heartbeating, record the run, publish a night (stage, audit,
+quality gates, compare, one transaction: published, or kept in the refused tables), mark a run failed,
+record its metrics, read its row. The SQL comes from `warehouses.sql` in the warehouse's
 dialect. A backend writes only what differs between engines: its connection, how a table's columns
 are read and a table is made, how staged files become queryable, and how a transaction runs.
 """
@@ -18,14 +19,15 @@ import abc
 import json
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
-from pipelines.warehouses import sql
-from pipelines.warehouses.sql import Dialect, StagedTables, Statement
-from schemas import WAREHOUSE_TABLES, Field, TableSchema
+from pipelines.warehouses import gates, sql
+from pipelines.warehouses.gates import GateLimits
+from pipelines.warehouses.sql import RUNNING, SUCCEEDED, Dialect, StagedTables, Statement
+from schemas import REFUSED_ERRORS, REFUSED_PREDICTIONS, WAREHOUSE_TABLES, Field, TableSchema
 
-RUNNING, SUCCEEDED, FAILED = "running", "succeeded", "failed"
+FAILED, REFUSED, ABANDONED = "failed", "refused", "abandoned"
 MAX_ERROR_CHARS = 4000  # a failed run's error as stored; the rest is in the job's log
 
 
@@ -35,6 +37,10 @@ class WarehouseConfigError(ValueError):
 
 class AuditError(RuntimeError):
     """Staged results failed their audit; nothing was published."""
+
+
+class GateRefused(RuntimeError):
+    """The night failed a quality gate: not published, its rows kept in the refused tables."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +55,7 @@ class RunRecord:
     started_at: datetime
     options: dict[str, Any] = field(default_factory=dict)
     challenger_version: int | None = None
+    limits: GateLimits = GateLimits()
 
 
 @dataclass(frozen=True)
@@ -213,35 +220,80 @@ class Warehouse(abc.ABC):
             "challenger_version": run.challenger_version,
             "input": run.input,
             "started_at": run.started_at,
+            "heartbeat_at": run.started_at,
             "options": json.dumps(run.options, sort_keys=True),
         }
         self._query(sql.insert_run(self.dialect, values))
 
     def publish_night(self, run: RunRecord, staged: StagedResults, finished_at: datetime) -> dict[str, Any]:
-        """Audit the staged files, then replace the date's rows and complete the run in one transaction."""
+        """Audit the staged files and hold the night to its quality gates; then, in one transaction,
+        either replace the date's rows and complete the run, or keep the night's rows in the refused
+        tables and mark the run refused (GateRefused). The date's published rows are untouched then."""
+        self._check_still_running(run)
         with self._staged(run, staged) as tables:
             [row] = self._query(sql.audit(self.dialect, tables, run.run_id, run.score_date))[1]
             [duplicates] = self._query(sql.duplicates(self.dialect, tables))[1]
             by_source = dict(self._query(sql.rejected_by_source(self.dialect, tables.errors))[1])
             counts = check_staged(run, staged, StagedCounts(*row, *duplicates), by_source)
+            trailing = [n for (n,) in self._query(sql.trailing_inputs(self.dialect, run.score_date))[1]]
+            [(published,)] = self._query(sql.published_records(self.dialect, run.score_date))[1]
+            decision = gates.decide(counts, trailing, published, run.limits)
             comparison = None
             if run.challenger_version is not None and counts["prediction_rows"]:
                 [row] = self._query(sql.compare(self.dialect, tables.predictions))[1]
                 comparison = comparison_result(row)
             completion = {
-                "status": SUCCEEDED,
+                "status": SUCCEEDED if decision.publish else REFUSED,
                 **{k: v for k, v in counts.items() if k != "prediction_rows"},
                 "finished_at": finished_at,
                 "comparison": json.dumps(comparison) if comparison else None,
+                "gates": decision.to_json(),
             }
-            statements = sql.publish_night(self.transaction_dialect, tables, run.run_id, run.score_date, completion)
+            if decision.publish and decision.failed:
+                completion |= {"accepted_failures": run.limits.accept_failures, "accepted_by": run.limits.accepted_by}
+            if not decision.publish:
+                completion["error"] = f"refused by quality gates: {decision.explain()}"[:MAX_ERROR_CHARS]
+            targets = {} if decision.publish else {"predictions": REFUSED_PREDICTIONS, "errors": REFUSED_ERRORS}
+            statements = sql.publish_night(
+                self.transaction_dialect, tables, run.run_id, run.score_date, completion, **targets
+            )
             self._transaction(run, statements)
+        if not decision.publish:
+            raise GateRefused(f"run {run.run_id}: {completion['error']}")
         return counts
+
+    def _check_still_running(self, run: RunRecord) -> None:
+        """A run publishes only while its row says running: a retried publishing step of a refused run
+        is refused again, and a run that another run reaped as abandoned (its staged files deleted)
+        must not publish."""
+        row = self.run_row(run.run_id)
+        if row["status"] == REFUSED:
+            raise GateRefused(f"run {run.run_id}: {row['error']}")
+        if row["status"] != RUNNING:
+            raise AuditError(f"run {run.run_id} is {row['status']} ({row['error']}): nothing published")
 
     def mark_failed(self, run_id: str, error: str, finished_at: datetime) -> None:
         """A run that has not published is failed; one that did publish keeps its status."""
         values = {"status": FAILED, "error": error[:MAX_ERROR_CHARS], "finished_at": finished_at}
         self._query(sql.update_run(self.dialect, run_id, values, while_status=RUNNING))
+
+    def heartbeat(self, run_id: str, now: datetime) -> None:
+        """The run is alive; a running run whose heartbeat is older than --stale_after is reaped."""
+        self._query(sql.update_run(self.dialect, run_id, {"heartbeat_at": now}, while_status=RUNNING))
+
+    def reap(self, stale_after: timedelta, now: datetime, by: str) -> list[dict[str, Any]]:
+        """Mark running runs without a heartbeat since `now - stale_after` abandoned and drop what the
+        warehouse staged for them; their rows (run id, options: where their files were staged) are
+        returned so that the caller deletes the staged files too."""
+        names, rows = self._query(sql.stale_runs(self.dialect, now - stale_after))
+        reaped = []
+        for row in (dict(zip(names, r, strict=True)) for r in rows):
+            error = f"abandoned: no heartbeat since {row['last_seen'].isoformat()}; reaped by run {by}"
+            values = {"status": ABANDONED, "error": error, "finished_at": now}
+            self._query(sql.update_run(self.dialect, row["run_id"], values, while_status=RUNNING))
+            self._drop_staging(row["run_id"])
+            reaped.append({**row, "options": json.loads(row["options"])})
+        return reaped
 
     def record_metrics(self, run_id: str, metrics: dict[str, Any]) -> None:
         self._query(sql.update_run(self.dialect, run_id, {"metrics": json.dumps(metrics, sort_keys=True)}))
@@ -289,6 +341,10 @@ class Warehouse(abc.ABC):
     @abc.abstractmethod
     def _staged(self, run: RunRecord, staged: StagedResults) -> AbstractContextManager[StagedTables]:
         """Make the staged files queryable for the duration of the publishing."""
+
+    @abc.abstractmethod
+    def _drop_staging(self, run_id: str) -> None:
+        """Drop what the warehouse itself staged for a run (tables), if it outlives the run's process."""
 
     @abc.abstractmethod
     def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:

@@ -1,14 +1,19 @@
 """The embedded default warehouse: one DuckDB database file (`--warehouse path/scores.duckdb`).
 
-What is DuckDB's own: a file that one process writes at a time (others wait for its lock), staged
-Parquet files read in place rather than loaded, and a transaction on one connection.
+What is DuckDB's own: a file that one process writes at a time (others wait for its lock, at most
+--lock_timeout), staged Parquet files read in place rather than loaded, and a transaction on one
+connection. A path that cannot be a database file (a directory, a read-only file system, a file
+another process holds past the timeout) is a configuration error, said in one line.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 
 import duckdb
@@ -38,19 +43,31 @@ STAGED_PREDICTIONS_NAME, STAGED_ERRORS, STAGED_DUPLICATES = (
 )  # names on the publishing connection
 
 
+# Threads of one process share the file (DuckDB keeps one database per path per process) and would
+# conflict on the run's row: a heartbeat waits while a publishing holds this.
+_PROCESS_LOCKS: defaultdict[str, threading.RLock] = defaultdict(threading.RLock)
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?\(PID \d+\))( by user \S+?)?\.?(\s|$)")
+
+
 class DuckDBWarehouse(Warehouse):
-    LOCK_WAIT_SECONDS = 300  # another run may hold the file's lock while it publishes
+    DEFAULT_LOCK_TIMEOUT = 60.0  # long enough for another run's publishing, short enough to say so
     # Publishing copies the whole night into the table inside the scoring process; without a cap
     # DuckDB's buffer cache grows with the night's size. It spills to disk past the cap instead.
     MEMORY_LIMIT = "256MB"
     dialect = DIALECT
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
         if "://" in path:
             raise WarehouseConfigError(
                 f"--warehouse {path!r}: a DuckDB warehouse is a local file path (BigQuery: bq://project.dataset)"
             )
+        if os.path.isdir(path):
+            raise WarehouseConfigError(
+                f"--warehouse {path} is a directory; a DuckDB warehouse is a file, such as "
+                f"{os.path.join(path, 'scores.duckdb')}"
+            )
         self.path = self.location = path
+        self.lock_timeout = lock_timeout
         self._held: duckdb.DuckDBPyConnection | None = None
 
     def __getstate__(self):  # travels to workers without a connection
@@ -60,7 +77,8 @@ class DuckDBWarehouse(Warehouse):
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), "_staging")
 
     def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        deadline = time.monotonic() + self.LOCK_WAIT_SECONDS
+        """A connection, waiting at most `lock_timeout` for another process's lock on the file."""
+        deadline = time.monotonic() + self.lock_timeout
         while True:
             try:
                 return duckdb.connect(
@@ -71,16 +89,24 @@ class DuckDBWarehouse(Warehouse):
                         "preserve_insertion_order": False,  # a table's row order means nothing here
                     },
                 )
-            except duckdb.IOException as e:
-                if "lock" not in str(e).lower() or time.monotonic() > deadline:
-                    raise
+            except (duckdb.IOException, duckdb.InvalidInputException) as e:
+                message = str(e).splitlines()[0]
+                if "lock" not in message.lower():
+                    raise WarehouseConfigError(f"--warehouse {self.path} cannot be opened: {message}") from None
+                if time.monotonic() > deadline:
+                    holder = _LOCK_HOLDER.search(message)
+                    by = f"held by {holder[1]}{holder[2] or ''}" if holder else message
+                    raise WarehouseConfigError(
+                        f"--warehouse {self.path} is locked by another process ({by}); waited "
+                        f"{self.lock_timeout:g} s (--lock_timeout)"
+                    ) from None
                 time.sleep(0.2)
 
     @contextlib.contextmanager
     def _holding(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """One connection for a whole step (preparing, publishing): the file is opened once, and the
         staged views of a publishing live on it."""
-        with self.connect(read_only) as con:
+        with _PROCESS_LOCKS[os.path.abspath(self.path)], self.connect(read_only) as con:
             self._held = con
             try:
                 yield con
@@ -93,7 +119,7 @@ class DuckDBWarehouse(Warehouse):
         if self._held is not None:
             yield self._held
             return
-        with self.connect() as con:
+        with _PROCESS_LOCKS[os.path.abspath(self.path)], self.connect() as con:
             yield con
 
     def prepare(self, create: bool = True) -> None:
@@ -101,7 +127,13 @@ class DuckDBWarehouse(Warehouse):
         if not create and not os.path.exists(self.path):
             return  # nothing exists yet, so nothing can disagree with schemas/
         if create:
-            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+            folder = os.path.dirname(os.path.abspath(self.path))
+            try:
+                os.makedirs(folder, exist_ok=True)
+            except OSError as e:
+                raise WarehouseConfigError(f"--warehouse {self.path}: cannot make {folder}: {e.strerror}") from None
+            if not os.access(folder, os.W_OK):
+                raise WarehouseConfigError(f"--warehouse {self.path}: {folder} is not writable")
         with self._holding(read_only=not create):
             super().prepare(create)
 
@@ -165,6 +197,9 @@ class DuckDBWarehouse(Warehouse):
                 yield StagedTables(predictions, self.dialect.quote(STAGED_ERRORS), duplicates)
             finally:
                 con.execute(f"DROP TABLE IF EXISTS {duplicates}")
+
+    def _drop_staging(self, run_id: str) -> None:
+        """Nothing to drop: a run's staged views and tables live on its own connection, gone with it."""
 
     def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:
         with self._connection() as con:

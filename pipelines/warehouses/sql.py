@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipelines.batches import FILE_ERROR, RECORD_ERROR
+from pipelines.warehouses.gates import VOLUME_HISTORY
 from schemas import (
     CHALLENGER,
     CHAMPION,
@@ -26,6 +27,7 @@ from schemas import (
     TableSchema,
 )
 
+RUNNING, SUCCEEDED = "running", "succeeded"  # values of scoring_runs.status (all of them: contract)
 Param = tuple[ColumnType, Any]  # a value with its type, so that a None is still typed
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -130,18 +132,67 @@ def replace_night(d: Dialect, table: TableSchema, rows: Statement, score_date) -
 
 
 def publish_night(
-    d: Dialect, tables: StagedTables, run_id: str, score_date, completion: Mapping[str, Any]
+    d: Dialect,
+    tables: StagedTables,
+    run_id: str,
+    score_date,
+    completion: Mapping[str, Any],
+    predictions: TableSchema = PREDICTIONS,
+    errors: TableSchema = SCORING_ERRORS,
 ) -> list[Statement]:
     """One transaction's statements: the night's predictions (one per key) and errors (conflicting
-    duplicates included) replaced, the run completed."""
+    duplicates included) replaced in `predictions` and `errors` (the refused tables for a refused
+    night), the run completed while it is still running."""
     conflicts = conflicting_duplicates(d, tables)
     staged_errors = ", ".join(d.quote(name) for name in SCORING_ERRORS.names)
-    errors = Statement(f"SELECT {staged_errors} FROM {tables.errors} UNION ALL {conflicts.sql}", conflicts.params)
+    rejected = Statement(f"SELECT {staged_errors} FROM {tables.errors} UNION ALL {conflicts.sql}", conflicts.params)
     return [
-        *replace_night(d, PREDICTIONS, resolved_predictions(d, tables), score_date),
-        *replace_night(d, SCORING_ERRORS, errors, score_date),
-        update_run(d, run_id, completion),
+        *replace_night(d, predictions, resolved_predictions(d, tables), score_date),
+        *replace_night(d, errors, rejected, score_date),
+        update_run(d, run_id, completion, while_status=RUNNING),
     ]
+
+
+# ---------------------------------------------------------------- what the quality gates compare with
+
+
+def trailing_inputs(d: Dialect, score_date, nights: int = VOLUME_HISTORY) -> Statement:
+    """Input records of the published nights before `score_date`, newest first: per date its latest
+    succeeded run."""
+    runs, p = d.table(SCORING_RUNS.name), d.param
+    return Statement(
+        f"""
+        SELECT input_records FROM (
+          SELECT score_date, input_records,
+                 ROW_NUMBER() OVER (PARTITION BY score_date ORDER BY finished_at DESC) AS newest
+          FROM {runs}
+          WHERE status = {p("succeeded")} AND score_date < {p("score_date")} AND input_records IS NOT NULL) AS r
+        WHERE newest = 1
+        ORDER BY score_date DESC
+        LIMIT {int(nights)}""",
+        {"succeeded": (ColumnType.STRING, SUCCEEDED), "score_date": (ColumnType.DATE, score_date)},
+    )
+
+
+def published_records(d: Dialect, score_date) -> Statement:
+    """Champion records the date holds now: what a re-run would replace."""
+    p = d.param
+    return Statement(
+        f"SELECT COUNT(*) FROM {d.table(PREDICTIONS.name)} "
+        f"WHERE score_date = {p('score_date')} AND model_role = {p('champion')}",
+        {"score_date": (ColumnType.DATE, score_date), "champion": (ColumnType.STRING, CHAMPION)},
+    )
+
+
+def stale_runs(d: Dialect, cutoff) -> Statement:
+    """Running runs with no sign of life since `cutoff`."""
+    p = d.param
+    last_seen = "COALESCE(heartbeat_at, started_at)"
+    return Statement(
+        f"SELECT run_id, score_date, options, {last_seen} AS last_seen FROM {d.table(SCORING_RUNS.name)} "
+        f"WHERE status = {p('running')} AND {last_seen} < {p('cutoff')}",
+        {"running": (ColumnType.STRING, RUNNING), "cutoff": (ColumnType.TIMESTAMP, cutoff)},
+    )
 
 
 # ---------------------------------------------------------------- duplicate keys

@@ -1,0 +1,168 @@
+"""Quality gates: whether a night that reconciled is fit to replace what analysts see.
+
+A night can account for every record and still be wrong to publish: 99% of it rejected, a tenth of
+the usual volume, or a re-run that would shrink a good night to a handful of rows. The gates decide
+that from numbers publishing already has (the audited counts, the trailing published nights and the
+date's published rows), in one place that every warehouse uses, before its publishing transaction.
+
+Each gate is a (name, value, limit, passed, detail) stored as JSON in the run's row, passed or not,
+so that a refusal explains itself and a passing night shows its margins. Failed gates refuse the
+night unless the run says why it publishes anyway (`--accept_gate_failures`), which is stored too.
+A night with nothing to score is never published: it could only delete the date's rows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from dataclasses import asdict, dataclass
+from typing import Any
+
+# The volume gate compares a night with up to VOLUME_HISTORY trailing published nights, and only
+# once VOLUME_MIN_HISTORY exist: with fewer, a median and a MAD say little about what is normal.
+VOLUME_HISTORY = 14
+VOLUME_MIN_HISTORY = 7
+MAD_TO_SIGMA = 1.4826  # the MAD of normally distributed values is this many times smaller than sigma
+EMPTY_NIGHT = "scorable_records"  # the one gate no override passes
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateLimits:
+    """The limits a night is held to (each one a `pipelines.score` option; README: Quality gates)."""
+
+    max_rejected_fraction: float = 0.01
+    max_rejected_records: int | None = None
+    min_records: int = 1
+    max_volume_ratio: float = 2.0  # the night's input within [median / r, median * r] of the trailing nights
+    max_volume_z: float = 5.0
+    shrink_limit: float = 0.5  # a re-run keeps at least this share of the date's published records
+    allow_shrink: bool = False
+    accept_failures: str | None = None  # why a night that fails its gates is published anyway
+    accepted_by: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_rejected_fraction <= 1:
+            raise ValueError("--max_rejected_fraction must be between 0 and 1")
+        if self.max_rejected_records is not None and self.max_rejected_records < 0:
+            raise ValueError("--max_rejected_records must not be negative")
+        if self.min_records < 0 or self.max_volume_ratio < 1 or self.max_volume_z <= 0:
+            raise ValueError(
+                "--min_records must not be negative, --max_volume_ratio at least 1, --max_volume_z positive"
+            )
+        if not 0 <= self.shrink_limit <= 1:
+            raise ValueError("--shrink_limit must be between 0 and 1")
+        if self.accept_failures is not None and not self.accept_failures.strip():
+            raise ValueError("--accept_gate_failures needs a reason: it is stored with the night")
+
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    value: float | int | None
+    limit: float | int | list[float] | None
+    passed: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    gates: list[Gate]
+    publish: bool
+
+    @property
+    def failed(self) -> list[Gate]:
+        return [g for g in self.gates if not g.passed]
+
+    def to_json(self) -> str:
+        return json.dumps([asdict(g) for g in self.gates])
+
+    def explain(self) -> str:
+        """One line: the failed gates and their details."""
+        return "; ".join(f"{g.name}: {g.detail}" for g in self.failed)
+
+
+def decide(counts: dict[str, Any], trailing_inputs: list[int], published_records: int, limits: GateLimits) -> Decision:
+    """The gates for a night's audited `counts`, given the input counts of the trailing published
+    nights (newest first) and the champion records the date holds now (0 if never published)."""
+    inputs, scored, rejected = counts["input_records"], counts["scored_records"], counts["rejected_records"]
+    gates = [
+        Gate(
+            EMPTY_NIGHT,
+            scored,
+            1,
+            scored > 0,
+            f"{scored} records scored" + ("" if scored else ": a night with nothing to score is never published"),
+        ),
+        Gate("min_records", inputs, limits.min_records, inputs >= limits.min_records, f"{inputs} input records"),
+        _rejected_fraction(inputs, rejected, limits.max_rejected_fraction),
+    ]
+    if limits.max_rejected_records is not None:
+        gates.append(
+            Gate(
+                "rejected_records",
+                rejected,
+                limits.max_rejected_records,
+                rejected <= limits.max_rejected_records,
+                f"{rejected} records rejected",
+            )
+        )
+    gates.extend(_volume(inputs, trailing_inputs[:VOLUME_HISTORY], limits))
+    gates.append(_shrink(scored, published_records, limits))
+    failed = {g.name for g in gates if not g.passed}
+    publish = not failed or (limits.accept_failures is not None and EMPTY_NIGHT not in failed)
+    return Decision(gates, publish)
+
+
+def _rejected_fraction(inputs: int, rejected: int, limit: float) -> Gate:
+    fraction = rejected / inputs if inputs else 0.0
+    return Gate(
+        "rejected_fraction",
+        round(fraction, 6),
+        limit,
+        fraction <= limit,
+        f"{rejected} of {inputs} records rejected ({fraction:.2%}, limit {limit:.2%})",
+    )
+
+
+def _volume(inputs: int, trailing: list[int], limits: GateLimits) -> list[Gate]:
+    """Ratio to the trailing median and robust z-score (median and MAD), once there is a history."""
+    if len(trailing) < VOLUME_MIN_HISTORY:
+        detail = f"{len(trailing)} published nights before this one, {VOLUME_MIN_HISTORY} needed: not checked"
+        return [Gate("volume_ratio", None, None, True, detail), Gate("volume_z", None, None, True, detail)]
+    median = statistics.median(trailing)
+    mad = statistics.median(abs(n - median) for n in trailing)
+    # A count varies at least like a Poisson count (sigma = sqrt(mean)): without that floor, a history of
+    # identical nights (MAD 0) would refuse a night one record larger.
+    sigma = max(MAD_TO_SIGMA * mad, math.sqrt(median), 1.0)
+    z = abs(inputs - median) / sigma
+    ratio = inputs / median if median else math.inf
+    band = [round(1 / limits.max_volume_ratio, 6), limits.max_volume_ratio]
+    history = f"median of the last {len(trailing)} published nights {median:g}"
+    return [
+        Gate(
+            "volume_ratio",
+            round(ratio, 6) if math.isfinite(ratio) else None,
+            band,
+            band[0] <= ratio <= band[1],
+            f"{inputs} input records, {ratio:.2f}x the {history}",
+        ),
+        Gate(
+            "volume_z",
+            round(z, 3),
+            limits.max_volume_z,
+            z <= limits.max_volume_z,
+            f"robust z-score {z:.1f} against the {history} (MAD {mad:g})",
+        ),
+    ]
+
+
+def _shrink(scored: int, published: int, limits: GateLimits) -> Gate:
+    if not published:
+        return Gate("shrink", None, limits.shrink_limit, True, "the date has no published night")
+    kept = scored / published
+    passed = kept >= limits.shrink_limit or limits.allow_shrink
+    detail = f"{scored} records would replace the {published} published ({kept:.2%})"
+    if limits.allow_shrink:
+        detail += ", --allow_shrink given"
+    return Gate("shrink", round(kept, 6), limits.shrink_limit, passed, detail)

@@ -1,0 +1,73 @@
+"""A running run's sign of life, so that a killed one can be told from a slow one.
+
+A run stamps `heartbeat_at` in its row several times per --stale_after; the next run marks a running
+run whose stamp is older abandoned and deletes what it staged. The process that waits for the
+pipeline stamps it from a thread (local runners); on a remote runner the launcher does not wait, so
+the workers stamp it as they score, each at most once per interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+
+import apache_beam as beam
+
+from pipelines.warehouses.contract import Warehouse
+
+BEATS_PER_PERIOD = 6  # a run misses five beats in a row before it can be taken for dead
+MIN_INTERVAL, MAX_INTERVAL = 1.0, 300.0
+
+log = logging.getLogger(__name__)
+
+
+def interval(stale_after: timedelta) -> float:
+    """Seconds between beats for a --stale_after."""
+    return min(max(stale_after.total_seconds() / BEATS_PER_PERIOD, MIN_INTERVAL), MAX_INTERVAL)
+
+
+def beat(warehouse: Warehouse, run_id: str) -> None:
+    """One stamp; a missed one is logged, never fatal: the run itself is what matters."""
+    try:
+        warehouse.heartbeat(run_id, datetime.now(timezone.utc))
+    except Exception as e:  # the warehouse busy or unreachable for a moment
+        log.warning("heartbeat of run %s failed: %s", run_id, e)
+
+
+class Heartbeat:
+    """Stamps the run's row every `seconds` from a thread while the caller waits for the pipeline."""
+
+    def __init__(self, warehouse: Warehouse, run_id: str, seconds: float):
+        self._warehouse, self._run_id, self._seconds = warehouse, run_id, seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self._seconds):
+            beat(self._warehouse, self._run_id)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class BeatFromWorkers(beam.DoFn):
+    """Stamps the run's row as batches pass, at most once per `seconds` per worker process."""
+
+    def __init__(self, warehouse: Warehouse, run_id: str, seconds: float):
+        self._warehouse, self._run_id, self._seconds = warehouse, run_id, seconds
+
+    def setup(self) -> None:
+        self._last = 0.0
+
+    def process(self, _):
+        if time.monotonic() - self._last >= self._seconds:
+            self._last = time.monotonic()
+            beat(self._warehouse, self._run_id)
+        return iter(())

@@ -1,0 +1,195 @@
+"""Runs that die without a word are reaped; warehouses that cannot be used are refused up front; a
+refused night fails a remote job (what Airflow and the Cloud Scheduler alerting see)."""
+
+import dataclasses
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import date, datetime, timedelta, timezone
+
+import apache_beam as beam
+import pytest
+
+from pipelines import score
+from pipelines.warehouses import GateRefused, RunRecord, heartbeat, open_warehouse
+from tests.conftest import REPO, write_partition
+
+DAY = "2026-11-23"
+
+
+def args(tmp_path, model_root, warehouse, *extra):
+    return [
+        f"--date={DAY}",
+        f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+        f"--model_root={model_root}",
+        f"--summary_json={tmp_path}/summary.json",
+        *warehouse.args,
+        *extra,
+    ]
+
+
+def staged_files(warehouse) -> list[str]:
+    return [p for p in glob.glob(f"{warehouse.staging}/**", recursive=True) if os.path.isfile(p)]
+
+
+def test_a_killed_run_is_reaped_by_the_next(model_root, tmp_path, warehouse):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 60_000)
+    killed = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.score", *args(tmp_path, model_root, warehouse, "--block_bytes=16384")],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while not staged_files(warehouse) and killed.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    killed.send_signal(signal.SIGKILL)  # mid-way: scoring, its staged files half written
+    killed.wait()
+    assert staged_files(warehouse), "the run ended before it staged anything: make its input larger"
+    [(killed_id, status)] = warehouse.rows("SELECT run_id, status FROM scoring_runs")
+    assert status == "running"
+    if warehouse.kind == "bigquery":  # what a run killed while publishing leaves: its staging tables
+        warehouse.execute(f"CREATE TABLE _staging_{killed_id.replace('-', '_')}_predictions (x INT64)")
+
+    time.sleep(1.1)
+    assert score.main(args(tmp_path, model_root, warehouse, "--stale_after=1s")) == 0
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert summary["status"] == "succeeded" and summary["reaped_runs"] == [killed_id]
+    rows = dict(warehouse.rows("SELECT run_id, status FROM scoring_runs"))
+    assert rows == {killed_id: "abandoned", summary["run_id"]: "succeeded"}
+    [(error,)] = warehouse.rows("SELECT error FROM scoring_runs WHERE run_id = ?", killed_id)
+    assert error.startswith("abandoned: no heartbeat since") and summary["run_id"] in error
+    assert staged_files(warehouse) == [] and not os.path.exists(os.path.join(warehouse.staging, killed_id))
+    if warehouse.kind == "bigquery":
+        tables = {t.table_id for t in warehouse.client.list_tables(warehouse.location.removeprefix("bq://"))}
+        assert not [t for t in tables if t.startswith("_staging_")]
+
+
+def test_a_heartbeating_run_is_not_reaped_and_a_silent_one_is(tmp_path):
+    warehouse = open_warehouse(str(tmp_path / "scores.duckdb"))
+    warehouse.prepare()
+    hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    runs = [
+        RunRecord(
+            run_id=name,
+            score_date=date(2026, 11, 23),
+            model_name="m",
+            model_version=1,
+            input="x",
+            started_at=hour_ago,
+        )
+        for name in ("alive", "silent")
+    ]
+    for run in runs:
+        warehouse.record_run(run)
+    with heartbeat.Heartbeat(warehouse, "alive", seconds=0.1):
+        time.sleep(0.5)
+    reaped = warehouse.reap(timedelta(minutes=30), datetime.now(timezone.utc), by="test")
+    assert [r["run_id"] for r in reaped] == ["silent"]
+    assert warehouse.run_row("alive")["status"] == "running" and warehouse.run_row("silent")["status"] == "abandoned"
+    assert warehouse.run_row("alive")["heartbeat_at"] > hour_ago + timedelta(minutes=59)
+    # An abandoned run stays abandoned: its heartbeat no longer counts, and it cannot publish.
+    warehouse.heartbeat("silent", datetime.now(timezone.utc))
+    assert warehouse.run_row("silent")["status"] == "abandoned"
+    assert heartbeat.interval(timedelta(minutes=30)) == 300 and heartbeat.interval(timedelta(seconds=2)) == 1
+
+
+def test_a_refused_night_fails_a_remote_job(model_root, tmp_path):
+    """On Dataflow nobody waits for the launcher: the job's own state must say the night was refused."""
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 20)
+    warehouse = tmp_path / "wh" / "scores.duckdb"
+    options = score.parse(
+        [
+            f"--date={DAY}",
+            f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+            f"--model_root={model_root}",
+            f"--warehouse={warehouse}",
+            "--min_records=100",
+        ],
+        score.__doc__,
+        score.DataOptions,
+        score.ScoringOptions,
+    )
+    config = dataclasses.replace(score.plan(options), local=False)  # as on a remote runner
+    config.warehouse.prepare()
+    config.warehouse.record_run(config.run)
+    with pytest.raises(Exception, match="GateRefused|refused by quality gates: min_records"):
+        with beam.Pipeline() as p:
+            score.build_pipeline(p, config)
+    assert config.warehouse.run_row(config.run.run_id)["status"] == "refused"
+    assert isinstance(GateRefused("x"), RuntimeError)
+
+
+# ---------------------------------------------------------------- warehouses that cannot be used
+
+
+def fails_with(tmp_path, model_root, location, *extra, capsys) -> str:
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 10)
+    code = score.main(
+        [
+            f"--date={DAY}",
+            f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+            f"--model_root={model_root}",
+            f"--warehouse={location}",
+            *extra,
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    return err
+
+
+def test_a_directory_is_not_a_warehouse(model_root, tmp_path, capsys):
+    (tmp_path / "wh").mkdir()
+    err = fails_with(tmp_path, model_root, tmp_path / "wh", capsys=capsys)
+    assert (
+        err == f"error: --warehouse {tmp_path / 'wh'} is a directory; a DuckDB warehouse is a file, such as "
+        f"{tmp_path / 'wh' / 'scores.duckdb'}"
+    )
+
+
+@pytest.fixture()
+def read_only_folder(tmp_path):
+    """A read-only file system (root ignores permissions, so a mode would prove nothing)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a read-only file system here: {mounted.stderr.decode().strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_read_only_file_system_is_refused(model_root, tmp_path, read_only_folder, capsys):
+    err = fails_with(tmp_path, model_root, read_only_folder / "scores.duckdb", capsys=capsys)
+    assert err == f"error: --warehouse {read_only_folder / 'scores.duckdb'}: {read_only_folder} is not writable"
+    err = fails_with(tmp_path, model_root, read_only_folder / "sub" / "scores.duckdb", capsys=capsys)
+    assert "Read-only file system" in err
+
+
+def test_a_locked_duckdb_file_waits_then_names_the_holder(model_root, tmp_path, capsys):
+    location = tmp_path / "scores.duckdb"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time; c = duckdb.connect({str(location)!r}); print('held', flush=True); time.sleep(120)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        t0 = time.monotonic()
+        err = fails_with(tmp_path, model_root, location, "--lock_timeout=2", capsys=capsys)
+        assert 2 <= time.monotonic() - t0 < 30
+    finally:
+        holder.kill()
+        holder.wait()
+    assert err.startswith(f"error: --warehouse {location} is locked by another process (held by ")
+    assert f"(PID {holder.pid})); waited 2 s (--lock_timeout)" in err
