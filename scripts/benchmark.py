@@ -165,6 +165,7 @@ def measure_pipeline(args) -> dict:
         f"--model_root={args.model_root}",
         f"--warehouse={os.path.join(args.work_dir, 'warehouse', 'scores.duckdb')}",
         f"--accelerator={args.accelerator}",
+        "--allow_shrink",  # a smaller --rows than the last measurement re-scores the date with fewer records
         *args.pipeline_args,
     ]
     if args.batch_size:

@@ -1,5 +1,8 @@
 """Run by tests/test_deploy.py with the Airflow virtual environment's Python (Airflow cannot share
-the project's environment): loads the DAG folder as Airflow does and prints what the test checks."""
+the project's environment): loads the DAG folder as Airflow does and prints what the test checks.
+
+It also runs the DAG's task against a Dataflow API whose job ends failed, as a refused night's job
+does (the scorer fails the job after recording the refusal), and reports how the task ended."""
 
 import json
 import os
@@ -8,9 +11,53 @@ import tempfile
 
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp())
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ.setdefault("AIRFLOW_CONN_GOOGLE_CLOUD_DEFAULT", "google-cloud-platform://")  # no credentials used
 
 import pendulum  # noqa: E402
 from airflow.models.dagbag import DagBag  # noqa: E402
+
+
+class FailedJobDataflow:
+    """The Dataflow REST API as the provider's hook calls it: the launch answers with a job, and every
+    read of that job says JOB_STATE_FAILED."""
+
+    JOB = {"id": "job-1", "name": "score-nightly", "type": "JOB_TYPE_BATCH", "currentState": "JOB_STATE_FAILED"}
+
+    def __init__(self):
+        self.calls = []
+
+    def __getattr__(self, name):
+        def call(*args, **kwargs):
+            self.calls.append(name)
+            return self
+
+        return call
+
+    def execute(self, num_retries=0):
+        last = self.calls[-1]
+        return {"job": self.JOB} if last == "launch" else {"jobs": [self.JOB]} if last == "list" else self.JOB
+
+
+def run_against_a_failed_job(task, context) -> dict:
+    from unittest import mock
+
+    from airflow.providers.google.cloud.hooks.dataflow import DataflowHook
+
+    task.poll_sleep = 0
+    api = FailedJobDataflow()
+    with mock.patch.object(DataflowHook, "get_conn", return_value=api):
+        try:
+            task.execute(context)
+        except Exception as e:  # what Airflow marks the task failed on
+            return {"raised": type(e).__name__, "message": str(e), "launched": "launch" in api.calls}
+    return {"raised": None, "launched": "launch" in api.calls}
+
+
+class _NoXCom:
+    """A task instance for a task run outside a DAG run: links and XComs go nowhere."""
+
+    def xcom_push(self, *args, **kwargs) -> None:
+        pass
 
 
 def main(dags_dir: str, logical_date: str, date_param: str | None) -> None:
@@ -42,6 +89,8 @@ def main(dags_dir: str, logical_date: str, date_param: str | None) -> None:
                 "body": task.render_template(task.body, context, dag.get_template_env()),
             }
         )
+        task.body = out["body"]
+        out["failed_job"] = run_against_a_failed_job(task, {**context, "ti": _NoXCom(), "task_instance": _NoXCom()})
     print(json.dumps(out))
 
 

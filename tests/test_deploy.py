@@ -231,6 +231,11 @@ def test_the_dag_imports_and_launches_the_template(tmp_path):
     assert loaded["wait_until_finished"] is True and loaded["retries"] == 0
     assert loaded["on_failure_callback"] == ["report_failure"] and loaded["max_active_runs"] == 1
     assert (loaded["schedule"], loaded["timezone"], loaded["catchup"]) == ("0 3 * * *", "America/Chicago", False)
+    # A night refused by a quality gate (exit code 3 on a local run) fails its Dataflow job
+    # (tests/test_run_safety.py), and a failed job fails the task: the task run against a Dataflow API
+    # whose job ends JOB_STATE_FAILED raises, which is how Airflow marks it failed and alerts.
+    failed = loaded["failed_job"]
+    assert failed["launched"] and failed["raised"] == "AirflowException" and "JOB_STATE_FAILED" in failed["message"]
 
     # The date is yesterday in Chicago, not in UTC; a manual run's date param wins.
     evening = dag_check(dags, "2026-11-24T00:30:00+00:00")  # 18:30 on the 23rd in Chicago

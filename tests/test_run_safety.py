@@ -2,10 +2,12 @@
 refused night fails a remote job (what Airflow and the Cloud Scheduler alerting see)."""
 
 import dataclasses
+import getpass
 import glob
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,8 +17,8 @@ import apache_beam as beam
 import pytest
 
 from pipelines import score
-from pipelines.warehouses import GateRefused, RunRecord, heartbeat, open_warehouse
-from tests.conftest import REPO, write_partition
+from pipelines.warehouses import AuditError, GateRefused, RunRecord, StagedResults, heartbeat, open_warehouse, sql
+from tests.conftest import GCS_BUCKET, REPO, write_partition
 
 DAY = "2026-11-23"
 
@@ -92,7 +94,13 @@ def test_a_heartbeating_run_is_not_reaped_and_a_silent_one_is(tmp_path):
     reaped = warehouse.reap(timedelta(minutes=30), datetime.now(timezone.utc), by="test")
     assert [r["run_id"] for r in reaped] == ["silent"]
     assert warehouse.run_row("alive")["status"] == "running" and warehouse.run_row("silent")["status"] == "abandoned"
-    assert warehouse.run_row("alive")["heartbeat_at"] > hour_ago + timedelta(minutes=59)
+    stamped = warehouse.run_row("alive")["heartbeat_at"]
+    assert stamped > hour_ago + timedelta(minutes=59)
+    # Workers beat only when no other worker has lately: a recent stamp is left as it is.
+    warehouse.heartbeat("alive", stamped + timedelta(minutes=1), unless_within=timedelta(minutes=5))
+    assert warehouse.run_row("alive")["heartbeat_at"] == stamped
+    warehouse.heartbeat("alive", stamped + timedelta(minutes=10), unless_within=timedelta(minutes=5))
+    assert warehouse.run_row("alive")["heartbeat_at"] == stamped + timedelta(minutes=10)
     # An abandoned run stays abandoned: its heartbeat no longer counts, and it cannot publish.
     warehouse.heartbeat("silent", datetime.now(timezone.utc))
     assert warehouse.run_row("silent")["status"] == "abandoned"
@@ -144,6 +152,13 @@ def fails_with(tmp_path, model_root, location, *extra, capsys) -> str:
     return err
 
 
+def test_a_file_that_is_not_a_duckdb_database_is_refused(model_root, tmp_path, capsys):
+    (tmp_path / "scores.duckdb").write_text("trip_id,fare\n")
+    err = fails_with(tmp_path, model_root, tmp_path / "scores.duckdb", capsys=capsys)
+    assert err.startswith(f"error: --warehouse {tmp_path / 'scores.duckdb'} cannot be opened: IO Error: ")
+    assert "not a valid DuckDB database file" in err
+
+
 def test_a_directory_is_not_a_warehouse(model_root, tmp_path, capsys):
     (tmp_path / "wh").mkdir()
     err = fails_with(tmp_path, model_root, tmp_path / "wh", capsys=capsys)
@@ -193,3 +208,48 @@ def test_a_locked_duckdb_file_waits_then_names_the_holder(model_root, tmp_path, 
         holder.wait()
     assert err.startswith(f"error: --warehouse {location} is locked by another process (held by ")
     assert f"(PID {holder.pid})); waited 2 s (--lock_timeout)" in err
+
+
+def test_a_reaped_runs_files_on_gcs_are_deleted(gcs):
+    """On Dataflow a run stages under gs://, where a folder is only a prefix: every object goes."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.stage import delete_tree, run_folder
+
+    folder = run_folder(f"gs://{GCS_BUCKET}/staging", "2026-11-23-killed")
+    keep = f"gs://{GCS_BUCKET}/staging/2026-11-23-other/predictions/a.parquet"
+    for path in (f"{folder}/predictions/a.parquet", f"{folder}/errors/b.parquet", keep):
+        with FileSystems.create(path) as f:
+            f.write(b"staged")
+    delete_tree(folder)
+    assert not FileSystems.match([f"{folder}/**"])[0].metadata_list
+    assert FileSystems.exists(keep)
+    delete_tree(folder)  # nothing left: not an error
+
+
+def test_who_publishes_anyway_is_the_person_or_the_jobs_service_account():
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    assert score.who_runs(PipelineOptions([])) == f"{getpass.getuser()}@{socket.gethostname()}"
+    dataflow = ["--runner=DataflowRunner", "--project=p"]
+    account = "scorer@p.iam.gserviceaccount.com"
+    assert score.who_runs(PipelineOptions([*dataflow, f"--service_account_email={account}"])) == (
+        f"service account {account}"
+    )
+    assert score.who_runs(PipelineOptions(dataflow)) == "the default Compute Engine service account of project p"
+
+
+def test_a_reaped_run_cannot_publish(warehouse):
+    """A run stalled past --stale_after and reaped must not publish when it wakes up: publishing checks
+    its status first, and the transaction itself fails unless the run is still running."""
+    from tests.test_warehouses import begin_run
+
+    contract, run = begin_run(warehouse, "stalled")
+    later = run.started_at + timedelta(hours=1)
+    assert [r["run_id"] for r in contract.reap(timedelta(minutes=30), later, by="next")] == ["stalled"]
+    staged = StagedResults([], [], {}, {})
+    with pytest.raises(AuditError, match="run stalled is abandoned"):
+        contract.publish_night(run, staged, later)
+    with pytest.raises(Exception, match="run stalled is no longer running: nothing published"):
+        contract._transaction(run, [sql.still_running(contract.transaction_dialect, run.run_id)])
+    assert warehouse.rows("SELECT status FROM scoring_runs") == [("abandoned",)]

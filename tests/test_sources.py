@@ -194,10 +194,18 @@ def test_unknown_csv_columns_follow_the_same_policy(model_root, tmp_path):
         f.write("\n".join([lines[0] + ",driver"] + [line + ",d" for line in lines[1:]]) + "\n")
     kept = run_score(tmp_path / "keep", model_root, str(tmp_path / "in" / "dt={date}" / "*.csv"))
     assert (kept["scored_records"], kept["unknown_columns"]) == (20, {"driver": 20})
-    refused = run_score(
-        tmp_path / "reject", model_root, str(tmp_path / "in" / "dt={date}" / "*.csv"), "--unknown_columns=reject"
-    )
+    summary = tmp_path / "reject.json"
+    with pytest.raises(score.Refused, match="scorable_records: 0 records scored"):  # every record rejected
+        run_score(
+            tmp_path / "reject",
+            model_root,
+            str(tmp_path / "in" / "dt={date}" / "*.csv"),
+            "--unknown_columns=reject",
+            f"--summary_json={summary}",
+        )
+    refused = json.loads(summary.read_text())
     assert (refused["scored_records"], refused["rejected_records"], refused["reconciled"]) == (0, 20, True)
+    assert refused["rejected_by_reason"] == {"unknown_column": 20}
 
 
 def test_missing_gcs_input_is_a_clear_error_and_writes_nothing(model_root, sources, tmp_path, capsys):

@@ -277,8 +277,15 @@ class Warehouse(abc.ABC):
         values = {"status": FAILED, "error": error[:MAX_ERROR_CHARS], "finished_at": finished_at}
         self._query(sql.update_run(self.dialect, run_id, values, while_status=RUNNING))
 
-    def heartbeat(self, run_id: str, now: datetime) -> None:
-        """The run is alive; a running run whose heartbeat is older than --stale_after is reaped."""
+    def heartbeat(self, run_id: str, now: datetime, unless_within: timedelta | None = None) -> None:
+        """The run is alive; a running run whose heartbeat is older than --stale_after is reaped.
+
+        With `unless_within`, a stamp that recent is left as it is: many workers beating for one run
+        then mostly read (BigQuery queues a table's updates and allows few at a time) and rarely write."""
+        if unless_within is not None:
+            last = self.run_row(run_id)["heartbeat_at"]
+            if last is not None and last > now - unless_within:
+                return
         self._query(sql.update_run(self.dialect, run_id, {"heartbeat_at": now}, while_status=RUNNING))
 
     def reap(self, stale_after: timedelta, now: datetime, by: str) -> list[dict[str, Any]]:

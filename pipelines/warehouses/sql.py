@@ -147,10 +147,22 @@ def publish_night(
     staged_errors = ", ".join(d.quote(name) for name in SCORING_ERRORS.names)
     rejected = Statement(f"SELECT {staged_errors} FROM {tables.errors} UNION ALL {conflicts.sql}", conflicts.params)
     return [
+        still_running(d, run_id),
         *replace_night(d, predictions, resolved_predictions(d, tables), score_date),
         *replace_night(d, errors, rejected, score_date),
         update_run(d, run_id, completion, while_status=RUNNING),
     ]
+
+
+def still_running(d: Dialect, run_id: str) -> Statement:
+    """Fails the transaction it opens unless the run is still running: a run that another run reaped as
+    abandoned in the meantime publishes nothing. (ERROR() in BigQuery, error() in DuckDB.)"""
+    p, runs = d.param, d.table(SCORING_RUNS.name)
+    return Statement(
+        f"SELECT CASE WHEN (SELECT status FROM {runs} WHERE run_id = {p('run_id')}) = {p('running')} THEN 1 "
+        f"ELSE ERROR(CONCAT('run ', {p('run_id')}, ' is no longer running: nothing published')) END",
+        {"run_id": (ColumnType.STRING, run_id), "running": (ColumnType.STRING, RUNNING)},
+    )
 
 
 # ---------------------------------------------------------------- what the quality gates compare with
