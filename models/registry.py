@@ -7,8 +7,8 @@ any data is read.
 A complete version can still be broken afterwards: a truncated upload, a deleted file, a flipped bit
 on disk. Such a version would otherwise fail only once the workers load it, after the run has been
 recorded and data read. So metadata.json also carries a manifest (each file's relative path, size
-and sha256), and resolution checks it first: sizes from the listing for every candidate (no reads),
-checksums for the version it picks. `latest` skips a broken version, and says so, rather than fail
+and sha256), and resolution checks it first: sizes from one listing (no reads), then checksums, for
+each candidate newest first until one passes. `latest` skips a broken version, and says so, rather than fail
 the night's run; a pinned version that is broken is refused. Versions exported before the manifest
 existed stay usable, as long as their saved_model.pb is there.
 """
@@ -23,6 +23,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
+from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from schemas import InputSchema
@@ -134,6 +135,13 @@ def check_version(path: str) -> dict[str, Any]:
     missing = [key for key in REQUIRED_METADATA if key not in metadata]
     if missing:
         raise BrokenVersionError(f"{METADATA_FILE} lacks {', '.join(missing)}")
+    try:
+        return _check_files(path, metadata)
+    except (OSError, BeamIOError) as e:  # a file gone between listing and reading, or not readable
+        raise BrokenVersionError(f"its files cannot be read: {e}") from None
+
+
+def _check_files(path: str, metadata: dict[str, Any]) -> dict[str, Any]:
     files = version_files(path)
     if MANIFEST_KEY not in metadata:
         if SAVED_MODEL_FILE not in files:

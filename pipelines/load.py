@@ -6,6 +6,7 @@ which a runner materialises first), so the same graph publishes on DirectRunner 
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timezone
 
 import apache_beam as beam
@@ -55,8 +56,12 @@ class PublishDate(beam.DoFn):
                 raise
             return []  # a local run: the caller reads the run's status from its row
         self._published.inc(counts["prediction_rows"])
-        # Published rows are copies; a failed run keeps its staged files for inspection instead.
-        delete_tree(self._staging)
+        # Published rows are copies; a failed run keeps its staged files for inspection instead. The night
+        # is published: failing now would only make a retry or an alert say otherwise.
+        try:
+            delete_tree(self._staging)
+        except Exception as e:
+            logging.warning("run %s published; its staged files under %s stay: %s", self._run.run_id, self._staging, e)
         return [counts]
 
 

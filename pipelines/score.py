@@ -199,7 +199,11 @@ def who_runs(options: PipelineOptions) -> str:
         if cloud.service_account_email:
             return f"service account {cloud.service_account_email}"
         return f"the default Compute Engine service account of project {cloud.project}"
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # a container's uid with no name
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()}"
 
 
 def check_options(data: DataOptions, opts: ScoringOptions) -> None:
@@ -215,8 +219,8 @@ def check_options(data: DataOptions, opts: ScoringOptions) -> None:
             "--batch_size and --models_per_process must be positive, --block_bytes at least 1024 and at "
             "most --max_record_bytes, --progress_seconds and --lock_timeout not negative"
         )
-    if duration(opts.stale_after).total_seconds() <= 0:
-        raise ValueError("--stale_after must be a positive duration")
+    if duration(opts.stale_after) < heartbeat.MIN_STALE_AFTER:
+        raise ValueError(f"--stale_after must be at least {heartbeat.MIN_STALE_AFTER.total_seconds():g}s")
 
 
 def resolve_models(data: DataOptions, opts: ScoringOptions) -> tuple[ModelVersion, ModelVersion | None]:
@@ -283,6 +287,7 @@ def new_run(
             "unknown_columns": data.unknown_columns,
             "runner": runner or "DirectRunner",
             "staging": run_folder(staging_dir, run_id),  # where a reaper finds the run's files
+            "stale_after_seconds": duration(opts.stale_after).total_seconds(),  # how often it beats
             "skipped_model_versions": list(model.skipped),
             **({"files": len(source)} if isinstance(source, list) else {"streams": len(source.streams)}),
         },
@@ -378,11 +383,15 @@ def reap(config: ScoringConfig) -> list[dict[str, Any]]:
     """Runs killed without a word (SIGKILL, a lost machine): marked abandoned, their staged files deleted."""
     reaped = config.warehouse.reap(config.stale_after, datetime.now(timezone.utc), by=config.run.run_id)
     for row in reaped:
-        if row["options"].get("staging"):
-            delete_tree(row["options"]["staging"])
         print(
             f"reaped run {row['run_id']} ({row['score_date']}): no heartbeat since {row['last_seen']}", file=sys.stderr
         )
+        staging = row["options"].get("staging")
+        try:
+            if staging:
+                delete_tree(staging)
+        except Exception as e:  # tonight's run matters more than last night's leftovers
+            print(f"warning: staged files of reaped run {row['run_id']} under {staging} stay: {e}", file=sys.stderr)
     return reaped
 
 
@@ -392,8 +401,6 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
     options = parse(argv, __doc__, DataOptions, ScoringOptions)
     FileSystems.set_options(options)  # gs:// and other filesystems take their settings from the options
     config = plan(options)
-    for skipped in config.model.skipped:
-        print(f"warning: model {config.model.name} {skipped}; skipped", file=sys.stderr)
     if options.view_as(TestOptions).dry_run:
         return dry_run(options, config, pipeline)
     config.warehouse.prepare()

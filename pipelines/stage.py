@@ -24,10 +24,7 @@ def run_folder(staging_dir: str, run_id: str) -> str:
 def delete_tree(folder: str) -> None:
     """Every file under a run's staging folder (listed: on gs:// a folder is only a prefix), then the
     folder itself where folders exist."""
-    try:
-        found = FileSystems.match([FileSystems.join(folder, "**")])[0].metadata_list
-    except Exception:  # nothing there: a run that died before staging, or already cleaned
-        found = []
+    found = FileSystems.match([FileSystems.join(folder, "**")])[0].metadata_list  # none: already clean
     if found:
         FileSystems.delete([m.path for m in found])
     if "://" not in folder and FileSystems.exists(folder):

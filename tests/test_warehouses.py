@@ -213,6 +213,12 @@ def test_champion_and_challenger_are_compared_when_published(warehouse, tmp_path
     assert comparison["label_disagreement"] == pytest.approx(0.75)
     assert comparison["champion_mean_probability"] == pytest.approx(0.25)
     assert comparison["records"] == 4 and row["status"] == "succeeded"
+    # A retried publishing step (Dataflow retries a bundle that failed after the commit) finds the night
+    # published: it returns what was published and changes nothing.
+    again = contract.publish_night(
+        run, StagedResults([(staged, 8)], [], {"f.csv": 4}, {"f.csv": 4}), datetime.now(timezone.utc)
+    )
+    assert again == counts and contract.run_row("compared")["finished_at"] == row["finished_at"]
 
 
 @pytest.mark.parametrize(

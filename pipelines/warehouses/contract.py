@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import json
+import logging
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -41,6 +42,21 @@ class AuditError(RuntimeError):
 
 class GateRefused(RuntimeError):
     """The night failed a quality gate: not published, its rows kept in the refused tables."""
+
+
+class AlreadyPublished(Exception):
+    """The run's night is published already: what it published, for a retried publishing step."""
+
+    def __init__(self, counts: dict[str, Any]):
+        super().__init__("already published")
+        self.counts = counts
+
+
+def published_counts(run: RunRecord, row: dict[str, Any]) -> dict[str, Any]:
+    """The counts `publish_night` returned, from the run's row."""
+    names = ("input_records", "scored_records", "rejected_records", "rejected_files", "duplicates_dropped")
+    counts = {name: row[name] for name in names} | {"input_files": row["input_files"]}
+    return counts | {"prediction_rows": row["scored_records"] * (2 if run.challenger_version is not None else 1)}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -229,7 +245,10 @@ class Warehouse(abc.ABC):
         """Audit the staged files and hold the night to its quality gates; then, in one transaction,
         either replace the date's rows and complete the run, or keep the night's rows in the refused
         tables and mark the run refused (GateRefused). The date's published rows are untouched then."""
-        self._check_still_running(run)
+        try:
+            self._check_still_running(run)
+        except AlreadyPublished as done:  # a retried publishing step (Dataflow retries a failed bundle)
+            return done.counts
         with self._staged(run, staged) as tables:
             [row] = self._query(sql.audit(self.dialect, tables, run.run_id, run.score_date))[1]
             [duplicates] = self._query(sql.duplicates(self.dialect, tables))[1]
@@ -253,7 +272,10 @@ class Warehouse(abc.ABC):
                 completion |= {"accepted_failures": run.limits.accept_failures, "accepted_by": run.limits.accepted_by}
             if not decision.publish:
                 completion["error"] = f"refused by quality gates: {decision.explain()}"[:MAX_ERROR_CHARS]
-            targets = {} if decision.publish else {"predictions": REFUSED_PREDICTIONS, "errors": REFUSED_ERRORS}
+            if decision.publish:
+                targets = {"published_seen": published}
+            else:
+                targets = {"predictions": REFUSED_PREDICTIONS, "errors": REFUSED_ERRORS}
             statements = sql.publish_night(
                 self.transaction_dialect, tables, run.run_id, run.score_date, completion, **targets
             )
@@ -269,6 +291,8 @@ class Warehouse(abc.ABC):
         row = self.run_row(run.run_id)
         if row["status"] == REFUSED:
             raise GateRefused(f"run {run.run_id}: {row['error']}")
+        if row["status"] == SUCCEEDED:
+            raise AlreadyPublished(published_counts(run, row))
         if row["status"] != RUNNING:
             raise AuditError(f"run {run.run_id} is {row['status']} ({row['error']}): nothing published")
 
@@ -289,17 +313,28 @@ class Warehouse(abc.ABC):
         self._query(sql.update_run(self.dialect, run_id, {"heartbeat_at": now}, while_status=RUNNING))
 
     def reap(self, stale_after: timedelta, now: datetime, by: str) -> list[dict[str, Any]]:
-        """Mark running runs without a heartbeat since `now - stale_after` abandoned and drop what the
-        warehouse staged for them; their rows (run id, options: where their files were staged) are
-        returned so that the caller deletes the staged files too."""
+        """Mark running runs without a heartbeat for longer than `stale_after` (or than their own
+        --stale_after, if longer: they beat that much less often) abandoned, and drop what the warehouse
+        staged for them. The rows of the runs this call did reap (run id, options: where their files
+        were staged) are returned, so that the caller deletes their staged files too."""
         names, rows = self._query(sql.stale_runs(self.dialect, now - stale_after))
         reaped = []
         for row in (dict(zip(names, r, strict=True)) for r in rows):
+            options = json.loads(row["options"])
+            own = timedelta(seconds=options.get("stale_after_seconds", 0))
+            cutoff = now - max(stale_after, own)
+            if row["last_seen"] >= cutoff:
+                continue
             error = f"abandoned: no heartbeat since {row['last_seen'].isoformat()}; reaped by run {by}"
             values = {"status": ABANDONED, "error": error, "finished_at": now}
-            self._query(sql.update_run(self.dialect, row["run_id"], values, while_status=RUNNING))
-            self._drop_staging(row["run_id"])
-            reaped.append({**row, "options": json.loads(row["options"])})
+            self._query(sql.abandon_run(self.dialect, row["run_id"], values, cutoff))
+            if self.run_row(row["run_id"])["error"] != error:
+                continue  # it beat, finished or was reaped by another run meanwhile
+            try:
+                self._drop_staging(row["run_id"])
+            except Exception as e:  # they expire on their own; tonight's run matters more
+                logging.warning("staging tables of reaped run %s stay until they expire: %s", row["run_id"], e)
+            reaped.append({**row, "options": options})
         return reaped
 
     def record_metrics(self, run_id: str, metrics: dict[str, Any]) -> None:

@@ -15,6 +15,8 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
 import duckdb
 
@@ -50,7 +52,8 @@ _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?\(PID \d+\))( by use
 
 
 class DuckDBWarehouse(Warehouse):
-    DEFAULT_LOCK_TIMEOUT = 60.0  # long enough for another run's publishing, short enough to say so
+    DEFAULT_LOCK_TIMEOUT = 60.0  # before any data is read: a held file is said soon, nothing lost
+    PUBLISH_LOCK_TIMEOUT = 300.0  # after a whole night was scored: worth waiting for another publishing
     # Publishing copies the whole night into the table inside the scoring process; without a cap
     # DuckDB's buffer cache grows with the night's size. It spills to disk past the cap instead.
     MEMORY_LIMIT = "256MB"
@@ -76,9 +79,10 @@ class DuckDBWarehouse(Warehouse):
     def default_staging_dir(self) -> str:
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), "_staging")
 
-    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-        """A connection, waiting at most `lock_timeout` for another process's lock on the file."""
-        deadline = time.monotonic() + self.lock_timeout
+    def connect(self, read_only: bool = False, wait: float | None = None) -> duckdb.DuckDBPyConnection:
+        """A connection, waiting at most `wait` (default `lock_timeout`) for another process's lock."""
+        wait = self.lock_timeout if wait is None else wait
+        deadline = time.monotonic() + wait
         while True:
             try:
                 return duckdb.connect(
@@ -98,15 +102,18 @@ class DuckDBWarehouse(Warehouse):
                     by = f"held by {holder[1]}{holder[2] or ''}" if holder else message
                     raise WarehouseConfigError(
                         f"--warehouse {self.path} is locked by another process ({by}); waited "
-                        f"{self.lock_timeout:g} s (--lock_timeout)"
+                        f"{wait:g} s (--lock_timeout)"
                     ) from None
                 time.sleep(0.2)
 
     @contextlib.contextmanager
-    def _holding(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _holding(self, read_only: bool = False, wait: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
         """One connection for a whole step (preparing, publishing): the file is opened once, and the
-        staged views of a publishing live on it."""
-        with _PROCESS_LOCKS[os.path.abspath(self.path)], self.connect(read_only) as con:
+        staged views of a publishing live on it. Within a step, the step's connection."""
+        if self._held is not None:
+            yield self._held
+            return
+        with _PROCESS_LOCKS[os.path.abspath(self.path)], self.connect(read_only, wait) as con:
             self._held = con
             try:
                 yield con
@@ -136,6 +143,13 @@ class DuckDBWarehouse(Warehouse):
                 raise WarehouseConfigError(f"--warehouse {self.path}: {folder} is not writable")
         with self._holding(read_only=not create):
             super().prepare(create)
+
+    def publish_night(self, run: RunRecord, staged: StagedResults, finished_at: datetime) -> dict[str, Any]:
+        """Under the file's lock from the run's status check to the commit, so that nothing another process
+        writes can come between what the gates saw and what is published. Publishing comes after the whole
+        night was scored, so it waits longer than --lock_timeout for another run's publishing to end."""
+        with self._holding(wait=max(self.lock_timeout, self.PUBLISH_LOCK_TIMEOUT)):
+            return super().publish_night(run, staged, finished_at)
 
     def _open(self, create: bool) -> bool:
         return True  # prepare() opened the file

@@ -46,10 +46,12 @@ class GateLimits:
             raise ValueError("--max_rejected_fraction must be between 0 and 1")
         if self.max_rejected_records is not None and self.max_rejected_records < 0:
             raise ValueError("--max_rejected_records must not be negative")
-        if self.min_records < 0 or self.max_volume_ratio < 1 or self.max_volume_z <= 0:
-            raise ValueError(
-                "--min_records must not be negative, --max_volume_ratio at least 1, --max_volume_z positive"
-            )
+        if self.min_records < 0:
+            raise ValueError("--min_records must not be negative")
+        if self.max_volume_ratio < 1:
+            raise ValueError("--max_volume_ratio must be at least 1: the band is [median / r, median * r]")
+        if self.max_volume_z <= 0:
+            raise ValueError("--max_volume_z must be positive")
         if not 0 <= self.shrink_limit <= 1:
             raise ValueError("--shrink_limit must be between 0 and 1")
         if self.accept_failures is not None and not self.accept_failures.strip():

@@ -9,6 +9,7 @@ the workers stamp it as they score, each at most once per interval.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from datetime import datetime, timedelta, timezone
@@ -18,7 +19,8 @@ import apache_beam as beam
 from pipelines.warehouses.contract import Warehouse
 
 BEATS_PER_PERIOD = 6  # a run misses five beats in a row before it can be taken for dead
-MIN_INTERVAL, MAX_INTERVAL = 1.0, 300.0
+MIN_INTERVAL, MAX_INTERVAL = 0.25, 300.0
+MIN_STALE_AFTER = timedelta(seconds=BEATS_PER_PERIOD * MIN_INTERVAL)
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +60,14 @@ class Heartbeat:
 
 
 class BeatFromWorkers(beam.DoFn):
-    """Stamps the run's row as batches pass, at most once per `seconds` per worker process."""
+    """Stamps the run's row as batches pass, at most once per `seconds` per DoFn instance (one per
+    worker thread), and only when no other worker stamped it lately."""
 
     def __init__(self, warehouse: Warehouse, run_id: str, seconds: float):
         self._warehouse, self._run_id, self._seconds = warehouse, run_id, seconds
 
     def setup(self) -> None:
-        self._last = 0.0
+        self._last = -math.inf  # the first batch beats
 
     def process(self, _):
         if time.monotonic() - self._last >= self._seconds:

@@ -139,15 +139,21 @@ def publish_night(
     completion: Mapping[str, Any],
     predictions: TableSchema = PREDICTIONS,
     errors: TableSchema = SCORING_ERRORS,
+    published_seen: int | None = None,
 ) -> list[Statement]:
     """One transaction's statements: the night's predictions (one per key) and errors (conflicting
     duplicates included) replaced in `predictions` and `errors` (the refused tables for a refused
-    night), the run completed while it is still running."""
+    night), the run completed while it is still running. With `published_seen`, the date must still
+    hold that many champion rows, as the gates saw it: a run of the same date that published in the
+    meantime fails this one rather than letting it replace a night its shrink guard never saw."""
     conflicts = conflicting_duplicates(d, tables)
     staged_errors = ", ".join(d.quote(name) for name in SCORING_ERRORS.names)
     rejected = Statement(f"SELECT {staged_errors} FROM {tables.errors} UNION ALL {conflicts.sql}", conflicts.params)
+    guards = [still_running(d, run_id)]
+    if published_seen is not None:
+        guards.append(still_as_seen(d, score_date, published_seen))
     return [
-        still_running(d, run_id),
+        *guards,
         *replace_night(d, predictions, resolved_predictions(d, tables), score_date),
         *replace_night(d, errors, rejected, score_date),
         update_run(d, run_id, completion, while_status=RUNNING),
@@ -162,6 +168,16 @@ def still_running(d: Dialect, run_id: str) -> Statement:
         f"SELECT CASE WHEN (SELECT status FROM {runs} WHERE run_id = {p('run_id')}) = {p('running')} THEN 1 "
         f"ELSE ERROR(CONCAT('run ', {p('run_id')}, ' is no longer running: nothing published')) END",
         {"run_id": (ColumnType.STRING, run_id), "running": (ColumnType.STRING, RUNNING)},
+    )
+
+
+def still_as_seen(d: Dialect, score_date, published_seen: int) -> Statement:
+    """Fails the transaction unless the date holds `published_seen` champion rows, as the gates saw."""
+    counted = published_records(d, score_date)
+    return Statement(
+        f"SELECT CASE WHEN ({counted.sql}) = {d.param('published_seen')} THEN 1 "
+        f"ELSE ERROR('the date was published by another run since this one checked it: nothing published') END",
+        {**counted.params, "published_seen": (ColumnType.INT64, published_seen)},
     )
 
 
@@ -193,6 +209,15 @@ def published_records(d: Dialect, score_date) -> Statement:
         f"SELECT COUNT(*) FROM {d.table(PREDICTIONS.name)} "
         f"WHERE score_date = {p('score_date')} AND model_role = {p('champion')}",
         {"score_date": (ColumnType.DATE, score_date), "champion": (ColumnType.STRING, CHAMPION)},
+    )
+
+
+def abandon_run(d: Dialect, run_id: str, values: Mapping[str, Any], cutoff) -> Statement:
+    """`values` on a run that is still running and still silent since `cutoff`, in one statement."""
+    statement = update_run(d, run_id, values, while_status=RUNNING)
+    return Statement(
+        f"{statement.sql} AND COALESCE(heartbeat_at, started_at) < {d.param('cutoff')}",
+        {**statement.params, "cutoff": (ColumnType.TIMESTAMP, cutoff)},
     )
 
 
