@@ -61,14 +61,24 @@ class ScoringModule(tf.Module):
 
 
 def export_version(
-    model, transform_dir: str, model_root: str, name: str, schema: InputSchema, metadata: dict
+    model,
+    transform_dir: str,
+    model_root: str,
+    name: str,
+    schema: InputSchema,
+    metadata: dict,
+    baseline_statistics: bytes | None = None,
 ) -> ModelVersion:
-    """Save model + transform graph as the next version; metadata, with the manifest of the files just
-    saved, is written last (see registry)."""
+    """Save model + transform graph as the next version, with the training data's feature statistics
+    (`baseline_statistics`, a serialized DatasetFeatureStatisticsList: what nights' drift is measured
+    against) as `statistics.pb`; metadata, with the manifest of every file, is written last (see registry)."""
     version = registry.next_version(model_root, name)
     path = FileSystems.join(model_root, name, str(version))
     module = ScoringModule(model, tft.TFTransformOutput(transform_dir), schema)
     tf.saved_model.save(module, path, signatures=module.signatures())
+    if baseline_statistics is not None:
+        with FileSystems.create(FileSystems.join(path, registry.BASELINE_STATISTICS_FILE)) as f:
+            f.write(baseline_statistics)
     metadata = {
         **metadata,
         "model_name": name,

@@ -29,6 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from schemas import InputSchema
 
 METADATA_FILE = "metadata.json"
+BASELINE_STATISTICS_FILE = "statistics.pb"  # the training data's feature statistics (pipelines.monitoring)
 MANIFEST_KEY = "manifest"
 MANIFEST_FIELDS = {"path", "size", "sha256"}
 SAVED_MODEL_FILE = "saved_model.pb"

@@ -37,6 +37,8 @@ from models.registry import ModelVersion
 from pipelines import bigquery_source, extract, validate
 from pipelines.batches import COUNTS, REJECTED
 from pipelines.bigquery_source import ReadBigQuery, ReadPlan
+from pipelines.monitoring import statistics
+from pipelines.monitoring.statistics import EVAL_SCORES, TRAINING, feature_kinds
 from pipelines.options import DEFAULT_TRAINING_INPUT, DataOptions, TrainingOptions, parse
 from pipelines.score import plan_source
 from pipelines.stage import WriteParquetFiles
@@ -129,7 +131,8 @@ def build_pipeline(
     transform_dir: str,
     data_dir: str,
 ) -> None:
-    """Extract -> validate -> split -> analyse (train split) -> transform both splits -> Parquet."""
+    """Extract -> validate -> split -> analyse (train split) -> transform both splits -> Parquet; the train
+    split's feature statistics (the version's drift baseline) beside the data."""
     config = tensor_adapter_config(schema)
     data = pipeline.options.view_as(DataOptions)
     read = read_sources(pipeline, sources, schema, data)
@@ -141,6 +144,11 @@ def build_pipeline(
         | "CountRejected" >> beam.Map(lambda batch: rejected.inc(pc.sum(batch.column("records")).as_py() or 0))
     )
     splits = checked.valid | "Split" >> beam.ParDo(SplitBatches(schema, opts.eval_percent)).with_outputs(TRAIN, EVAL)
+    _ = (
+        splits[TRAIN]
+        | "TrainingStatistics" >> beam.CombineGlobally(statistics.ComputeStatistics(TRAINING, feature_kinds()))
+        | "WriteTrainingStatistics" >> beam.Map(write_training_statistics, data_dir)
+    )
     with tft_beam.Context(temp_dir=os.path.join(transform_dir, "tmp"), force_tf_compat_v1=False):
         transform_fn = (splits[TRAIN], config) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
@@ -152,6 +160,12 @@ def build_pipeline(
             _ = transformed | f"Write{name.title()}" >> beam.ParDo(
                 WriteParquetFiles(os.path.join(data_dir, name), name)
             )
+
+
+def write_training_statistics(dataset, data_dir: str) -> None:
+    statistics.write_statistics(
+        FileSystems.join(data_dir, statistics.BASELINE_FILE), statistics.statistics_list(dataset)
+    )
 
 
 def training_sources(pattern: str, start: str | None, end: str | None, data: DataOptions) -> list:
@@ -261,6 +275,9 @@ def run(argv: list[str] | None = None) -> TrainingResult:
     eval_probs = model.predict(eval_x, batch_size=4096, verbose=0)
     threshold = choose_threshold(eval_y, eval_probs)
     metrics = evaluate(eval_y, eval_probs, threshold)
+    # The drift baseline: the train split's features (from the pipeline) and the eval split's scores.
+    baseline = statistics.read_statistics(FileSystems.join(data_dir, statistics.BASELINE_FILE))
+    baseline.datasets.append(statistics.score_statistics(EVAL_SCORES, eval_probs, threshold))
 
     data_range = {}
     if time_range:
@@ -282,7 +299,9 @@ def run(argv: list[str] | None = None) -> TrainingResult:
         "epochs": opts.epochs,
         "seed": opts.seed,
     }
-    version = export.export_version(model, transform_dir, data.model_root, data.model_name, schema, metadata)
+    version = export.export_version(
+        model, transform_dir, data.model_root, data.model_name, schema, metadata, baseline.SerializeToString()
+    )
     print(
         json.dumps(
             {

@@ -1,0 +1,240 @@
+"""Feature statistics of a set of records, from Arrow batches, in the format TFDV and Facets read.
+
+The statistics are what drift is measured with, at training (the baseline stored with the model
+version) and every night. They are sketches, so that they merge across Beam workers and cost one
+pass over the batches with no Python per record: tfx-bsl's `QuantilesSketch` for numbers (rank
+error `QUANTILES_EPS`), `MisraGriesSketch` for the most frequent values of a category (each count
+under-estimated by at most n / `TOP_BUCKETS`) and `KmvSketch` for its number of distinct values.
+Counts, missing values, sums, minimum and maximum are exact. The result is a tensorflow-metadata
+`DatasetFeatureStatistics` (one per data set, in a `DatasetFeatureStatisticsList`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from apache_beam.io.filesystems import FileSystems
+from tensorflow_metadata.proto.v0 import statistics_pb2
+from tfx_bsl import sketches
+
+from models import registry
+from transforms import features as F
+
+NUMERIC, CATEGORICAL = "numeric", "categorical"
+QUANTILES_EPS = 0.001  # the quantiles' rank error, as a fraction of the count
+NUM_QUANTILES = 100  # equal-mass buckets kept: drift is measured on (merged) buckets of these
+TOP_BUCKETS = 1000  # Misra-Gries counters: counts are low by at most count / TOP_BUCKETS
+TOP_VALUES = 50  # top values kept in the statistics
+DISTINCT_BUCKETS = 4096  # KMV: relative error about 1 / sqrt(4096), under 2%
+
+
+def feature_kinds() -> dict[str, str]:
+    """The model's features by how their distribution is described: numbers or categories."""
+    kinds = {name: NUMERIC for name in (*F.DENSE_FLOAT_FEATURES, *F.BUCKET_FEATURES)}
+    kinds.update({name: CATEGORICAL for name in F.VOCAB_FEATURES})
+    kinds.update({name: CATEGORICAL for name, _ in F.CATEGORICAL_FEATURES})
+    return kinds
+
+
+@dataclass
+class FeatureSketch:
+    """One feature's running statistics; merges with another of the same feature."""
+
+    kind: str
+    count: int = 0  # values present
+    missing: int = 0
+    total: float = 0.0
+    total_squares: float = 0.0
+    low: float = math.inf
+    high: float = -math.inf
+    quantiles: sketches.QuantilesSketch | None = None
+    top: sketches.MisraGriesSketch | None = None
+    distinct: sketches.KmvSketch | None = None
+    out_of_vocabulary: int = 0
+    vocabulary: pa.Array | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind == NUMERIC:
+            self.quantiles = sketches.QuantilesSketch(QUANTILES_EPS, 1 << 32, 1)
+        else:
+            self.top = sketches.MisraGriesSketch(TOP_BUCKETS)
+            self.distinct = sketches.KmvSketch(DISTINCT_BUCKETS)
+
+    def add(self, column: pa.Array) -> None:
+        records = len(column)
+        if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
+            column = pc.list_flatten(column)  # tf.Transform's layout: [value], or [] for a missing one
+        if self.kind == NUMERIC:
+            values = pc.cast(column, pa.float64())
+            values = pc.drop_null(pc.if_else(pc.is_nan(values), None, values))
+        else:
+            if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+                column = pc.cast(column, pa.large_string())
+            values = pc.drop_null(column if pa.types.is_string(column.type) else pc.cast(column, pa.string()))
+        self.missing += records - len(values)
+        self.count += len(values)
+        if not len(values):
+            return
+        if self.kind == NUMERIC:
+            array = values.to_numpy(zero_copy_only=False)
+            self.total += float(array.sum())
+            self.total_squares += float(np.dot(array, array))
+            self.low, self.high = min(self.low, float(array.min())), max(self.high, float(array.max()))
+            self.quantiles.AddValues(values)
+        else:
+            self.top.AddValues(values)
+            self.distinct.AddValues(values)
+            if self.vocabulary is not None:
+                self.out_of_vocabulary += len(values) - pc.sum(pc.is_in(values, self.vocabulary)).as_py()
+
+    def merge(self, other: FeatureSketch) -> None:
+        self.count += other.count
+        self.missing += other.missing
+        self.out_of_vocabulary += other.out_of_vocabulary
+        if self.kind == NUMERIC:
+            self.total += other.total
+            self.total_squares += other.total_squares
+            self.low, self.high = min(self.low, other.low), max(self.high, other.high)
+            self.quantiles.Merge(other.quantiles)
+        else:
+            self.top.Merge(other.top)
+            self.distinct.Merge(other.distinct)
+
+    def to_proto(self, name: str) -> statistics_pb2.FeatureNameStatistics:
+        out = statistics_pb2.FeatureNameStatistics()
+        out.path.step.append(name)
+        common = statistics_pb2.CommonStatistics(
+            num_non_missing=self.count, num_missing=self.missing, min_num_values=1, max_num_values=1
+        )
+        if self.kind == NUMERIC:
+            out.type = statistics_pb2.FeatureNameStatistics.FLOAT
+            stats = out.num_stats
+            stats.common_stats.CopyFrom(common)
+            if self.count:
+                mean = self.total / self.count
+                stats.mean = mean
+                stats.std_dev = math.sqrt(max(self.total_squares / self.count - mean * mean, 0.0))
+                stats.min, stats.max = self.low, self.high
+                stats.histograms.append(self._quantiles_histogram())
+            return out
+        out.type = statistics_pb2.FeatureNameStatistics.STRING
+        stats = out.string_stats
+        stats.common_stats.CopyFrom(common)
+        stats.unique = int(round(self.distinct.Estimate())) if self.count else 0
+        estimate = self.top.Estimate()
+        values, counts = estimate.field(0).to_pylist(), estimate.field(1).to_numpy()
+        for value, count in sorted(zip(values, counts, strict=True), key=lambda vc: (-vc[1], vc[0]))[:TOP_VALUES]:
+            stats.top_values.add(value=value.decode() if isinstance(value, bytes) else value, frequency=float(count))
+        if self.vocabulary is not None:
+            out.custom_stats.add(name="out_of_vocabulary", num=self.out_of_vocabulary)
+        return out
+
+    def _quantiles_histogram(self) -> statistics_pb2.Histogram:
+        """NUM_QUANTILES equal-mass buckets between the sketch's quantiles (TFDV's QUANTILES histogram)."""
+        sketch = self.quantiles
+        copy = sketches.QuantilesSketch(QUANTILES_EPS, 1 << 32, 1)
+        copy.Merge(sketch)  # compacting is final: keep the accumulator mergeable
+        copy.Compact()
+        edges = copy.GetQuantiles(NUM_QUANTILES).flatten().to_numpy()
+        histogram = statistics_pb2.Histogram(type=statistics_pb2.Histogram.QUANTILES)
+        share = self.count / NUM_QUANTILES
+        for low, high in zip(edges[:-1], edges[1:], strict=True):
+            histogram.buckets.add(low_value=float(low), high_value=float(high), sample_count=share)
+        return histogram
+
+
+class DatasetSketch:
+    """Every feature's sketch for one data set (a training split, a night's input, its scores)."""
+
+    def __init__(self, kinds: dict[str, str], vocabularies: dict[str, pa.Array] | None = None):
+        vocabularies = vocabularies or {}
+        self.records = 0
+        self.features = {
+            name: FeatureSketch(kind, vocabulary=vocabularies.get(name)) for name, kind in sorted(kinds.items())
+        }
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.records += batch.num_rows
+        for name, sketch in self.features.items():
+            index = batch.schema.get_field_index(name)
+            sketch.add(batch.column(index) if index >= 0 else pa.nulls(batch.num_rows, pa.string()))
+
+    def merge(self, other: DatasetSketch) -> DatasetSketch:
+        self.records += other.records
+        for name, sketch in self.features.items():
+            sketch.merge(other.features[name])
+        return self
+
+    def to_proto(self, name: str) -> statistics_pb2.DatasetFeatureStatistics:
+        out = statistics_pb2.DatasetFeatureStatistics(name=name, num_examples=self.records)
+        out.features.extend(sketch.to_proto(feature) for feature, sketch in self.features.items())
+        return out
+
+
+class ComputeStatistics(beam.CombineFn):
+    """Record batches -> one data set's `DatasetFeatureStatistics`, merged across workers."""
+
+    def __init__(self, name: str, kinds: dict[str, str], vocabularies: dict[str, list[str]] | None = None):
+        self._name = name
+        self._kinds = kinds
+        self._vocabularies = vocabularies or {}
+
+    def create_accumulator(self) -> DatasetSketch:
+        return DatasetSketch(self._kinds, {k: pa.array(v, pa.string()) for k, v in self._vocabularies.items()})
+
+    def add_input(self, accumulator: DatasetSketch, batch) -> DatasetSketch:
+        if isinstance(batch, tuple):  # tf.Transform's (record batch, passthrough features)
+            batch = batch[0]
+        accumulator.add(batch)
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> DatasetSketch:
+        first, *rest = accumulators
+        for other in rest:
+            first.merge(other)
+        return first
+
+    def extract_output(self, accumulator: DatasetSketch) -> statistics_pb2.DatasetFeatureStatistics:
+        return accumulator.to_proto(self._name)
+
+
+def statistics_list(*datasets: statistics_pb2.DatasetFeatureStatistics) -> statistics_pb2.DatasetFeatureStatisticsList:
+    return statistics_pb2.DatasetFeatureStatisticsList(datasets=list(datasets))
+
+
+def feature(dataset: statistics_pb2.DatasetFeatureStatistics, name: str) -> statistics_pb2.FeatureNameStatistics:
+    for f in dataset.features:
+        if list(f.path.step) == [name]:
+            return f
+    raise KeyError(f"data set {dataset.name} has no statistics for {name}")
+
+
+# The data sets of a model version's baseline (`BASELINE_FILE` in the version's folder).
+TRAINING, EVAL_SCORES = "training", "eval_scores"
+BASELINE_FILE = registry.BASELINE_STATISTICS_FILE
+SCORE = "score"
+
+
+def score_statistics(name: str, probabilities: np.ndarray, threshold: float) -> statistics_pb2.DatasetFeatureStatistics:
+    """A model's scores as one numeric feature, with the share labelled positive at its threshold."""
+    sketch = DatasetSketch({SCORE: NUMERIC})
+    sketch.add(pa.record_batch([pa.array(np.asarray(probabilities, dtype=np.float64).ravel())], names=[SCORE]))
+    out = sketch.to_proto(name)
+    positive = float(np.mean(np.asarray(probabilities).ravel() >= threshold)) if len(probabilities) else 0.0
+    out.features[0].custom_stats.add(name="positive_rate", num=positive)
+    return out
+
+
+def write_statistics(path: str, statistics: statistics_pb2.DatasetFeatureStatisticsList) -> None:
+    with FileSystems.create(path) as f:
+        f.write(statistics.SerializeToString())
+
+
+def read_statistics(path: str) -> statistics_pb2.DatasetFeatureStatisticsList:
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())

@@ -1,0 +1,209 @@
+"""Feature statistics and drift (README: Monitoring): sketches checked against exact computations on
+the same rows, and drift metrics against nights that did and did not change."""
+
+import collections
+import pickle
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+from apache_beam.testing.util import assert_that
+
+import schemas
+from pipelines.batches import RawBatch
+from pipelines.monitoring import drift
+from pipelines.monitoring.statistics import (
+    BASELINE_FILE,
+    EVAL_SCORES,
+    NUM_QUANTILES,
+    QUANTILES_EPS,
+    TOP_BUCKETS,
+    TRAINING,
+    ComputeStatistics,
+    DatasetSketch,
+    feature,
+    feature_kinds,
+    read_statistics,
+)
+from pipelines.validate import SchemaValidator
+from tests.conftest import read_as_text, write_partition
+
+NIGHT = 100_000
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory) -> pa.Table:
+    """The real sample's 15,000 trips, typed as validation types them."""
+    [path] = write_partition(tmp_path_factory.mktemp("sample"), "2026-11-23", 15_000)
+    batch = read_as_text(path).combine_chunks().to_batches()[0]
+    valid, rejected = SchemaValidator(schemas.INPUT.for_scoring()).validate(RawBatch(path, batch))
+    assert rejected is None
+    return pa.Table.from_batches([valid])
+
+
+def statistics(table: pa.Table, vocabularies=None, pieces: int = 4):
+    """Statistics of `table` computed in `pieces` sketches, pickled and merged as Beam would."""
+    kinds = feature_kinds()
+    sketches = []
+    for chunk in np.array_split(np.arange(table.num_rows), pieces):
+        sketch = DatasetSketch(kinds, vocabularies)
+        for batch in table.take(pa.array(chunk)).to_batches(max_chunksize=4096):
+            sketch.add(batch)
+        sketches.append(pickle.loads(pickle.dumps(sketch)))
+    first, *rest = sketches
+    for other in rest:
+        first.merge(other)
+    return first.to_proto("night")
+
+
+def resample(table: pa.Table, rows: int, seed: int) -> pa.Table:
+    return table.take(pa.array(np.random.default_rng(seed).integers(0, table.num_rows, rows)))
+
+
+def test_statistics_agree_with_an_exact_computation(sample):
+    stats = statistics(sample)
+    n = sample.num_rows
+    assert stats.num_examples == n
+    for name, kind in feature_kinds().items():
+        column = sample.column(name)
+        got = feature(stats, name)
+        if kind == "numeric":
+            values = pc.drop_null(column).to_numpy()
+            common = got.num_stats.common_stats
+            assert (common.num_non_missing, common.num_missing) == (len(values), column.null_count), name
+            assert got.num_stats.mean == pytest.approx(values.mean(), rel=1e-9), name
+            assert got.num_stats.std_dev == pytest.approx(values.std(), rel=1e-6), name
+            assert (got.num_stats.min, got.num_stats.max) == (values.min(), values.max()), name
+            edges = drift.quantile_edges(got)
+            assert len(edges) == NUM_QUANTILES + 1
+            ordered = np.sort(values)
+            for k, edge in enumerate(edges):
+                # The k-th quantile's rank is k/NUM_QUANTILES of the values, within the sketch's error.
+                below, at_or_below = np.searchsorted(ordered, edge, "left"), np.searchsorted(ordered, edge, "right")
+                wanted = k / NUM_QUANTILES * len(values)
+                slack = QUANTILES_EPS * len(values) + 1
+                assert below - slack <= wanted <= at_or_below + slack, (name, k, edge)
+        else:
+            values = pc.drop_null(column).cast(pa.string()).to_pylist()
+            exact = collections.Counter(values)
+            common = got.string_stats.common_stats
+            assert (common.num_non_missing, common.num_missing) == (len(values), column.null_count), name
+            for top in got.string_stats.top_values:
+                # Misra-Gries never over-counts, and under-counts by at most n / buckets.
+                assert exact[top.value] - len(values) / TOP_BUCKETS <= top.frequency <= exact[top.value], name
+            assert got.string_stats.unique == pytest.approx(len(exact), rel=0.05), name
+
+
+def test_statistics_combine_across_bundles_in_a_pipeline(sample):
+    # Copies, not slices: a pickled slice carries its parent's whole buffers between Beam's stages.
+    batches = [
+        b for i in range(0, sample.num_rows, 1000) for b in sample.take(pa.array(range(i, i + 1000))).to_batches()
+    ]
+    with beam.Pipeline() as p:
+        stats = p | beam.Create(batches) | beam.CombineGlobally(ComputeStatistics("night", feature_kinds()))
+
+        def check(outputs):
+            [out] = outputs
+            assert out.num_examples == sample.num_rows
+            assert feature(out, "fare").num_stats.mean == pytest.approx(pc.mean(sample.column("fare")).as_py())
+
+        assert_that(stats, check)
+
+
+def flagged(metrics) -> set[str]:
+    return {m.feature for m in metrics if m.flagged}
+
+
+def drift_of(baseline, tonight) -> list[drift.Metric]:
+    return [m for name in feature_kinds() for m in drift.compare(name, feature(baseline, name), feature(tonight, name))]
+
+
+def test_nights_resampled_from_the_baseline_flag_nothing(sample):
+    """20 nights of 100,000 records drawn from the training distribution: the false-alarm rate."""
+    baseline = statistics(sample)
+    alarms = collections.Counter()
+    for seed in range(20):
+        alarms.update(flagged(drift_of(baseline, statistics(resample(sample, NIGHT, seed), pieces=2))))
+    assert all(count <= 1 for count in alarms.values()), alarms
+    assert sum(alarms.values()) == 0, alarms  # what the README reports: no false alarm in 20 nights
+
+
+def test_tripled_fares_flag_fare_and_nothing_else(sample):
+    baseline = statistics(sample)
+    night = resample(sample, NIGHT, 99)
+    tripled = night.set_column(night.schema.get_field_index("fare"), "fare", pc.multiply(night.column("fare"), 3.0))
+    metrics = drift_of(baseline, statistics(tripled, pieces=2))
+    assert flagged(metrics) == {"fare"}
+    fare = {m.metric: m for m in metrics if m.feature == "fare"}
+    assert fare["jensen_shannon"].flagged and fare["psi"].flagged and fare["jensen_shannon"].value > 0.3
+
+
+def test_a_renamed_company_moves_its_l_infinity_and_out_of_vocabulary_share(sample):
+    vocabulary = {"company": sorted(set(pc.drop_null(sample.column("company")).to_pylist()))}
+    baseline = statistics(sample, {"company": pa.array(vocabulary["company"])})
+    night = resample(sample, NIGHT, 7)
+    top = collections.Counter(pc.drop_null(sample.column("company")).to_pylist()).most_common(1)[0][0]
+    renamed = pc.if_else(pc.equal(night.column("company"), top), "Renamed Cab Co", night.column("company"))
+    night = night.set_column(night.schema.get_field_index("company"), "company", renamed)
+    metrics = drift_of(baseline, statistics(night, {"company": pa.array(vocabulary["company"])}, pieces=2))
+    company = {m.metric: m for m in metrics if m.feature == "company"}
+    assert company["out_of_vocabulary_share"].flagged and company["out_of_vocabulary_share"].value > 0.1
+    assert (
+        company["l_infinity"].flagged
+        and "Renamed Cab Co" in company["l_infinity"].detail
+        or top in (company["l_infinity"].detail)
+    )
+    assert flagged(metrics) == {"company"}
+
+
+def test_a_shifted_score_distribution_is_flagged():
+    rng = np.random.default_rng(1)
+    kinds = {"score": "numeric"}
+
+    def scores(values):
+        sketch = DatasetSketch(kinds)
+        sketch.add(pa.record_batch([pa.array(values)], names=["score"]))
+        return feature(sketch.to_proto("scores"), "score")
+
+    training = scores(rng.beta(2, 5, 50_000))
+    same = drift.compare("score", training, scores(rng.beta(2, 5, 50_000)))
+    shifted = drift.compare("score", training, scores(rng.beta(3, 4, 50_000)))
+    assert not any(m.flagged for m in same)
+    assert {m.metric for m in shifted if m.flagged} >= {"jensen_shannon", "psi"}
+
+
+def test_small_samples_are_measured_but_not_flagged():
+    kinds = {"x": "numeric"}
+
+    def stats(values):
+        sketch = DatasetSketch(kinds)
+        sketch.add(pa.record_batch([pa.array(values)], names=["x"]))
+        return feature(sketch.to_proto("d"), "x")
+
+    metrics = drift.compare("x", stats(np.arange(500.0)), stats(np.arange(500.0) + 1000))
+    js = next(m for m in metrics if m.metric == "jensen_shannon")
+    assert js.value > 0.5 and not js.flagged and "not flagged" in js.detail
+
+
+def test_divergences_on_known_distributions():
+    assert drift.jensen_shannon(np.array([1.0, 0]), np.array([0, 1.0])) == pytest.approx(1.0)
+    assert drift.jensen_shannon(np.array([0.5, 0.5]), np.array([0.5, 0.5])) == 0
+    # PSI of (0.5, 0.5) -> (0.9, 0.1): 0.4 ln 1.8 - 0.4 ln 0.2 = 0.4 ln 9
+    assert drift.population_stability(np.array([0.5, 0.5]), np.array([0.9, 0.1])) == pytest.approx(0.4 * np.log(9))
+
+
+def test_training_stores_the_baseline_with_the_version(trained):
+    """The train split's feature statistics and the eval split's scores, in the version's manifest."""
+    path = trained.version.path
+    baseline = read_statistics(f"{path}/{BASELINE_FILE}")
+    assert [d.name for d in baseline.datasets] == [TRAINING, EVAL_SCORES]
+    training, scores = baseline.datasets
+    assert training.num_examples == trained.version.metadata["training_records"]
+    assert {tuple(f.path.step)[0] for f in training.features} == set(feature_kinds())
+    assert scores.num_examples == trained.version.metadata["eval_records"]
+    [score] = scores.features
+    positive = {c.name: c.num for c in score.custom_stats}["positive_rate"]
+    assert 0 < positive < 1 and 0 <= score.num_stats.min <= score.num_stats.max <= 1
+    assert BASELINE_FILE in {entry["path"] for entry in trained.version.metadata["manifest"]}
