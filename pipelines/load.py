@@ -6,15 +6,21 @@ which a runner materialises first), so the same graph publishes on DirectRunner 
 
 from __future__ import annotations
 
+import base64
 import logging
+import uuid
+from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipelines.batches import STAGED_PREDICTIONS_LAYOUT
+from pipelines.monitoring import drift
 from pipelines.stage import WriteParquetFiles, delete_tree, run_folder
 from pipelines.warehouses import GateRefused, RunRecord, StagedResults, Warehouse
 from schemas import SCORING_ERRORS
@@ -38,16 +44,52 @@ class AddRunColumns:
         return pa.RecordBatch.from_arrays(columns, schema=self._schema)
 
 
+@dataclass(frozen=True)
+class Monitoring:
+    """What drift is measured against: the model version's training statistics (serialized; None for
+    a version exported before baselines) and per-feature thresholds (schemas/)."""
+
+    training: bytes | None
+    thresholds: dict[str, dict[str, float]]
+    not_flagged: dict[str, str]
+
+
 class PublishDate(beam.DoFn):
-    def __init__(self, warehouse: Warehouse, run: RunRecord, staging: str, fail_job_on_refusal: bool):
+    def __init__(
+        self, warehouse: Warehouse, run: RunRecord, staging: str, fail_job_on_refusal: bool, monitoring: Monitoring
+    ):
         self._warehouse = warehouse
         self._run = run
         self._staging = staging
         self._fail_job_on_refusal = fail_job_on_refusal
+        self._monitoring = monitoring
         self._published = Metrics.counter("load", "rows_published")
 
-    def process(self, _, prediction_files, error_files, input_counts, valid_counts):
-        staged = StagedResults(sorted(prediction_files), sorted(error_files), dict(input_counts), dict(valid_counts))
+    def measure(self, night: statistics_pb2.DatasetFeatureStatisticsList) -> dict:
+        """The night's drift against training and the last published night, staged as a Parquet file."""
+        training = self._monitoring.training
+        previous = self._warehouse.previous_statistics(self._run.score_date)
+        metrics = drift.night_drift(
+            night,
+            statistics_pb2.DatasetFeatureStatisticsList.FromString(training) if training else None,
+            statistics_pb2.DatasetFeatureStatisticsList.FromString(base64.b64decode(previous)) if previous else None,
+            self._monitoring.thresholds,
+            self._monitoring.not_flagged,
+        )
+        path = FileSystems.join(self._staging, "drift", f"drift-{uuid.uuid4().hex}.parquet")
+        with FileSystems.create(path) as f:
+            pq.write_table(drift.rows(metrics, self._run.score_date, self._run.run_id), f)
+        return {
+            "drift_files": [(path, len(metrics))],
+            "drift_flagged": drift.flagged_features(metrics),
+            "statistics": base64.b64encode(night.SerializeToString()).decode("ascii"),
+        }
+
+    def process(self, _, prediction_files, error_files, input_counts, valid_counts, night_statistics):
+        monitored = self.measure(statistics_pb2.DatasetFeatureStatisticsList(datasets=night_statistics))
+        staged = StagedResults(
+            sorted(prediction_files), sorted(error_files), dict(input_counts), dict(valid_counts), **monitored
+        )
         try:
             counts = self._warehouse.publish_night(self._run, staged, datetime.now(timezone.utc))
         except GateRefused:
@@ -66,13 +108,21 @@ class PublishDate(beam.DoFn):
 
 
 class LoadToWarehouse(beam.PTransform):
-    """(scored batches, rejected batches, (source, records counted), (source, records valid)) -> the
-    published date's counts."""
+    """(scored batches, rejected batches, (source, records counted), (source, records valid), the night's
+    statistics (one DatasetFeatureStatistics per data set)) -> the published date's counts."""
 
-    def __init__(self, warehouse: Warehouse, run: RunRecord, staging_dir: str, fail_job_on_refusal: bool = True):
+    def __init__(
+        self,
+        warehouse: Warehouse,
+        run: RunRecord,
+        staging_dir: str,
+        monitoring: Monitoring,
+        fail_job_on_refusal: bool = True,
+    ):
         super().__init__()
         self._warehouse = warehouse
         self._run = run
+        self._monitoring = monitoring
         self._fail_job_on_refusal = fail_job_on_refusal
         self._staging = run_folder(staging_dir, run.run_id)
 
@@ -88,7 +138,7 @@ class LoadToWarehouse(beam.PTransform):
         )
 
     def expand(self, inputs):
-        scored, rejected, counts, valid = inputs
+        scored, rejected, counts, valid, night_statistics = inputs
         pipeline = scored.pipeline
         predictions = scored | "StagePredictions" >> self._stage(STAGED_PREDICTIONS_LAYOUT, "predictions", "scored_at")
         errors = rejected | "StageErrors" >> self._stage(SCORING_ERRORS.arrow_schema, "errors", "recorded_at")
@@ -99,10 +149,11 @@ class LoadToWarehouse(beam.PTransform):
             | "PublishTrigger" >> beam.Create([None])
             | "Publish"
             >> beam.ParDo(
-                PublishDate(self._warehouse, self._run, self._staging, self._fail_job_on_refusal),
+                PublishDate(self._warehouse, self._run, self._staging, self._fail_job_on_refusal, self._monitoring),
                 beam.pvalue.AsList(predictions),
                 beam.pvalue.AsList(errors),
                 beam.pvalue.AsDict(input_counts),
                 beam.pvalue.AsDict(valid_counts),
+                beam.pvalue.AsList(night_statistics),
             )
         )

@@ -18,6 +18,7 @@ from models.devices import ACCELERATORS, AUTO, DEFAULT_BATCH_SIZE
 from pipelines.bigquery_source import DEFAULT_TEMP_DATASET
 from pipelines.extract import DEFAULT_BLOCK_BYTES, DEFAULT_MAX_RECORD_BYTES, NULL, REFUSE
 from pipelines.warehouses import DuckDBWarehouse, GateLimits
+from pipelines.warehouses.gates import DRIFT_GATES
 
 DEFAULT_MODEL_ROOT = "artifacts/models"
 DEFAULT_MODEL_NAME = "taxi_tipper"
@@ -259,6 +260,13 @@ def _add_gate_args(parser) -> None:
         action="store_true",
         default=False,
         help="Let a re-run shrink a published night past --shrink_limit (a correction, say).",
+    )
+    parser.add_argument(
+        "--drift_gate",
+        default=limits.drift_gate,
+        choices=DRIFT_GATES,
+        help="A feature (or the score) flagged as drifted against training or the previous night: off (not a "
+        "gate), warn (reported and stored), or refuse the night (README: Monitoring).",
     )
     parser.add_argument(
         "--accept_gate_failures",

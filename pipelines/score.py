@@ -42,7 +42,8 @@ from pipelines import bigquery_source, extract
 from pipelines.batches import COUNTS, REJECTED
 from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
 from pipelines.extract import InputNotFoundError, ReadInputFiles
-from pipelines.load import LoadToWarehouse
+from pipelines.load import LoadToWarehouse, Monitoring
+from pipelines.monitoring import statistics
 from pipelines.observe import REJECTED_BY_REASON, CountRejections, ReportProgress, distribution_summary
 from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, duration, parse
 from pipelines.stage import delete_tree, run_folder
@@ -108,6 +109,7 @@ class ScoringConfig:
     progress_seconds: float  # 0: no live progress (remote runners have no terminal to print to)
     stale_after: timedelta
     local: bool  # this process runs the pipeline (and so can heartbeat for it) and waits for it
+    training_statistics: bytes | None  # the model version's drift baseline; None for older versions
 
     def handler(self, model: ModelVersion, role: str) -> ExportedModelHandler:
         return ExportedModelHandler(
@@ -175,6 +177,7 @@ def plan(options: PipelineOptions) -> ScoringConfig:
         progress_seconds=opts.progress_seconds if runner in LOCAL_RUNNERS else 0,
         stale_after=duration(opts.stale_after),
         local=runner in LOCAL_RUNNERS,
+        training_statistics=statistics.read_baseline(model.path),
     )
 
 
@@ -187,6 +190,7 @@ def gate_limits(opts: ScoringOptions, options: PipelineOptions) -> GateLimits:
         max_volume_z=opts.max_volume_z,
         shrink_limit=opts.shrink_limit,
         allow_shrink=opts.allow_shrink,
+        drift_gate=opts.drift_gate,
         accept_failures=opts.accept_gate_failures,
         accepted_by=who_runs(options) if opts.accept_gate_failures is not None else None,
     )
@@ -310,6 +314,17 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
         )
     checked = read["batches"] | "Validate" >> ValidateRecords(config.schema, config.unknown_columns, provenance=True)
     scored = checked.valid | "RunInference" >> RunInference(config.handler(config.model, CHAMPION))
+    # Statistics of the night's valid input and of its champion scores, merged across workers: what its
+    # drift is measured with (README: Monitoring).
+    kinds, vocabularies = statistics.feature_kinds(), statistics.vocabularies(config.model.path)
+    night_statistics = checked.valid | "InputStatistics" >> beam.CombineGlobally(
+        statistics.ComputeStatistics(statistics.NIGHT, kinds, vocabularies)
+    )
+    score_statistics = scored | "ScoreStatistics" >> beam.CombineGlobally(
+        statistics.ComputeStatistics(
+            statistics.NIGHT_SCORES, {statistics.SCORE: statistics.NUMERIC}, columns={statistics.SCORE: "probability"}
+        )
+    )
     if config.progress_seconds:
         _ = scored | "ReportProgress" >> beam.ParDo(ReportProgress(config.run.run_id, config.progress_seconds))
     if not config.local:  # no process waits for a remote job, so its workers keep the run's row alive
@@ -320,8 +335,10 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
         scored = (scored, challenged) | "BothModels" >> beam.Flatten()
     rejected = (read[REJECTED], checked[REJECTED]) | "AllRejected" >> beam.Flatten()
     _ = rejected | "CountRejections" >> beam.ParDo(CountRejections())
-    return (scored, rejected, read[COUNTS], checked[VALID_COUNTS]) | "WriteScores" >> LoadToWarehouse(
-        config.warehouse, config.run, config.staging_dir, fail_job_on_refusal=not config.local
+    monitored = (night_statistics, score_statistics) | "NightStatistics" >> beam.Flatten()
+    monitoring = Monitoring(config.training_statistics, schemas.DRIFT_THRESHOLDS, schemas.DRIFT_NOT_FLAGGED)
+    return (scored, rejected, read[COUNTS], checked[VALID_COUNTS], monitored) | "WriteScores" >> LoadToWarehouse(
+        config.warehouse, config.run, config.staging_dir, monitoring, fail_job_on_refusal=not config.local
     )
 
 

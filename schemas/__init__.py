@@ -6,9 +6,13 @@ names at its own module.
 
 from schemas.core import CHALLENGER, CHAMPION, Column, ColumnType, Field, InputSchema, Role, TableSchema
 from schemas.taxi import (
+    DRIFT_NOT_FLAGGED,
+    DRIFT_THRESHOLDS,
+    FEATURE_DRIFT,
     PREDICTIONS,
     PROVENANCE,
     REFUSED_ERRORS,
+    REFUSED_FEATURE_DRIFT,
     REFUSED_PREDICTIONS,
     SCORING_ERRORS,
     SCORING_RUNS,
@@ -17,7 +21,15 @@ from schemas.taxi import (
 )
 
 INPUT = TRIPS
-WAREHOUSE_TABLES = (PREDICTIONS, SCORING_ERRORS, SCORING_RUNS, REFUSED_PREDICTIONS, REFUSED_ERRORS)
+WAREHOUSE_TABLES = (
+    PREDICTIONS,
+    SCORING_ERRORS,
+    SCORING_RUNS,
+    REFUSED_PREDICTIONS,
+    REFUSED_ERRORS,
+    FEATURE_DRIFT,
+    REFUSED_FEATURE_DRIFT,
+)
 
 __all__ = [
     "CHALLENGER",
@@ -29,9 +41,13 @@ __all__ = [
     "Role",
     "TableSchema",
     "INPUT",
+    "DRIFT_NOT_FLAGGED",
+    "DRIFT_THRESHOLDS",
+    "FEATURE_DRIFT",
     "PREDICTIONS",
     "PROVENANCE",
     "REFUSED_ERRORS",
+    "REFUSED_FEATURE_DRIFT",
     "REFUSED_PREDICTIONS",
     "SCORING_ERRORS",
     "SCORING_RUNS",

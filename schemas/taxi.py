@@ -164,6 +164,43 @@ SCORING_RUNS = TableSchema(
         Field(
             "heartbeat_at", T.TIMESTAMP, False, "Last sign of life of a running run (UTC); stale ones are abandoned."
         ),
+        # Added by the release that introduced monitoring; an older warehouse gets it on `prepare`.
+        Field(
+            "statistics",
+            T.STRING,
+            False,
+            "The night's feature and score statistics (a DatasetFeatureStatisticsList, base64): the next night's "
+            "previous_night baseline.",
+        ),
+    ),
+)
+
+FEATURE_DRIFT = TableSchema(
+    name="feature_drift",
+    description="Every drift metric of every feature and of the score, every night, flagged or not. A date is "
+    "replaced whole by each run (README: Monitoring).",
+    partition_field="score_date",
+    cluster_fields=("feature", "baseline"),
+    fields=(
+        Field("score_date", T.DATE, True, "The nightly partition measured."),
+        Field("run_id", T.STRING, True, "The scoring run that measured it."),
+        Field("feature", T.STRING, True, "Feature name, or score for the model's output."),
+        Field("baseline", T.STRING, True, "training (the model version's training data) or previous_night."),
+        Field(
+            "metric",
+            T.STRING,
+            True,
+            "jensen_shannon, psi, l_infinity, missing_rate_change or out_of_vocabulary_share.",
+        ),
+        Field("value", T.FLOAT64, True, "The metric's value (drift_value in ML.VALIDATE_DATA_DRIFT's terms)."),
+        Field("threshold", T.FLOAT64, True, "Above this the feature is flagged (schemas/ may set it per feature)."),
+        Field(
+            "flagged",
+            T.BOOL,
+            True,
+            "value > threshold, with at least 1,000 values on both sides (is_anomaly in ML.VALIDATE_DATA_DRIFT).",
+        ),
+        Field("detail", T.STRING, False, "What moved: the value that moved most, bin shares, counts."),
     ),
 )
 
@@ -175,6 +212,19 @@ REFUSED_PREDICTIONS = PREDICTIONS.renamed(
 REFUSED_ERRORS = SCORING_ERRORS.renamed(
     "refused_errors", "Records the latest refused run of each date rejected, with reasons (as scoring_errors)."
 )
+REFUSED_FEATURE_DRIFT = FEATURE_DRIFT.renamed(
+    "refused_feature_drift", "Drift of the latest refused run of each date (as feature_drift)."
+)
+
+# Drift thresholds per feature and metric, where the defaults (0.1, PSI 0.25) do not suit a feature:
+# {"fare": {"psi": 0.4}}. README: Monitoring.
+DRIFT_THRESHOLDS: dict[str, dict[str, float]] = {}
+# Features whose drift is measured and stored but never flagged, with why: these follow the night's own
+# date, so one night always holds one weekday and one month against training's spread over all of them.
+DRIFT_NOT_FLAGGED: dict[str, str] = {
+    "trip_start_day": "one weekday per night by construction",
+    "trip_start_month": "one month per night by construction",
+}
 
 # What a run stages for publishing: the predictions plus where each record came from and a hash of its
 # content, so that duplicate keys are resolved in the warehouse, in SQL, without shipping whole records.

@@ -2,16 +2,20 @@
 the same rows, and drift metrics against nights that did and did not change."""
 
 import collections
+import json
 import pickle
+from datetime import date
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pytest
 from apache_beam.testing.util import assert_that
 
 import schemas
+from pipelines import score
 from pipelines.batches import RawBatch
 from pipelines.monitoring import drift
 from pipelines.monitoring.statistics import (
@@ -28,7 +32,7 @@ from pipelines.monitoring.statistics import (
     read_statistics,
 )
 from pipelines.validate import SchemaValidator
-from tests.conftest import read_as_text, write_partition
+from tests.conftest import query, read_as_text, write_partition
 
 NIGHT = 100_000
 
@@ -207,3 +211,68 @@ def test_training_stores_the_baseline_with_the_version(trained):
     positive = {c.name: c.num for c in score.custom_stats}["positive_rate"]
     assert 0 < positive < 1 and 0 <= score.num_stats.min <= score.num_stats.max <= 1
     assert BASELINE_FILE in {entry["path"] for entry in trained.version.metadata["manifest"]}
+
+
+# ---------------------------------------------------------------- inside the scoring job, both warehouses
+
+
+def score_night(tmp_path, model_root, warehouse, day, *extra) -> int:
+    return score.main(
+        [
+            f"--date={day}",
+            f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+            f"--model_root={model_root}",
+            f"--summary_json={tmp_path}/summary-{day}.json",
+            *warehouse.args,
+            *extra,
+        ]
+    )
+
+
+def test_every_metric_is_stored_every_night_and_a_normal_night_flags_nothing(model_root, tmp_path, warehouse):
+    for day in ("2026-11-22", "2026-11-23"):
+        write_partition(tmp_path / "trips" / f"dt={day}", day, 3000)
+        assert score_night(tmp_path, model_root, warehouse, day) == 0
+    rows = warehouse.rows(
+        "SELECT baseline, feature, metric, flagged FROM feature_drift WHERE score_date = ?", date(2026, 11, 23)
+    )
+    assert {b for b, *_ in rows} == {"training", "previous_night"}
+    assert {f for _, f, *_ in rows} == {*feature_kinds(), "score"}
+    assert {m for *_, m, _ in rows} == {
+        "jensen_shannon",
+        "psi",
+        "l_infinity",
+        "missing_rate_change",
+        "out_of_vocabulary_share",
+    }
+    assert sorted(r for r in rows if r[3]) == []  # resampled from the training data: nothing drifted
+    first = warehouse.rows("SELECT DISTINCT baseline FROM feature_drift WHERE score_date = ?", date(2026, 11, 22))
+    assert first == [("training",)]  # the first night has no previous night
+    summary = json.load(open(tmp_path / "summary-2026-11-23.json"))
+    assert {g["name"]: g["passed"] for g in summary["gates"]}["drift"] is True
+
+
+def test_tripled_fares_are_flagged_and_refused_when_asked(model_root, tmp_path):
+    class Local:
+        args = [f"--warehouse={tmp_path / 'wh' / 'scores.duckdb'}"]
+
+        def rows(self, sql, *params):
+            return query(tmp_path / "wh" / "scores.duckdb", sql, list(params))
+
+    warehouse, day = Local(), "2026-11-23"
+    [path] = write_partition(tmp_path / "trips" / f"dt={day}", day, 3000)
+    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"fare": pa.float64()}))
+    table = table.set_column(table.schema.get_field_index("fare"), "fare", pc.multiply(table.column("fare"), 3.0))
+    pacsv.write_csv(table, path)
+    assert score_night(tmp_path, model_root, warehouse, day) == 0  # --drift_gate warn: published, reported
+    warned = json.load(open(tmp_path / f"summary-{day}.json"))
+    drift_gate = next(g for g in warned["gates"] if g["name"] == "drift")
+    assert drift_gate["passed"] and "fare" in drift_gate["detail"] and "warn" in drift_gate["detail"]
+    flagged = warehouse.rows(
+        "SELECT DISTINCT feature FROM feature_drift WHERE flagged AND baseline = 'training' ORDER BY feature"
+    )
+    assert flagged == [("fare",), ("score",)]  # fare is a model input: the scores move with it, nothing else
+    assert score_night(tmp_path, model_root, warehouse, day, "--drift_gate=refuse", "--allow_shrink") == 3
+    refused = json.load(open(tmp_path / f"summary-{day}.json"))
+    assert [g["name"] for g in refused["gates"] if not g["passed"]] == ["drift"]
+    assert warehouse.rows("SELECT COUNT(*) FROM refused_feature_drift WHERE feature = 'fare' AND flagged")[0][0] >= 1

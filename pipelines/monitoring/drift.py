@@ -16,7 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pyarrow as pa
 from tensorflow_metadata.proto.v0 import statistics_pb2
+
+from pipelines.monitoring.statistics import EVAL_SCORES, NIGHT, NIGHT_SCORES, TRAINING, dataset
+from schemas import FEATURE_DRIFT
 
 DRIFT_BINS = 10  # the baseline's quantiles, pooled into this many equal-mass bins
 DEFAULT_THRESHOLD = 0.1  # Jensen-Shannon, L-infinity, missing rate and out-of-vocabulary share
@@ -24,6 +28,9 @@ PSI_THRESHOLD = 0.25  # the usual "significant shift" level of the population st
 MIN_VALUES = 1000  # fewer values present on either side: measured, never flagged
 _FLOOR = 1e-6  # keeps PSI finite where a bin is empty on one side
 OTHER = "__other__"
+
+
+TRAINING_BASELINE, PREVIOUS_NIGHT = "training", "previous_night"
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,7 @@ class Metric:
     threshold: float
     flagged: bool
     detail: str
+    baseline: str = TRAINING_BASELINE
 
 
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
@@ -107,8 +115,10 @@ def compare(
     baseline: statistics_pb2.FeatureNameStatistics,
     tonight: statistics_pb2.FeatureNameStatistics,
     thresholds: dict[str, float] | None = None,
+    not_flagged: str | None = None,
 ) -> list[Metric]:
-    """Every drift metric of one feature; `thresholds` overrides the defaults per metric name."""
+    """Every drift metric of one feature; `thresholds` overrides the defaults per metric name, and
+    `not_flagged` (a reason) keeps the feature from ever being flagged."""
     limits = {
         "jensen_shannon": DEFAULT_THRESHOLD,
         "psi": PSI_THRESHOLD,
@@ -119,6 +129,8 @@ def compare(
     }
     enough = min(present(baseline), present(tonight)) >= MIN_VALUES
     note = "" if enough else f" (fewer than {MIN_VALUES} values on a side: not flagged)"
+    if not_flagged:
+        enough, note = False, f" (never flagged: {not_flagged})"
 
     def metric(kind: str, value: float, detail: str) -> Metric:
         return Metric(name, kind, value, limits[kind], enough and value > limits[kind], detail + note)
@@ -147,3 +159,59 @@ def compare(
         share = oov / present(tonight)
         metrics.append(metric("out_of_vocabulary_share", share, f"{int(oov)} of {present(tonight)} values"))
     return metrics
+
+
+def night_drift(
+    night: statistics_pb2.DatasetFeatureStatisticsList,
+    training: statistics_pb2.DatasetFeatureStatisticsList | None,
+    previous: statistics_pb2.DatasetFeatureStatisticsList | None,
+    thresholds: dict[str, dict[str, float]] | None = None,
+    not_flagged: dict[str, str] | None = None,
+) -> list[Metric]:
+    """Every metric of every feature and of the score, against the training data (the version's
+    baseline: its train split and its eval split's scores) and against the last published night.
+    A baseline that is missing (a version exported before baselines, a first night) is skipped."""
+    thresholds, not_flagged = thresholds or {}, not_flagged or {}
+    pairs = []
+    if training is not None:
+        pairs += [(TRAINING_BASELINE, dataset(training, TRAINING), dataset(night, NIGHT))]
+        pairs += [(TRAINING_BASELINE, dataset(training, EVAL_SCORES), dataset(night, NIGHT_SCORES))]
+    if previous is not None:
+        pairs += [(PREVIOUS_NIGHT, dataset(previous, NIGHT), dataset(night, NIGHT))]
+        pairs += [(PREVIOUS_NIGHT, dataset(previous, NIGHT_SCORES), dataset(night, NIGHT_SCORES))]
+    metrics = []
+    for baseline_name, before, after in pairs:
+        if before is None or after is None:
+            continue
+        tonight = {tuple(f.path.step)[0]: f for f in after.features}
+        for stats in before.features:
+            name = tuple(stats.path.step)[0]
+            if name in tonight:
+                for m in compare(name, stats, tonight[name], thresholds.get(name), not_flagged.get(name)):
+                    metrics.append(Metric(**{**m.__dict__, "baseline": baseline_name}))
+    return metrics
+
+
+def flagged_features(metrics: list[Metric]) -> tuple[str, ...]:
+    return tuple(sorted({m.feature for m in metrics if m.flagged}))
+
+
+def rows(metrics: list[Metric], score_date, run_id: str) -> pa.Table:
+    """The metrics as `feature_drift` rows."""
+    return pa.Table.from_pylist(
+        [
+            {
+                "score_date": score_date,
+                "run_id": run_id,
+                "feature": m.feature,
+                "baseline": m.baseline,
+                "metric": m.metric,
+                "value": float(m.value),
+                "threshold": float(m.threshold),
+                "flagged": bool(m.flagged),
+                "detail": m.detail,
+            }
+            for m in metrics
+        ],
+        schema=FEATURE_DRIFT.arrow_schema,
+    )

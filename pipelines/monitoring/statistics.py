@@ -149,11 +149,18 @@ class FeatureSketch:
 
 
 class DatasetSketch:
-    """Every feature's sketch for one data set (a training split, a night's input, its scores)."""
+    """Every feature's sketch for one data set (a training split, a night's input, its scores).
+    `columns` names the column a feature is read from where the two differ (the score: probability)."""
 
-    def __init__(self, kinds: dict[str, str], vocabularies: dict[str, pa.Array] | None = None):
+    def __init__(
+        self,
+        kinds: dict[str, str],
+        vocabularies: dict[str, pa.Array] | None = None,
+        columns: dict[str, str] | None = None,
+    ):
         vocabularies = vocabularies or {}
         self.records = 0
+        self.columns = columns or {}
         self.features = {
             name: FeatureSketch(kind, vocabulary=vocabularies.get(name)) for name, kind in sorted(kinds.items())
         }
@@ -161,7 +168,7 @@ class DatasetSketch:
     def add(self, batch: pa.RecordBatch) -> None:
         self.records += batch.num_rows
         for name, sketch in self.features.items():
-            index = batch.schema.get_field_index(name)
+            index = batch.schema.get_field_index(self.columns.get(name, name))
             sketch.add(batch.column(index) if index >= 0 else pa.nulls(batch.num_rows, pa.string()))
 
     def merge(self, other: DatasetSketch) -> DatasetSketch:
@@ -179,13 +186,21 @@ class DatasetSketch:
 class ComputeStatistics(beam.CombineFn):
     """Record batches -> one data set's `DatasetFeatureStatistics`, merged across workers."""
 
-    def __init__(self, name: str, kinds: dict[str, str], vocabularies: dict[str, list[str]] | None = None):
+    def __init__(
+        self,
+        name: str,
+        kinds: dict[str, str],
+        vocabularies: dict[str, list[str]] | None = None,
+        columns: dict[str, str] | None = None,
+    ):
         self._name = name
         self._kinds = kinds
         self._vocabularies = vocabularies or {}
+        self._columns = columns
 
     def create_accumulator(self) -> DatasetSketch:
-        return DatasetSketch(self._kinds, {k: pa.array(v, pa.string()) for k, v in self._vocabularies.items()})
+        vocabularies = {k: pa.array(v, pa.string()) for k, v in self._vocabularies.items()}
+        return DatasetSketch(self._kinds, vocabularies, self._columns)
 
     def add_input(self, accumulator: DatasetSketch, batch) -> DatasetSketch:
         if isinstance(batch, tuple):  # tf.Transform's (record batch, passthrough features)
@@ -214,8 +229,9 @@ def feature(dataset: statistics_pb2.DatasetFeatureStatistics, name: str) -> stat
     raise KeyError(f"data set {dataset.name} has no statistics for {name}")
 
 
-# The data sets of a model version's baseline (`BASELINE_FILE` in the version's folder).
+# The data sets of a model version's baseline (`BASELINE_FILE` in the version's folder), and of a night.
 TRAINING, EVAL_SCORES = "training", "eval_scores"
+NIGHT, NIGHT_SCORES = "night", "night_scores"
 BASELINE_FILE = registry.BASELINE_STATISTICS_FILE
 SCORE = "score"
 
@@ -238,3 +254,29 @@ def write_statistics(path: str, statistics: statistics_pb2.DatasetFeatureStatist
 def read_statistics(path: str) -> statistics_pb2.DatasetFeatureStatisticsList:
     with FileSystems.open(path, compression_type="uncompressed") as f:
         return statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())
+
+
+def vocabularies(version_path: str) -> dict[str, list[str]]:
+    """The model's vocabularies (tf.Transform's, saved as the SavedModel's assets), by feature; a value
+    outside its feature's vocabulary is scored as out-of-vocabulary."""
+    found = {}
+    for name in F.VOCAB_FEATURES:
+        path = FileSystems.join(version_path, "assets", name)
+        if FileSystems.exists(path):
+            with FileSystems.open(path, compression_type="uncompressed") as f:
+                found[name] = [line for line in f.read().decode("utf-8").split("\n") if line]
+    return found
+
+
+def dataset(statistics: statistics_pb2.DatasetFeatureStatisticsList, name: str):
+    """The data set of that name in a list, or None."""
+    return next((d for d in statistics.datasets if d.name == name), None)
+
+
+def read_baseline(version_path: str) -> bytes | None:
+    """A model version's training statistics, serialized; None for a version exported before them."""
+    path = FileSystems.join(version_path, BASELINE_FILE)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path, compression_type="uncompressed") as f:
+        return f.read()

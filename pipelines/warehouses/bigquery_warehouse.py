@@ -31,11 +31,11 @@ from pipelines.bigquery import SCHEME, DatasetRef
 from pipelines.warehouses import sql
 from pipelines.warehouses.contract import AuditError, RunRecord, StagedResults, Warehouse, WarehouseConfigError
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
-from schemas import SCORING_ERRORS, STAGED_PREDICTIONS, WAREHOUSE_TABLES, ColumnType, Field, TableSchema
+from schemas import FEATURE_DRIFT, SCORING_ERRORS, STAGED_PREDICTIONS, WAREHOUSE_TABLES, ColumnType, Field, TableSchema
 
 DATASET_DESCRIPTION = "Nightly batch scores (see the project's README)."
 STAGING_HOURS = 24  # staging tables outlive a failed run long enough to inspect, then expire
-STAGING_TABLES = ("predictions", "errors", "duplicates", "run")  # what a publishing stages, per run
+STAGING_TABLES = ("predictions", "errors", "duplicates", "drift", "run")  # what a publishing stages, per run
 PUBLISH_ATTEMPTS = 5  # a transaction that lost a race with another run's is retried
 
 
@@ -178,6 +178,7 @@ class BigQueryWarehouse(Warehouse):
             self._staging_name(run.run_id, "predictions"), STAGED_PREDICTIONS, staged.prediction_paths
         )
         errors = self._load(self._staging_name(run.run_id, "errors"), SCORING_ERRORS, staged.error_paths)
+        drift = self._load(self._staging_name(run.run_id, "drift"), FEATURE_DRIFT, staged.drift_paths)
         duplicates = self._staging_name(run.run_id, "duplicates")
         groups = sql.duplicate_groups(self.dialect, self.dialect.table(predictions))
         self._query(
@@ -186,8 +187,9 @@ class BigQueryWarehouse(Warehouse):
                 f"TIMESTAMP_ADD(CURRENT_TIMESTAMP(), INTERVAL {STAGING_HOURS} HOUR)) AS {groups.sql}"
             )
         )
-        yield StagedTables(self.dialect.table(predictions), self.dialect.table(errors), self.dialect.table(duplicates))
-        for table in (predictions, errors, duplicates):
+        d = self.dialect
+        yield StagedTables(d.table(predictions), d.table(errors), d.table(duplicates), d.table(drift))
+        for table in (predictions, errors, duplicates, drift):
             self.client.delete_table(f"{self.ref}.{table}", not_found_ok=True)
 
     def _drop_staging(self, run_id: str) -> None:

@@ -26,7 +26,7 @@ from typing import Any
 from pipelines.warehouses import gates, sql
 from pipelines.warehouses.gates import GateLimits
 from pipelines.warehouses.sql import RUNNING, SUCCEEDED, Dialect, StagedTables, Statement
-from schemas import REFUSED_ERRORS, REFUSED_PREDICTIONS, WAREHOUSE_TABLES, Field, TableSchema
+from schemas import REFUSED_ERRORS, REFUSED_FEATURE_DRIFT, REFUSED_PREDICTIONS, WAREHOUSE_TABLES, Field, TableSchema
 
 FAILED, REFUSED, ABANDONED = "failed", "refused", "abandoned"
 MAX_ERROR_CHARS = 4000  # a failed run's error as stored; the rest is in the job's log
@@ -83,6 +83,11 @@ class StagedResults:
     error_files: list[tuple[str, int]]
     input_counts: dict[str, int]
     valid_counts: dict[str, int]
+    # What monitoring measured (README: Monitoring): drift metrics staged as files, the features flagged,
+    # and the night's statistics (base64), kept with the run for the next night to compare with.
+    drift_files: list[tuple[str, int]] = field(default_factory=list)
+    drift_flagged: tuple[str, ...] = ()
+    statistics: str | None = None
 
     @property
     def input_records(self) -> int:
@@ -95,6 +100,10 @@ class StagedResults:
     @property
     def error_paths(self) -> list[str]:
         return [path for path, _ in self.error_files]
+
+    @property
+    def drift_paths(self) -> list[str]:
+        return [path for path, _ in self.drift_files]
 
 
 @dataclass(frozen=True)
@@ -256,7 +265,7 @@ class Warehouse(abc.ABC):
             counts = check_staged(run, staged, StagedCounts(*row, *duplicates), by_source)
             trailing = [n for (n,) in self._query(sql.trailing_inputs(self.dialect, run.score_date))[1]]
             [(published,)] = self._query(sql.published_records(self.dialect, run.score_date))[1]
-            decision = gates.decide(counts, trailing, published, run.limits)
+            decision = gates.decide(counts, trailing, published, run.limits, list(staged.drift_flagged))
             comparison = None
             if run.challenger_version is not None and counts["prediction_rows"]:
                 [row] = self._query(sql.compare(self.dialect, tables.predictions))[1]
@@ -267,6 +276,7 @@ class Warehouse(abc.ABC):
                 "finished_at": finished_at,
                 "comparison": json.dumps(comparison) if comparison else None,
                 "gates": decision.to_json(),
+                "statistics": staged.statistics,
             }
             if decision.publish and decision.failed:
                 completion |= {"accepted_failures": run.limits.accept_failures, "accepted_by": run.limits.accepted_by}
@@ -275,7 +285,7 @@ class Warehouse(abc.ABC):
             if decision.publish:
                 targets = {"published_seen": published}
             else:
-                targets = {"predictions": REFUSED_PREDICTIONS, "errors": REFUSED_ERRORS}
+                targets = {"predictions": REFUSED_PREDICTIONS, "errors": REFUSED_ERRORS, "drift": REFUSED_FEATURE_DRIFT}
             statements = sql.publish_night(
                 self.transaction_dialect, tables, run.run_id, run.score_date, completion, **targets
             )
@@ -336,6 +346,11 @@ class Warehouse(abc.ABC):
                 logging.warning("staging tables of reaped run %s stay until they expire: %s", row["run_id"], e)
             reaped.append({**row, "options": options})
         return reaped
+
+    def previous_statistics(self, score_date: date) -> str | None:
+        """The last published night's statistics before `score_date` (base64), if any."""
+        rows = self._query(sql.previous_statistics(self.dialect, score_date))[1]
+        return rows[0][0] if rows else None
 
     def record_metrics(self, run_id: str, metrics: dict[str, Any]) -> None:
         self._query(sql.update_run(self.dialect, run_id, {"metrics": json.dumps(metrics, sort_keys=True)}))

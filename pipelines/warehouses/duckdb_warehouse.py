@@ -23,7 +23,7 @@ import duckdb
 from pipelines.warehouses import sql
 from pipelines.warehouses.contract import RunRecord, StagedResults, Warehouse, WarehouseConfigError
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
-from schemas import SCORING_ERRORS, STAGED_PREDICTIONS, ColumnType, Field, TableSchema
+from schemas import FEATURE_DRIFT, SCORING_ERRORS, STAGED_PREDICTIONS, ColumnType, Field, TableSchema
 
 DIALECT = Dialect(
     quote_char='"',
@@ -38,10 +38,11 @@ DIALECT = Dialect(
     },
     reported_type_names={"TIMESTAMP WITH TIME ZONE": "TIMESTAMPTZ"},
 )
-STAGED_PREDICTIONS_NAME, STAGED_ERRORS, STAGED_DUPLICATES = (
+STAGED_PREDICTIONS_NAME, STAGED_ERRORS, STAGED_DUPLICATES, STAGED_DRIFT = (
     "staged_predictions",
     "staged_errors",
     "staged_duplicates",
+    "staged_drift",
 )  # names on the publishing connection
 
 
@@ -192,6 +193,7 @@ class DuckDBWarehouse(Warehouse):
             for name, table, files in (
                 (STAGED_PREDICTIONS_NAME, STAGED_PREDICTIONS, staged.prediction_paths),
                 (STAGED_ERRORS, SCORING_ERRORS, staged.error_paths),
+                (STAGED_DRIFT, FEATURE_DRIFT, staged.drift_paths),
             ):
                 if files:
                     relation = con.read_parquet(files)
@@ -208,7 +210,8 @@ class DuckDBWarehouse(Warehouse):
                 f"CREATE OR REPLACE TEMP TABLE {duplicates} AS {sql.duplicate_groups(self.dialect, predictions).sql}"
             )
             try:
-                yield StagedTables(predictions, self.dialect.quote(STAGED_ERRORS), duplicates)
+                d = self.dialect
+                yield StagedTables(predictions, d.quote(STAGED_ERRORS), duplicates, d.quote(STAGED_DRIFT))
             finally:
                 con.execute(f"DROP TABLE IF EXISTS {duplicates}")
 

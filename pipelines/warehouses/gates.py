@@ -25,6 +25,7 @@ VOLUME_HISTORY = 14
 VOLUME_MIN_HISTORY = 7
 MAD_TO_SIGMA = 1.4826  # the MAD of normally distributed values is this many times smaller than sigma
 EMPTY_NIGHT = "scorable_records"  # the one gate no override passes
+DRIFT_GATES = ("off", "warn", "refuse")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +41,7 @@ class GateLimits:
     allow_shrink: bool = False
     accept_failures: str | None = None  # why a night that fails its gates is published anyway
     accepted_by: str | None = None
+    drift_gate: str = "warn"  # off: not a gate; warn: reported and stored; refuse: a flagged feature refuses
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_rejected_fraction <= 1:
@@ -54,6 +56,8 @@ class GateLimits:
             raise ValueError("--max_volume_z must be positive")
         if not 0 <= self.shrink_limit <= 1:
             raise ValueError("--shrink_limit must be between 0 and 1")
+        if self.drift_gate not in DRIFT_GATES:
+            raise ValueError(f"--drift_gate must be one of {', '.join(DRIFT_GATES)}")
         if self.accept_failures is not None and not self.accept_failures.strip():
             raise ValueError("--accept_gate_failures needs a reason: it is stored with the night")
 
@@ -84,9 +88,16 @@ class Decision:
         return "; ".join(f"{g.name}: {g.detail}" for g in self.failed)
 
 
-def decide(counts: dict[str, Any], trailing_inputs: list[int], published_records: int, limits: GateLimits) -> Decision:
+def decide(
+    counts: dict[str, Any],
+    trailing_inputs: list[int],
+    published_records: int,
+    limits: GateLimits,
+    drift_flagged: list[str] | None = None,
+) -> Decision:
     """The gates for a night's audited `counts`, given the input counts of the trailing published
-    nights (newest first) and the champion records the date holds now (0 if never published)."""
+    nights (newest first), the champion records the date holds now (0 if never published) and the
+    features monitoring flagged as drifted (README: Monitoring)."""
     inputs, scored, rejected = counts["input_records"], counts["scored_records"], counts["rejected_records"]
     gates = [
         Gate(
@@ -111,6 +122,13 @@ def decide(counts: dict[str, Any], trailing_inputs: list[int], published_records
         )
     gates.extend(_volume(inputs, trailing_inputs[:VOLUME_HISTORY], limits))
     gates.append(_shrink(scored, published_records, limits))
+    if limits.drift_gate != "off":
+        flagged = sorted(set(drift_flagged or []))
+        detail = f"drifted: {', '.join(flagged)}" if flagged else "no feature drifted"
+        if flagged and limits.drift_gate == "warn":
+            detail += " (--drift_gate warn: reported, not refused)"
+        passed = not flagged or limits.drift_gate == "warn"
+        gates.append(Gate("drift", len(flagged), 0, passed, detail))
     failed = {g.name for g in gates if not g.passed}
     publish = not failed or (limits.accept_failures is not None and EMPTY_NIGHT not in failed)
     return Decision(gates, publish)

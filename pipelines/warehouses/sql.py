@@ -18,6 +18,7 @@ from pipelines.warehouses.gates import VOLUME_HISTORY
 from schemas import (
     CHALLENGER,
     CHAMPION,
+    FEATURE_DRIFT,
     INPUT,
     PREDICTIONS,
     SCORING_ERRORS,
@@ -75,12 +76,13 @@ class Dialect:
 
 @dataclass(frozen=True)
 class StagedTables:
-    """How a warehouse's SQL refers to a run's staged predictions and rejected records, and to the keys
-    with more than one staged row (`duplicate_groups`, kept as a table while publishing)."""
+    """How a warehouse's SQL refers to a run's staged predictions, rejected records and drift metrics,
+    and to the keys with more than one staged row (`duplicate_groups`, kept as a table while publishing)."""
 
     predictions: str
     errors: str
     duplicates: str
+    drift: str
 
 
 # ---------------------------------------------------------------- run bookkeeping (scoring_runs)
@@ -139,6 +141,7 @@ def publish_night(
     completion: Mapping[str, Any],
     predictions: TableSchema = PREDICTIONS,
     errors: TableSchema = SCORING_ERRORS,
+    drift: TableSchema = FEATURE_DRIFT,
     published_seen: int | None = None,
 ) -> list[Statement]:
     """One transaction's statements: the night's predictions (one per key) and errors (conflicting
@@ -156,8 +159,24 @@ def publish_night(
         *guards,
         *replace_night(d, predictions, resolved_predictions(d, tables), score_date),
         *replace_night(d, errors, rejected, score_date),
+        *replace_night(d, drift, Statement(f"SELECT {_columns(d, FEATURE_DRIFT)} FROM {tables.drift}"), score_date),
         update_run(d, run_id, completion, while_status=RUNNING),
     ]
+
+
+def _columns(d: Dialect, table: TableSchema) -> str:
+    return ", ".join(d.quote(name) for name in table.names)
+
+
+def previous_statistics(d: Dialect, score_date) -> Statement:
+    """The statistics of the last published night before `score_date`: the previous_night baseline."""
+    p = d.param
+    return Statement(
+        f"SELECT statistics FROM {d.table(SCORING_RUNS.name)} WHERE status = {p('succeeded')} "
+        f"AND score_date < {p('score_date')} AND statistics IS NOT NULL "
+        "ORDER BY score_date DESC, finished_at DESC LIMIT 1",
+        {"succeeded": (ColumnType.STRING, SUCCEEDED), "score_date": (ColumnType.DATE, score_date)},
+    )
 
 
 def still_running(d: Dialect, run_id: str) -> Statement:
