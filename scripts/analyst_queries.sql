@@ -47,3 +47,10 @@ SELECT r.score_date, r.run_id, r.error AS why, e.reason, e.column_name, SUM(e.re
 FROM last_refused AS r LEFT JOIN refused_errors AS e ON e.run_id = r.run_id
 GROUP BY r.score_date, r.run_id, r.error, e.reason, e.column_name
 ORDER BY records DESC;
+
+-- name: drift_heat_map
+-- Which features drifted on which night, against training (the last 30 nights, from a view).
+SELECT score_date, feature, jensen_shannon, l_infinity, psi, flagged
+FROM drift_by_night
+WHERE baseline = 'training'
+ORDER BY score_date, feature;

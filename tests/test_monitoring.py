@@ -246,6 +246,10 @@ def test_every_metric_is_stored_every_night_and_a_normal_night_flags_nothing(mod
         "out_of_vocabulary_share",
     }
     assert sorted(r for r in rows if r[3]) == []  # resampled from the training data: nothing drifted
+    # The view and the analysts' heat map query: one row per night and feature against training.
+    heat = warehouse.rows(warehouse.example_queries()["drift_heat_map"])
+    assert len(heat) == 2 * len({*feature_kinds(), "score"}) and not any(r[-1] for r in heat)
+    assert {str(r[0]) for r in heat} == {"2026-11-22", "2026-11-23"}
     first = warehouse.rows("SELECT DISTINCT baseline FROM feature_drift WHERE score_date = ?", date(2026, 11, 22))
     assert first == [("training",)]  # the first night has no previous night
     summary = json.load(open(tmp_path / "summary-2026-11-23.json"))

@@ -291,6 +291,7 @@ def test_views_and_every_example_query(model_root, warehouse, tmp_path):
     score.run(score_args(tmp_path, model_root, warehouse))
     queries = warehouse.example_queries()
     names = {"top_tippers", "daily_summary", "latest_scores", "reconciliation", "rejections", "why_refused"}
+    names |= {"drift_heat_map"}
     assert set(queries) == names
     d = date.fromisoformat(DAY)
 

@@ -454,6 +454,22 @@ def views(d: Dialect) -> list[View]:
         QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY score_date DESC, scored_at DESC) = 1""",
         ),
         View(
+            "drift_by_night",
+            "Drift per feature, baseline and night over the last 30 measured nights (a heat map as a table).",
+            f"""
+        SELECT score_date, feature, baseline,
+               MAX(CASE WHEN metric = 'jensen_shannon' THEN value END) AS jensen_shannon,
+               MAX(CASE WHEN metric = 'psi' THEN value END) AS psi,
+               MAX(CASE WHEN metric = 'l_infinity' THEN value END) AS l_infinity,
+               MAX(CASE WHEN metric = 'missing_rate_change' THEN value END) AS missing_rate_change,
+               MAX(CASE WHEN metric = 'out_of_vocabulary_share' THEN value END) AS out_of_vocabulary_share,
+               MAX(CASE WHEN flagged THEN 1 ELSE 0 END) = 1 AS flagged
+        FROM (SELECT *, DENSE_RANK() OVER (ORDER BY score_date DESC) AS night
+              FROM {d.table(FEATURE_DRIFT.name)}) AS ranked
+        WHERE night <= 30
+        GROUP BY score_date, feature, baseline""",
+        ),
+        View(
             "daily_score_summary",
             "Per night and model version: volume, mean score, share labelled big tipper.",
             f"""
