@@ -74,11 +74,24 @@ def quantile_edges(stats: statistics_pb2.FeatureNameStatistics) -> np.ndarray:
 
 
 def share_below(edges: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """The share of values at or below each point, from equal-mass quantiles (a piecewise-linear CDF)."""
+    """The share of values at or below each point, from equal-mass quantiles: linear between distinct
+    quantiles, and a step at a repeated one (a value many records hold), whose whole mass sits at it."""
     ranks = np.linspace(0.0, 1.0, len(edges))
-    # Repeated quantiles (a value held by many records) are a step of the CDF: take its top.
-    unique, last = np.unique(edges[::-1], return_index=True)
-    return np.interp(points, unique, ranks[::-1][last], left=0.0, right=1.0)
+    unique = np.unique(edges)
+    first = ranks[np.searchsorted(edges, unique, side="left")]  # the CDF just below each distinct value
+    last = ranks[np.searchsorted(edges, unique, side="right") - 1]  # and at it
+    points = np.asarray(points, dtype=np.float64)
+    i = np.searchsorted(unique, points, side="right") - 1  # the largest distinct quantile <= point
+    shares = np.zeros(len(points))
+    inside = (i >= 0) & (i < len(unique) - 1)
+    at = inside & (points == unique[np.clip(i, 0, None)])
+    between = inside & ~at
+    j = i[between]
+    fraction = (points[between] - unique[j]) / (unique[j + 1] - unique[j])
+    shares[between] = last[j] + fraction * (first[j + 1] - last[j])
+    shares[at] = last[i[at]]
+    shares[i >= len(unique) - 1] = 1.0
+    return shares
 
 
 def numeric_bins(baseline: statistics_pb2.FeatureNameStatistics, tonight: statistics_pb2.FeatureNameStatistics):
@@ -102,6 +115,11 @@ def category_frequencies(stats: statistics_pb2.FeatureNameStatistics) -> dict[st
 
 def present(stats: statistics_pb2.FeatureNameStatistics) -> int:
     return (stats.num_stats if stats.HasField("num_stats") else stats.string_stats).common_stats.num_non_missing
+
+
+def records_of(stats: statistics_pb2.FeatureNameStatistics) -> int:
+    common = (stats.num_stats if stats.HasField("num_stats") else stats.string_stats).common_stats
+    return common.num_non_missing + common.num_missing
 
 
 def missing_rate(stats: statistics_pb2.FeatureNameStatistics) -> float:
@@ -153,7 +171,19 @@ def compare(
             metrics.append(metric("l_infinity", float(np.abs(p - q).max()), detail))
             metrics.append(metric("jensen_shannon", jensen_shannon(p, q), f"{len(values)} values compared"))
     before, after = missing_rate(baseline), missing_rate(tonight)
-    metrics.append(metric("missing_rate_change", abs(after - before), f"missing {before:.3f} -> {after:.3f}"))
+    # Judged on all records, present or not: a feature that went all missing is the change to catch.
+    records = min(records_of(baseline), records_of(tonight)) >= MIN_VALUES and not not_flagged
+    change = abs(after - before)
+    metrics.append(
+        Metric(
+            name,
+            "missing_rate_change",
+            change,
+            limits["missing_rate_change"],
+            records and change > limits["missing_rate_change"],
+            f"missing {before:.3f} -> {after:.3f}" + ("" if records else note),
+        )
+    )
     oov = {c.name: c.num for c in tonight.custom_stats}.get("out_of_vocabulary")
     if oov is not None and present(tonight):
         share = oov / present(tonight)

@@ -3,8 +3,8 @@
 The statistics are what drift is measured with, at training (the baseline stored with the model
 version) and every night. They are sketches, so that they merge across Beam workers and cost one
 pass over the batches with no Python per record: tfx-bsl's `QuantilesSketch` for numbers (rank
-error `QUANTILES_EPS`), `MisraGriesSketch` for the most frequent values of a category (each count
-under-estimated by at most n / `TOP_BUCKETS`) and `KmvSketch` for its number of distinct values.
+error `QUANTILES_EPS`), `MisraGriesSketch` for the most frequent values of a category (tfx-bsl
+reports each count over-estimated by at most n / `TOP_BUCKETS`) and `KmvSketch` for its number of distinct values.
 Counts, missing values, sums, minimum and maximum are exact. The result is a tensorflow-metadata
 `DatasetFeatureStatistics` (one per data set, in a `DatasetFeatureStatisticsList`).
 """
@@ -28,7 +28,7 @@ from transforms import features as F
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 QUANTILES_EPS = 0.001  # the quantiles' rank error, as a fraction of the count
 NUM_QUANTILES = 100  # equal-mass buckets kept: drift is measured on (merged) buckets of these
-TOP_BUCKETS = 1000  # Misra-Gries counters: counts are low by at most count / TOP_BUCKETS
+TOP_BUCKETS = 1000  # Misra-Gries counters: a reported count is high by at most count / TOP_BUCKETS
 TOP_VALUES = 50  # top values kept in the statistics
 DISTINCT_BUCKETS = 4096  # KMV: relative error about 1 / sqrt(4096), under 2%
 
@@ -70,7 +70,9 @@ class FeatureSketch:
         if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
             column = pc.list_flatten(column)  # tf.Transform's layout: [value], or [] for a missing one
         if self.kind == NUMERIC:
-            values = pc.cast(column, pa.float64())
+            # As the model sees them (float32), so that training's converted batches and a night's typed
+            # ones describe the same values the same way.
+            values = pc.cast(pc.cast(column, pa.float32(), safe=False), pa.float64())
             values = pc.drop_null(pc.if_else(pc.is_nan(values), None, values))
         else:
             if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
