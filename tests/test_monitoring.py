@@ -159,14 +159,18 @@ def test_a_renamed_company_moves_its_l_infinity_and_out_of_vocabulary_share(samp
     assert flagged(metrics) == {"company"}
 
 
+def numeric_statistics(values, name: str = "x"):
+    """One numeric feature's statistics, from values (None: missing)."""
+    sketch = DatasetSketch({name: "numeric"})
+    sketch.add(pa.record_batch([pa.array(values, pa.float64())], names=[name]))
+    return feature(sketch.to_proto("d"), name)
+
+
 def test_a_shifted_score_distribution_is_flagged():
     rng = np.random.default_rng(1)
-    kinds = {"score": "numeric"}
 
     def scores(values):
-        sketch = DatasetSketch(kinds)
-        sketch.add(pa.record_batch([pa.array(values)], names=["score"]))
-        return feature(sketch.to_proto("scores"), "score")
+        return numeric_statistics(values, "score")
 
     training = scores(rng.beta(2, 5, 50_000))
     same = drift.compare("score", training, scores(rng.beta(2, 5, 50_000)))
@@ -176,14 +180,7 @@ def test_a_shifted_score_distribution_is_flagged():
 
 
 def test_small_samples_are_measured_but_not_flagged():
-    kinds = {"x": "numeric"}
-
-    def stats(values):
-        sketch = DatasetSketch(kinds)
-        sketch.add(pa.record_batch([pa.array(values)], names=["x"]))
-        return feature(sketch.to_proto("d"), "x")
-
-    metrics = drift.compare("x", stats(np.arange(500.0)), stats(np.arange(500.0) + 1000))
+    metrics = drift.compare("x", numeric_statistics(np.arange(500.0)), numeric_statistics(np.arange(500.0) + 1000))
     js = next(m for m in metrics if m.metric == "jensen_shannon")
     assert js.value > 0.5 and not js.flagged and "not flagged" in js.detail
 
@@ -295,31 +292,20 @@ def test_top_values_keep_their_error_bound_past_the_sketch_capacity():
 def test_a_step_in_the_distribution_is_measured_as_a_step():
     """Whole numbers against a uniform baseline: the mass of each repeated value sits at it."""
     rng = np.random.default_rng(4)
-
-    def stats(values):
-        sketch = DatasetSketch({"x": "numeric"})
-        sketch.add(pa.record_batch([pa.array(values)], names=["x"]))
-        return feature(sketch.to_proto("d"), "x")
-
     baseline, tonight = rng.uniform(0, 10, 50_000), rng.integers(0, 11, 50_000).astype(float)
-    base_stats = stats(baseline)
-    psi = next(m for m in drift.compare("x", base_stats, stats(tonight)) if m.metric == "psi")
+    base_stats, night_stats = numeric_statistics(baseline), numeric_statistics(tonight)
+    psi = next(m for m in drift.compare("x", base_stats, night_stats) if m.metric == "psi")
     # The exact shares over the same cuts the metric uses (the baseline's pooled quantiles).
     edges = drift.quantile_edges(base_stats)
     cuts = np.unique(np.quantile(edges, np.linspace(0, 1, drift.DRIFT_BINS + 1))[1:-1])
     p = np.diff(np.concatenate([[0], [np.mean(baseline <= c) for c in cuts], [1]]))
     q = np.diff(np.concatenate([[0], [np.mean(tonight <= c) for c in cuts], [1]]))
-    measured_p, measured_q = drift.numeric_bins(base_stats, stats(tonight))
+    measured_p, measured_q = drift.numeric_bins(base_stats, night_stats)
     # Each bin's share within the quantiles' resolution (1/100 of the values), and the shift flagged.
     assert np.allclose(measured_p, p, atol=0.02) and np.allclose(measured_q, q, atol=0.02), (measured_q, q)
     assert psi.flagged and psi.value > drift.PSI_THRESHOLD
 
 
 def test_a_feature_gone_missing_is_flagged():
-    def stats(values):
-        sketch = DatasetSketch({"x": "numeric"})
-        sketch.add(pa.record_batch([pa.array(values, pa.float64())], names=["x"]))
-        return feature(sketch.to_proto("d"), "x")
-
-    metrics = drift.compare("x", stats(np.arange(5000.0)), stats([None] * 5000))
+    metrics = drift.compare("x", numeric_statistics(np.arange(5000.0)), numeric_statistics([None] * 5000))
     assert [m.metric for m in metrics if m.flagged] == ["missing_rate_change"]

@@ -113,19 +113,21 @@ def category_frequencies(stats: statistics_pb2.FeatureNameStatistics) -> dict[st
     return shares
 
 
+def _common(stats: statistics_pb2.FeatureNameStatistics) -> statistics_pb2.CommonStatistics:
+    return (stats.num_stats if stats.HasField("num_stats") else stats.string_stats).common_stats
+
+
 def present(stats: statistics_pb2.FeatureNameStatistics) -> int:
-    return (stats.num_stats if stats.HasField("num_stats") else stats.string_stats).common_stats.num_non_missing
+    return _common(stats).num_non_missing
 
 
 def records_of(stats: statistics_pb2.FeatureNameStatistics) -> int:
-    common = (stats.num_stats if stats.HasField("num_stats") else stats.string_stats).common_stats
-    return common.num_non_missing + common.num_missing
+    return _common(stats).num_non_missing + _common(stats).num_missing
 
 
 def missing_rate(stats: statistics_pb2.FeatureNameStatistics) -> float:
-    common = (stats.num_stats if stats.HasField("num_stats") else stats.string_stats).common_stats
-    total = common.num_non_missing + common.num_missing
-    return common.num_missing / total if total else 0.0
+    total = records_of(stats)
+    return _common(stats).num_missing / total if total else 0.0
 
 
 def compare(
@@ -145,13 +147,18 @@ def compare(
         "out_of_vocabulary_share": DEFAULT_THRESHOLD,
         **(thresholds or {}),
     }
-    enough = min(present(baseline), present(tonight)) >= MIN_VALUES
-    note = "" if enough else f" (fewer than {MIN_VALUES} values on a side: not flagged)"
-    if not_flagged:
-        enough, note = False, f" (never flagged: {not_flagged})"
+    enough = min(present(baseline), present(tonight)) >= MIN_VALUES and not not_flagged
+    # The missing rate is judged on all records, present or not: a feature gone all missing is the change to catch.
+    whole = min(records_of(baseline), records_of(tonight)) >= MIN_VALUES and not not_flagged
+    why = (
+        f" (never flagged: {not_flagged})"
+        if not_flagged
+        else f" (fewer than {MIN_VALUES} values on a side: not flagged)"
+    )
 
-    def metric(kind: str, value: float, detail: str) -> Metric:
-        return Metric(name, kind, value, limits[kind], enough and value > limits[kind], detail + note)
+    def metric(kind: str, value: float, detail: str, judged: bool = enough) -> Metric:
+        flagged = judged and value > limits[kind]
+        return Metric(name, kind, value, limits[kind], flagged, detail + ("" if judged else why))
 
     metrics = []
     if baseline.HasField("num_stats"):
@@ -171,19 +178,7 @@ def compare(
             metrics.append(metric("l_infinity", float(np.abs(p - q).max()), detail))
             metrics.append(metric("jensen_shannon", jensen_shannon(p, q), f"{len(values)} values compared"))
     before, after = missing_rate(baseline), missing_rate(tonight)
-    # Judged on all records, present or not: a feature that went all missing is the change to catch.
-    records = min(records_of(baseline), records_of(tonight)) >= MIN_VALUES and not not_flagged
-    change = abs(after - before)
-    metrics.append(
-        Metric(
-            name,
-            "missing_rate_change",
-            change,
-            limits["missing_rate_change"],
-            records and change > limits["missing_rate_change"],
-            f"missing {before:.3f} -> {after:.3f}" + ("" if records else note),
-        )
-    )
+    metrics.append(metric("missing_rate_change", abs(after - before), f"missing {before:.3f} -> {after:.3f}", whole))
     oov = {c.name: c.num for c in tonight.custom_stats}.get("out_of_vocabulary")
     if oov is not None and present(tonight):
         share = oov / present(tonight)

@@ -278,13 +278,15 @@ class Warehouse(abc.ABC):
                 "gates": decision.to_json(),
                 "statistics": staged.statistics,
             }
-            if decision.publish and decision.failed:
-                completion |= {"accepted_failures": run.limits.accept_failures, "accepted_by": run.limits.accepted_by}
-            if not decision.publish:
-                completion["error"] = f"refused by quality gates: {decision.explain()}"[:MAX_ERROR_CHARS]
             if decision.publish:
+                if decision.failed:
+                    completion |= {
+                        "accepted_failures": run.limits.accept_failures,
+                        "accepted_by": run.limits.accepted_by,
+                    }
                 targets = {"published_seen": published}
             else:
+                completion["error"] = f"refused by quality gates: {decision.explain()}"[:MAX_ERROR_CHARS]
                 targets = {"predictions": REFUSED_PREDICTIONS, "errors": REFUSED_ERRORS, "drift": REFUSED_FEATURE_DRIFT}
             statements = sql.publish_night(
                 self.transaction_dialect, tables, run.run_id, run.score_date, completion, **targets
