@@ -258,6 +258,34 @@ def test_overlapping_runs_end_with_one_runs_rows(model_root, warehouse, tmp_path
     assert [s for s, _ in statuses(warehouse)] == ["succeeded", "succeeded"]
 
 
+def test_a_run_that_loses_the_race_to_publish_judges_again_and_publishes(bigquery, tmp_path):
+    """BigQuery has no lock from the gates to the transaction: another run publishing in between trips
+    the transaction's guard, and the loser judges the gates again against what landed, then publishes."""
+    warehouse = BigQueryUnderTest(bigquery, tmp_path)
+
+    def staged(run_id: str, trips: list[str]) -> StagedResults:
+        rows = [prediction(run_id, t, 0.7, True, line=i + 1) for i, t in enumerate(trips)]
+        path = staged_predictions(rows, tmp_path / f"{run_id}.parquet")
+        return StagedResults([(path, len(rows))], [], {"f.csv": len(rows)}, {"f.csv": len(rows)})
+
+    loser, late = begin_run(warehouse, "late-run")
+    winner, early = begin_run(warehouse, "early-run")
+    judged = []
+    judge = loser._judge
+
+    def judge_then_lose_the_race(*args):
+        judged.append(judge(*args))
+        if len(judged) == 1:  # the gates saw an empty date; now another run publishes it
+            winner.publish_night(early, staged("early-run", ["a", "b"]), datetime.now(timezone.utc))
+        return judged[-1]
+
+    loser._judge = judge_then_lose_the_race
+    loser.publish_night(late, staged("late-run", ["c", "d", "e"]), datetime.now(timezone.utc))
+    assert len(judged) == 2 and {g["name"]: g["value"] for g in json.loads(judged[1][1]["gates"])}["shrink"] == 1.5
+    assert [(t, r) for t, _, _, r in night(warehouse)] == [("c", "late-run"), ("d", "late-run"), ("e", "late-run")]
+    assert [s for s, _ in statuses(warehouse)] == ["succeeded", "succeeded"]
+
+
 def test_bad_configuration_fails_before_anything_is_written(model_root, warehouse, tmp_path, capsys):
     write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 10)
     base = [a for a in score_args(tmp_path, model_root, warehouse) if not a.startswith("--warehouse")]

@@ -29,7 +29,14 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines import bigquery as bq
 from pipelines.bigquery import SCHEME, DatasetRef
 from pipelines.warehouses import sql
-from pipelines.warehouses.contract import AuditError, RunRecord, StagedResults, Warehouse, WarehouseConfigError
+from pipelines.warehouses.contract import (
+    AuditError,
+    PublishedMeanwhile,
+    RunRecord,
+    StagedResults,
+    Warehouse,
+    WarehouseConfigError,
+)
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
 from schemas import FEATURE_DRIFT, SCORING_ERRORS, STAGED_PREDICTIONS, WAREHOUSE_TABLES, ColumnType, Field, TableSchema
 
@@ -245,6 +252,8 @@ class BigQueryWarehouse(Warehouse):
                 self.client.query(script).result()
                 return
             except (exceptions.BadRequest, exceptions.Conflict) as e:
+                if sql.PUBLISHED_MEANWHILE in str(e):
+                    raise PublishedMeanwhile(f"nothing published: {e}") from e
                 retryable = "concurrent" in str(e).lower() or "serialize" in str(e).lower()
                 if not retryable or attempt == PUBLISH_ATTEMPTS - 1:
                     raise AuditError(f"publishing failed, nothing published: {e}") from e

@@ -40,6 +40,13 @@ class AuditError(RuntimeError):
     """Staged results failed their audit; nothing was published."""
 
 
+class PublishedMeanwhile(AuditError):
+    """Another run published the date between this run's gates and its transaction: judge again."""
+
+
+REJUDGE_ATTEMPTS = 5  # overlapping runs of one date: each lost race re-reads what the other published
+
+
 class GateRefused(RuntimeError):
     """The night failed a quality gate: not published, its rows kept in the refused tables."""
 
@@ -263,38 +270,56 @@ class Warehouse(abc.ABC):
             [duplicates] = self._query(sql.duplicates(self.dialect, tables))[1]
             by_source = dict(self._query(sql.rejected_by_source(self.dialect, tables.errors))[1])
             counts = check_staged(run, staged, StagedCounts(*row, *duplicates), by_source)
-            trailing = [n for (n,) in self._query(sql.trailing_inputs(self.dialect, run.score_date))[1]]
-            [(published,)] = self._query(sql.published_records(self.dialect, run.score_date))[1]
-            decision = gates.decide(counts, trailing, published, run.limits, list(staged.drift_flagged))
             comparison = None
             if run.challenger_version is not None and counts["prediction_rows"]:
                 [row] = self._query(sql.compare(self.dialect, tables.predictions))[1]
                 comparison = comparison_result(row)
-            completion = {
-                "status": SUCCEEDED if decision.publish else REFUSED,
-                **{k: v for k, v in counts.items() if k != "prediction_rows"},
-                "finished_at": finished_at,
-                "comparison": json.dumps(comparison) if comparison else None,
-                "gates": decision.to_json(),
-                "statistics": staged.statistics,
-            }
-            if decision.publish:
-                if decision.failed:
-                    completion |= {
-                        "accepted_failures": run.limits.accept_failures,
-                        "accepted_by": run.limits.accepted_by,
-                    }
-                targets = {"published_seen": published}
-            else:
-                completion["error"] = f"refused by quality gates: {decision.explain()}"[:MAX_ERROR_CHARS]
-                targets = {"predictions": REFUSED_PREDICTIONS, "errors": REFUSED_ERRORS, "drift": REFUSED_FEATURE_DRIFT}
-            statements = sql.publish_night(
-                self.transaction_dialect, tables, run.run_id, run.score_date, completion, **targets
-            )
-            self._transaction(run, statements)
+            for attempt in range(REJUDGE_ATTEMPTS):
+                decision, completion, statements = self._judge(run, staged, tables, counts, comparison, finished_at)
+                try:
+                    self._transaction(run, statements)
+                    break
+                except PublishedMeanwhile:
+                    # No lock spans the gates and the transaction on BigQuery: the guard in the
+                    # transaction saw another run's night land, so the gates see it now.
+                    if attempt == REJUDGE_ATTEMPTS - 1:
+                        raise
         if not decision.publish:
             raise GateRefused(f"run {run.run_id}: {completion['error']}")
         return counts
+
+    def _judge(
+        self,
+        run: RunRecord,
+        staged: StagedResults,
+        tables: StagedTables,
+        counts: dict[str, Any],
+        comparison: dict[str, Any] | None,
+        finished_at: datetime,
+    ) -> tuple[gates.Decision, dict[str, Any], list[Statement]]:
+        """The gates' decision against the warehouse as it is now, and the transaction carrying it out."""
+        trailing = [n for (n,) in self._query(sql.trailing_inputs(self.dialect, run.score_date))[1]]
+        [(published,)] = self._query(sql.published_records(self.dialect, run.score_date))[1]
+        decision = gates.decide(counts, trailing, published, run.limits, list(staged.drift_flagged))
+        completion = {
+            "status": SUCCEEDED if decision.publish else REFUSED,
+            **{k: v for k, v in counts.items() if k != "prediction_rows"},
+            "finished_at": finished_at,
+            "comparison": json.dumps(comparison) if comparison else None,
+            "gates": decision.to_json(),
+            "statistics": staged.statistics,
+        }
+        if decision.publish:
+            if decision.failed:
+                completion |= {"accepted_failures": run.limits.accept_failures, "accepted_by": run.limits.accepted_by}
+            targets = {"published_seen": published}
+        else:
+            completion["error"] = f"refused by quality gates: {decision.explain()}"[:MAX_ERROR_CHARS]
+            targets = {"predictions": REFUSED_PREDICTIONS, "errors": REFUSED_ERRORS, "drift": REFUSED_FEATURE_DRIFT}
+        statements = sql.publish_night(
+            self.transaction_dialect, tables, run.run_id, run.score_date, completion, **targets
+        )
+        return decision, completion, statements
 
     def _check_still_running(self, run: RunRecord) -> None:
         """A run publishes only while its row says running: a retried publishing step of a refused run

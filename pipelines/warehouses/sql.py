@@ -190,12 +190,15 @@ def still_running(d: Dialect, run_id: str) -> Statement:
     )
 
 
+PUBLISHED_MEANWHILE = "the date was published by another run since this one checked it"
+
+
 def still_as_seen(d: Dialect, score_date, published_seen: int) -> Statement:
     """Fails the transaction unless the date holds `published_seen` champion rows, as the gates saw."""
     counted = published_records(d, score_date)
     return Statement(
         f"SELECT CASE WHEN ({counted.sql}) = {d.param('published_seen')} THEN 1 "
-        f"ELSE ERROR('the date was published by another run since this one checked it: nothing published') END",
+        f"ELSE ERROR('{PUBLISHED_MEANWHILE}: nothing published') END",
         {**counted.params, "published_seen": (ColumnType.INT64, published_seen)},
     )
 
