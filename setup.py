@@ -13,6 +13,7 @@ REQUIRED = [
     "pandas==3.1.1",
     "duckdb==2.0.0",
     "google-cloud-bigquery==3.47.0",
+    "matplotlib==3.11.2",  # the nightly report's plots, drawn as inline SVG (README: Monitoring)
 ]
 TEST = [
     "pytest==9.2.0",

@@ -20,7 +20,7 @@ from apache_beam.metrics import Metrics
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipelines.batches import STAGED_PREDICTIONS_LAYOUT
-from pipelines.monitoring import drift
+from pipelines.monitoring import drift, report
 from pipelines.stage import WriteParquetFiles, delete_tree, run_folder
 from pipelines.warehouses import GateRefused, RunRecord, StagedResults, Warehouse
 from schemas import SCORING_ERRORS
@@ -47,11 +47,13 @@ class AddRunColumns:
 @dataclass(frozen=True)
 class Monitoring:
     """What drift is measured against: the model version's training statistics (serialized; None for
-    a version exported before baselines) and per-feature thresholds (schemas/)."""
+    a version exported before baselines) and per-feature thresholds (schemas/); where the night's
+    report goes (None: no report)."""
 
     training: bytes | None
     thresholds: dict[str, dict[str, float]]
     not_flagged: dict[str, str]
+    report_dir: str | None = None
 
 
 class PublishDate(beam.DoFn):
@@ -64,14 +66,16 @@ class PublishDate(beam.DoFn):
         self._fail_job_on_refusal = fail_job_on_refusal
         self._monitoring = monitoring
         self._published = Metrics.counter("load", "rows_published")
+        self._reports = Metrics.counter("monitoring", "reports_written")
 
     def measure(self, night: statistics_pb2.DatasetFeatureStatisticsList) -> dict:
         """The night's drift against training and the last published night, staged as a Parquet file."""
         training = self._monitoring.training
+        baseline = statistics_pb2.DatasetFeatureStatisticsList.FromString(training) if training else None
         previous = self._warehouse.previous_statistics(self._run.score_date)
         metrics = drift.night_drift(
             night,
-            statistics_pb2.DatasetFeatureStatisticsList.FromString(training) if training else None,
+            baseline,
             statistics_pb2.DatasetFeatureStatisticsList.FromString(base64.b64decode(previous)) if previous else None,
             self._monitoring.thresholds,
             self._monitoring.not_flagged,
@@ -79,14 +83,38 @@ class PublishDate(beam.DoFn):
         path = FileSystems.join(self._staging, "drift", f"drift-{uuid.uuid4().hex}.parquet")
         with FileSystems.create(path) as f:
             pq.write_table(drift.rows(metrics, self._run.score_date, self._run.run_id), f)
+        # Kept with the run: the night's statistics (the next night's previous_night baseline) and the
+        # training baseline's, so that the night's report is drawn from the warehouse alone.
+        kept = statistics_pb2.DatasetFeatureStatisticsList(
+            datasets=[*night.datasets, *(baseline.datasets if baseline else [])]
+        )
         return {
             "drift_files": [(path, len(metrics))],
             "drift_flagged": drift.flagged_features(metrics),
-            "statistics": base64.b64encode(night.SerializeToString()).decode("ascii"),
+            "statistics": base64.b64encode(kept.SerializeToString()).decode("ascii"),
         }
 
+    def write_report(self) -> None:
+        """The night's report, published or refused. The night's outcome is settled by now: a report that
+        cannot be written is a warning, never a failed run."""
+        if not self._monitoring.report_dir:
+            return
+        try:
+            night = self._warehouse.night_report(self._run.score_date, report.REPORT_DAYS, self._run.run_id)
+            path = report.write_report(night, self._monitoring.report_dir)
+        except Exception as e:
+            logging.warning("run %s: its report was not written: %s: %s", self._run.run_id, type(e).__name__, e)
+            return
+        self._reports.inc()
+        logging.info("run %s: report written to %s", self._run.run_id, path)
+
     def process(self, _, prediction_files, error_files, input_counts, valid_counts, night_statistics):
-        monitored = self.measure(statistics_pb2.DatasetFeatureStatisticsList(datasets=night_statistics))
+        # No statistics with --monitoring off: no drift measured and none kept.
+        monitored = (
+            self.measure(statistics_pb2.DatasetFeatureStatisticsList(datasets=night_statistics))
+            if night_statistics
+            else {}
+        )
         staged = StagedResults(
             sorted(prediction_files), sorted(error_files), dict(input_counts), dict(valid_counts), **monitored
         )
@@ -94,10 +122,12 @@ class PublishDate(beam.DoFn):
             counts = self._warehouse.publish_night(self._run, staged, datetime.now(timezone.utc))
         except GateRefused:
             delete_tree(self._staging)  # its rows are in the refused tables now
+            self.write_report()
             if self._fail_job_on_refusal:  # a remote job: its state is what Airflow and alerting see
                 raise
             return []  # a local run: the caller reads the run's status from its row
         self._published.inc(counts["prediction_rows"])
+        self.write_report()
         # Published rows are copies; a failed run keeps its staged files for inspection instead. The night
         # is published: failing now would only make a retry or an alert say otherwise.
         try:

@@ -147,6 +147,13 @@ class ScoringOptions(PipelineOptions):
             "DuckDB warehouse, a local temporary directory for BigQuery; on Dataflow "
             "use gs://...).",
         )
+        parser.add_argument(
+            "--report_dir",
+            default=None,
+            help="Where each run writes its night's HTML report, report-<date>.html (default: reports/ "
+            "beside a DuckDB warehouse, else warehouse/reports/; on a remote runner reports/ under "
+            "--staging_dir, which must then be a gs://... folder; 'none': no report).",
+        )
         parser.add_argument("--model_version", default="latest", help="'latest' or an integer version.")
         parser.add_argument(
             "--challenger_version",
@@ -267,6 +274,13 @@ def _add_gate_args(parser) -> None:
         choices=DRIFT_GATES,
         help="A feature (or the score) flagged as drifted against training or the previous night: off (not a "
         "gate), warn (reported and stored), or refuse the night (README: Monitoring).",
+    )
+    parser.add_argument(
+        "--monitoring",
+        default="on",
+        choices=("on", "off"),
+        help="off: no feature statistics and no drift for the night (about 5%% of the pipeline's throughput "
+        "at 1M records, README: Monitoring); --drift_gate refuse needs it on.",
     )
     parser.add_argument(
         "--accept_gate_failures",

@@ -43,7 +43,7 @@ from pipelines.batches import COUNTS, REJECTED
 from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
 from pipelines.extract import InputNotFoundError, ReadInputFiles
 from pipelines.load import LoadToWarehouse, Monitoring
-from pipelines.monitoring import statistics
+from pipelines.monitoring import report, statistics
 from pipelines.observe import REJECTED_BY_REASON, CountRejections, ReportProgress, distribution_summary
 from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, duration, parse
 from pipelines.stage import delete_tree, run_folder
@@ -110,6 +110,8 @@ class ScoringConfig:
     stale_after: timedelta
     local: bool  # this process runs the pipeline (and so can heartbeat for it) and waits for it
     training_statistics: bytes | None  # the model version's drift baseline; None for older versions
+    report_dir: str | None  # where the night's report goes; None: none
+    monitoring: bool  # the night's statistics and drift (--monitoring)
 
     def handler(self, model: ModelVersion, role: str) -> ExportedModelHandler:
         return ExportedModelHandler(
@@ -178,6 +180,8 @@ def plan(options: PipelineOptions) -> ScoringConfig:
         stale_after=duration(opts.stale_after),
         local=runner in LOCAL_RUNNERS,
         training_statistics=statistics.read_baseline(model.path),
+        report_dir=report_dir(opts.report_dir, warehouse, staging_dir, runner in LOCAL_RUNNERS),
+        monitoring=opts.monitoring == "on",
     )
 
 
@@ -223,8 +227,24 @@ def check_options(data: DataOptions, opts: ScoringOptions) -> None:
             "--batch_size and --models_per_process must be positive, --block_bytes at least 1024 and at "
             "most --max_record_bytes, --progress_seconds and --lock_timeout not negative"
         )
+    if opts.monitoring == "off" and opts.drift_gate == "refuse":
+        raise ValueError("--drift_gate refuse judges the night's drift, which --monitoring off does not measure")
     if duration(opts.stale_after) < heartbeat.MIN_STALE_AFTER:
         raise ValueError(f"--stale_after must be at least {heartbeat.MIN_STALE_AFTER.total_seconds():g}s")
+
+
+def report_dir(given: str | None, warehouse: Warehouse, staging_dir: str, local: bool) -> str | None:
+    """Where reports go. A remote runner's workers write it, so it must be a shared file system: a
+    folder on a worker's disk is gone with the worker."""
+    if given is not None and given.lower() == "none":
+        return None
+    chosen = given or (warehouse.default_report_dir() if local else FileSystems.join(staging_dir, "reports"))
+    if not local and FileSystems.get_scheme(chosen) in (None, "file"):
+        raise ValueError(
+            f"--report_dir {chosen} is a local folder, which a remote runner's workers cannot share: "
+            "give a gs://... folder, or 'none'"
+        )
+    return chosen
 
 
 def resolve_models(data: DataOptions, opts: ScoringOptions) -> tuple[ModelVersion, ModelVersion | None]:
@@ -314,17 +334,23 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
         )
     checked = read["batches"] | "Validate" >> ValidateRecords(config.schema, config.unknown_columns, provenance=True)
     scored = checked.valid | "RunInference" >> RunInference(config.handler(config.model, CHAMPION))
-    # Statistics of the night's valid input and of its champion scores, merged across workers: what its
-    # drift is measured with (README: Monitoring).
-    kinds, vocabularies = statistics.feature_kinds(), statistics.vocabularies(config.model.path)
-    night_statistics = checked.valid | "InputStatistics" >> beam.CombineGlobally(
-        statistics.ComputeStatistics(statistics.NIGHT, kinds, vocabularies)
-    )
-    score_statistics = scored | "ScoreStatistics" >> beam.CombineGlobally(
-        statistics.ComputeStatistics(
-            statistics.NIGHT_SCORES, {statistics.SCORE: statistics.NUMERIC}, columns={statistics.SCORE: "probability"}
+    if config.monitoring:
+        # Statistics of the night's valid input and of its champion scores, merged across workers: what
+        # its drift is measured with (README: Monitoring).
+        kinds, vocabularies = statistics.feature_kinds(), statistics.vocabularies(config.model.path)
+        night_statistics = checked.valid | "InputStatistics" >> beam.CombineGlobally(
+            statistics.ComputeStatistics(statistics.NIGHT, kinds, vocabularies)
         )
-    )
+        score_statistics = scored | "ScoreStatistics" >> beam.CombineGlobally(
+            statistics.ComputeStatistics(
+                statistics.NIGHT_SCORES,
+                {statistics.SCORE: statistics.NUMERIC},
+                columns={statistics.SCORE: "probability"},
+            )
+        )
+        monitored = (night_statistics, score_statistics) | "NightStatistics" >> beam.Flatten()
+    else:
+        monitored = pipeline | "NoStatistics" >> beam.Create([])
     if config.progress_seconds:
         _ = scored | "ReportProgress" >> beam.ParDo(ReportProgress(config.run.run_id, config.progress_seconds))
     if not config.local:  # no process waits for a remote job, so its workers keep the run's row alive
@@ -335,8 +361,9 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
         scored = (scored, challenged) | "BothModels" >> beam.Flatten()
     rejected = (read[REJECTED], checked[REJECTED]) | "AllRejected" >> beam.Flatten()
     _ = rejected | "CountRejections" >> beam.ParDo(CountRejections())
-    monitored = (night_statistics, score_statistics) | "NightStatistics" >> beam.Flatten()
-    monitoring = Monitoring(config.training_statistics, schemas.DRIFT_THRESHOLDS, schemas.DRIFT_NOT_FLAGGED)
+    monitoring = Monitoring(
+        config.training_statistics, schemas.DRIFT_THRESHOLDS, schemas.DRIFT_NOT_FLAGGED, config.report_dir
+    )
     return (scored, rejected, read[COUNTS], checked[VALID_COUNTS], monitored) | "WriteScores" >> LoadToWarehouse(
         config.warehouse, config.run, config.staging_dir, monitoring, fail_job_on_refusal=not config.local
     )
@@ -393,6 +420,12 @@ def summarize(config: ScoringConfig, result, seconds: float, reaped: list[dict[s
         "rejected_by_reason": _namespace(counters, REJECTED_BY_REASON),
         "metrics": metrics,
         "warehouse": config.warehouse.location,
+        "report_dir": config.report_dir,
+        "report": (
+            FileSystems.join(config.report_dir, report.report_name(row["score_date"]))
+            if counters.get("monitoring/reports_written")
+            else None
+        ),
     }
 
 
@@ -446,7 +479,10 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
     if summary is not None:
         write_summary(options.view_as(ScoringOptions).summary_json, summary)
         if summary["status"] == REFUSED:
-            raise Refused(f"{summary['date']} not published, previous results left as they were: {summary['error']}")
+            seen = f" (report: {summary['report']})" if summary["report"] else ""
+            raise Refused(
+                f"{summary['date']} not published, previous results left as they were: {summary['error']}{seen}"
+            )
     if failure is not None:
         reason = f"{type(failure).__name__}: {failure}"
         raise RunFailed(f"run {config.run.run_id} failed, previous results left as they were: {reason}") from failure
@@ -543,6 +579,10 @@ def main(argv: list[str]) -> int:
         print(f"  records lacking column {column}: {rows}")
     if summary["comparison"]:
         print("  champion vs challenger: " + json.dumps(summary["comparison"], sort_keys=True))
+    if summary["report"]:
+        print(f"  report: {summary['report']}")
+    elif summary["report_dir"]:
+        print("  warning: the night's report was not written (see the log); the night itself is published")
     return 0 if summary["reconciled"] else 1
 
 

@@ -54,3 +54,9 @@ SELECT score_date, feature, jensen_shannon, l_infinity, psi, flagged
 FROM drift_by_night
 WHERE baseline = 'training'
 ORDER BY score_date, feature;
+
+-- name: night_quality
+-- How each of the last 30 published nights looked, newest first (from a view).
+SELECT score_date, input_records, rejection_rate, score_mean, positive_rate, score_p10, score_p50, score_p90
+FROM night_quality
+ORDER BY score_date DESC;

@@ -126,6 +126,7 @@ class Deployment:
             "model_root": f"{self.bucket}/models",
             "warehouse": f"bq://{self.project}.{self.dataset}",
             "staging_dir": f"{self.bucket}/staging",
+            "report_dir": f"{self.bucket}/reports",
             "timezone": self.timezone,
             "accelerator": self.accelerator,
         }

@@ -29,6 +29,7 @@ REGEXES = {
     "input": r"^(gs://|bq://|/).+$",
     "warehouse": rf"^({re.escape(SCHEME)}{PROJECT}\.{DATASET}|/.+\.duckdb)$",
     "staging_dir": r"^(gs://|/).+$",
+    "report_dir": r"^(gs://.+|none)$",
     "model_root": r"^(gs://|/).+$",
     "model_name": r"^[A-Za-z0-9_.-]+$",
     "model_version": r"^(latest|[0-9]+)$",

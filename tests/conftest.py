@@ -251,7 +251,8 @@ class BigQueryUnderTest:
         setup_bigquery.setup(BQ_PROJECT, self.dataset)
         self.location = f"bq://{BQ_PROJECT}.{self.dataset}"
         self.staging = tmp_path / "staging"
-        self.args = [f"--warehouse={self.location}", f"--staging_dir={self.staging}"]
+        self.reports = tmp_path / "reports"
+        self.args = [f"--warehouse={self.location}", f"--staging_dir={self.staging}", f"--report_dir={self.reports}"]
         missing = f"absent_{uuid.uuid4().hex[:8]}"
         self.bad_locations = [
             ("bq://test.has-dash", "is not a BigQuery dataset: expected bq://project.dataset"),

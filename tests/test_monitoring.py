@@ -100,6 +100,23 @@ def test_statistics_agree_with_an_exact_computation(sample):
             assert got.string_stats.unique == pytest.approx(len(exact), rel=0.05), name
 
 
+def test_training_list_columns_are_described_as_the_typed_columns_of_a_night(sample):
+    """Training's converted batches hold [value] or [] per record (tf.Transform's layout), a night's
+    typed batches a value or a null: the same records must give the same statistics, missing included."""
+
+    def as_lists(column: pa.Array) -> pa.Array:
+        present = pc.is_valid(column).to_numpy(zero_copy_only=False)
+        offsets = np.concatenate([[0], np.cumsum(present)]).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), pc.drop_null(column))
+
+    kinds = feature_kinds()
+    typed = statistics(sample.select(list(kinds)), pieces=1)
+    listed = statistics(pa.table({n: as_lists(sample.column(n).combine_chunks()) for n in kinds}), pieces=1)
+    assert listed == typed
+    company = feature(typed, "company").string_stats.common_stats
+    assert company.num_missing == sample.column("company").null_count > 0
+
+
 def test_statistics_combine_across_bundles_in_a_pipeline(sample):
     # Copies, not slices: a pickled slice carries its parent's whole buffers between Beam's stages.
     batches = [
@@ -248,6 +265,24 @@ def test_every_metric_is_stored_every_night_and_a_normal_night_flags_nothing(mod
     assert first == [("training",)]  # the first night has no previous night
     summary = json.load(open(tmp_path / "summary-2026-11-23.json"))
     assert {g["name"]: g["passed"] for g in summary["gates"]}["drift"] is True
+
+
+def test_monitoring_off_publishes_the_same_night_without_statistics(model_root, tmp_path, capsys):
+    class Local:
+        args = [f"--warehouse={tmp_path / 'wh' / 'scores.duckdb'}"]
+
+    day = "2026-11-23"
+    write_partition(tmp_path / "trips" / f"dt={day}", day, 500)
+    assert score_night(tmp_path, model_root, Local(), day, "--monitoring=off", "--drift_gate=refuse") == 2
+    assert "--monitoring off does not measure" in capsys.readouterr().err
+    assert score_night(tmp_path, model_root, Local(), day, "--monitoring=off") == 0
+    db = tmp_path / "wh" / "scores.duckdb"
+    assert query(db, "SELECT COUNT(*) FROM predictions") == [(500,)]
+    assert query(db, "SELECT COUNT(*) FROM feature_drift") == [(0,)]
+    assert query(db, "SELECT statistics FROM scoring_runs") == [(None,)]
+    summary = json.load(open(tmp_path / f"summary-{day}.json"))
+    assert {g["name"]: g["value"] for g in summary["gates"]}["drift"] == 0
+    assert "No drift measured yet" in open(summary["report"]).read()
 
 
 def test_tripled_fares_are_flagged_and_refused_when_asked(model_root, tmp_path):

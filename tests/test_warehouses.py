@@ -319,7 +319,7 @@ def test_views_and_every_example_query(model_root, warehouse, tmp_path):
     score.run(score_args(tmp_path, model_root, warehouse))
     queries = warehouse.example_queries()
     names = {"top_tippers", "daily_summary", "latest_scores", "reconciliation", "rejections", "why_refused"}
-    names |= {"drift_heat_map"}
+    names |= {"drift_heat_map", "night_quality"}
     assert set(queries) == names
     d = date.fromisoformat(DAY)
 
@@ -344,6 +344,19 @@ def test_views_and_every_example_query(model_root, warehouse, tmp_path):
         (d, 401, 400, 1, 0, True),
     ]
     assert warehouse.rows(queries["rejections"], date=d) == [("malformed_line", None, 1)]
+
+    quality = warehouse.rows(queries["night_quality"])
+    assert [(r[0], r[1]) for r in quality] == [(d, 401), (date(2026, 11, 22), 150)]
+    assert [r[2] for r in quality] == [pytest.approx(1 / 401), 0.0]
+    for row, (_, share) in zip(quality, reversed(shares), strict=True):
+        night_scores = sorted(
+            p for (p,) in warehouse.rows("SELECT probability FROM predictions WHERE score_date = ?", row[0])
+        )
+        assert row[3] == pytest.approx(sum(night_scores) / len(night_scores)) and row[4] == pytest.approx(share)
+        # p10, p50, p90 are values of the night, at most one rank (and the engine's approximation) off.
+        for got, q in zip(row[5:], (0.1, 0.5, 0.9), strict=True):
+            rank = night_scores.index(got)
+            assert abs(rank - q * (len(night_scores) - 1)) <= 0.02 * len(night_scores) + 1
 
 
 # ---------------------------------------------------------------- what only BigQuery has

@@ -31,6 +31,7 @@ NUM_QUANTILES = 100  # equal-mass buckets kept: drift is measured on (merged) bu
 TOP_BUCKETS = 1000  # Misra-Gries counters: a reported count is high by at most count / TOP_BUCKETS
 TOP_VALUES = 50  # top values kept in the statistics
 DISTINCT_BUCKETS = 4096  # KMV: relative error about 1 / sqrt(4096), under 2%
+REPEATED_SHARE = 0.5  # numbers with fewer distinct values than this share go to the sketch weighted
 
 
 def feature_kinds() -> dict[str, str]:
@@ -69,30 +70,49 @@ class FeatureSketch:
         records = len(column)
         if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
             column = pc.list_flatten(column)  # tf.Transform's layout: [value], or [] for a missing one
-        if self.kind == NUMERIC:
-            # As the model sees them (float32), so that training's converted batches and a night's typed
-            # ones describe the same values the same way.
-            values = pc.cast(pc.cast(column, pa.float32(), safe=False), pa.float64())
-            values = pc.drop_null(pc.if_else(pc.is_nan(values), None, values))
-        else:
-            if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
-                column = pc.cast(column, pa.large_string())
-            values = pc.drop_null(column if pa.types.is_string(column.type) else pc.cast(column, pa.string()))
-        self.missing += records - len(values)
-        self.count += len(values)
-        if not len(values):
+        if column.null_count == len(column):
+            self.missing += records
             return
         if self.kind == NUMERIC:
-            array = values.to_numpy(zero_copy_only=False)
-            self.total += float(array.sum())
-            self.total_squares += float(np.dot(array, array))
-            self.low, self.high = min(self.low, float(array.min())), max(self.high, float(array.max()))
+            self._add_numbers(records, column)
+        else:
+            self._add_categories(records, column)
+
+    def _add_numbers(self, records: int, column: pa.Array) -> None:
+        # As the model sees them (float32), so that training's converted batches and a night's typed
+        # ones describe the same values the same way; nulls and NaN are missing.
+        array = column.to_numpy(zero_copy_only=False).astype(np.float32).astype(np.float64)
+        array = array[~np.isnan(array)]
+        self.missing += records - len(array)
+        self.count += len(array)
+        if not len(array):
+            return
+        self.total += float(array.sum())
+        self.total_squares += float(np.dot(array, array))
+        self.low, self.high = min(self.low, float(array.min())), max(self.high, float(array.max()))
+        values, counts = _repeated(pa.array(array))
+        if counts is None:
             self.quantiles.AddValues(values)
         else:
-            self.top.AddValues(values)
-            self.distinct.AddValues(values)
-            if self.vocabulary is not None:
-                self.out_of_vocabulary += len(values) - pc.sum(pc.is_in(values, self.vocabulary)).as_py()
+            self.quantiles.AddValues(values, pc.cast(counts, pa.float64()))
+
+    def _add_categories(self, records: int, column: pa.Array) -> None:
+        present = len(column) - column.null_count  # a flattened list column has no entry for a missing value
+        self.missing += records - present
+        self.count += present
+        # Each distinct value once, with its count: the sketches take weights, and a category has few
+        # distinct values in a batch, so they work per value, not per record.
+        found = pc.value_counts(pc.drop_null(column))
+        values, counts = found.field("values"), found.field("counts")
+        if pa.types.is_binary(values.type) or pa.types.is_large_binary(values.type):
+            values = pc.cast(values, pa.large_string())
+        elif not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            values = pc.cast(values, pa.string())
+        self.top.AddValues(values, pc.cast(counts, pa.float32()))
+        self.distinct.AddValues(values)
+        if self.vocabulary is not None:
+            known = pc.sum(pc.if_else(pc.is_in(values, self.vocabulary), counts, 0)).as_py() or 0
+            self.out_of_vocabulary += present - known
 
     def merge(self, other: FeatureSketch) -> None:
         self.count += other.count
@@ -148,6 +168,15 @@ class FeatureSketch:
         for low, high in zip(edges[:-1], edges[1:], strict=True):
             histogram.buckets.add(low_value=float(low), high_value=float(high), sample_count=share)
         return histogram
+
+
+def _repeated(values: pa.Array) -> tuple[pa.Array, pa.Array | None]:
+    """Numbers as (distinct values, counts) when they repeat enough for the quantile sketch to work per
+    distinct value (most features: money in cents, whole seconds, area centroids); else as they are."""
+    found = pc.value_counts(values)
+    if len(found) > REPEATED_SHARE * len(values):
+        return values, None
+    return found.field("values"), found.field("counts")
 
 
 class DatasetSketch:

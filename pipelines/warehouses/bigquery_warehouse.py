@@ -69,6 +69,7 @@ class BigQueryWarehouse(Warehouse):
             type_names={t: t.value for t in ColumnType},
             reported_type_names=bq.STANDARD_TYPES,
             table_prefix=f"{ref}.",
+            percentile_template="APPROX_QUANTILES({column}, 100)[OFFSET({percent})]",
         )
         self._create_dataset = create_dataset
         self._dataset_location = dataset_location

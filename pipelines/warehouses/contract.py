@@ -29,6 +29,7 @@ from pipelines.warehouses.sql import RUNNING, SUCCEEDED, Dialect, StagedTables, 
 from schemas import REFUSED_ERRORS, REFUSED_FEATURE_DRIFT, REFUSED_PREDICTIONS, WAREHOUSE_TABLES, Field, TableSchema
 
 FAILED, REFUSED, ABANDONED = "failed", "refused", "abandoned"
+DEFAULT_REPORT_DIR = "warehouse/reports"  # beside the default DuckDB warehouse, warehouse/scores.duckdb
 MAX_ERROR_CHARS = 4000  # a failed run's error as stored; the rest is in the job's log
 
 
@@ -49,6 +50,19 @@ REJUDGE_ATTEMPTS = 5  # overlapping runs of one date: each lost race re-reads wh
 
 class GateRefused(RuntimeError):
     """The night failed a quality gate: not published, its rows kept in the refused tables."""
+
+
+@dataclass(frozen=True)
+class NightReport:
+    """A night's report, as read from the warehouse: the run's row, per published night its quality
+    (`night_quality`'s columns), the run's rejections per reason, drift rows (`feature_drift`'s
+    columns; the run's own when it was refused), and the previous published night's statistics."""
+
+    run: dict[str, Any]
+    quality: list[dict[str, Any]]
+    rejections: list[dict[str, Any]]
+    drift: list[dict[str, Any]]
+    previous_statistics: str | None
 
 
 class AlreadyPublished(Exception):
@@ -241,6 +255,10 @@ class Warehouse(abc.ABC):
             for view in sql.views(self.dialect):
                 self._create_view(view)
 
+    def exists(self) -> bool:
+        """Whether there is a warehouse to read (a BigQuery dataset missing is a configuration error)."""
+        return self._open(create=False)
+
     def record_run(self, run: RunRecord) -> None:
         """The run's row, status running, before any data is read."""
         values = {
@@ -382,6 +400,30 @@ class Warehouse(abc.ABC):
     def record_metrics(self, run_id: str, metrics: dict[str, Any]) -> None:
         self._query(sql.update_run(self.dialect, run_id, {"metrics": json.dumps(metrics, sort_keys=True)}))
 
+    def night_report(self, score_date: date, days: int, run_id: str | None = None) -> NightReport:
+        """What a night's report shows, read from the warehouse alone: the run (`run_id`, or the date's
+        latest finished run), and the history of the published nights of the `days` days up to the date."""
+        if run_id is None:
+            names, rows = self._query(sql.latest_finished_run(self.dialect, score_date))
+            if not rows:
+                raise LookupError(f"{self.location}: no finished scoring run for {score_date}")
+            run = dict(zip(names, rows[0], strict=True))
+        else:
+            run = self.run_row(run_id)
+
+        def records(statement: Statement) -> list[dict[str, Any]]:
+            names, rows = self._query(statement)
+            return [dict(zip(names, row, strict=True)) for row in rows]
+
+        since = score_date - timedelta(days=days)
+        return NightReport(
+            run=run,
+            quality=records(sql.quality_between(self.dialect, since, score_date)),
+            rejections=records(sql.rejections_of_run(self.dialect, run["run_id"])),
+            drift=records(sql.drift_between(self.dialect, since, score_date, run["run_id"])),
+            previous_statistics=self.previous_statistics(score_date),
+        )
+
     def run_row(self, run_id: str) -> dict[str, Any]:
         names, rows = self._query(sql.select_run(self.dialect, run_id))
         if not rows:
@@ -398,6 +440,10 @@ class Warehouse(abc.ABC):
     @abc.abstractmethod
     def default_staging_dir(self) -> str:
         """Where a run stages its files when --staging_dir is not given."""
+
+    def default_report_dir(self) -> str:
+        """Where a local run writes its night's report when --report_dir is not given."""
+        return DEFAULT_REPORT_DIR
 
     @abc.abstractmethod
     def _open(self, create: bool) -> bool:

@@ -80,6 +80,9 @@ class DuckDBWarehouse(Warehouse):
     def default_staging_dir(self) -> str:
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), "_staging")
 
+    def default_report_dir(self) -> str:
+        return os.path.join(os.path.dirname(os.path.abspath(self.path)), "reports")
+
     def connect(self, read_only: bool = False, wait: float | None = None) -> duckdb.DuckDBPyConnection:
         """A connection, waiting at most `wait` (default `lock_timeout`) for another process's lock."""
         wait = self.lock_timeout if wait is None else wait
@@ -153,7 +156,7 @@ class DuckDBWarehouse(Warehouse):
             return super().publish_night(run, staged, finished_at)
 
     def _open(self, create: bool) -> bool:
-        return True  # prepare() opened the file
+        return create or os.path.exists(self.path)  # prepare() made the folder when creating
 
     def _columns(self, table: str) -> list[tuple[str, str]] | None:
         with self._connection() as con:

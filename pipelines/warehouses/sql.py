@@ -21,6 +21,8 @@ from schemas import (
     FEATURE_DRIFT,
     INPUT,
     PREDICTIONS,
+    REFUSED_ERRORS,
+    REFUSED_FEATURE_DRIFT,
     SCORING_ERRORS,
     SCORING_RUNS,
     ColumnType,
@@ -53,6 +55,8 @@ class Dialect:
     type_names: Mapping[ColumnType, str]
     reported_type_names: Mapping[str, str] = field(default_factory=dict)  # as its catalog reports a type
     table_prefix: str = ""  # BigQuery: "project.dataset."
+    # An aggregate's percentile, {column} and {percent} (an integer) filled in: each engine has its own.
+    percentile_template: str = "quantile_disc({column}, {percent} / 100)"
 
     def quote(self, name: str) -> str:
         if not _IDENTIFIER.match(name):
@@ -68,6 +72,9 @@ class Dialect:
 
     def type_name(self, type_: ColumnType) -> str:
         return self.type_names[type_]
+
+    def percentile(self, column: str, percent: int) -> str:
+        return self.percentile_template.format(column=column, percent=int(percent))
 
     def reported_type(self, reported: str) -> str:
         """A type as the catalog reports it, in the names `type_name` uses."""
@@ -114,6 +121,62 @@ def select_run(d: Dialect, run_id: str) -> Statement:
     return Statement(
         f"SELECT * FROM {d.table(SCORING_RUNS.name)} WHERE {d.quote('run_id')} = {d.param('run_id')}",
         run_params({"run_id": run_id}),
+    )
+
+
+def latest_finished_run(d: Dialect, score_date) -> Statement:
+    """The date's most recent run that has finished, whatever its outcome: the one a report describes."""
+    p = d.param
+    return Statement(
+        f"SELECT * FROM {d.table(SCORING_RUNS.name)} WHERE score_date = {p('score_date')} "
+        f"AND status != {p('running')} ORDER BY started_at DESC LIMIT 1",
+        {"score_date": (ColumnType.DATE, score_date), "running": (ColumnType.STRING, RUNNING)},
+    )
+
+
+# ---------------------------------------------------------------- what a night's report reads
+
+
+def quality_between(d: Dialect, since, through) -> Statement:
+    """`night_quality` of the published nights after `since` up to `through`, oldest first. Bounded by
+    dates, not by a count of nights, so that BigQuery reads only those partitions."""
+    p = d.param
+    window = f"AND score_date > {p('since')} AND score_date <= {p('through')}"
+    return Statement(
+        f"SELECT * FROM ({night_quality(d, (through - since).days, window)}) AS q ORDER BY score_date",
+        {"since": (ColumnType.DATE, since), "through": (ColumnType.DATE, through)},
+    )
+
+
+def rejections_of_run(d: Dialect, run_id: str) -> Statement:
+    """A run's rejected records per reason, from the published or the refused errors (only one holds it)."""
+    unions = " UNION ALL ".join(
+        f"SELECT reason, error_kind, COALESCE(records, 1) AS records FROM {d.table(t.name)} "
+        f"WHERE run_id = {d.param('run_id')}"
+        for t in (SCORING_ERRORS, REFUSED_ERRORS)
+    )
+    return Statement(
+        f"SELECT reason, error_kind, SUM(records) AS records FROM ({unions}) AS e "
+        "GROUP BY reason, error_kind ORDER BY records DESC, reason",
+        {"run_id": (ColumnType.STRING, run_id)},
+    )
+
+
+def drift_between(d: Dialect, since, through, run_id: str) -> Statement:
+    """Drift metrics of the published nights after `since` up to `through`, and those of the run
+    `run_id` if it was refused (kept apart in refused_feature_drift)."""
+    p, columns = d.param, _columns(d, FEATURE_DRIFT)
+    return Statement(
+        f"""
+        SELECT {columns} FROM {d.table(FEATURE_DRIFT.name)}
+        WHERE score_date > {p("since")} AND score_date <= {p("through")}
+        UNION ALL
+        SELECT {columns} FROM {d.table(REFUSED_FEATURE_DRIFT.name)} WHERE run_id = {p("run_id")}""",
+        {
+            "since": (ColumnType.DATE, since),
+            "through": (ColumnType.DATE, through),
+            "run_id": (ColumnType.STRING, run_id),
+        },
     )
 
 
@@ -222,6 +285,31 @@ def trailing_inputs(d: Dialect, score_date, nights: int = VOLUME_HISTORY) -> Sta
         LIMIT {int(nights)}""",
         {"succeeded": (ColumnType.STRING, SUCCEEDED), "score_date": (ColumnType.DATE, score_date)},
     )
+
+
+SCORE_PERCENTILES = (10, 25, 50, 75, 90)
+QUALITY_NIGHTS = 30  # the analysts' view; the report looks back further (pipelines/monitoring/report.py)
+
+
+def night_quality(d: Dialect, nights: int, window: str = "") -> str:
+    """Per published night (its latest succeeded run): volume, rejection rate and the champion's score
+    distribution, over the last `nights` nights; `window` ("AND ..." on score_date) limits what is read."""
+    runs, predictions = d.table(SCORING_RUNS.name), d.table(PREDICTIONS.name)
+    until = window
+    percentiles = ", ".join(f"{d.percentile('probability', q)} AS score_p{q}" for q in SCORE_PERCENTILES)
+    return f"""
+        SELECT r.score_date, r.run_id, r.model_version, r.input_records, r.scored_records, r.rejected_records,
+               r.rejected_files, r.rejected_records / NULLIF(r.input_records, 0) AS rejection_rate,
+               s.score_mean, s.positive_rate, {", ".join(f"s.score_p{q}" for q in SCORE_PERCENTILES)}
+        FROM (SELECT score_date, run_id, model_version, input_records, scored_records, rejected_records,
+                     rejected_files, ROW_NUMBER() OVER (PARTITION BY score_date ORDER BY finished_at DESC) AS newest
+              FROM {runs} WHERE status = '{SUCCEEDED}' {until}) AS r
+        JOIN (SELECT score_date, AVG(probability) AS score_mean,
+                     AVG(CASE WHEN label THEN 1 ELSE 0 END) AS positive_rate, {percentiles}
+              FROM {predictions} WHERE model_role = '{CHAMPION}' {until}
+              GROUP BY score_date) AS s ON s.score_date = r.score_date
+        WHERE r.newest = 1
+        QUALIFY ROW_NUMBER() OVER (ORDER BY r.score_date DESC) <= {int(nights)}"""
 
 
 def published_records(d: Dialect, score_date) -> Statement:
@@ -471,6 +559,12 @@ def views(d: Dialect) -> list[View]:
               FROM {d.table(FEATURE_DRIFT.name)}) AS ranked
         WHERE night <= 30
         GROUP BY score_date, feature, baseline""",
+        ),
+        View(
+            "night_quality",
+            f"Per published night, the last {QUALITY_NIGHTS}: volume, rejection rate, score mean, positive rate "
+            "and score percentiles.",
+            night_quality(d, QUALITY_NIGHTS),
         ),
         View(
             "daily_score_summary",

@@ -1,0 +1,64 @@
+"""Write a night's HTML report again, from the warehouse alone.
+
+    python -m pipelines.report --date 2026-11-23 [--warehouse warehouse/scores.duckdb]
+                               [--report_dir warehouse/reports] [--run_id RUN]
+
+The scoring job writes the same report after every run (README: Monitoring); this rewrites it, for
+a date whose report was lost, for an older night, or after the history it plots has grown. It
+describes the date's latest finished run (or --run_id), published, refused or failed.
+
+Exit codes: 0 written, 2 bad configuration or no finished run for the date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipelines.monitoring import report
+from pipelines.options import DEFAULT_WAREHOUSE
+from pipelines.warehouses import WarehouseConfigError, open_warehouse
+
+
+def run(argv: list[str] | None = None) -> str:
+    """Writes the report; returns its path."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--date", required=True, type=date.fromisoformat, help="The night, YYYY-MM-DD.")
+    parser.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="A DuckDB file or bq://project.dataset.")
+    parser.add_argument(
+        "--report_dir",
+        default=None,
+        help="A local folder or gs://... (default: reports/ beside a DuckDB warehouse, else warehouse/reports/).",
+    )
+    parser.add_argument("--run_id", default=None, help="Describe this run of the date, not its latest.")
+    parser.add_argument("--days", type=int, default=report.REPORT_DAYS, help="Days of history plotted.")
+    args, rest = parser.parse_known_args(argv)
+    if args.days < 1:
+        raise ValueError("--days must be at least 1")
+    FileSystems.set_options(PipelineOptions(rest))  # gs:// settings, as the scoring job takes them
+    warehouse = open_warehouse(args.warehouse)
+    if not warehouse.exists():
+        raise WarehouseConfigError(f"{args.warehouse}: no such warehouse")
+    warehouse.prepare(create=False)  # its tables as schemas/ defines them, or a clear error
+    night = warehouse.night_report(args.date, args.days, args.run_id)
+    if night.run["score_date"] != args.date:
+        raise ValueError(f"run {args.run_id} scored {night.run['score_date']}, not {args.date}")
+    return report.write_report(night, args.report_dir or warehouse.default_report_dir())
+
+
+def main(argv: list[str]) -> int:
+    try:
+        path = run(argv)
+    except (ValueError, LookupError, WarehouseConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

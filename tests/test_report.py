@@ -1,0 +1,241 @@
+"""The night's report (README: Monitoring): written by every run, written again from the warehouse
+alone, aggregates only, and drawn by a real browser with the network cut off."""
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+from datetime import date, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+import pytest
+from PIL import Image
+
+from pipelines import report as report_cli
+from pipelines import score
+from pipelines.monitoring import drift, report
+from pipelines.monitoring.statistics import (
+    EVAL_SCORES,
+    NIGHT,
+    NIGHT_SCORES,
+    TRAINING,
+    DatasetSketch,
+    feature_kinds,
+    score_statistics,
+    statistics_list,
+)
+from pipelines.warehouses.contract import NightReport
+from tests.conftest import write_partition
+
+DAY = "2026-11-23"
+MAX_BYTES = 2 * 1024 * 1024
+# Sections every report has, and the plots of a night with one flagged input feature (and the score
+# flagged with it): history, rejection reasons, heat map, two overlays, scores vs training, score band.
+SECTIONS = [
+    "Quality gates",
+    "Volume, rejections and mean score",
+    "Rejected records by reason",
+    "Drift against training",
+]
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed when missing (CI runs as root on a clean machine)."""
+    found = shutil.which("chromium")
+    if found:
+        return found
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.fail("the report test needs a browser: apt-get install -y chromium (as root)")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=900, check=True)
+        subprocess.run(install, env=env, capture_output=True, timeout=900, check=True)
+    return shutil.which("chromium")
+
+
+def browse(chromium: str, page: str, *how: str) -> subprocess.CompletedProcess:
+    """Headless chromium on a file with every host name unresolvable: nothing can come from a network."""
+    return subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            *how,
+            f"file://{page}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+
+
+def assert_self_contained(page: str) -> None:
+    """No script, and nothing a browser would fetch: no src or href leaving the page, no CSS import or url()."""
+    text = open(page).read()
+    assert "<script" not in text.lower()
+    assert re.findall(r"""(?:src|href)\s*=\s*["'](?!#|data:)""", text) == []
+    assert "@import" not in text and re.findall(r"url\((?!#)", text) == []  # url(#id): the page's own clip paths
+    assert os.path.getsize(page) < MAX_BYTES
+
+
+def score_args(tmp_path, model_root, day, *extra):
+    return [
+        f"--date={day}",
+        f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+        f"--model_root={model_root}",
+        f"--warehouse={tmp_path / 'wh' / 'scores.duckdb'}",
+        f"--summary_json={tmp_path / f'summary-{day}.json'}",
+        *extra,
+    ]
+
+
+def test_every_run_writes_its_report_and_a_browser_draws_it_offline(model_root, tmp_path, chromium):
+    write_partition(tmp_path / "trips" / "dt=2026-11-22", "2026-11-22", 1500)
+    [path] = write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 1500)
+    table = pacsv.read_csv(path, convert_options=pacsv.ConvertOptions(column_types={"fare": pa.float64()}))
+    table = table.set_column(table.schema.get_field_index("fare"), "fare", pc.multiply(table.column("fare"), 3.0))
+    pacsv.write_csv(table, path)
+    with open(path, "a") as f:
+        f.write("broken,line\n")
+    a_trip = table.column("trip_id")[0].as_py()
+    assert score.main(score_args(tmp_path, model_root, "2026-11-22")) == 0
+    assert score.main(score_args(tmp_path, model_root, DAY)) == 0
+    summary = json.load(open(tmp_path / f"summary-{DAY}.json"))
+    page = str(tmp_path / "wh" / "reports" / f"report-{DAY}.html")  # the default: beside the warehouse
+    assert summary["report"] == page and os.path.exists(tmp_path / "wh" / "reports" / "report-2026-11-22.html")
+
+    assert_self_contained(page)
+    text = open(page).read()
+    assert a_trip not in text  # aggregates only: not one record's key
+    dom = browse(chromium, page, "--dump-dom").stdout
+    assert f"Scoring report {DAY}: succeeded" in dom
+    assert all(f"<h2>{section}" in dom for section in SECTIONS)
+    flagged_features = re.findall(r"<h3>(fare|score)</h3>", dom)
+    assert flagged_features == ["fare", "score"]
+    assert dom.count("<svg") == 7
+    assert "malformed_line" in dom  # the rejection reason, in its table
+
+    shot = tmp_path / "shot.png"
+    browse(chromium, page, "--hide-scrollbars", "--window-size=1200,3000", f"--screenshot={shot}")
+    image = Image.open(shot).convert("RGB")
+    assert image.size == (1200, 3000)
+    banner_green = (27, 127, 59)  # the succeeded banner's colour: the page's own style applied
+    pixels = np.asarray(image).reshape(-1, 3)
+    assert (np.abs(pixels - banner_green).sum(axis=1) < 10).sum() > 10_000
+    assert len(np.unique(pixels, axis=0)) > 200  # plots drawn, not a blank page
+
+
+def test_a_report_is_written_again_from_the_warehouse_alone(model_root, warehouse, tmp_path, capsys):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 300)
+    reports = tmp_path / "reports"
+    args = [
+        f"--date={DAY}",
+        f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+        f"--model_root={model_root}",
+        *warehouse.args,
+        f"--report_dir={reports}",
+    ]
+    assert score.main(args) == 0
+    written = (reports / f"report-{DAY}.html").read_bytes()
+    again = [f"--date={DAY}", f"--warehouse={warehouse.location}", f"--report_dir={tmp_path / 'again'}"]
+    assert report_cli.main(again) == 0
+    assert (tmp_path / "again" / f"report-{DAY}.html").read_bytes() == written  # nothing but the warehouse
+
+    # A refused night's report says so, and what it would have published; the published night is kept.
+    capsys.readouterr()
+    assert score.main([*args, "--min_records=1000"]) == 3
+    assert f"(report: {reports / f'report-{DAY}.html'})" in capsys.readouterr().err
+    refused = (reports / f"report-{DAY}.html").read_text()
+    assert f"Scoring report {DAY}: refused" in refused and "min_records" in refused
+    assert report_cli.main(again) == 0
+    assert (tmp_path / "again" / f"report-{DAY}.html").read_text() == refused
+
+    capsys.readouterr()
+    assert report_cli.main([f"--date={date.fromisoformat(DAY) + timedelta(days=1)}", *again[1:]]) == 2
+    assert "no finished scoring run for 2026-11-24" in capsys.readouterr().err
+
+
+def test_a_remote_run_needs_a_shared_report_folder(model_root, tmp_path, capsys):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 10)
+    remote = ["--runner=DataflowRunner", "--project=p", "--region=us-central1", f"--report_dir={tmp_path}"]
+    assert score.main([*score_args(tmp_path, model_root, DAY), *remote]) == 2
+    assert "a remote runner's workers cannot share" in capsys.readouterr().err
+
+
+def test_the_report_stays_small_with_every_feature_flagged_over_sixty_nights(typed_trips):
+    """The worst case the page can hold: its size depends on features and nights, never on records."""
+    kinds = feature_kinds()
+    rng = np.random.default_rng(5)
+
+    def described(name: str, table: pa.Table):
+        sketch = DatasetSketch(kinds)
+        for batch in table.to_batches(max_chunksize=4096):
+            sketch.add(batch)
+        return sketch.to_proto(name)
+
+    night = typed_trips
+    stored = statistics_list(
+        described(NIGHT, night),
+        score_statistics(NIGHT_SCORES, rng.beta(2, 5, 5000), 0.5),
+        described(TRAINING, night.slice(0, night.num_rows // 2)),
+        score_statistics(EVAL_SCORES, rng.beta(2, 4, 5000), 0.5),
+    )
+    nights = [date.fromisoformat(DAY) - timedelta(days=n) for n in range(report.REPORT_DAYS)][::-1]
+    drift_rows = [
+        {
+            "score_date": d,
+            "run_id": f"run-{d}",
+            "feature": name,
+            "baseline": baseline,
+            "metric": metric,
+            "value": float(rng.uniform(0, 1)),
+            "threshold": 0.1,
+            "flagged": True,
+            "detail": "x" * 200,
+        }
+        for d in nights
+        for name in [*kinds, "score"]
+        for baseline in (drift.TRAINING_BASELINE, drift.PREVIOUS_NIGHT)
+        for metric in ("jensen_shannon", "psi", "l_infinity", "missing_rate_change", "out_of_vocabulary_share")
+    ]
+    quality = [
+        {
+            "score_date": d,
+            "input_records": 10**9,
+            "rejection_rate": 0.01,
+            "score_mean": 0.3,
+            "positive_rate": 0.2,
+            **{f"score_p{q}": q / 100 for q in (10, 25, 50, 75, 90)},
+        }
+        for d in nights
+    ]
+    run = {
+        "run_id": f"run-{DAY}",
+        "score_date": date.fromisoformat(DAY),
+        "status": "refused",
+        "model_name": "taxi_tipper",
+        "model_version": 1,
+        "input_records": 10**9,
+        "scored_records": 10**9 - 10**7,
+        "rejected_records": 10**7,
+        "rejected_files": 3,
+        "error": "refused by quality gates: " + "y" * 3000,
+        "gates": json.dumps(
+            [{"name": f"g{i}", "value": 1.0, "limit": 0.5, "passed": False, "detail": "z"} for i in range(9)]
+        ),
+        "statistics": base64.b64encode(stored.SerializeToString()).decode(),
+    }
+    rejections = [{"reason": f"reason_{i}", "error_kind": "record", "records": 10**6 - i} for i in range(300)]
+    page = report.render(NightReport(run, quality, rejections, drift_rows, run["statistics"]))
+    assert len(page.encode("utf-8")) < MAX_BYTES
+    assert len(re.findall(r"<h3>", page)) == len(kinds) + 1 + 2  # every feature and the score, and the Scores plots
