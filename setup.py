@@ -17,6 +17,7 @@ REQUIRED = [
 ]
 TEST = [
     "pytest==9.2.0",
+    "pytest-xdist==3.8.0",  # the suite on two processes (scripts/run_tests.sh)
     "ruff==0.17.5",  # lint, import order and format (ruff.toml), checked before the tests
     "hypothesis==6.155.2",  # property tests over damaged input files (tests/test_damage.py)
     "gcp-storage-emulator==2026.7.19",  # a real GCS API server for the tests, on loopback

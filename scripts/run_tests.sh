@@ -1,23 +1,32 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to the whole test suite: installs the project with its test
-# dependencies (and, in .venv-airflow, the pinned Airflow the DAG test loads the DAG with), checks
-# lint and format with ruff (ruff.toml; a finding fails the run), and runs pytest. Exit code 5 (no
-# tests collected) is reported, not hidden as success.
+# dependencies (and, in .venv-airflow, the pinned Airflow the DAG test loads the DAG with, installed
+# at the same time), checks lint and format with ruff (ruff.toml; a finding fails the run), and runs
+# pytest on two worker processes (pytest-xdist; extra arguments go to pytest). Exit code 5 (no tests
+# collected) is reported, not hidden as success.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=test source scripts/env.sh
+PYTHON=${PYTHON:-python3.11}
+airflow=""
 if [ ! -x .venv-airflow/bin/airflow ]; then
-  rm -rf .venv-airflow
-  if ! { "$PYTHON" -m venv .venv-airflow \
-         && .venv-airflow/bin/python -m pip install --quiet -r tests/airflow-requirements.txt; }; then
-    echo "warning: Airflow could not be installed; the DAG test will be skipped and say so" >&2
+  (
     rm -rf .venv-airflow
-  fi
+    if ! { "$PYTHON" -m venv .venv-airflow \
+           && .venv-airflow/bin/python -m pip install --quiet -r tests/airflow-requirements.txt; }; then
+      echo "warning: Airflow could not be installed; the DAG test will be skipped and say so" >&2
+      rm -rf .venv-airflow
+    fi
+  ) &
+  airflow=$!
+fi
+EXTRAS=test source scripts/env.sh
+if [ -n "$airflow" ]; then
+  wait "$airflow"
 fi
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 set +e
-.venv/bin/python -m pytest -p no:cacheprovider "$@"
+.venv/bin/python -m pytest -p no:cacheprovider --numprocesses "${TEST_WORKERS:-2}" --dist loadgroup "$@"
 status=$?
 set -e
 if [ "$status" -eq 5 ]; then
