@@ -110,8 +110,8 @@ class PublishDate(beam.DoFn):
 
     def process(self, _, prediction_files, error_files, input_counts, valid_counts, night_statistics):
         # No statistics with --monitoring off: no drift measured and none kept.
-        datasets = [dataset for each in night_statistics for dataset in each]
-        monitored = self.measure(statistics_pb2.DatasetFeatureStatisticsList(datasets=datasets)) if datasets else {}
+        datasets = statistics_pb2.DatasetFeatureStatisticsList(datasets=night_statistics)
+        monitored = self.measure(datasets) if night_statistics else {}
         staged = StagedResults(
             sorted(prediction_files), sorted(error_files), dict(input_counts), dict(valid_counts), **monitored
         )
@@ -136,7 +136,8 @@ class PublishDate(beam.DoFn):
 
 class LoadToWarehouse(beam.PTransform):
     """(scored batches, rejected batches, (source, records counted), (source, records valid), the night's
-    statistics (at most one list of DatasetFeatureStatistics, one per data set)) -> the published date's counts."""
+    statistics (one DatasetFeatureStatistics per data set; none with --monitoring off)) -> the published date's
+    counts."""
 
     def __init__(
         self,

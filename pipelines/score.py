@@ -335,25 +335,29 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
     checked = read["batches"] | "Validate" >> ValidateRecords(config.schema, config.unknown_columns, provenance=True)
     scored = checked.valid | "RunInference" >> RunInference(config.handler(config.model, CHAMPION))
     if config.monitoring:
-        # Statistics of the night's valid input and of its champion scores, merged across workers in one
-        # aggregation: what its drift is measured with (README: Monitoring).
+        # Statistics of the night's valid input and of its champion scores, merged across workers: what
+        # its drift is measured with (README: Monitoring). Each is combined where its batches are made
+        # (a Flatten of the two first would carry the batches themselves to a new stage).
         kinds, vocabularies = statistics.feature_kinds(), statistics.vocabularies(config.model.path)
-        datasets = {
-            statistics.NIGHT: statistics.ComputeStatistics(statistics.NIGHT, kinds, vocabularies),
-            statistics.NIGHT_SCORES: statistics.ComputeStatistics(
-                statistics.NIGHT_SCORES,
-                {statistics.SCORE: statistics.NUMERIC},
-                columns={statistics.SCORE: "probability"},
-            ),
-        }
-        tagged = (
-            checked.valid | "TagInput" >> beam.Map(lambda batch: (statistics.NIGHT, batch)),
-            scored | "TagScores" >> beam.Map(lambda batch: (statistics.NIGHT_SCORES, batch)),
-        ) | "NightBatches" >> beam.Flatten()
-        monitored = (
-            tagged
-            | "NightStatistics" >> beam.CombineGlobally(statistics.ComputeTaggedStatistics(datasets)).without_defaults()
+        night_statistics = (
+            checked.valid
+            | "InputStatistics"
+            >> beam.CombineGlobally(
+                statistics.ComputeStatistics(statistics.NIGHT, kinds, vocabularies)
+            ).without_defaults()
         )
+        score_statistics = (
+            scored
+            | "ScoreStatistics"
+            >> beam.CombineGlobally(
+                statistics.ComputeStatistics(
+                    statistics.NIGHT_SCORES,
+                    {statistics.SCORE: statistics.NUMERIC},
+                    columns={statistics.SCORE: "probability"},
+                )
+            ).without_defaults()
+        )
+        monitored = (night_statistics, score_statistics) | "NightStatistics" >> beam.Flatten()
     else:
         monitored = pipeline | "NoStatistics" >> beam.Create([])
     if config.progress_seconds:

@@ -2,11 +2,13 @@
 alone, aggregates only, and drawn by a real browser with the network cut off."""
 
 import base64
+import fcntl
 import json
 import os
 import re
 import shutil
 import subprocess
+import tempfile
 from datetime import date, timedelta
 
 import numpy as np
@@ -34,8 +36,7 @@ from tests.conftest import write_partition
 
 DAY = "2026-11-23"
 MAX_BYTES = 2 * 1024 * 1024
-# Sections every report has, and the plots of a night with one flagged input feature (and the score
-# flagged with it): history, rejection reasons, heat map, two overlays, scores vs training, score band.
+# Sections every report has.
 SECTIONS = [
     "Quality gates",
     "Volume, rejections and mean score",
@@ -47,16 +48,18 @@ SECTIONS = [
 @pytest.fixture(scope="session")
 def chromium() -> str:
     """Debian's chromium, installed when missing (CI runs as root on a clean machine)."""
-    found = shutil.which("chromium")
-    if found:
-        return found
+    if shutil.which("chromium"):
+        return shutil.which("chromium")
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.fail("the report test needs a browser: apt-get install -y chromium (as root)")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-    if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
-        subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=900, check=True)
-        subprocess.run(install, env=env, capture_output=True, timeout=900, check=True)
+    with open(os.path.join(tempfile.gettempdir(), "chromium-install.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # test processes (pytest-xdist) install it one at a time
+        if not shutil.which("chromium"):
+            if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+                subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=900, check=True)
+                subprocess.run(install, env=env, capture_output=True, timeout=900, check=True)
     return shutil.which("chromium")
 
 
@@ -122,7 +125,9 @@ def test_every_run_writes_its_report_and_a_browser_draws_it_offline(model_root, 
     assert all(f"<h2>{section}" in dom for section in SECTIONS)
     flagged_features = re.findall(r"<h3>(fare|score)</h3>", dom)
     assert flagged_features == ["fare", "score"]
-    assert dom.count("<svg") == 7
+    assert dom.count("<svg") == 6  # history, rejections, two overlays, scores against training, score band
+    heat = dom.split('<table class="heat">', 1)[1].split("</table>", 1)[0]
+    assert heat.count("×") == 2 and heat.count("<tr>") == 1 + len(feature_kinds()) + 1  # fare and score tonight
     assert "malformed_line" in dom  # the rejection reason, in its table
 
     shot = tmp_path / "shot.png"

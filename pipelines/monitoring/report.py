@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
+from matplotlib import colormaps, rc_context
 from matplotlib import dates as mdates
-from matplotlib import rc_context
 from matplotlib.figure import Figure
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
@@ -108,6 +108,10 @@ table{border-collapse:collapse;margin:8px 0;font-size:13px}
 td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:left}
 th{background:#f0f2f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .fail{color:#b3261e;font-weight:600} .pass{color:#1b7f3b} .note{color:#57606a}
+.heat td{width:14px;min-width:14px;height:16px;padding:0;text-align:center;font-size:11px;border:1px solid #fff}
+.heat th{font-weight:normal;text-align:right;background:none;border:none;padding:0 6px 0 0;white-space:nowrap}
+.heat th.night{writing-mode:vertical-rl;transform:rotate(180deg);text-align:left;font-size:11px;padding:4px 0}
+.heat td.blank{background:#f0f2f5} .legend td{width:34px}
 svg{max-width:100%;height:auto} footer{margin-top:32px;color:#57606a;font-size:12px}
 """
 
@@ -294,26 +298,40 @@ def _heat_map(rows: list[dict[str, Any]], run: dict[str, Any]) -> str:
     # listed last and left blank: their large values would say nothing.
     measured = {f for cells in by_night.values() for f in cells}
     features = sorted(measured - DRIFT_NOT_FLAGGED.keys()) + sorted(measured & DRIFT_NOT_FLAGGED.keys())
-    grid = np.full((len(features), len(nights)), np.nan)
-    for j, night in enumerate(nights):
-        for i, name in enumerate(features):
-            if name in by_night[night] and name not in DRIFT_NOT_FLAGGED:
-                grid[i, j] = min(by_night[night][name][0], HEAT_CAP)
-    names = [f"{f} (not judged)" if f in DRIFT_NOT_FLAGGED else f for f in features]
-    figure, axes = _figure(10, 0.28 * len(features) + 1.6, left=_label_inches(names), bottom=1.1, right=0.9)
-    ax = axes[0, 0]
-    image = ax.imshow(grid, aspect="auto", cmap="YlOrRd", vmin=0, vmax=HEAT_CAP, interpolation="nearest")
-    ax.set_yticks(range(len(features)), names)
-    step = max(1, len(nights) // 12)
-    ax.set_xticks(range(0, len(nights), step), [nights[j].isoformat() for j in range(0, len(nights), step)])
-    ax.tick_params(axis="x", labelrotation=45)
-    flagged = [(j, i) for j, n in enumerate(nights) for i, f in enumerate(features) if by_night[n].get(f, (0, 0))[1]]
-    if flagged:
-        ax.scatter(*zip(*flagged, strict=True), marker="x", color="#111", s=30)
-    figure.colorbar(
-        image, ax=ax, fraction=0.04, pad=0.02, label=f"metric / threshold (capped at {HEAT_CAP:g}); x = flagged"
+    return _heat_table(features, nights, by_night)
+
+
+def _heat_table(features: list[str], nights: list[date], cells: dict[date, dict[str, tuple[float, bool]]]) -> str:
+    """The heat map as an HTML table: a coloured cell per feature and night, its value in the cell's
+    title (shown on hover, no script), x where flagged. Cheaper to make than a figure, and crisp."""
+    colours = colormaps["YlOrRd"]
+
+    def colour(ratio: float) -> str:
+        r, g, b, _ = colours(min(ratio, HEAT_CAP) / HEAT_CAP)
+        return f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}"
+
+    head = "".join(f'<th class="night">{_e(n.isoformat())}</th>' for n in nights)
+    rows = []
+    for name in features:
+        judged = name not in DRIFT_NOT_FLAGGED
+        tds = []
+        for night in nights:
+            if not judged or name not in cells[night]:
+                tds.append('<td class="blank"></td>')
+                continue
+            ratio, flagged = cells[night][name]
+            tip = f"{name} {night}: largest metric {ratio:.2f} x its threshold" + (", flagged" if flagged else "")
+            mark = "&#215;" if flagged else ""
+            tds.append(f'<td style="background:{colour(ratio)}" title="{_e(tip)}">{mark}</td>')
+        label = _e(name) + ("" if judged else ' <span class="note">(not judged)</span>')
+        rows.append(f"<tr><th>{label}</th>{''.join(tds)}</tr>")
+    legend = "".join(f'<td style="background:{colour(v)}">{v:g}</td>' for v in np.linspace(0, HEAT_CAP, 7))
+    return (
+        f'<table class="heat"><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+        f'<p class="note">Each cell: the feature\'s largest drift metric against training over its threshold '
+        f"(1 = at the threshold), &#215; where flagged; hover for the value.</p>"
+        f'<table class="heat legend"><tr><th>scale</th>{legend}</tr></table>'
     )
-    return _svg(figure)
 
 
 def _flagged(

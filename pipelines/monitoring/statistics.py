@@ -249,34 +249,6 @@ class ComputeStatistics(beam.CombineFn):
         return accumulator.to_proto(self._name)
 
 
-class ComputeTaggedStatistics(beam.CombineFn):
-    """(data set name, record batch) pairs -> one `DatasetFeatureStatistics` per data set, as a list.
-    Several data sets in one combiner: one aggregation in the job, not one per data set."""
-
-    def __init__(self, datasets: dict[str, ComputeStatistics]):
-        self._datasets = datasets
-
-    def create_accumulator(self) -> dict[str, DatasetSketch]:
-        return {}
-
-    def add_input(self, accumulator: dict[str, DatasetSketch], tagged) -> dict[str, DatasetSketch]:
-        name, batch = tagged
-        if name not in accumulator:
-            accumulator[name] = self._datasets[name].create_accumulator()
-        self._datasets[name].add_input(accumulator[name], batch)
-        return accumulator
-
-    def merge_accumulators(self, accumulators) -> dict[str, DatasetSketch]:
-        merged: dict[str, DatasetSketch] = {}
-        for accumulator in accumulators:
-            for name, sketch in accumulator.items():
-                merged[name] = merged[name].merge(sketch) if name in merged else sketch
-        return merged
-
-    def extract_output(self, accumulator: dict[str, DatasetSketch]) -> list[statistics_pb2.DatasetFeatureStatistics]:
-        return [self._datasets[name].extract_output(accumulator[name]) for name in sorted(accumulator)]
-
-
 def statistics_list(*datasets: statistics_pb2.DatasetFeatureStatistics) -> statistics_pb2.DatasetFeatureStatisticsList:
     return statistics_pb2.DatasetFeatureStatisticsList(datasets=list(datasets))
 
