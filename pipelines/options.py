@@ -279,8 +279,8 @@ def _add_gate_args(parser) -> None:
         "--monitoring",
         default="on",
         choices=("on", "off"),
-        help="off: no feature statistics and no drift for the night (about 5%% of the pipeline's throughput "
-        "at 1M records, README: Monitoring); --drift_gate refuse needs it on.",
+        help="off: no feature statistics and no drift for the night (they cost about 8%% of the pipeline's "
+        "throughput at 1M records, README: Monitoring); --drift_gate refuse needs it on.",
     )
     parser.add_argument(
         "--accept_gate_failures",

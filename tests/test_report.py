@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import uuid
 from datetime import date, timedelta
 
 import numpy as np
@@ -32,7 +33,7 @@ from pipelines.monitoring.statistics import (
     statistics_list,
 )
 from pipelines.warehouses.contract import NightReport
-from tests.conftest import write_partition
+from tests.conftest import GCS_BUCKET, write_partition
 
 DAY = "2026-11-23"
 MAX_BYTES = 2 * 1024 * 1024
@@ -140,7 +141,7 @@ def test_every_run_writes_its_report_and_a_browser_draws_it_offline(model_root, 
     assert len(np.unique(pixels, axis=0)) > 200  # plots drawn, not a blank page
 
 
-def test_a_report_is_written_again_from_the_warehouse_alone(model_root, warehouse, tmp_path, capsys):
+def test_a_report_is_written_again_from_the_warehouse_alone(model_root, warehouse, tmp_path, capsys, gcs):
     write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 300)
     reports = tmp_path / "reports"
     args = [
@@ -155,6 +156,10 @@ def test_a_report_is_written_again_from_the_warehouse_alone(model_root, warehous
     again = [f"--date={DAY}", f"--warehouse={warehouse.location}", f"--report_dir={tmp_path / 'again'}"]
     assert report_cli.main(again) == 0
     assert (tmp_path / "again" / f"report-{DAY}.html").read_bytes() == written  # nothing but the warehouse
+    folder = f"reports-{uuid.uuid4().hex[:8]}"  # and to a bucket, as on Dataflow
+    assert report_cli.main([*again[:2], f"--report_dir=gs://{GCS_BUCKET}/{folder}"]) == 0
+    assert gcs.blob(f"{folder}/report-{DAY}.html").download_as_bytes() == written
+    assert [b.name for b in gcs.list_blobs(prefix=folder)] == [f"{folder}/report-{DAY}.html"]  # no partial left
 
     # A refused night's report says so, and what it would have published; the published night is kept.
     capsys.readouterr()
