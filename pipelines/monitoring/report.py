@@ -459,24 +459,16 @@ def _scores(
         nights = [q["score_date"] for q in quality]
         figure, axes = _figure(10, 3.2, bottom=0.95)
         ax = axes[0, 0]
-        low, high = (f"score_p{q}" for q in (SCORE_PERCENTILES[0], SCORE_PERCENTILES[-1]))
-        inner_low, inner_high = (f"score_p{q}" for q in (SCORE_PERCENTILES[1], SCORE_PERCENTILES[-2]))
-        ax.fill_between(
-            nights,
-            [q[low] for q in quality],
-            [q[high] for q in quality],
-            color="#9bb0d6",
-            alpha=0.5,
-            label=f"{low[6:]}-{high[6:]}",
-        )
-        ax.fill_between(
-            nights,
-            [q[inner_low] for q in quality],
-            [q[inner_high] for q in quality],
-            color="#4c78a8",
-            alpha=0.5,
-            label=f"{inner_low[6:]}-{inner_high[6:]}",
-        )
+        outer, inner = (SCORE_PERCENTILES[0], SCORE_PERCENTILES[-1]), (SCORE_PERCENTILES[1], SCORE_PERCENTILES[-2])
+        for (low, high), colour in ((outer, "#9bb0d6"), (inner, "#4c78a8")):
+            ax.fill_between(
+                nights,
+                [q[f"score_p{low}"] for q in quality],
+                [q[f"score_p{high}"] for q in quality],
+                color=colour,
+                alpha=0.5,
+                label=f"p{low}-p{high}",
+            )
         ax.plot(nights, [q["score_p50"] for q in quality], color="#1f2328", label="median")
         if score_date in nights:
             ax.axvline(score_date, color="#d9480f", linestyle="--", linewidth=1)
