@@ -22,6 +22,9 @@ from models.registry import ModelVersion
 from schemas import CHAMPION, PREDICTIONS, PROVENANCE, InputSchema
 
 DEVICE_METRICS_NAMESPACE = "scoring_devices"
+# Each stage's own working time, microseconds summed over workers; the other stages count theirs
+# through pipelines/observe.py, which also reads them all back for the run summary.
+STAGE_MICROSECONDS = "stage_microseconds"
 
 # What the handler produces: the predictions table less the run-level columns the load stage adds.
 RUN_LEVEL_PREDICTION_FIELDS = ("score_date", "run_id", "scored_at")
@@ -73,8 +76,10 @@ class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedM
         parts = []
         for start in range(0, table.num_rows, size):
             chunk = table.slice(start, size)
-            probabilities, device = model.predict(chunk)
+            probabilities, device, (to_tensors, in_model) = model.predict_timed(chunk)
             Metrics.counter(DEVICE_METRICS_NAMESPACE, f"{self._role}@{device}").inc(chunk.num_rows)
+            Metrics.counter(STAGE_MICROSECONDS, "to_tensors").inc(int(to_tensors * 1e6))
+            Metrics.counter(STAGE_MICROSECONDS, "model").inc(int(in_model * 1e6))
             parts.append(probabilities)
         scored = self._scored(table, np.concatenate(parts) if parts else np.zeros(0, np.float32))
         # RunInference wants one result per input element: slice the columns back apart.

@@ -40,6 +40,7 @@ from pipelines.batches import (
     rejected_batch,
 )
 from pipelines.blocks import BOM, Records, exact, json_lines, scan_csv
+from pipelines.observe import stage_timer, timed
 from schemas import InputSchema, Role
 
 DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
@@ -111,8 +112,12 @@ class ReadFiles(beam.DoFn):
         self._missing_nullable = missing_nullable_columns
         self._lines_rejected = Metrics.counter("extract", "malformed_records")
         self._files_rejected = Metrics.counter("extract", "files_rejected")
+        self._time = stage_timer("extract")
 
     def process(self, path: str) -> Iterator:
+        return timed(self._time, self._read(path))
+
+    def _read(self, path: str) -> Iterator:
         fmt = file_format(path, self._format)
         reader = _CsvFile(self, path) if fmt == CSV else _JsonFile(self, path)
         file_rejected = False

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,6 +22,7 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipelines.batches import STAGED_PREDICTIONS_LAYOUT
 from pipelines.monitoring import drift, report
+from pipelines.observe import add_seconds, stage_timer
 from pipelines.stage import WriteParquetFiles, delete_tree, run_folder
 from pipelines.warehouses import GateRefused, RunRecord, StagedResults, Warehouse
 from schemas import SCORING_ERRORS
@@ -115,6 +117,7 @@ class PublishDate(beam.DoFn):
         staged = StagedResults(
             sorted(prediction_files), sorted(error_files), dict(input_counts), dict(valid_counts), **monitored
         )
+        t0 = time.perf_counter()
         try:
             counts = self._warehouse.publish_night(self._run, staged, datetime.now(timezone.utc))
         except GateRefused:
@@ -124,6 +127,7 @@ class PublishDate(beam.DoFn):
                 raise
             return []  # a local run: the caller reads the run's status from its row
         self._published.inc(counts["prediction_rows"])
+        add_seconds(stage_timer("publish"), time.perf_counter() - t0)
         self.write_report()
         # Published rows are copies; a failed run keeps its staged files for inspection instead. The night
         # is published: failing now would only make a retry or an alert say otherwise.

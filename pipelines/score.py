@@ -44,7 +44,13 @@ from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
 from pipelines.extract import InputNotFoundError, ReadInputFiles
 from pipelines.load import LoadToWarehouse, Monitoring
 from pipelines.monitoring import report, statistics
-from pipelines.observe import REJECTED_BY_REASON, CountRejections, ReportProgress, distribution_summary
+from pipelines.observe import (
+    REJECTED_BY_REASON,
+    CountRejections,
+    ReportProgress,
+    distribution_summary,
+    stage_seconds,
+)
 from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, duration, parse
 from pipelines.stage import delete_tree, run_folder
 from pipelines.validate import VALID_COUNTS, ValidateRecords
@@ -428,6 +434,7 @@ def summarize(config: ScoringConfig, result, seconds: float, reaped: list[dict[s
         "unknown_columns": _namespace(counters, "unknown_columns"),
         "rejected_by_reason": _namespace(counters, REJECTED_BY_REASON),
         "metrics": metrics,
+        "stage_seconds": stage_seconds(counters),
         "warehouse": config.warehouse.location,
         "report_dir": config.report_dir,
         "report": (

@@ -6,6 +6,7 @@ by a retried bundle or a killed run are never published.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Callable, Iterator
 
@@ -14,6 +15,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
+
+from pipelines.observe import add_seconds, stage_timer
 
 
 def run_folder(staging_dir: str, run_id: str) -> str:
@@ -52,12 +55,14 @@ class WriteParquetFiles(beam.DoFn):
         self._prepare = prepare
 
     def start_bundle(self) -> None:
+        self._time = stage_timer("stage")
         self._writer = None
         self._stream = None
         self._path = None
         self._rows = 0
 
     def process(self, batch) -> Iterator:
+        t0 = time.perf_counter()
         if isinstance(batch, tuple):  # tf.Transform emits (record batch, passthrough features)
             batch = batch[0]
         if self._prepare is not None:
@@ -68,6 +73,7 @@ class WriteParquetFiles(beam.DoFn):
             self._writer = pq.ParquetWriter(self._stream, self._schema or batch.schema)
         self._writer.write_batch(batch)
         self._rows += batch.num_rows
+        add_seconds(self._time, time.perf_counter() - t0)
         return iter(())
 
     def teardown(self) -> None:
@@ -83,7 +89,9 @@ class WriteParquetFiles(beam.DoFn):
     def finish_bundle(self) -> Iterator:
         if self._writer is None:
             return
+        t0 = time.perf_counter()
         self._writer.close()
         self._stream.close()
+        add_seconds(self._time, time.perf_counter() - t0)
         self._writer = None
         yield GlobalWindows.windowed_value((self._path, self._rows))

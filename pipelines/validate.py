@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from pipelines.batches import PROVENANCE_LAYOUT, REJECTED, RawBatch, raw_text, rejected_batch
+from pipelines.observe import stage_timer, timed
 from schemas import Column, ColumnType, InputSchema
 
 VALID_COUNTS = "valid_counts"  # tagged output: (source, records valid) per batch
@@ -353,8 +354,12 @@ class ValidateBatch(beam.DoFn):
         self._provenance = provenance
         self._valid = Metrics.counter("validate", "records_valid")
         self._rejected = Metrics.counter("validate", "records_rejected")
+        self._time = stage_timer("validate")
 
     def process(self, raw: RawBatch) -> Iterator:
+        return timed(self._time, self._validate(raw))
+
+    def _validate(self, raw: RawBatch) -> Iterator:
         for name, records in self._validator.unknown_column_counts(raw.records).items():
             Metrics.counter("unknown_columns", name).inc(records)
         valid, ok, rejected = self._validator.split(raw)
