@@ -50,8 +50,8 @@ def test_batches_never_exceed_the_batch_size(trained, typed_trips):
     handler = ExportedModelHandler(trained.version, schemas.INPUT.for_scoring(), batch_size=512)
     model = handler.load_model()
     calls = []
-    original = model.predict
-    model.predict = lambda chunk: (calls.append(chunk.num_rows), original(chunk))[1]
+    original = model.predict_timed
+    model.predict_timed = lambda chunk: (calls.append(chunk.num_rows), original(chunk))[1]
     [out] = handler.run_inference([typed_trips.to_batches()[0].slice(0, 1300)], model)
     assert calls == [512, 512, 276] and out.num_rows == 1300
 
