@@ -121,6 +121,7 @@ class PublishDate(beam.DoFn):
         try:
             counts = self._warehouse.publish_night(self._run, staged, datetime.now(timezone.utc))
         except GateRefused:
+            add_seconds(stage_timer("publish"), time.perf_counter() - t0)
             delete_tree(self._staging)  # its rows are in the refused tables now
             self.write_report()
             if self._fail_job_on_refusal:  # a remote job: its state is what Airflow and alerting see

@@ -53,9 +53,9 @@ class WriteParquetFiles(beam.DoFn):
         self._prefix = prefix
         self._schema = schema
         self._prepare = prepare
+        self._time = stage_timer("stage")
 
     def start_bundle(self) -> None:
-        self._time = stage_timer("stage")
         self._writer = None
         self._stream = None
         self._path = None
