@@ -27,6 +27,8 @@ from pipelines.stage import WriteParquetFiles, delete_tree, run_folder
 from pipelines.warehouses import GateRefused, RunRecord, StagedResults, Warehouse
 from schemas import SCORING_ERRORS
 
+REPORTS_WRITTEN = "monitoring/reports_written"  # the counter, as the run summary reads it
+
 
 class AddRunColumns:
     """Adds the run-level columns (date, run id, time) to a batch, in the table's column order."""
@@ -68,7 +70,7 @@ class PublishDate(beam.DoFn):
         self._fail_job_on_refusal = fail_job_on_refusal
         self._monitoring = monitoring
         self._published = Metrics.counter("load", "rows_published")
-        self._reports = Metrics.counter("monitoring", "reports_written")
+        self._reports = Metrics.counter(*REPORTS_WRITTEN.split("/"))
 
     def measure(self, night: statistics_pb2.DatasetFeatureStatisticsList) -> dict:
         """The night's drift against training and the last published night, staged as a Parquet file."""

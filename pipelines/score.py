@@ -42,7 +42,7 @@ from pipelines import bigquery_source, extract
 from pipelines.batches import COUNTS, REJECTED
 from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
 from pipelines.extract import InputNotFoundError, ReadInputFiles
-from pipelines.load import LoadToWarehouse, Monitoring
+from pipelines.load import REPORTS_WRITTEN, LoadToWarehouse, Monitoring
 from pipelines.monitoring import report, statistics
 from pipelines.observe import (
     REJECTED_BY_REASON,
@@ -439,7 +439,7 @@ def summarize(config: ScoringConfig, result, seconds: float, reaped: list[dict[s
         "report_dir": config.report_dir,
         "report": (
             FileSystems.join(config.report_dir, report.report_name(row["score_date"]))
-            if counters.get("monitoring/reports_written")
+            if counters.get(REPORTS_WRITTEN)
             else None
         ),
     }

@@ -30,7 +30,7 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipelines.monitoring import drift
 from pipelines.monitoring.statistics import EVAL_SCORES, NIGHT, NIGHT_SCORES, SCORE, TRAINING, dataset, feature
-from pipelines.warehouses.contract import NightReport
+from pipelines.warehouses.contract import ABANDONED, FAILED, REFUSED, SUCCEEDED, NightReport
 from pipelines.warehouses.sql import SCORE_PERCENTILES
 from schemas import DRIFT_NOT_FLAGGED
 
@@ -40,7 +40,7 @@ TOP_CATEGORIES = 12  # values drawn for a flagged category
 HISTOGRAM_BINS = 30
 # Heat map colour: a metric's value over its threshold (1 = at the threshold), capped here.
 HEAT_CAP = 3.0
-STATUS_COLOURS = {"succeeded": "#1b7f3b", "refused": "#b3261e", "failed": "#b3261e", "abandoned": "#8a6d00"}
+STATUS_COLOURS = {SUCCEEDED: "#1b7f3b", REFUSED: "#b3261e", FAILED: "#b3261e", ABANDONED: "#8a6d00"}
 PALETTE = {"baseline": "#6b7280", "previous_night": "#9bb0d6", "tonight": "#d9480f"}
 _SVG_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "night-report", "font.size": 9}
 
@@ -149,10 +149,10 @@ def _banner(run: dict[str, Any], tonight: list[dict[str, Any]]) -> str:
     status = run["status"]
     colour = STATUS_COLOURS.get(status, "#57606a")
     said = {
-        "succeeded": "Published: the night's predictions replaced the date's.",
-        "refused": "Refused by its quality gates: the date's published rows were left as they were.",
-        "failed": "Failed: the date's published rows were left as they were.",
-        "abandoned": "Abandoned (no sign of life): the date's published rows were left as they were.",
+        SUCCEEDED: "Published: the night's predictions replaced the date's.",
+        REFUSED: "Refused by its quality gates: the date's published rows were left as they were.",
+        FAILED: "Failed: the date's published rows were left as they were.",
+        ABANDONED: "Abandoned (no sign of life): the date's published rows were left as they were.",
     }.get(status, status)
     counts = ", ".join(
         f"{label} {_number(run.get(name))}"
@@ -279,7 +279,7 @@ def _heat_map(rows: list[dict[str, Any]], run: dict[str, Any]) -> str:
     """Per feature and night, the largest of its training metrics over their thresholds; a refused
     run's own metrics stand for its night."""
     by_night: dict[date, dict[str, tuple[float, bool]]] = {}
-    refused_night = {r["score_date"] for r in rows if r["run_id"] == run["run_id"] and run["status"] != "succeeded"}
+    refused_night = {r["score_date"] for r in rows if r["run_id"] == run["run_id"] and run["status"] != SUCCEEDED}
     for r in rows:
         if r["baseline"] != drift.TRAINING_BASELINE or not r["threshold"]:
             continue
@@ -413,11 +413,11 @@ def _histograms(
     ax: Any, edges: dict[str, np.ndarray], bins: int, low: float | None = None, high: float | None = None
 ) -> None:
     """Each distribution's share per equal-width bin, from its quantiles (drift.share_below)."""
-    everything = np.concatenate(list(edges.values()))
     # The 1st to 99th percentiles of every side: one extreme value must not squash the rest.
     low = np.min([np.quantile(e, 0.01) for e in edges.values()]) if low is None else low
     high = np.max([np.quantile(e, 0.99) for e in edges.values()]) if high is None else high
     if not high > low:
+        everything = np.concatenate(list(edges.values()))  # one value throughout: a bin around it
         low, high = float(everything.min()) - 0.5, float(everything.max()) + 0.5
     cuts = np.linspace(low, high, bins + 1)
     for label, e in edges.items():

@@ -372,9 +372,8 @@ class Warehouse(abc.ABC):
         --stale_after, if longer: they beat that much less often) abandoned, and drop what the warehouse
         staged for them. The rows of the runs this call did reap (run id, options: where their files
         were staged) are returned, so that the caller deletes their staged files too."""
-        names, rows = self._query(sql.stale_runs(self.dialect, now - stale_after))
         reaped = []
-        for row in (dict(zip(names, r, strict=True)) for r in rows):
+        for row in self._records(sql.stale_runs(self.dialect, now - stale_after)):
             options = json.loads(row["options"])
             own = timedelta(seconds=options.get("stale_after_seconds", 0))
             cutoff = now - max(stale_after, own)
@@ -404,31 +403,31 @@ class Warehouse(abc.ABC):
         """What a night's report shows, read from the warehouse alone: the run (`run_id`, or the date's
         latest finished run), and the history of the published nights of the `days` days up to the date."""
         if run_id is None:
-            names, rows = self._query(sql.latest_finished_run(self.dialect, score_date))
-            if not rows:
+            latest = self._records(sql.latest_finished_run(self.dialect, score_date))
+            if not latest:
                 raise LookupError(f"{self.location}: no finished scoring run for {score_date}")
-            run = dict(zip(names, rows[0], strict=True))
+            run = latest[0]
         else:
             run = self.run_row(run_id)
-
-        def records(statement: Statement) -> list[dict[str, Any]]:
-            names, rows = self._query(statement)
-            return [dict(zip(names, row, strict=True)) for row in rows]
-
         since = score_date - timedelta(days=days)
         return NightReport(
             run=run,
-            quality=records(sql.quality_between(self.dialect, since, score_date)),
-            rejections=records(sql.rejections_of_run(self.dialect, run["run_id"])),
-            drift=records(sql.drift_between(self.dialect, since, score_date, run["run_id"])),
+            quality=self._records(sql.quality_between(self.dialect, since, score_date)),
+            rejections=self._records(sql.rejections_of_run(self.dialect, run["run_id"])),
+            drift=self._records(sql.drift_between(self.dialect, since, score_date, run["run_id"])),
             previous_statistics=self.previous_statistics(score_date),
         )
 
     def run_row(self, run_id: str) -> dict[str, Any]:
-        names, rows = self._query(sql.select_run(self.dialect, run_id))
+        rows = self._records(sql.select_run(self.dialect, run_id))
         if not rows:
             raise KeyError(run_id)
-        return dict(zip(names, rows[0], strict=True))
+        return rows[0]
+
+    def _records(self, statement: Statement) -> list[dict[str, Any]]:
+        """A query's rows, each as a dict by column name."""
+        names, rows = self._query(statement)
+        return [dict(zip(names, row, strict=True)) for row in rows]
 
     # ------------------------------------------------------------ what each warehouse writes
 

@@ -295,7 +295,6 @@ def night_quality(d: Dialect, nights: int, window: str = "") -> str:
     """Per published night (its latest succeeded run): volume, rejection rate and the champion's score
     distribution, over the last `nights` nights; `window` ("AND ..." on score_date) limits what is read."""
     runs, predictions = d.table(SCORING_RUNS.name), d.table(PREDICTIONS.name)
-    until = window
     percentiles = ", ".join(f"{d.percentile('probability', q)} AS score_p{q}" for q in SCORE_PERCENTILES)
     return f"""
         SELECT r.score_date, r.run_id, r.model_version, r.input_records, r.scored_records, r.rejected_records,
@@ -303,10 +302,10 @@ def night_quality(d: Dialect, nights: int, window: str = "") -> str:
                s.score_mean, s.positive_rate, {", ".join(f"s.score_p{q}" for q in SCORE_PERCENTILES)}
         FROM (SELECT score_date, run_id, model_version, input_records, scored_records, rejected_records,
                      rejected_files, ROW_NUMBER() OVER (PARTITION BY score_date ORDER BY finished_at DESC) AS newest
-              FROM {runs} WHERE status = '{SUCCEEDED}' {until}) AS r
+              FROM {runs} WHERE status = '{SUCCEEDED}' {window}) AS r
         JOIN (SELECT score_date, AVG(probability) AS score_mean,
                      AVG(CASE WHEN label THEN 1 ELSE 0 END) AS positive_rate, {percentiles}
-              FROM {predictions} WHERE model_role = '{CHAMPION}' {until}
+              FROM {predictions} WHERE model_role = '{CHAMPION}' {window}
               GROUP BY score_date) AS s ON s.score_date = r.score_date
         WHERE r.newest = 1
         QUALIFY ROW_NUMBER() OVER (ORDER BY r.score_date DESC) <= {int(nights)}"""
