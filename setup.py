@@ -14,6 +14,7 @@ REQUIRED = [
     "duckdb==2.0.0",
     "google-cloud-bigquery==3.47.0",
     "matplotlib==3.11.2",  # the nightly report's plots, drawn as inline SVG (README: Monitoring)
+    "tqdm==4.70.1",  # the progress bar of a local run on a terminal (README: Progress)
 ]
 TEST = [
     "pytest==9.2.0",

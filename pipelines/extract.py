@@ -18,7 +18,9 @@ import csv
 import io
 import json
 import re
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
+from contextlib import contextmanager
+from functools import partial
 
 import apache_beam as beam
 import numpy as np
@@ -28,6 +30,7 @@ import pyarrow.json as pajson
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipelines import progress
 from pipelines.batches import (
     COUNTS,
     CSV,
@@ -41,13 +44,27 @@ from pipelines.batches import (
 )
 from pipelines.blocks import BOM, Records, exact, json_lines, scan_csv
 from pipelines.observe import stage_timer, timed
+from pipelines.ranges import (
+    DEFAULT_SPLIT_BYTES,
+    Bounded,
+    CountRange,
+    Cut,
+    InputRange,
+    boundary,
+    compressed,
+    cuts,
+    open_range,
+    plan_ranges,
+)
 from schemas import InputSchema, Role
 
 DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
 DEFAULT_MAX_RECORD_BYTES = 16 << 20  # a record may make its block grow up to this, then it is rejected
+HEADER_BLOCK_BYTES = 1 << 16  # read at a time for the header of a range that starts after it
+INPUT_RANGES = "extract/input_ranges"  # the counter: files read whole, plus ranges of split files
 PREVIEW_BYTES = 1024  # of a record too large to keep, what raw_record shows
 REFUSE, NULL = "refuse", "null"  # what to do with a file whose header lacks a nullable column
-_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".xz")
+_COMPRESSION_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".zstd", ".xz", ".lzma")  # Beam's, by file name
 _FORMATS = {".csv": CSV, ".json": JSON, ".jsonl": JSON, ".ndjson": JSON}
 
 
@@ -102,6 +119,7 @@ class ReadFiles(beam.DoFn):
         input_format: str = "auto",
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         missing_nullable_columns: str = REFUSE,
+        progress_dir: str | None = None,
     ):
         if missing_nullable_columns not in (REFUSE, NULL):
             raise ValueError(f"missing_nullable_columns must be {REFUSE} or {NULL}, got {missing_nullable_columns!r}")
@@ -110,20 +128,28 @@ class ReadFiles(beam.DoFn):
         self._format = input_format
         self._max_record_bytes = max(max_record_bytes, block_bytes)
         self._missing_nullable = missing_nullable_columns
+        self._progress = progress_dir  # where this machine's progress bar reads bytes read (None: no bar)
         self._lines_rejected = Metrics.counter("extract", "malformed_records")
         self._files_rejected = Metrics.counter("extract", "files_rejected")
         self._time = stage_timer("extract")
+        self._ranges = Metrics.counter(*INPUT_RANGES.split("/"))
 
-    def process(self, path: str) -> Iterator:
-        return timed(self._time, self._read(path))
+    def process(self, part: str | InputRange, cuts: dict[str, list[Cut]] | None = None) -> Iterator:
+        """A file (its path), or one range of a split file with the first pass's cuts of every split file."""
+        part = part if isinstance(part, InputRange) else InputRange(part)
+        self._ranges.inc()
+        return timed(self._time, self._read(part, (cuts or {}).get(part.path, [])))
 
-    def _read(self, path: str) -> Iterator:
+    def _read(self, part: InputRange, cuts: list[Cut]) -> Iterator:
+        path = part.path
         fmt = file_format(path, self._format)
         reader = _CsvFile(self, path) if fmt == CSV else _JsonFile(self, path)
         file_rejected = False
+        tally = progress.Tally.of(self._progress) if self._progress else None
+        on_read = partial(tally.add, "bytes") if tally and not compressed(path) else None
         try:
-            with FileSystems.open(path) as stream:
-                for item in reader.read(_Blocks(stream, self._block_bytes)):
+            with self._open(part, cuts, reader) as stream:
+                for item in reader.read(_Blocks(stream, self._block_bytes, on_read)):
                     if isinstance(item, RawBatch):
                         yield item
                         continue
@@ -141,11 +167,33 @@ class ReadFiles(beam.DoFn):
                 REJECTED,
                 file_error(path, "unreadable_file", 0, f"after {reader.counted} records: {e}"),
             )
-        if reader.counted == 0 and not file_rejected:
+        if reader.counted == 0 and not file_rejected and part.whole:  # a range may hold no record: a file may not
             self._files_rejected.inc()
             yield beam.pvalue.TaggedOutput(REJECTED, file_error(path, "empty_file", 0, "no records"))
         count_read(path, reader.counted)
+        if tally:  # a compressed file's bytes are known only as the file's size, once it is read
+            tally.add("bytes", part.size if compressed(path) else 0, flush=True)
         yield beam.pvalue.TaggedOutput(COUNTS, (path, reader.counted))
+
+    @contextmanager
+    def _open(self, part: InputRange, cuts: list[Cut], reader: _CsvFile | _JsonFile) -> Iterator:
+        """The file's bytes, or a range's: from its first record boundary to the next range's. A CSV
+        range after the first takes its header from the file's start."""
+        if part.whole:
+            with FileSystems.open(part.path) as stream:
+                yield stream
+            return
+        csv_file = isinstance(reader, _CsvFile)
+        if csv_file and part.index:
+            with open_range(part.path) as stream:
+                reader.read_header(_Blocks(stream, min(self._block_bytes, HEADER_BLOCK_BYTES)))
+        with open_range(part.path) as stream:
+            start, line = boundary(stream, part, part.index, cuts, csv_file)
+            stop, _ = boundary(stream, part, part.index + 1, cuts, csv_file)
+            stream.seek(start)
+            if part.index:
+                reader.line = line
+            yield Bounded(stream, stop - start)
 
 
 class _Unreadable(Exception):
@@ -161,9 +209,10 @@ class _Blocks:
     into new Arrow arrays first.
     """
 
-    def __init__(self, stream, block_bytes: int):
+    def __init__(self, stream, block_bytes: int, on_read: Callable[[int], None] | None = None):
         self._stream = stream
         self._block_bytes = block_bytes
+        self._on_read = on_read  # told how many bytes each read brought (the progress bar)
         self.data = bytearray(2 * block_bytes)
         self.size = 0  # bytes of `data` holding the file
         self.last = False  # the file's end has been read
@@ -186,6 +235,8 @@ class _Blocks:
             raise _Unreadable(f"{type(e).__name__}: {e}") from e
         self.size += n or 0
         self.last = not n
+        if n and self._on_read is not None:
+            self._on_read(n)
         if self.last and not _stream_complete(self._stream):
             raise _Unreadable("the compressed stream ends before its end-of-stream marker: the file is truncated")
 
@@ -269,8 +320,14 @@ class _CsvFile(_File):
         self.refusal: tuple[str, str | None, str] | None = None  # (reason, column, detail): the file is refused
         self.missing: list = []  # schema columns the header lacks
 
+    def read_header(self, blocks: _Blocks) -> None:
+        """Only the header: for a range that starts after it."""
+        while not self.header and self.refusal is None and not blocks.last:
+            blocks.read()
+            self._take_header(blocks)
+
     def read(self, blocks: _Blocks) -> Iterator:
-        fields = 0
+        fields = len(self.header)
         while not blocks.last:
             blocks.read()
             if not self.header and self.refusal is None:
@@ -587,7 +644,13 @@ def _as_text(value) -> str | None:
 
 
 class ReadInputFiles(beam.PTransform):
-    """Files -> raw batches; tagged `rejected` (records and files) and `counts` ((file, records) per file)."""
+    """Files -> raw batches; tagged `rejected` (records and files) and `counts` ((file, records) per file
+    or range: a file's count is their sum).
+
+    Files larger than `split_bytes` (0: none) are read as ranges by different workers
+    (`pipelines.ranges`): the first pass over their ranges, which finds where each range's records begin,
+    is added only when some file is split.
+    """
 
     def __init__(
         self,
@@ -597,15 +660,26 @@ class ReadInputFiles(beam.PTransform):
         input_format: str = "auto",
         max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES,
         missing_nullable_columns: str = REFUSE,
+        split_bytes: int = DEFAULT_SPLIT_BYTES,
+        progress_dir: str | None = None,
     ):
         super().__init__()
-        self._files = files
-        self._reader = ReadFiles(schema, block_bytes, input_format, max_record_bytes, missing_nullable_columns)
+        self._ranges = plan_ranges(files, split_bytes)
+        self._reader = ReadFiles(
+            schema, block_bytes, input_format, max_record_bytes, missing_nullable_columns, progress_dir
+        )
 
     def expand(self, pbegin):
-        return (
-            pbegin
-            | "ListFiles" >> beam.Create(self._files)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ParseFiles" >> beam.ParDo(self._reader).with_outputs(REJECTED, COUNTS, main="batches")
+        ranges = pbegin | "ListFiles" >> beam.Create(self._ranges) | "SpreadFiles" >> beam.Reshuffle()
+        if all(part.whole for part in self._ranges):
+            return ranges | "ParseFiles" >> beam.ParDo(self._reader).with_outputs(REJECTED, COUNTS, main="batches")
+        found = (
+            ranges
+            | "SplitRanges" >> beam.Filter(lambda part: not part.whole)
+            | "CountRanges" >> beam.ParDo(CountRange())
+            | "GroupRanges" >> beam.GroupByKey()
+            | "FindCuts" >> beam.MapTuple(lambda path, counted: (path, cuts(counted)))
+        )
+        return ranges | "ParseFiles" >> beam.ParDo(self._reader, beam.pvalue.AsDict(found)).with_outputs(
+            REJECTED, COUNTS, main="batches"
         )

@@ -18,6 +18,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from models.handler import STAGE_MICROSECONDS
+from pipelines.progress import Tally
 
 REJECTED_BY_REASON = "rejected_by_reason"
 REJECTED_BY_SOURCE = "rejected_by_source"
@@ -78,21 +79,30 @@ _PROGRESS: dict[str, _Progress] = {}
 
 
 class ReportProgress(beam.DoFn):
-    """Prints 'N records scored, R records/s' at most every `seconds` while a local run scores.
+    """Prints 'N records scored, R records/s' at most every `seconds` while a local run scores; or, where
+    a progress bar is drawn (`bar_dir`: on a terminal), adds the records to the bar's tally instead.
 
     The rate counts from when the pipeline was built, so it is the rate the user waits at: model
     loading and reading included."""
 
-    def __init__(self, run_id: str, seconds: float):
+    def __init__(self, run_id: str, seconds: float, bar_dir: str | None = None):
         self._run_id = run_id
         self._seconds = seconds
+        self._bar_dir = bar_dir
         self._started = time.time()  # wall clock: worker processes compare it with their own
         self._main_pid = os.getpid()
 
     def setup(self) -> None:
         self._progress = _PROGRESS.setdefault(self._run_id, _Progress(self._started))
 
+    def finish_bundle(self) -> None:
+        if self._bar_dir:
+            Tally.of(self._bar_dir).add("records", 0, flush=True)
+
     def process(self, batch: pa.RecordBatch) -> Iterator:
+        if self._bar_dir:
+            Tally.of(self._bar_dir).add("records", batch.num_rows)
+            return iter(())
         now = time.time()
         progress = self._progress
         with progress.lock:

@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from models.devices import ACCELERATORS, AUTO, DEFAULT_BATCH_SIZE
 from pipelines.bigquery_source import DEFAULT_TEMP_DATASET
 from pipelines.extract import DEFAULT_BLOCK_BYTES, DEFAULT_MAX_RECORD_BYTES, NULL, REFUSE
+from pipelines.ranges import DEFAULT_SPLIT_BYTES
 from pipelines.warehouses import DuckDBWarehouse, GateLimits
 from pipelines.warehouses.gates import DRIFT_GATES
 
@@ -100,6 +101,14 @@ class DataOptions(PipelineOptions):
             default=DEFAULT_MAX_RECORD_BYTES,
             help="Longest record a file may hold: a record longer than a block grows the block up to "
             "this; a longer one is rejected (record_too_large) and reading resumes at the next.",
+        )
+        parser.add_argument(
+            "--split_bytes",
+            type=int,
+            default=DEFAULT_SPLIT_BYTES,
+            help="An uncompressed file larger than this is read as byte ranges of about this size by "
+            "different workers, each starting at the first record boundary after its offset (0: every "
+            "file read whole by one worker). Compressed files are always read whole.",
         )
         parser.add_argument(
             "--model_root",

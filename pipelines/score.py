@@ -22,6 +22,7 @@ import socket
 import sys
 import time
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -38,10 +39,10 @@ from models import devices, registry
 from models.devices import AcceleratorError
 from models.handler import DEVICE_METRICS_NAMESPACE, ExportedModelHandler
 from models.registry import ModelVersion, ModelVersionError
-from pipelines import bigquery_source, extract
+from pipelines import bigquery_source, extract, progress
 from pipelines.batches import COUNTS, REJECTED
 from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
-from pipelines.extract import InputNotFoundError, ReadInputFiles
+from pipelines.extract import INPUT_RANGES, InputNotFoundError, ReadInputFiles
 from pipelines.load import REPORTS_WRITTEN, LoadToWarehouse, Monitoring
 from pipelines.monitoring import report, statistics
 from pipelines.observe import (
@@ -52,6 +53,7 @@ from pipelines.observe import (
     stage_seconds,
 )
 from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, duration, parse
+from pipelines.ranges import MIN_SPLIT_BYTES, total_bytes
 from pipelines.stage import delete_tree, run_folder
 from pipelines.validate import VALID_COUNTS, ValidateRecords
 from pipelines.warehouses import (
@@ -102,6 +104,7 @@ class ScoringConfig:
     unknown_columns: str
     missing_nullable_columns: str
     max_record_bytes: int
+    split_bytes: int  # 0: every file read whole
     schema: InputSchema
     model: ModelVersion
     challenger: ModelVersion | None
@@ -172,6 +175,7 @@ def plan(options: PipelineOptions) -> ScoringConfig:
         unknown_columns=data.unknown_columns,
         missing_nullable_columns=data.missing_nullable_columns,
         max_record_bytes=data.max_record_bytes,
+        split_bytes=data.split_bytes,
         schema=schemas.INPUT.for_scoring(),
         model=model,
         challenger=challenger,
@@ -225,13 +229,15 @@ def check_options(data: DataOptions, opts: ScoringOptions) -> None:
         (opts.batch_size is not None and opts.batch_size < 1)
         or opts.block_bytes < 1024
         or data.max_record_bytes < opts.block_bytes
+        or (data.split_bytes and data.split_bytes < MIN_SPLIT_BYTES)
         or opts.models_per_process < 1
         or opts.progress_seconds < 0
         or opts.lock_timeout < 0
     ):
         raise ValueError(
             "--batch_size and --models_per_process must be positive, --block_bytes at least 1024 and at "
-            "most --max_record_bytes, --progress_seconds and --lock_timeout not negative"
+            f"most --max_record_bytes, --split_bytes 0 or at least {MIN_SPLIT_BYTES}, --progress_seconds and "
+            "--lock_timeout not negative"
         )
     if opts.monitoring == "off" and opts.drift_gate == "refuse":
         raise ValueError("--drift_gate refuse judges the night's drift, which --monitoring off does not measure")
@@ -313,6 +319,7 @@ def new_run(
             "large_model": opts.large_model,
             "block_bytes": opts.block_bytes,
             "max_record_bytes": data.max_record_bytes,
+            "split_bytes": data.split_bytes,
             "missing_nullable_columns": data.missing_nullable_columns,
             "unknown_columns": data.unknown_columns,
             "runner": runner or "DirectRunner",
@@ -325,8 +332,9 @@ def new_run(
     )
 
 
-def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
-    """Extract -> validate -> score -> load; returns the published counts."""
+def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig, bar_dir: str | None = None):
+    """Extract -> validate -> score -> load; returns the published counts. `bar_dir`: where the workers
+    report bytes read and records scored for a progress bar (None: plain progress lines, if any)."""
     if isinstance(config.source, ReadPlan):
         read = pipeline | "ReadTrips" >> ReadBigQuery(config.source)
     else:
@@ -337,6 +345,8 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
             config.input_format,
             config.max_record_bytes,
             config.missing_nullable_columns,
+            config.split_bytes,
+            bar_dir,
         )
     checked = read["batches"] | "Validate" >> ValidateRecords(config.schema, config.unknown_columns, provenance=True)
     scored = checked.valid | "RunInference" >> RunInference(config.handler(config.model, CHAMPION))
@@ -367,7 +377,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig):
     else:
         monitored = pipeline | "NoStatistics" >> beam.Create([])
     if config.progress_seconds:
-        _ = scored | "ReportProgress" >> beam.ParDo(ReportProgress(config.run.run_id, config.progress_seconds))
+        _ = scored | "ReportProgress" >> beam.ParDo(ReportProgress(config.run.run_id, config.progress_seconds, bar_dir))
     if not config.local:  # no process waits for a remote job, so its workers keep the run's row alive
         beats = heartbeat.BeatFromWorkers(config.warehouse, config.run.run_id, heartbeat.interval(config.stale_after))
         _ = scored | "Heartbeat" >> beam.ParDo(beats)
@@ -422,6 +432,7 @@ def summarize(config: ScoringConfig, result, seconds: float, reaped: list[dict[s
         "duplicates_dropped": dropped,
         "reconciled": row["input_records"] == scored + (row["rejected_records"] or 0) + dropped,
         "input_files": json.loads(row["input_files"]) if row["input_files"] else {},
+        "input_ranges": counters.get(INPUT_RANGES, 0),  # files read whole plus ranges of split files
         "missing_columns": _namespace(counters, "missing_columns"),
         "timings": {
             "started_at": row["started_at"].isoformat(),
@@ -475,9 +486,12 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
     t0 = time.perf_counter()
     result, failure = None, None
     try:
-        with heartbeat.Heartbeat(config.warehouse, config.run.run_id, heartbeat.interval(config.stale_after)):
+        with (
+            heartbeat.Heartbeat(config.warehouse, config.run.run_id, heartbeat.interval(config.stale_after)),
+            progress_bar(config) as bar_dir,
+        ):
             p = pipeline or beam.Pipeline(options=options)
-            build_pipeline(p, config)
+            build_pipeline(p, config, bar_dir)
             result = p.run()
             result.wait_until_finish()
     except BaseException as e:
@@ -503,6 +517,14 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
         reason = f"{type(failure).__name__}: {failure}"
         raise RunFailed(f"run {config.run.run_id} failed, previous results left as they were: {reason}") from failure
     return summary
+
+
+def progress_bar(config: ScoringConfig) -> AbstractContextManager[str | None]:
+    """A bar by bytes read while the pipeline runs, where a person watches a local run read files; else
+    nothing (plain progress lines, if --progress_seconds asks for them)."""
+    if not (config.progress_seconds and isinstance(config.source, list) and progress.wanted()):
+        return nullcontext()
+    return progress.bar(total_bytes(config.source))
 
 
 def write_summary(path: str | None, summary: dict[str, Any]) -> None:

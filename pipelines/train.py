@@ -113,6 +113,7 @@ def read_sources(pipeline: beam.Pipeline, sources: list, schema: InputSchema, da
                     input_format=data.input_format,
                     max_record_bytes=data.max_record_bytes,
                     missing_nullable_columns=data.missing_nullable_columns,
+                    split_bytes=data.split_bytes,
                 )
             )
     if len(reads) == 1:

@@ -12,7 +12,7 @@ if [ ! -x .venv-airflow/bin/airflow ]; then
   (
     rm -rf .venv-airflow
     if ! { "$PYTHON" -m venv .venv-airflow \
-           && .venv-airflow/bin/python -m pip install --quiet -r tests/airflow-requirements.txt; }; then
+           && .venv-airflow/bin/python -m pip install --quiet --no-cache-dir -r tests/airflow-requirements.txt; }; then
       echo "warning: Airflow could not be installed; the DAG test will be skipped and say so" >&2
       rm -rf .venv-airflow
     fi

@@ -1,8 +1,14 @@
 """`pipelines.score` end to end on DirectRunner, into a real DuckDB warehouse file."""
 
+import fcntl
 import json
 import os
+import pty
 import shutil
+import struct
+import subprocess
+import sys
+import termios
 from datetime import date
 
 import numpy as np
@@ -10,6 +16,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 import tensorflow as tf
+from tqdm import tqdm
 
 import schemas
 from models import signature
@@ -147,6 +154,45 @@ def test_a_local_run_shows_live_progress(model_root, tmp_path, capsys):
     counts = [int(line.split()[1].replace(",", "")) for line in lines]
     assert len(counts) >= 3 and counts == sorted(counts) and counts[-1] == 3000, lines
     assert all(line.endswith("records/s") for line in lines)
+
+
+def test_on_a_terminal_a_local_run_draws_a_progress_bar_by_bytes(model_root, tmp_path):
+    """What a person at a terminal sees: a bar over the input's bytes with records/s and an ETA, from
+    worker processes too; the plain lines of the test above are for logs and pipes."""
+    files = write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 4000, rows_per_file=1000)
+    total = sum(os.path.getsize(f) for f in files)
+    args = score_args(tmp_path, model_root) + [
+        "--block_bytes=16384",
+        "--split_bytes=65536",
+        "--direct_running_mode=multi_processing",
+        "--direct_num_workers=2",
+        "--report_dir=none",
+    ]
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.score", *args], stdout=follower, stderr=follower, stdin=subprocess.DEVNULL
+    )
+    os.close(follower)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the process closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert process.wait(timeout=300) == 0, seen.decode(errors="replace")[-3000:]
+    os.close(leader)
+    screens = [s for s in seen.decode(errors="replace").replace("\r\n", "\n").split("\r") if "reading" in s]
+    assert screens, seen.decode(errors="replace")[-3000:]
+    last = screens[-1].split("\n")[0]
+    size = tqdm.format_sizeof(total, divisor=1024)
+    assert "100%|" in last and f"| {size}B/{size}B [" in last, last
+    assert "4,000 records scored" in last and "records/s" in last
+    assert any("<" in s and "%|" in s for s in screens)  # elapsed<remaining: the ETA
+    assert "progress: " not in seen.decode(errors="replace")  # a bar, not the log lines
 
 
 @pytest.mark.parametrize(

@@ -461,7 +461,7 @@ def audit(d: Dialect, tables: StagedTables, run_id: str, score_date) -> Statemen
                count(CASE WHEN model_role = {p("champion")} THEN 1 END),
                count(CASE WHEN model_role = {p("challenger")} THEN 1 END),
                (SELECT COALESCE(SUM(records), 0) FROM {tables.errors}),
-               (SELECT count(*) FROM {tables.errors} WHERE error_kind = {p("file")})
+               (SELECT count(DISTINCT source) FROM {tables.errors} WHERE error_kind = {p("file")})
         FROM {tables.predictions}""",
         {
             "run_id": (ColumnType.STRING, run_id),
