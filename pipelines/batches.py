@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from schemas import PROVENANCE, SCORING_ERRORS, STAGED_PREDICTIONS
+from schemas import INPUT, PROVENANCE, SCORING_ERRORS, STAGED_PREDICTIONS
 
 # Output tags of every reader and of validation: rejected records, and records read per source.
 REJECTED = "rejected"
@@ -40,6 +40,9 @@ PROVENANCE_LAYOUT = pa.schema(
 STAGED_PREDICTIONS_LAYOUT = pa.schema(
     [f for f in STAGED_PREDICTIONS.arrow_schema if f.name not in PROVENANCE_LAYOUT.names] + list(PROVENANCE_LAYOUT)
 )
+
+# Staged prediction columns with a value per record (the rest repeat: run, model, source).
+STAGED_PER_RECORD = (INPUT.key.name, "probability", "label", "line_number", "content_hash")
 
 RECORD_ERROR = "record"
 FILE_ERROR = "file"

@@ -60,6 +60,7 @@ from schemas import InputSchema, Role
 
 DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
 DEFAULT_MAX_RECORD_BYTES = 16 << 20  # a record may make its block grow up to this, then it is rejected
+PARSE_PIECE_BYTES = 1 << 20  # a block is parsed in pieces of this size, in parallel
 HEADER_BLOCK_BYTES = 1 << 16  # read at a time for the header of a range that starts after it
 INPUT_RANGES = "extract/input_ranges"  # the counter: files read whole, plus ranges of split files
 PREVIEW_BYTES = 1024  # of a record too large to keep, what raw_record shows
@@ -446,8 +447,13 @@ class _CsvFile(_File):
             try:
                 table = pacsv.read_csv(
                     pa.BufferReader(data),
+                    # Until a row with the wrong field count turns up, pyarrow parses the block's
+                    # pieces on all cores; the invalid-row handler needs one piece in one thread,
+                    # so that it is told each row's true number.
                     read_options=pacsv.ReadOptions(
-                        column_names=self.header, block_size=data.size + 1, use_threads=False
+                        column_names=self.header,
+                        block_size=PARSE_PIECE_BYTES if invalid is None else data.size + 1,
+                        use_threads=invalid is None,
                     ),
                     parse_options=pacsv.ParseOptions(
                         invalid_row_handler=None if invalid is None else _collector(invalid),

@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from pipelines.batches import STAGED_PREDICTIONS_LAYOUT
+from pipelines.batches import STAGED_PER_RECORD, STAGED_PREDICTIONS_LAYOUT
 from pipelines.monitoring import drift, report
 from pipelines.observe import add_seconds, stage_timer
 from pipelines.stage import WriteParquetFiles, delete_tree, run_folder
@@ -161,21 +161,27 @@ class LoadToWarehouse(beam.PTransform):
         self._fail_job_on_refusal = fail_job_on_refusal
         self._staging = run_folder(staging_dir, run.run_id)
 
-    def _stage(self, layout: pa.Schema, folder: str, time_field: str) -> beam.ParDo:
-        """Batches -> Parquet files laid out as `layout`, under the run's staging folder."""
+    def _stage(
+        self, layout: pa.Schema, folder: str, time_field: str, per_record: tuple[str, ...] | None = None
+    ) -> beam.ParDo:
+        """Batches -> Parquet files laid out as `layout`, under the run's staging folder. `per_record`:
+        the columns holding a value per record, which a dictionary would not shrink."""
         return beam.ParDo(
             WriteParquetFiles(
                 FileSystems.join(self._staging, folder),
                 folder,
                 layout,
                 AddRunColumns(layout, self._run, time_field),
+                dictionary=None if per_record is None else [n for n in layout.names if n not in per_record],
             )
         )
 
     def expand(self, inputs):
         scored, rejected, counts, valid, night_statistics = inputs
         pipeline = scored.pipeline
-        predictions = scored | "StagePredictions" >> self._stage(STAGED_PREDICTIONS_LAYOUT, "predictions", "scored_at")
+        predictions = scored | "StagePredictions" >> self._stage(
+            STAGED_PREDICTIONS_LAYOUT, "predictions", "scored_at", STAGED_PER_RECORD
+        )
         errors = rejected | "StageErrors" >> self._stage(SCORING_ERRORS.arrow_schema, "errors", "recorded_at")
         input_counts = counts | "CountInput" >> beam.CombinePerKey(sum)
         valid_counts = valid | "CountValid" >> beam.CombinePerKey(sum)

@@ -39,7 +39,9 @@ class WriteParquetFiles(beam.DoFn):
 
     `prepare` (optional) turns each incoming batch into the batch to write, e.g. adding run-level
     columns; `schema` fixes the file layout (a batch of another layout is an error), or the first
-    batch's layout is used.
+    batch's layout is used. `dictionary` names the columns worth a Parquet dictionary (values that
+    repeat); by default every column gets one, which for a value per record (a key, a score) is work
+    thrown away: the writer builds the dictionary, finds it too large and falls back to plain.
     """
 
     def __init__(
@@ -48,11 +50,13 @@ class WriteParquetFiles(beam.DoFn):
         prefix: str,
         schema: pa.Schema | None = None,
         prepare: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
+        dictionary: list[str] | None = None,
     ):
         self._directory = directory
         self._prefix = prefix
         self._schema = schema
         self._prepare = prepare
+        self._dictionary = True if dictionary is None else dictionary
         self._time = stage_timer("stage")
 
     def start_bundle(self) -> None:
@@ -70,7 +74,7 @@ class WriteParquetFiles(beam.DoFn):
         if self._writer is None:
             self._path = FileSystems.join(self._directory, f"{self._prefix}-{uuid.uuid4().hex}.parquet")
             self._stream = FileSystems.create(self._path)
-            self._writer = pq.ParquetWriter(self._stream, self._schema or batch.schema)
+            self._writer = pq.ParquetWriter(self._stream, self._schema or batch.schema, use_dictionary=self._dictionary)
         self._writer.write_batch(batch)
         self._rows += batch.num_rows
         add_seconds(self._time, time.perf_counter() - t0)

@@ -70,6 +70,7 @@ class BigQueryWarehouse(Warehouse):
             reported_type_names=bq.STANDARD_TYPES,
             table_prefix=f"{ref}.",
             percentile_template="APPROX_QUANTILES({column}, 100)[OFFSET({percent})]",
+            hash_template=None,  # grouping the keys is the warehouse's work, in parallel
         )
         self._create_dataset = create_dataset
         self._dataset_location = dataset_location

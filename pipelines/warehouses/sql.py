@@ -57,6 +57,9 @@ class Dialect:
     table_prefix: str = ""  # BigQuery: "project.dataset."
     # An aggregate's percentile, {column} and {percent} (an integer) filled in: each engine has its own.
     percentile_template: str = "quantile_disc({column}, {percent} / 100)"
+    # A 64-bit hash of the columns filled in for {columns}, where grouping on it is cheaper than on the
+    # columns themselves (DuckDB); None: group on the columns alone.
+    hash_template: str | None = "hash({columns})"
 
     def quote(self, name: str) -> str:
         if not _IDENTIFIER.match(name):
@@ -351,11 +354,19 @@ def stale_runs(d: Dialect, cutoff) -> Statement:
 
 
 def duplicate_groups(d: Dialect, predictions: str) -> Statement:
-    """Per (model role, key) with more than one staged row: how many, and the lowest and highest hash."""
+    """Per (model role, key) with more than one staged row: how many, and the lowest and highest hash.
+
+    Where the engine hashes cheaply, the keys are first grouped by a 64-bit hash of (role, key), which
+    is much cheaper than grouping the strings; only rows whose hash repeats (true copies, and the rare
+    collision, which the exact grouping then drops) are grouped by the key itself."""
     key = d.quote(INPUT.key.name)
+    candidates = ""
+    if d.hash_template:
+        hashed = d.hash_template.format(columns=f"model_role, {key}")
+        candidates = f" WHERE {hashed} IN (SELECT {hashed} FROM {predictions} GROUP BY {hashed} HAVING COUNT(*) > 1)"
     return Statement(
         f"SELECT model_role, {key}, COUNT(*) AS copies, MIN(content_hash) AS lowest, MAX(content_hash) AS highest "
-        f"FROM {predictions} GROUP BY model_role, {key} HAVING COUNT(*) > 1"
+        f"FROM {predictions}{candidates} GROUP BY model_role, {key} HAVING COUNT(*) > 1"
     )
 
 
