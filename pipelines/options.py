@@ -103,6 +103,14 @@ class DataOptions(PipelineOptions):
             "this; a longer one is rejected (record_too_large) and reading resumes at the next.",
         )
         parser.add_argument(
+            "--start_date",
+            default=None,
+            help="With a {date} in --input (or a BigQuery input): the first date of a range, YYYY-MM-DD. "
+            "Training reads every date of it; scoring scores every night of it in one job, each night "
+            "published as its own run through its own gates (a backfill, at most 366 nights).",
+        )
+        parser.add_argument("--end_date", default=None, help="The range's last date, inclusive.")
+        parser.add_argument(
             "--split_bytes",
             type=int,
             default=DEFAULT_SPLIT_BYTES,
@@ -302,10 +310,6 @@ def _add_gate_args(parser) -> None:
 class TrainingOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument(
-            "--start_date", default=None, help="With a {date} in --input: first date to train on (YYYY-MM-DD)."
-        )
-        parser.add_argument("--end_date", default=None, help="With a {date} in --input: last date, inclusive.")
         parser.add_argument(
             "--work_dir", default="artifacts/train", help="Where the transform graph and transformed data are written."
         )

@@ -1,6 +1,7 @@
 """Nightly batch scoring: a date's trips -> validated -> scored by RunInference -> the warehouse.
 
     python -m pipelines.score --date 2026-11-23 [--input ...] [--warehouse ...] [--model_version N]
+    python -m pipelines.score --start_date 2026-01-01 --end_date 2026-12-31 ...   (a backfill: one job)
 
 Everything that can be checked without reading data (the date, the model version and its files,
 the input files, the warehouse tables) is checked first, so bad configuration fails fast and
@@ -8,11 +9,13 @@ writes nothing. Runs that were killed are reaped first. The pipeline then flows 
 -> validate -> score -> load, and the night is published only if it passes its quality gates.
 
 Exit codes: 0 published; 1 failed (the date untouched); 2 bad configuration (nothing written);
-3 refused by a quality gate (the date untouched, the run and its rows recorded as refused).
+3 refused by a quality gate (the date untouched, the run and its rows recorded as refused). A range
+of nights is one job, each night its own run: exit 3 if any night was refused (the others published).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 import logging
@@ -39,7 +42,7 @@ from models import devices, registry
 from models.devices import AcceleratorError
 from models.handler import DEVICE_METRICS_NAMESPACE, ExportedModelHandler
 from models.registry import ModelVersion, ModelVersionError
-from pipelines import bigquery_source, extract, progress
+from pipelines import bigquery_source, extract, load, progress
 from pipelines.batches import COUNTS, REJECTED
 from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
 from pipelines.extract import INPUT_RANGES, InputNotFoundError, ReadInputFiles
@@ -58,6 +61,7 @@ from pipelines.stage import delete_tree, run_folder
 from pipelines.validate import VALID_COUNTS, ValidateRecords
 from pipelines.warehouses import (
     REFUSED,
+    SUCCEEDED,
     GateLimits,
     RunRecord,
     Warehouse,
@@ -83,7 +87,12 @@ class RunFailed(RuntimeError):
 
 
 class Refused(RuntimeError):
-    """The night failed a quality gate: the date untouched, the run and its rows kept as refused."""
+    """A night failed a quality gate: the date untouched, the run and its rows kept as refused (the
+    other nights of a range published). Carries the job's summary."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.summary = summary
 
 
 class Terminated(BaseException):
@@ -94,12 +103,22 @@ def _terminate(signum, frame):
     raise Terminated(f"terminated by signal {signum}")
 
 
-@dataclass(frozen=True, kw_only=True)
-class ScoringConfig:
-    """A fully checked run: what build_pipeline needs, nothing it has to look up."""
+MAX_NIGHTS = 366  # a year, leap day included, in one job
+
+
+@dataclass(frozen=True)
+class Night:
+    """One night of a job: its run, and what to read for it."""
 
     run: RunRecord
     source: list[str] | ReadPlan  # the files to read, or an open BigQuery read session
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringConfig:
+    """A fully checked job of one night or several: what build_pipeline needs, nothing it has to look up."""
+
+    nights: tuple[Night, ...]  # in date order
     input_format: str
     unknown_columns: str
     missing_nullable_columns: str
@@ -121,6 +140,33 @@ class ScoringConfig:
     training_statistics: bytes | None  # the model version's drift baseline; None for older versions
     report_dir: str | None  # where the night's report goes; None: none
     monitoring: bool  # the night's statistics and drift (--monitoring)
+
+    @property
+    def runs(self) -> tuple[RunRecord, ...]:
+        return tuple(night.run for night in self.nights)
+
+    @property
+    def run(self) -> RunRecord:
+        """The job's run, when it scores one night."""
+        if len(self.nights) != 1:
+            raise ValueError(f"a job of {len(self.nights)} nights has a run per night")
+        return self.nights[0].run
+
+    @property
+    def files(self) -> list[str] | None:
+        """Every night's files, when the input is files."""
+        if isinstance(self.nights[0].source, ReadPlan):
+            return None
+        return [path for night in self.nights for path in night.source]
+
+    def by_night(self) -> load.Nights:
+        """The runs, and each input source's night, for the stages that stage and publish per night."""
+        sources = {}
+        for night in self.nights:
+            key = night.run.score_date.isoformat()
+            for source in [night.source.source] if isinstance(night.source, ReadPlan) else night.source:
+                sources[source] = key
+        return load.Nights(self.runs, sources)
 
     def handler(self, model: ModelVersion, role: str) -> ExportedModelHandler:
         return ExportedModelHandler(
@@ -145,7 +191,7 @@ def parse_date(value: str | None, timezone_name: str = "UTC", now: datetime | No
     try:
         return date.fromisoformat(value)
     except ValueError:
-        raise ValueError(f"--date {value!r} is not a real date in YYYY-MM-DD form") from None
+        raise ValueError(f"{value!r} is not a real date in YYYY-MM-DD form") from None
 
 
 def plan(options: PipelineOptions) -> ScoringConfig:
@@ -153,13 +199,13 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     data = options.view_as(DataOptions)
     opts = options.view_as(ScoringOptions)
     runner = options.get_all_options().get("runner")
-    score_date = parse_date(opts.date, opts.timezone)
+    input_pattern = data.input or DEFAULT_SCORING_INPUT
+    dates = score_dates(opts, data, input_pattern)
     check_options(data, opts)
     model, challenger = resolve_models(data, opts)
     if runner in LOCAL_RUNNERS:  # this machine is the worker: check its accelerator now, not mid-run
         devices.visible_devices(devices.resolve_kind(opts.accelerator))
-    input_pattern = data.input or DEFAULT_SCORING_INPUT
-    source = plan_source(input_pattern, score_date, data)
+    sources = plan_sources(input_pattern, dates, data)
     warehouse = open_warehouse(
         opts.warehouse,
         create_dataset=opts.create_dataset,
@@ -169,8 +215,10 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     staging_dir = opts.staging_dir or warehouse.default_staging_dir()
     limits = gate_limits(opts, options)
     return ScoringConfig(
-        run=new_run(score_date, model, challenger, input_pattern, source, data, opts, runner, staging_dir, limits),
-        source=source,
+        nights=tuple(
+            Night(new_run(day, model, challenger, input_pattern, src, data, opts, runner, staging_dir, limits), src)
+            for day, src in zip(dates, sources, strict=True)
+        ),
         input_format=data.input_format,
         unknown_columns=data.unknown_columns,
         missing_nullable_columns=data.missing_nullable_columns,
@@ -193,6 +241,55 @@ def plan(options: PipelineOptions) -> ScoringConfig:
         report_dir=report_dir(opts.report_dir, warehouse, staging_dir, runner in LOCAL_RUNNERS),
         monitoring=opts.monitoring == "on",
     )
+
+
+def score_dates(opts: ScoringOptions, data: DataOptions, input_pattern: str) -> list[date]:
+    """The nights to score: --date (default yesterday), or every date from --start_date to --end_date."""
+    if not (data.start_date or data.end_date):
+        return [parse_date(opts.date, opts.timezone)]
+    if opts.date:
+        raise ValueError("give --date or --start_date/--end_date, not both")
+    if not (data.start_date and data.end_date):
+        raise ValueError("a range of nights needs both --start_date and --end_date")
+    if "{date}" not in input_pattern and not bigquery_source.is_bigquery_input(input_pattern):
+        raise ValueError("a range of nights needs a {date} in --input (or a BigQuery input): each night its own input")
+    first, last = (parse_date(value) for value in (data.start_date, data.end_date))
+    if last < first:
+        raise ValueError(f"--end_date {last} is before --start_date {first}")
+    if (last - first).days + 1 > MAX_NIGHTS:
+        raise ValueError(f"{(last - first).days + 1} nights from {first} to {last}: at most {MAX_NIGHTS} in one job")
+    return [first + timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def plan_sources(input_pattern: str, dates: list[date], data: DataOptions) -> list[list[str] | ReadPlan]:
+    """Each night's files or BigQuery read session. Every night must have input, as a single night must:
+    a range with gaps fails before anything is written, naming them all."""
+    sources, missing = [], []
+    for day in dates:
+        try:
+            sources.append(plan_source(input_pattern, day, data))
+        except InputNotFoundError:
+            if len(dates) == 1:
+                raise
+            missing.append(day.isoformat())
+    if missing:
+        shown = ", ".join(missing[:20]) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+        raise InputNotFoundError(f"no input for {len(missing)} of the {len(dates)} nights: {shown}")
+    if len(dates) > 1 and isinstance(sources[0], ReadPlan):
+        # One table, many nights: each night's read is named for its night, so that its records,
+        # rejections and counts stay its own.
+        sources = [
+            dataclasses.replace(plan, source=f"{plan.source}@{day.isoformat()}")
+            for day, plan in zip(dates, sources, strict=True)
+        ]
+    elif len(dates) > 1:
+        seen: dict[str, date] = {}
+        for day, files in zip(dates, sources, strict=True):
+            for path in files:
+                if path in seen:
+                    raise ValueError(f"{path} matches the input of both {seen[path]} and {day}: a file is one night's")
+                seen[path] = day
+    return sources
 
 
 def gate_limits(opts: ScoringOptions, options: PipelineOptions) -> GateLimits:
@@ -335,11 +432,12 @@ def new_run(
 def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig, bar_dir: str | None = None):
     """Extract -> validate -> score -> load; returns the published counts. `bar_dir`: where the workers
     report bytes read and records scored for a progress bar (None: plain progress lines, if any)."""
-    if isinstance(config.source, ReadPlan):
-        read = pipeline | "ReadTrips" >> ReadBigQuery(config.source)
-    else:
+    nights = config.by_night()
+    if config.files is None:
+        read = read_bigquery(pipeline, config)
+    else:  # one read over every night's files
         read = pipeline | "ReadTrips" >> ReadInputFiles(
-            config.source,
+            config.files,
             config.schema,
             config.block_bytes,
             config.input_format,
@@ -355,31 +453,36 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig, bar_dir: str 
         # its drift is measured with (README: Monitoring). Each is combined where its batches are made
         # (a Flatten of the two first would carry the batches themselves to a new stage).
         kinds, vocabularies = statistics.feature_kinds(), statistics.vocabularies(config.model.path)
+        # Keyed by night, so that each night of a range is described by its own records.
         night_statistics = (
             checked.valid
+            | "InputByNight" >> beam.Map(nights.keyed)
             | "InputStatistics"
-            >> beam.CombineGlobally(
-                statistics.ComputeStatistics(statistics.NIGHT, kinds, vocabularies)
-            ).without_defaults()
+            >> beam.CombinePerKey(statistics.ComputeStatistics(statistics.NIGHT, kinds, vocabularies))
         )
         score_statistics = (
             scored
+            | "ScoresByNight" >> beam.Map(nights.keyed)
             | "ScoreStatistics"
-            >> beam.CombineGlobally(
+            >> beam.CombinePerKey(
                 statistics.ComputeStatistics(
                     statistics.NIGHT_SCORES,
                     {statistics.SCORE: statistics.NUMERIC},
                     columns={statistics.SCORE: "probability"},
                 )
-            ).without_defaults()
+            )
         )
         monitored = (night_statistics, score_statistics) | "NightStatistics" >> beam.Flatten()
     else:
         monitored = pipeline | "NoStatistics" >> beam.Create([])
     if config.progress_seconds:
-        _ = scored | "ReportProgress" >> beam.ParDo(ReportProgress(config.run.run_id, config.progress_seconds, bar_dir))
+        _ = scored | "ReportProgress" >> beam.ParDo(
+            ReportProgress(config.runs[0].run_id, config.progress_seconds, bar_dir)
+        )
     if not config.local:  # no process waits for a remote job, so its workers keep the run's row alive
-        beats = heartbeat.BeatFromWorkers(config.warehouse, config.run.run_id, heartbeat.interval(config.stale_after))
+        beats = heartbeat.BeatFromWorkers(
+            config.warehouse, [run.run_id for run in config.runs], heartbeat.interval(config.stale_after)
+        )
         _ = scored | "Heartbeat" >> beam.ParDo(beats)
     if config.challenger is not None:
         challenged = checked.valid | "RunChallenger" >> RunInference(config.handler(config.challenger, CHALLENGER))
@@ -390,23 +493,52 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig, bar_dir: str 
         config.training_statistics, schemas.DRIFT_THRESHOLDS, schemas.DRIFT_NOT_FLAGGED, config.report_dir
     )
     return (scored, rejected, read[COUNTS], checked[VALID_COUNTS], monitored) | "WriteScores" >> LoadToWarehouse(
-        config.warehouse, config.run, config.staging_dir, monitoring, fail_job_on_refusal=not config.local
+        config.warehouse, nights, config.staging_dir, monitoring, fail_job_on_refusal=not config.local
     )
+
+
+def read_bigquery(pipeline: beam.Pipeline, config: ScoringConfig) -> dict:
+    """Each night's read session, as one set of outputs (a night's read is named for its night)."""
+    if len(config.nights) == 1:
+        return pipeline | "ReadTrips" >> ReadBigQuery(config.nights[0].source)
+    reads = [
+        pipeline | f"ReadTrips{night.run.score_date:%Y%m%d}" >> ReadBigQuery(night.source) for night in config.nights
+    ]
+    return {
+        tag: tuple(read[tag] for read in reads) | f"AllNights{tag.title()}" >> beam.Flatten()
+        for tag in ("batches", REJECTED, COUNTS)
+    }
 
 
 def _namespace(counters: dict[str, int], namespace: str) -> dict[str, int]:
     return {k.split("/", 1)[1]: v for k, v in counters.items() if k.startswith(namespace + "/")}
 
 
-def summarize(config: ScoringConfig, result, seconds: float, reaped: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run as its row records it, with the Beam metrics of a pipeline that finished (`result`)."""
-    counters, metrics = {}, {}
-    if result is not None:
-        queried = result.metrics().query(MetricsFilter())
-        counters = {f"{m.key.metric.namespace}/{m.key.metric.name}": m.committed for m in queried["counters"]}
-        metrics = {**counters, **distribution_summary(queried["distributions"])}
-        config.warehouse.record_metrics(config.run.run_id, metrics)
-    row = config.warehouse.run_row(config.run.run_id)
+def job_metrics(result) -> tuple[dict[str, int], dict[str, Any]]:
+    """(counters, counters and distributions) of a pipeline that finished (`result`; None: none)."""
+    if result is None:
+        return {}, {}
+    queried = result.metrics().query(MetricsFilter())
+    counters: dict[str, int] = {}
+    for m in queried["counters"]:  # one counter may be updated in several steps (staging, both models): summed
+        name = f"{m.key.metric.namespace}/{m.key.metric.name}"
+        counters[name] = counters.get(name, 0) + (m.committed or 0)
+    return counters, {**counters, **distribution_summary(queried["distributions"])}
+
+
+def summarize(
+    config: ScoringConfig,
+    run: RunRecord,
+    job: tuple[dict[str, int], dict[str, Any]],
+    seconds: float,
+    reaped: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A night's run as its row records it, with the job's Beam metrics (a range's nights share one job,
+    so its metrics, stage times and timings are the job's, recorded in each night's row)."""
+    counters, metrics = job
+    if metrics:
+        config.warehouse.record_metrics(run.run_id, metrics)
+    row = config.warehouse.run_row(run.run_id)
     scored = row["scored_records"] or 0
     dropped = row["duplicates_dropped"] or 0
     return {
@@ -450,15 +582,34 @@ def summarize(config: ScoringConfig, result, seconds: float, reaped: list[dict[s
         "report_dir": config.report_dir,
         "report": (
             FileSystems.join(config.report_dir, report.report_name(row["score_date"]))
-            if counters.get(REPORTS_WRITTEN)
+            if counters.get(REPORTS_WRITTEN, 0) >= len(config.nights)  # every night's written
             else None
         ),
     }
 
 
+def range_summary(config: ScoringConfig, nights: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    """A range's job: every night's summary, which were published and which refused, and the totals."""
+    refused = [night["date"] for night in nights if night["status"] == REFUSED]
+    totals = ("input_records", "scored_records", "rejected_records", "duplicates_dropped")
+    return {
+        "start_date": nights[0]["date"],
+        "end_date": nights[-1]["date"],
+        "status": REFUSED if refused else nights[0]["status"] if len({n["status"] for n in nights}) == 1 else "mixed",
+        "published": [night["date"] for night in nights if night["status"] == SUCCEEDED],
+        "refused": refused,
+        "reconciled": all(night["reconciled"] for night in nights),
+        **{total: sum(night[total] or 0 for night in nights) for total in totals},
+        "seconds": round(seconds, 3),
+        "stage_seconds": nights[0]["stage_seconds"],
+        "warehouse": config.warehouse.location,
+        "nights": nights,
+    }
+
+
 def reap(config: ScoringConfig) -> list[dict[str, Any]]:
     """Runs killed without a word (SIGKILL, a lost machine): marked abandoned, their staged files deleted."""
-    reaped = config.warehouse.reap(config.stale_after, datetime.now(timezone.utc), by=config.run.run_id)
+    reaped = config.warehouse.reap(config.stale_after, datetime.now(timezone.utc), by=config.runs[0].run_id)
     for row in reaped:
         print(
             f"reaped run {row['run_id']} ({row['score_date']}): no heartbeat since {row['last_seen']}", file=sys.stderr
@@ -473,8 +624,9 @@ def reap(config: ScoringConfig) -> list[dict[str, Any]]:
 
 
 def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
-    """Score one date. Raises on bad configuration (nothing written), a failed run (marked failed) or a
-    refused night (Refused: marked refused; the summary is written first)."""
+    """Score one date, or a range of dates in one job. Raises on bad configuration (nothing written), a
+    failed job (its runs marked failed) or a refused night (Refused: marked refused, any other nights of
+    the range published; the summary is written first)."""
     options = parse(argv, __doc__, DataOptions, ScoringOptions)
     FileSystems.set_options(options)  # gs:// and other filesystems take their settings from the options
     config = plan(options)
@@ -482,12 +634,14 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
         return dry_run(options, config, pipeline)
     config.warehouse.prepare()
     reaped = reap(config)
-    config.warehouse.record_run(config.run)
+    for night_run in config.runs:
+        config.warehouse.record_run(night_run)
+    run_ids = [night_run.run_id for night_run in config.runs]
     t0 = time.perf_counter()
     result, failure = None, None
     try:
         with (
-            heartbeat.Heartbeat(config.warehouse, config.run.run_id, heartbeat.interval(config.stale_after)),
+            heartbeat.Heartbeat(config.warehouse, run_ids, heartbeat.interval(config.stale_after)),
             progress_bar(config) as bar_dir,
         ):
             p = pipeline or beam.Pipeline(options=options)
@@ -497,34 +651,47 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
     except BaseException as e:
         failure = e
         reason = f"{type(e).__name__}: {e}"
-        config.warehouse.mark_failed(config.run.run_id, reason, datetime.now(timezone.utc))
+        for run_id in run_ids:  # the nights published before the failure keep their status
+            config.warehouse.mark_failed(run_id, reason, datetime.now(timezone.utc))
         if not isinstance(e, Exception):
             raise
+    seconds = time.perf_counter() - t0
     try:
-        summary = summarize(config, result, time.perf_counter() - t0, reaped)
+        job = job_metrics(result)
+        nights = [summarize(config, night_run, job, seconds, reaped) for night_run in config.runs]
     except Exception:
         if failure is None:
             raise
-        summary = None  # the warehouse fails too: the run's own failure is the one to report
-    if summary is not None:
+        nights = None  # the warehouse fails too: the run's own failure is the one to report
+    if nights is not None:
+        summary = nights[0] if len(nights) == 1 else range_summary(config, nights, seconds)
         write_summary(options.view_as(ScoringOptions).summary_json, summary)
-        if summary["status"] == REFUSED:
+        refused = [night for night in nights if night["status"] == REFUSED]
+        if len(nights) == 1 and refused:
             seen = f" (report: {summary['report']})" if summary["report"] else ""
             raise Refused(
-                f"{summary['date']} not published, previous results left as they were: {summary['error']}{seen}"
+                f"{summary['date']} not published, previous results left as they were: {summary['error']}{seen}",
+                summary,
+            )
+        if refused:
+            raise Refused(
+                f"{len(refused)} of {len(nights)} nights refused (the others published; the refused nights' "
+                "previous results left as they were): " + "; ".join(f"{n['date']}: {n['error']}" for n in refused),
+                summary,
             )
     if failure is not None:
         reason = f"{type(failure).__name__}: {failure}"
-        raise RunFailed(f"run {config.run.run_id} failed, previous results left as they were: {reason}") from failure
+        which = f"run {run_ids[0]}" if len(run_ids) == 1 else f"the job of {len(run_ids)} nights"
+        raise RunFailed(f"{which} failed, previous results left as they were: {reason}") from failure
     return summary
 
 
 def progress_bar(config: ScoringConfig) -> AbstractContextManager[str | None]:
     """A bar by bytes read while the pipeline runs, where a person watches a local run read files; else
     nothing (plain progress lines, if --progress_seconds asks for them)."""
-    if not (config.progress_seconds and isinstance(config.source, list) and progress.wanted()):
+    if not (config.progress_seconds and config.files and progress.wanted()):
         return nullcontext()
-    return progress.bar(total_bytes(config.source))
+    return progress.bar(total_bytes(config.files))
 
 
 def write_summary(path: str | None, summary: dict[str, Any]) -> None:
@@ -544,11 +711,12 @@ def dry_run(options: PipelineOptions, config: ScoringConfig, pipeline: beam.Pipe
     result = p.run() if options.get_all_options().get("runner") == "DataflowRunner" else None
     return {
         "dry_run": True,
-        "date": config.run.score_date.isoformat(),
-        "run_id": config.run.run_id,
+        "date": config.runs[0].score_date.isoformat(),
+        **({"end_date": config.runs[-1].score_date.isoformat()} if len(config.runs) > 1 else {}),
+        "run_id": config.runs[0].run_id if len(config.runs) == 1 else [r.run_id for r in config.runs],
         "model_name": config.model.name,
         "model_version": config.model.version,
-        "input": config.run.input,
+        "input": config.runs[0].input if len(config.runs) == 1 else [r.input for r in config.runs],
         "warehouse": config.warehouse.location,
         "job": _dataflow_job(result, options),
     }
@@ -577,6 +745,49 @@ def _dataflow_job(result, options: PipelineOptions) -> dict[str, Any] | None:
     return described
 
 
+def print_night(summary: dict[str, Any], indent: str = "") -> None:
+    """A night's outcome, as the terminal or the scheduler's log shows it."""
+    outcome = {SUCCEEDED: "", REFUSED: " REFUSED;"}.get(summary["status"], f" {summary['status']};")
+    print(
+        f"{indent}{summary['date']}:{outcome} input {summary['input_records']} = scored {summary['scored_records']} "
+        f"+ rejected {summary['rejected_records']} + duplicates dropped {summary['duplicates_dropped']} "
+        f"({'reconciled' if summary['reconciled'] else 'NOT RECONCILED'}, per file too); "
+        f"{summary['rejected_files']} files rejected; model {summary['model_name']} v{summary['model_version']}; "
+        f"run {summary['run_id']} in {summary['timings']['seconds']} s -> {summary['warehouse']}"
+    )
+    indent += "  "
+    for device, rows in sorted(summary["devices"].items()):
+        print(f"{indent}{device}: {rows} records scored")
+    if summary["accepted_failures"]:
+        accepted = f"accepted by {summary['accepted_by']}: {summary['accepted_failures']}"
+        print(f"{indent}published despite failed gates, {accepted}")
+    for reason, rows in sorted(summary["rejected_by_reason"].items()):
+        print(f"{indent}rejected, {reason}: {rows}")
+    for column, rows in sorted(summary["missing_columns"].items()):
+        print(f"{indent}records lacking column {column}: {rows}")
+    if summary["comparison"]:
+        print(f"{indent}champion vs challenger: " + json.dumps(summary["comparison"], sort_keys=True))
+    if summary["report"]:
+        print(f"{indent}report: {summary['report']}")
+    elif summary["report_dir"]:
+        print(f"{indent}warning: the night's report was not written (see the log); the night's outcome stands")
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    if "nights" not in summary:
+        print_night(summary)
+        return
+    print(
+        f"{summary['start_date']} to {summary['end_date']}: {len(summary['nights'])} nights in one job, "
+        f"{len(summary['published'])} published, {len(summary['refused'])} refused; input {summary['input_records']} "
+        f"= scored {summary['scored_records']} + rejected {summary['rejected_records']} + duplicates dropped "
+        f"{summary['duplicates_dropped']} ({'reconciled' if summary['reconciled'] else 'NOT RECONCILED'}); "
+        f"{summary['seconds']} s -> {summary['warehouse']}"
+    )
+    for night in summary["nights"]:
+        print_night(night, indent="  ")
+
+
 def main(argv: list[str]) -> int:
     logging.getLogger().setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _terminate)
@@ -592,35 +803,18 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except Refused as e:
+        if e.summary is not None and "nights" in e.summary:
+            print_summary(e.summary)  # what was published matters as much as what was not
         print(f"refused: {e}", file=sys.stderr)
         return 3
     if summary.get("dry_run"):
+        dates = summary["date"] + (f" to {summary['end_date']}" if "end_date" in summary else "")
         print(
-            f"dry run: {summary['date']} with model {summary['model_name']} v{summary['model_version']} from "
+            f"dry run: {dates} with model {summary['model_name']} v{summary['model_version']} from "
             f"{summary['input']} to {summary['warehouse']}: configuration checked, job built, nothing run"
         )
         return 0
-    print(
-        f"{summary['date']}: input {summary['input_records']} = scored {summary['scored_records']} "
-        f"+ rejected {summary['rejected_records']} + duplicates dropped {summary['duplicates_dropped']} "
-        f"({'reconciled' if summary['reconciled'] else 'NOT RECONCILED'}, per file too); "
-        f"{summary['rejected_files']} files rejected; model {summary['model_name']} v{summary['model_version']}; "
-        f"run {summary['run_id']} in {summary['timings']['seconds']} s -> {summary['warehouse']}"
-    )
-    for device, rows in sorted(summary["devices"].items()):
-        print(f"  {device}: {rows} records scored")
-    if summary["accepted_failures"]:
-        print(f"  published despite failed gates, accepted by {summary['accepted_by']}: {summary['accepted_failures']}")
-    for reason, rows in sorted(summary["rejected_by_reason"].items()):
-        print(f"  rejected, {reason}: {rows}")
-    for column, rows in sorted(summary["missing_columns"].items()):
-        print(f"  records lacking column {column}: {rows}")
-    if summary["comparison"]:
-        print("  champion vs challenger: " + json.dumps(summary["comparison"], sort_keys=True))
-    if summary["report"]:
-        print(f"  report: {summary['report']}")
-    elif summary["report_dir"]:
-        print("  warning: the night's report was not written (see the log); the night itself is published")
+    print_summary(summary)
     return 0 if summary["reconciled"] else 1
 
 

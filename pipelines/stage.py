@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import apache_beam as beam
 import pyarrow as pa
@@ -32,6 +33,38 @@ def delete_tree(folder: str) -> None:
         FileSystems.delete([m.path for m in found])
     if "://" not in folder and FileSystems.exists(folder):
         FileSystems.delete([folder])
+
+
+class ParquetFile:
+    """One staged file as a bundle writes it: opened at its first batch, closed at the bundle's end."""
+
+    def __init__(self, directory: str, prefix: str, schema: pa.Schema | None, dictionary: bool | list[str]):
+        self.path = FileSystems.join(directory, f"{prefix}-{uuid.uuid4().hex}.parquet")
+        self.rows = 0
+        self._schema = schema
+        self._dictionary = dictionary
+        self._stream = None
+        self._writer = None
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._writer is None:
+            self._stream = FileSystems.create(self.path)
+            self._writer = pq.ParquetWriter(self._stream, self._schema or batch.schema, use_dictionary=self._dictionary)
+        self._writer.write_batch(batch)
+        self.rows += batch.num_rows
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._stream.close()
+            self._writer = None
+
+    def abandon(self) -> None:
+        """A bundle that failed midway: close what is open (the file is never published)."""
+        try:
+            self.close()
+        except Exception:  # the bundle already failed; its file is abandoned either way
+            self._writer = None
 
 
 class WriteParquetFiles(beam.DoFn):
@@ -60,10 +93,7 @@ class WriteParquetFiles(beam.DoFn):
         self._time = stage_timer("stage")
 
     def start_bundle(self) -> None:
-        self._writer = None
-        self._stream = None
-        self._path = None
-        self._rows = 0
+        self._file = None
 
     def process(self, batch) -> Iterator:
         t0 = time.perf_counter()
@@ -71,31 +101,68 @@ class WriteParquetFiles(beam.DoFn):
             batch = batch[0]
         if self._prepare is not None:
             batch = self._prepare(batch)
-        if self._writer is None:
-            self._path = FileSystems.join(self._directory, f"{self._prefix}-{uuid.uuid4().hex}.parquet")
-            self._stream = FileSystems.create(self._path)
-            self._writer = pq.ParquetWriter(self._stream, self._schema or batch.schema, use_dictionary=self._dictionary)
-        self._writer.write_batch(batch)
-        self._rows += batch.num_rows
+        if self._file is None:
+            self._file = ParquetFile(self._directory, self._prefix, self._schema, self._dictionary)
+        self._file.write(batch)
         add_seconds(self._time, time.perf_counter() - t0)
         return iter(())
 
     def teardown(self) -> None:
-        """A bundle that failed midway leaves its writer open: close it (the file is never published)."""
-        if getattr(self, "_writer", None) is not None:
-            try:
-                self._writer.close()
-                self._stream.close()
-            except Exception:  # the bundle already failed; its file is abandoned either way
-                pass
-            self._writer = None
+        if getattr(self, "_file", None) is not None:
+            self._file.abandon()
+            self._file = None
 
     def finish_bundle(self) -> Iterator:
-        if self._writer is None:
+        if self._file is None:
             return
         t0 = time.perf_counter()
-        self._writer.close()
-        self._stream.close()
+        self._file.close()
         add_seconds(self._time, time.perf_counter() - t0)
-        self._writer = None
-        yield GlobalWindows.windowed_value((self._path, self._rows))
+        yield GlobalWindows.windowed_value((self._file.path, self._file.rows))
+        self._file = None
+
+
+class WriteNightFiles(beam.DoFn):
+    """`(night, batch)` in, `(night, path, rows)` out once per bundle and night: each night's batches
+    go to files of their own, under the night's folder, with the night's run columns (`prepare`)."""
+
+    def __init__(
+        self,
+        directories: Mapping[Any, str],
+        prefix: str,
+        schema: pa.Schema,
+        prepare: Mapping[Any, Callable[[pa.RecordBatch], pa.RecordBatch]],
+        dictionary: list[str] | None = None,
+    ):
+        self._directories = dict(directories)
+        self._prefix = prefix
+        self._schema = schema
+        self._prepare = dict(prepare)
+        self._dictionary = True if dictionary is None else dictionary
+        self._time = stage_timer("stage")
+
+    def start_bundle(self) -> None:
+        self._files: dict[Any, ParquetFile] = {}
+
+    def process(self, element: tuple[Any, pa.RecordBatch]) -> Iterator:
+        t0 = time.perf_counter()
+        night, batch = element
+        if night not in self._files:
+            self._files[night] = ParquetFile(self._directories[night], self._prefix, self._schema, self._dictionary)
+        self._files[night].write(self._prepare[night](batch))
+        add_seconds(self._time, time.perf_counter() - t0)
+        return iter(())
+
+    def teardown(self) -> None:
+        for file in getattr(self, "_files", {}).values():
+            file.abandon()
+        self._files = {}
+
+    def finish_bundle(self) -> Iterator:
+        t0 = time.perf_counter()
+        for file in self._files.values():
+            file.close()
+        add_seconds(self._time, time.perf_counter() - t0)
+        for night, file in self._files.items():
+            yield GlobalWindows.windowed_value((night, file.path, file.rows))
+        self._files = {}

@@ -253,7 +253,7 @@ def run(argv: list[str] | None = None) -> TrainingResult:
 
     FileSystems.set_options(pipeline_options)
     training_input = data.input or DEFAULT_TRAINING_INPUT
-    sources = training_sources(training_input, opts.start_date, opts.end_date, data)
+    sources = training_sources(training_input, data.start_date, data.end_date, data)
     os.makedirs(opts.work_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="run-", dir=opts.work_dir)
     transform_dir, data_dir = os.path.join(work, "transform"), os.path.join(work, "data")

@@ -25,6 +25,8 @@ DEFAULT_OUT = "templates/score_metadata.json"
 # BigQuery names the same patterns the pipeline checks them with.
 REGEXES = {
     "date": r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$",
+    "start_date": r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$",
+    "end_date": r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$",
     "timezone": r"^[A-Za-z_]+(/[A-Za-z0-9_+-]+)*$",
     "input": r"^(gs://|bq://|/).+$",
     "warehouse": rf"^({re.escape(SCHEME)}{PROJECT}\.{DATASET}|/.+\.duckdb)$",

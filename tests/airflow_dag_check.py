@@ -91,6 +91,19 @@ def main(dags_dir: str, logical_date: str, date_param: str | None) -> None:
         )
         task.body = out["body"]
         out["failed_job"] = run_against_a_failed_job(task, {**context, "ti": _NoXCom(), "task_instance": _NoXCom()})
+    backfill = bag.dags.get("score_backfill")
+    if backfill is not None:
+        [task] = backfill.tasks
+        params = {"start_date": "2026-01-01", "end_date": "2026-12-31"}
+        context = {"params": params, "logical_date": pendulum.parse(logical_date), "dag_run": None}
+        out["backfill"] = {
+            "schedule": getattr(backfill.timetable, "summary", None),
+            "params": sorted(backfill.params.keys()),
+            "max_active_runs": backfill.max_active_runs,
+            "retries": task.retries,
+            "wait_until_finished": task.wait_until_finished,
+            "body": task.render_template(task.body, context, backfill.get_template_env()),
+        }
     print(json.dumps(out))
 
 

@@ -220,7 +220,7 @@ def test_the_dag_imports_and_launches_the_template(tmp_path):
 
     # 03:00 in Chicago on the 24th: the night of the 23rd.
     loaded = dag_check(dags, "2026-11-24T03:00:00-06:00")
-    assert loaded["import_errors"] == {} and loaded["dags"] == ["score_nightly"]
+    assert loaded["import_errors"] == {} and loaded["dags"] == ["score_backfill", "score_nightly"]
     assert loaded["operator"] == "DataflowStartFlexTemplateOperator"
     assert (loaded["project_id"], loaded["location"]) == ("my-project", "us-central1")
     launch = loaded["body"]["launchParameter"]
@@ -236,6 +236,14 @@ def test_the_dag_imports_and_launches_the_template(tmp_path):
     # whose job ends JOB_STATE_FAILED raises, which is how Airflow marks it failed and alerts.
     failed = loaded["failed_job"]
     assert failed["launched"] and failed["raised"] == "AirflowException" and "JOB_STATE_FAILED" in failed["message"]
+
+    # Backfills: manual runs only, a range of nights in one job, the same launch otherwise.
+    backfill = loaded["backfill"]
+    assert backfill["params"] == ["end_date", "start_date"] and backfill["max_active_runs"] == 1
+    assert backfill["schedule"] in (None, "None") and backfill["retries"] == 0 and backfill["wait_until_finished"]
+    ranged = backfill["body"]["launchParameter"]
+    assert ranged["parameters"] == {**d.parameters, "start_date": "2026-01-01", "end_date": "2026-12-31"}
+    assert ranged["containerSpecGcsPath"] == d.template and "date" not in ranged["parameters"]
 
     # The date is yesterday in Chicago, not in UTC; a manual run's date param wins.
     evening = dag_check(dags, "2026-11-24T00:30:00+00:00")  # 18:30 on the 23rd in Chicago

@@ -68,7 +68,10 @@ def test_scores_a_date_end_to_end(trained, model_root, tmp_path):
     assert not os.path.exists(tmp_path / "wh" / "_staging" / summary["run_id"])
     # Where the time went: every stage's own work, from Beam metrics, in the summary and the run's row.
     assert list(summary["stage_seconds"]) == ["extract", "validate", "to_tensors", "model", "stage", "publish"]
-    assert all(0 < spent < summary["timings"]["seconds"] for spent in summary["stage_seconds"].values())
+    assert all(0 < spent < summary["timings"]["seconds"] for spent in summary["stage_seconds"].values()), (
+        json.dumps(summary["stage_seconds"]),
+        summary["timings"],
+    )
     [(stored,)] = query(tmp_path / "wh" / "scores.duckdb", "SELECT metrics FROM scoring_runs")
     assert round(json.loads(stored)["stage_microseconds/model"] / 1e6, 3) == summary["stage_seconds"]["model"]
 

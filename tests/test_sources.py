@@ -379,3 +379,25 @@ def test_bad_records_are_rejected_the_same_from_every_file_source(model_root, gc
     assert reasons == sorted(
         ["empty_file", "missing_required", "wrong_type", "malformed_json" if where == "gcs_json" else "malformed_line"]
     )
+
+
+def test_a_range_over_bigquery_reads_each_night_apart(model_root, sources, tmp_path):
+    """Two nights of one table in one job: a read session per night, each night its own run and count."""
+    table = f"bq://{BQ_PROJECT}.raw.trips"
+    summary = score.run(
+        [
+            "--start_date=2026-11-22",
+            f"--end_date={DAY}",
+            f"--input={table}",
+            f"--model_root={model_root}",
+            f"--warehouse={tmp_path}/w.duckdb",
+            "--no_auth",
+            f"--bq_project={BQ_PROJECT}",
+            "--max_volume_ratio=100",  # 100 records, then 600: not what this test is about
+        ]
+    )
+    nights = [(n["date"], n["status"], n["input_records"], n["scored_records"]) for n in summary["nights"]]
+    assert nights == [("2026-11-22", "succeeded", 100, 100), (DAY, "succeeded", 600, 600)]
+    assert [n["input_files"] for n in summary["nights"]] == [{f"{table}@2026-11-22": 100}, {f"{table}@{DAY}": 600}]
+    published = query(tmp_path / "w.duckdb", "SELECT score_date, count(*) FROM predictions GROUP BY 1 ORDER BY 1")
+    assert [(str(d), n) for d, n in published] == [("2026-11-22", 100), (DAY, 600)]

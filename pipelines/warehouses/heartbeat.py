@@ -12,6 +12,7 @@ import logging
 import math
 import threading
 import time
+from collections.abc import Sequence
 from datetime import datetime, timedelta, timezone
 
 import apache_beam as beam
@@ -39,16 +40,19 @@ def beat(warehouse: Warehouse, run_id: str, unless_within: timedelta | None = No
 
 
 class Heartbeat:
-    """Stamps the run's row every `seconds` from a thread while the caller waits for the pipeline."""
+    """Stamps the rows of the job's runs (one per night) every `seconds` from a thread while the caller
+    waits for the pipeline. A run that has finished is left as it is (the stamp needs `running`)."""
 
-    def __init__(self, warehouse: Warehouse, run_id: str, seconds: float):
-        self._warehouse, self._run_id, self._seconds = warehouse, run_id, seconds
+    def __init__(self, warehouse: Warehouse, run_ids: str | Sequence[str], seconds: float):
+        self._warehouse, self._seconds = warehouse, seconds
+        self._run_ids = [run_ids] if isinstance(run_ids, str) else list(run_ids)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{run_id}", daemon=True)
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{self._run_ids[0]}", daemon=True)
 
     def _beat(self) -> None:
         while not self._stop.wait(self._seconds):
-            beat(self._warehouse, self._run_id)
+            for run_id in self._run_ids:
+                beat(self._warehouse, run_id)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -60,11 +64,11 @@ class Heartbeat:
 
 
 class BeatFromWorkers(beam.DoFn):
-    """Stamps the run's row as batches pass, at most once per `seconds` per DoFn instance (one per
-    worker thread), and only when no other worker stamped it lately."""
+    """Stamps the rows of the job's runs as batches pass, at most once per `seconds` per DoFn instance
+    (one per worker thread), and only when no other worker stamped them lately."""
 
-    def __init__(self, warehouse: Warehouse, run_id: str, seconds: float):
-        self._warehouse, self._run_id, self._seconds = warehouse, run_id, seconds
+    def __init__(self, warehouse: Warehouse, run_ids: Sequence[str], seconds: float):
+        self._warehouse, self._run_ids, self._seconds = warehouse, list(run_ids), seconds
 
     def setup(self) -> None:
         self._last = -math.inf  # the first batch beats
@@ -73,5 +77,6 @@ class BeatFromWorkers(beam.DoFn):
         if time.monotonic() - self._last >= self._seconds:
             self._last = time.monotonic()
             # Another worker's recent stamp will do: one row, many workers, few writes.
-            beat(self._warehouse, self._run_id, unless_within=timedelta(seconds=self._seconds / 2))
+            for run_id in self._run_ids:
+                beat(self._warehouse, run_id, unless_within=timedelta(seconds=self._seconds / 2))
         return iter(())

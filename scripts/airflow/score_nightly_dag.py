@@ -8,6 +8,10 @@ decision, made by clearing the task), so the failure shows in Airflow, its alert
 The date is explicit here, unlike on Cloud Scheduler: the night before the run's logical date in
 the configured time zone, or the `date` param of a manual run, so clearing an old run re-scores
 that night and a manual run can score any night.
+
+A second DAG, `score_backfill`, has no schedule: triggered with `start_date` and `end_date`, it scores
+that range of nights in one Dataflow job (each night published or refused as its own run; the job
+fails, and so the task, if any night is refused). After a new model, it rescores history.
 """
 
 from __future__ import annotations
@@ -51,10 +55,22 @@ def report_failure(context) -> None:
     )
 
 
-def launch_body() -> dict:
+def launch_body(**dates: str) -> dict:
     body = copy.deepcopy(CONFIG["launch"])
-    body["launchParameter"]["parameters"]["date"] = DATE
+    body["launchParameter"]["parameters"].update(dates)
     return body
+
+
+def report_backfill_failure(context) -> None:
+    parameters = context["task"].body["launchParameter"]["parameters"]
+    log.error(
+        "backfill FAILED or partly refused for %s to %s (DAG run %s): %s. Each night's outcome is in the "
+        "warehouse's scoring_runs table; refused and failed nights keep their previous results.",
+        parameters.get("start_date"),
+        parameters.get("end_date"),
+        context["run_id"],
+        context.get("exception"),
+    )
 
 
 with DAG(
@@ -80,7 +96,35 @@ with DAG(
         task_id="score",
         project_id=CONFIG["project"],
         location=CONFIG["region"],
-        body=launch_body(),
+        body=launch_body(date=DATE),
         wait_until_finished=True,  # the task's state is the job's: failed or cancelled fails it
         append_job_name=True,  # a unique job name per attempt
+    )
+
+
+with DAG(
+    dag_id="score_backfill",
+    description="Rescore a range of nights in one Dataflow job (manual runs only)",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz=TIMEZONE),
+    catchup=False,
+    max_active_runs=1,
+    params={
+        "start_date": Param(type="string", format="date", description="First night to score (YYYY-MM-DD)"),
+        "end_date": Param(type="string", format="date", description="Last night, inclusive (at most 366 nights)"),
+    },
+    default_args={
+        "retries": 0,
+        "on_failure_callback": report_backfill_failure,
+        **({"email": CONFIG["alert_emails"], "email_on_failure": True} if CONFIG.get("alert_emails") else {}),
+    },
+    tags=["scoring", "dataflow", "backfill"],
+) as backfill:
+    DataflowStartFlexTemplateOperator(
+        task_id="score_range",
+        project_id=CONFIG["project"],
+        location=CONFIG["region"],
+        body=launch_body(start_date="{{ params.start_date }}", end_date="{{ params.end_date }}"),
+        wait_until_finished=True,
+        append_job_name=True,
     )
