@@ -398,6 +398,7 @@ def test_a_range_over_bigquery_reads_each_night_apart(model_root, sources, tmp_p
     )
     nights = [(n["date"], n["status"], n["input_records"], n["scored_records"]) for n in summary["nights"]]
     assert nights == [("2026-11-22", "succeeded", 100, 100), (DAY, "succeeded", 600, 600)]
-    assert [n["input_files"] for n in summary["nights"]] == [{f"{table}@2026-11-22": 100}, {f"{table}@{DAY}": 600}]
+    counted = [{source: files["records"] for source, files in n["input_files"].items()} for n in summary["nights"]]
+    assert counted == [{f"{table}@2026-11-22": 100}, {f"{table}@{DAY}": 600}]
     published = query(tmp_path / "w.duckdb", "SELECT score_date, count(*) FROM predictions GROUP BY 1 ORDER BY 1")
     assert [(str(d), n) for d, n in published] == [("2026-11-22", 100), (DAY, 600)]
