@@ -42,7 +42,7 @@ from models import devices, registry
 from models.devices import AcceleratorError
 from models.handler import DEVICE_METRICS_NAMESPACE, ExportedModelHandler
 from models.registry import ModelVersion, ModelVersionError
-from pipelines import bigquery_source, extract, load, progress
+from pipelines import bigquery_source, extract, load, progress, warehouses
 from pipelines.batches import COUNTS, REJECTED
 from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
 from pipelines.extract import INPUT_RANGES, InputNotFoundError, ReadInputFiles
@@ -100,6 +100,7 @@ class Terminated(BaseException):
 
 
 def _terminate(signum, frame):
+    warehouses.stopping()  # worker threads of this process publish nothing from now on
     raise Terminated(f"terminated by signal {signum}")
 
 
@@ -653,8 +654,10 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
     except BaseException as e:
         failure = e
         reason = f"{type(e).__name__}: {e}"
-        for run_id in run_ids:  # the nights published before the failure keep their status
-            config.warehouse.mark_failed(run_id, reason, datetime.now(timezone.utc))
+        # Stopped by a signal: a worker thread may be publishing still; its transaction ends first.
+        with warehouses.stop_publishing() if isinstance(e, Terminated) else nullcontext():
+            for run_id in run_ids:  # the nights published before the failure keep their status
+                config.warehouse.mark_failed(run_id, reason, datetime.now(timezone.utc))
         if not isinstance(e, Exception):
             raise
     seconds = time.perf_counter() - t0

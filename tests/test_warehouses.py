@@ -10,9 +10,10 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -22,6 +23,7 @@ from google.cloud import bigquery as bq
 import schemas
 from pipelines import score
 from pipelines.warehouses import AuditError, RunRecord, StagedResults, Warehouse, open_warehouse, sql
+from pipelines.warehouses import contract as contract_module
 from schemas import WAREHOUSE_TABLES
 from tests.conftest import BQ_PROJECT, REPO, BigQueryUnderTest, write_partition
 
@@ -391,3 +393,35 @@ def test_bigquery_creates_a_missing_dataset_only_when_asked(model_root, bigquery
     assert score.main(args + ["--create_dataset"]) == 0
     config = bq.QueryJobConfig(default_dataset=f"{BQ_PROJECT}.{created}")
     assert list(bigquery.query("SELECT COUNT(*) FROM predictions", job_config=config).result())[0][0] == 10
+
+
+def test_a_jobs_runs_are_stamped_alive_in_one_statement(warehouse):
+    """A range's nights beat together: one UPDATE for all of them, running ones only."""
+    contract, first = begin_run(warehouse, "night-1")
+    _, second = begin_run(warehouse, "night-2")
+    _, done = begin_run(warehouse, "night-3")
+    contract.mark_failed(done.run_id, "stopped", datetime.now(timezone.utc))
+    now = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(minutes=1)
+    contract.heartbeat([first.run_id, second.run_id, done.run_id], now)
+    stamps = {run_id: contract.run_row(run_id)["heartbeat_at"] for run_id in ("night-1", "night-2", "night-3")}
+    assert stamps["night-1"] == stamps["night-2"] == now and stamps["night-3"] != now
+    # Workers read the first run's stamp for all: recent, so nothing is written.
+    contract.heartbeat([first.run_id, second.run_id], now + timedelta(minutes=1), unless_within=timedelta(minutes=5))
+    assert contract.run_row("night-2")["heartbeat_at"] == now
+
+
+def test_a_process_that_is_stopping_publishes_nothing(warehouse, tmp_path, monkeypatch):
+    """SIGTERM reaches the main thread while a worker thread may be about to publish: once the process
+    is stopping, no publishing transaction starts, and the night stays as it was."""
+    contract, run = begin_run(warehouse, "stopping-run")
+    rows = [prediction(run.run_id, f"t{i}", 0.7, True, line=i + 1) for i in range(3)]
+    staged = StagedResults(
+        [(staged_predictions(rows, tmp_path / "stopping.parquet"), 3)], [], {"f.csv": 3}, {"f.csv": 3}
+    )
+    monkeypatch.setattr(contract_module, "_STOPPING", threading.Event())  # this test process is not stopping
+    with contract_module.stop_publishing():  # as the main thread does on SIGTERM
+        pass
+    with pytest.raises(contract_module.PublishingStopped, match="is stopping: its night is not published"):
+        contract.publish_night(run, staged, datetime.now(timezone.utc))
+    assert contract.run_row(run.run_id)["status"] == "running"  # the main thread marks it failed next
+    assert warehouse.rows("SELECT count(*) FROM predictions") == [(0,)]

@@ -24,6 +24,8 @@ from pipelines.warehouses.contract import (
     StagedResults,
     Warehouse,
     WarehouseConfigError,
+    stop_publishing,
+    stopping,
 )
 from pipelines.warehouses.duckdb_warehouse import DuckDBWarehouse
 from pipelines.warehouses.gates import GateLimits
@@ -59,4 +61,6 @@ __all__ = [
     "WarehouseConfigError",
     "is_bigquery_warehouse",
     "open_warehouse",
+    "stop_publishing",
+    "stopping",
 ]

@@ -16,8 +16,11 @@ are read and a table is made, how staged files become queryable, and how a trans
 from __future__ import annotations
 
 import abc
+import contextlib
 import json
 import logging
+import threading
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -46,6 +49,31 @@ class PublishedMeanwhile(AuditError):
 
 
 REJUDGE_ATTEMPTS = 5  # overlapping runs of one date: each lost race re-reads what the other published
+
+
+class PublishingStopped(AuditError):
+    """This process is stopping (SIGTERM): no night of it publishes any more."""
+
+
+# A run stopped by SIGTERM must leave its night as it was. Where the pipeline runs on threads of the
+# process, the signal reaches the main thread while a worker thread may be publishing: the worker checks
+# the flag just before its transaction, and the main thread waits for a transaction in flight to end
+# before it marks the run failed (stop_publishing).
+_STOPPING = threading.Event()
+_TRANSACTION = threading.Lock()
+
+
+def stopping() -> None:
+    """Called from the signal handler: from now on, this process starts no publishing transaction."""
+    _STOPPING.set()
+
+
+@contextlib.contextmanager
+def stop_publishing() -> Iterator[None]:
+    """No publishing transaction of this process runs or starts while the block runs."""
+    _STOPPING.set()
+    with _TRANSACTION:
+        yield
 
 
 class GateRefused(RuntimeError):
@@ -295,7 +323,10 @@ class Warehouse(abc.ABC):
             for attempt in range(REJUDGE_ATTEMPTS):
                 decision, completion, statements = self._judge(run, staged, tables, counts, comparison, finished_at)
                 try:
-                    self._transaction(run, statements)
+                    with _TRANSACTION:
+                        if _STOPPING.is_set():
+                            raise PublishingStopped(f"run {run.run_id} is stopping: its night is not published")
+                        self._transaction(run, statements)
                     break
                 except PublishedMeanwhile:
                     # No lock spans the gates and the transaction on BigQuery: the guard in the
@@ -356,13 +387,15 @@ class Warehouse(abc.ABC):
         values = {"status": FAILED, "error": error[:MAX_ERROR_CHARS], "finished_at": finished_at}
         self._query(sql.update_run(self.dialect, run_id, values, while_status=RUNNING))
 
-    def heartbeat(self, run_id: str, now: datetime, unless_within: timedelta | None = None) -> None:
-        """The run is alive; a running run whose heartbeat is older than --stale_after is reaped.
+    def heartbeat(self, run_id: str | Sequence[str], now: datetime, unless_within: timedelta | None = None) -> None:
+        """The run (or each run of a range's job, in one statement) is alive; a running run whose
+        heartbeat is older than --stale_after is reaped.
 
         With `unless_within`, a stamp that recent is left as it is: many workers beating for one run
-        then mostly read (BigQuery queues a table's updates and allows few at a time) and rarely write."""
+        then mostly read (BigQuery queues a table's updates and allows few at a time) and rarely write.
+        A job's runs are stamped together, so the first one's stamp stands for all."""
         if unless_within is not None:
-            last = self.run_row(run_id)["heartbeat_at"]
+            last = self.run_row(run_id if isinstance(run_id, str) else run_id[0])["heartbeat_at"]
             if last is not None and last > now - unless_within:
                 return
         self._query(sql.update_run(self.dialect, run_id, {"heartbeat_at": now}, while_status=RUNNING))

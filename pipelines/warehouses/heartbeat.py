@@ -31,8 +31,9 @@ def interval(stale_after: timedelta) -> float:
     return min(max(stale_after.total_seconds() / BEATS_PER_PERIOD, MIN_INTERVAL), MAX_INTERVAL)
 
 
-def beat(warehouse: Warehouse, run_id: str, unless_within: timedelta | None = None) -> None:
-    """One stamp; a missed one is logged, never fatal: the run itself is what matters."""
+def beat(warehouse: Warehouse, run_id: str | Sequence[str], unless_within: timedelta | None = None) -> None:
+    """One stamp (of one run, or of a job's runs in one statement); a missed one is logged, never fatal:
+    the run itself is what matters."""
     try:
         warehouse.heartbeat(run_id, datetime.now(timezone.utc), unless_within)
     except Exception as e:  # the warehouse busy or unreachable for a moment
@@ -51,8 +52,7 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stop.wait(self._seconds):
-            for run_id in self._run_ids:
-                beat(self._warehouse, run_id)
+            beat(self._warehouse, self._run_ids[0] if len(self._run_ids) == 1 else self._run_ids)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -77,6 +77,6 @@ class BeatFromWorkers(beam.DoFn):
         if time.monotonic() - self._last >= self._seconds:
             self._last = time.monotonic()
             # Another worker's recent stamp will do: one row, many workers, few writes.
-            for run_id in self._run_ids:
-                beat(self._warehouse, run_id, unless_within=timedelta(seconds=self._seconds / 2))
+            runs = self._run_ids[0] if len(self._run_ids) == 1 else self._run_ids
+            beat(self._warehouse, runs, unless_within=timedelta(seconds=self._seconds / 2))
         return iter(())

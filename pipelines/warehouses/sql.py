@@ -9,7 +9,7 @@ each column type is called. Every value reaches SQL as a parameter of the statem
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,11 +109,19 @@ def insert_run(d: Dialect, values: Mapping[str, Any]) -> Statement:
     return Statement(f"INSERT INTO {d.table(SCORING_RUNS.name)} ({columns}) VALUES ({params})", run_params(values))
 
 
-def update_run(d: Dialect, run_id: str, values: Mapping[str, Any], while_status: str | None = None) -> Statement:
-    """Set `values` on the run's row; with `while_status`, only while the run still has that status."""
+def update_run(
+    d: Dialect, run_id: str | Sequence[str], values: Mapping[str, Any], while_status: str | None = None
+) -> Statement:
+    """Set `values` on the run's row (or on each of several runs' rows: a range's nights, in one
+    statement); with `while_status`, only while a run still has that status."""
     assignments = ", ".join(f"{d.quote(name)} = {d.param(name)}" for name in values)
-    params = run_params({**values, "run_id": run_id})
-    where = f"{d.quote('run_id')} = {d.param('run_id')}"
+    if isinstance(run_id, str):
+        params = run_params({**values, "run_id": run_id})
+        where = f"{d.quote('run_id')} = {d.param('run_id')}"
+    else:
+        ids = {f"run_id_{i}": (ColumnType.STRING, one) for i, one in enumerate(run_id)}
+        params = {**run_params(values), **ids}
+        where = f"{d.quote('run_id')} IN ({', '.join(d.param(name) for name in ids)})"
     if while_status is not None:
         where += f" AND {d.quote('status')} = {d.param('while_status')}"
         params["while_status"] = (ColumnType.STRING, while_status)
