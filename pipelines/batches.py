@@ -13,6 +13,7 @@ import json
 import re
 from dataclasses import dataclass
 
+import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
@@ -43,6 +44,18 @@ STAGED_PREDICTIONS_LAYOUT = pa.schema(
 
 # Staged prediction columns with a value per record (the rest repeat: run, model, source).
 STAGED_PER_RECORD = (INPUT.key.name, "probability", "label", "line_number", "content_hash")
+
+
+def merged_reads(reads: list, label: str) -> dict:
+    """Several reads' outputs (batches, rejected, counts: what a source's read transform returns) as one
+    read's, for the stages after it: train's dates, or a scoring range's nights on BigQuery."""
+    if len(reads) == 1:
+        return reads[0]
+    return {
+        tag: tuple(read[tag] for read in reads) | f"{label}{tag.title()}" >> beam.Flatten()
+        for tag in ("batches", REJECTED, COUNTS)
+    }
+
 
 RECORD_ERROR = "record"
 FILE_ERROR = "file"

@@ -43,7 +43,7 @@ from models.devices import AcceleratorError
 from models.handler import DEVICE_METRICS_NAMESPACE, ExportedModelHandler
 from models.registry import ModelVersion, ModelVersionError
 from pipelines import bigquery_source, extract, load, progress, warehouses
-from pipelines.batches import COUNTS, REJECTED
+from pipelines.batches import COUNTS, REJECTED, merged_reads
 from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
 from pipelines.extract import INPUT_RANGES, InputNotFoundError, ReadInputFiles
 from pipelines.load import REPORTS_WRITTEN, LoadToWarehouse, Monitoring
@@ -506,10 +506,7 @@ def read_bigquery(pipeline: beam.Pipeline, config: ScoringConfig) -> dict:
     reads = [
         pipeline | f"ReadTrips{night.run.score_date:%Y%m%d}" >> ReadBigQuery(night.source) for night in config.nights
     ]
-    return {
-        tag: tuple(read[tag] for read in reads) | f"AllNights{tag.title()}" >> beam.Flatten()
-        for tag in ("batches", REJECTED, COUNTS)
-    }
+    return merged_reads(reads, "AllNights")
 
 
 def _namespace(counters: dict[str, int], namespace: str) -> dict[str, int]:

@@ -35,7 +35,7 @@ from models import export
 from models import model as model_lib
 from models.registry import ModelVersion
 from pipelines import bigquery_source, extract, validate
-from pipelines.batches import COUNTS, REJECTED
+from pipelines.batches import REJECTED, merged_reads
 from pipelines.bigquery_source import ReadBigQuery, ReadPlan
 from pipelines.monitoring import statistics
 from pipelines.monitoring.statistics import EVAL_SCORES, TRAINING, feature_kinds
@@ -116,12 +116,7 @@ def read_sources(pipeline: beam.Pipeline, sources: list, schema: InputSchema, da
                     split_bytes=data.split_bytes,
                 )
             )
-    if len(reads) == 1:
-        return reads[0]
-    return {
-        tag: tuple(r[tag] for r in reads) | f"Merge{tag.title()}" >> beam.Flatten()
-        for tag in ("batches", REJECTED, COUNTS)
-    }
+    return merged_reads(reads, "Merge")
 
 
 def build_pipeline(
