@@ -105,6 +105,7 @@ def _terminate(signum, frame):
 
 
 MAX_NIGHTS = 366  # a year, leap day included, in one job
+TERMINATED = 143  # the exit code of a run stopped by SIGTERM (128 + 15)
 LOCAL_THREADS = 2  # bundles a local run works on at once, unless told otherwise (overlap_locally)
 
 
@@ -811,7 +812,7 @@ def main(argv: list[str]) -> int:
         summary = run(argv)
     except Terminated as e:
         print(f"error: {e}; the run is marked failed and the date left as it was", file=sys.stderr)
-        return 143
+        return TERMINATED
     except CONFIG_ERRORS as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -835,4 +836,11 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    code = main(sys.argv[1:])
+    if code == TERMINATED:
+        # A stopped run's pipeline threads may still be in native code (TensorFlow, pyarrow, DuckDB), and
+        # finalising the interpreter under them can crash it: leave at once, the runs marked failed.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)

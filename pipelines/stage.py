@@ -6,6 +6,7 @@ by a retried bundle or a killed run are never published.
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -36,7 +37,11 @@ def delete_tree(folder: str) -> None:
 
 
 class ParquetFile:
-    """One staged file as a bundle writes it: opened at its first batch, closed at the bundle's end."""
+    """One staged file as a bundle writes it: opened at its first batch, closed at the bundle's end.
+
+    A runner may tear a DoFn down from another thread while a bundle still writes (a local run on
+    threads, stopped by SIGTERM): closing a writer under a write crashes the process in native code, so
+    writing and closing take turns, and a file once abandoned takes no more writes."""
 
     def __init__(self, directory: str, prefix: str, schema: pa.Schema | None, dictionary: bool | list[str]):
         self.path = FileSystems.join(directory, f"{prefix}-{uuid.uuid4().hex}.parquet")
@@ -45,26 +50,40 @@ class ParquetFile:
         self._dictionary = dictionary
         self._stream = None
         self._writer = None
+        self._lock = threading.Lock()
+        self._abandoned = False
 
     def write(self, batch: pa.RecordBatch) -> None:
-        if self._writer is None:
-            self._stream = FileSystems.create(self.path)
-            self._writer = pq.ParquetWriter(self._stream, self._schema or batch.schema, use_dictionary=self._dictionary)
-        self._writer.write_batch(batch)
-        self.rows += batch.num_rows
+        with self._lock:
+            if self._abandoned:
+                raise RuntimeError(f"{self.path} was abandoned: its bundle is being torn down")
+            if self._writer is None:
+                self._stream = FileSystems.create(self.path)
+                self._writer = pq.ParquetWriter(
+                    self._stream, self._schema or batch.schema, use_dictionary=self._dictionary
+                )
+            self._writer.write_batch(batch)
+            self.rows += batch.num_rows
 
     def close(self) -> None:
+        with self._lock:
+            self._close()
+
+    def _close(self) -> None:
         if self._writer is not None:
             self._writer.close()
             self._stream.close()
             self._writer = None
 
     def abandon(self) -> None:
-        """A bundle that failed midway: close what is open (the file is never published)."""
-        try:
-            self.close()
-        except Exception:  # the bundle already failed; its file is abandoned either way
-            self._writer = None
+        """A bundle that failed midway, or is torn down: close what is open once no write is under way
+        (the file is never published)."""
+        with self._lock:
+            self._abandoned = True
+            try:
+                self._close()
+            except Exception:  # the bundle already failed; its file is abandoned either way
+                self._writer = None
 
 
 class WriteParquetFiles(beam.DoFn):
@@ -154,7 +173,7 @@ class WriteNightFiles(beam.DoFn):
         return iter(())
 
     def teardown(self) -> None:
-        for file in getattr(self, "_files", {}).values():
+        for file in list(getattr(self, "_files", {}).values()):
             file.abandon()
         self._files = {}
 
