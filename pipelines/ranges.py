@@ -48,12 +48,6 @@ class InputRange:
     def whole(self) -> bool:
         return self.count == 1
 
-    @property
-    def bytes(self) -> int:
-        """The range's share of the file's bytes, as the progress bar counts them."""
-        start, stop = self.span
-        return stop - start
-
     def cut(self, index: int) -> int:
         """Where cut `index` falls before it moves to a record boundary."""
         return min(index * (self.size // self.count + (self.size % self.count > 0)), self.size)
@@ -74,7 +68,7 @@ class Cut:
 def plan_ranges(files: list[str], split_bytes: int) -> list[InputRange]:
     """Each file as one range, or as about size / split_bytes ranges when it is larger than
     `split_bytes` and not compressed (0: never split)."""
-    sizes = {m.path: m.size_in_bytes for found in FileSystems.match(files) for m in found.metadata_list}
+    sizes = file_sizes(files)
     ranges = []
     for path in files:
         size = sizes.get(path, 0)
@@ -86,9 +80,13 @@ def plan_ranges(files: list[str], split_bytes: int) -> list[InputRange]:
     return ranges
 
 
+def file_sizes(files: list[str]) -> dict[str, int]:
+    return {m.path: m.size_in_bytes for found in FileSystems.match(files) for m in found.metadata_list}
+
+
 def total_bytes(files: list[str]) -> int:
     """The bytes of all the files, as the progress bar's whole."""
-    return sum(m.size_in_bytes for found in FileSystems.match(files) for m in found.metadata_list)
+    return sum(file_sizes(files).values())
 
 
 def compressed(path: str) -> bool:

@@ -52,7 +52,7 @@ class Heartbeat:
 
     def _beat(self) -> None:
         while not self._stop.wait(self._seconds):
-            beat(self._warehouse, self._run_ids[0] if len(self._run_ids) == 1 else self._run_ids)
+            beat(self._warehouse, self._run_ids)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -77,6 +77,5 @@ class BeatFromWorkers(beam.DoFn):
         if time.monotonic() - self._last >= self._seconds:
             self._last = time.monotonic()
             # Another worker's recent stamp will do: one row, many workers, few writes.
-            runs = self._run_ids[0] if len(self._run_ids) == 1 else self._run_ids
-            beat(self._warehouse, runs, unless_within=timedelta(seconds=self._seconds / 2))
+            beat(self._warehouse, self._run_ids, unless_within=timedelta(seconds=self._seconds / 2))
         return iter(())

@@ -115,8 +115,8 @@ def update_run(
     """Set `values` on the run's row (or on each of several runs' rows: a range's nights, in one
     statement); with `while_status`, only while a run still has that status."""
     assignments = ", ".join(f"{d.quote(name)} = {d.param(name)}" for name in values)
-    if isinstance(run_id, str):
-        params = run_params({**values, "run_id": run_id})
+    if isinstance(run_id, str) or len(run_id) == 1:
+        params = run_params({**values, "run_id": run_id if isinstance(run_id, str) else run_id[0]})
         where = f"{d.quote('run_id')} = {d.param('run_id')}"
     else:
         ids = {f"run_id_{i}": (ColumnType.STRING, one) for i, one in enumerate(run_id)}
