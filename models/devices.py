@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from models import quiet
 from schemas import InputSchema
 
 AUTO, CPU, GPU, TPU = "auto", "cpu", "gpu", "tpu"
@@ -40,7 +41,7 @@ class AcceleratorError(RuntimeError):
 
 def resolve_kind(accelerator: str) -> str:
     """`auto` -> gpu where TensorFlow sees one, else cpu; other values are checked, not guessed."""
-    import tensorflow as tf
+    tf = quiet.tensorflow()
 
     if accelerator not in ACCELERATORS:
         raise AcceleratorError(f"--accelerator must be one of {', '.join(ACCELERATORS)}, got {accelerator!r}")
@@ -51,7 +52,7 @@ def resolve_kind(accelerator: str) -> str:
 
 def visible_devices(kind: str) -> list[str]:
     """Logical device names of `kind` in this process, preparing them for use."""
-    import tensorflow as tf
+    tf = quiet.tensorflow()
 
     if kind == GPU:
         gpus = tf.config.list_physical_devices("GPU")
@@ -120,7 +121,7 @@ class ShardedModel:
     """
 
     def __init__(self, path: str, schema: InputSchema, accelerator: str, copies: int):
-        import tensorflow as tf
+        tf = quiet.tensorflow()
 
         kind = resolve_kind(accelerator)
         devices = visible_devices(kind)

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
+from models import quiet
 from models.devices import DEFAULT_BATCH_SIZE, ShardedModel
 from models.registry import ModelVersion
 from schemas import CHAMPION, PREDICTIONS, PROVENANCE, InputSchema
@@ -49,8 +50,11 @@ class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedM
         models_per_process: int = 1,
         large_model: bool = False,
         role: str = CHAMPION,
+        verbose: bool = False,
     ):
-        """`batch_size` None picks the device's default once the device kind is known (on the worker)."""
+        """`batch_size` None picks the device's default once the device kind is known (on the worker).
+        `verbose`: the worker's TensorFlow and Beam log everything (models/quiet.py)."""
+        self._verbose = verbose
         self._batch_size = batch_size
         self._accelerator = accelerator
         self._copies = models_per_process
@@ -64,6 +68,7 @@ class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedM
         super().__init__(min_batch_size=rows, max_batch_size=rows, element_size_fn=batch_rows, large_model=large_model)
 
     def load_model(self) -> ShardedModel:
+        quiet.configure(self._verbose)  # a remote worker never ran the command's main
         return ShardedModel(self._model.path, self._schema, self._accelerator, self._copies)
 
     def run_inference(

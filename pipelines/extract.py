@@ -65,6 +65,9 @@ HEADER_BLOCK_BYTES = 1 << 16  # read at a time for the header of a range that st
 INPUT_RANGES = "extract/input_ranges"  # the counter: files read whole, plus ranges of split files
 PREVIEW_BYTES = 1024  # of a record too large to keep, what raw_record shows
 REFUSE, NULL = "refuse", "null"  # what to do with a file whose header lacks a nullable column
+# The counter of files whose content is another format than their name says, by the format it looks
+# like: what a refusal names as the likely cause (README: Every record is accounted for).
+LOOKS_LIKE = "input_looks_like"
 _COMPRESSION_SUFFIXES = (".gz", ".bz2", ".deflate", ".zst", ".zstd", ".xz", ".lzma")  # Beam's, by file name
 _FORMATS = {".csv": CSV, ".json": JSON, ".jsonl": JSON, ".ndjson": JSON}
 
@@ -80,13 +83,14 @@ def match_input(pattern: str, date: str, input_format: str = "auto") -> list[str
     anything is read or written.
     """
     path = pattern.format(date=date)
+    which = f"no input files for date {date}" if date else "no input files"
     try:
         result = FileSystems.match([path])[0]
     except Exception as e:  # Beam raises BeamIOError for a missing directory or bucket
-        raise InputNotFoundError(f"no input files for date {date}: {path} ({e})") from e
+        raise InputNotFoundError(f"{which}: {path} ({e})") from e
     files = sorted(m.path for m in result.metadata_list if not m.path.endswith("/"))
     if not files:
-        raise InputNotFoundError(f"no input files for date {date}: nothing matches {path}")
+        raise InputNotFoundError(f"{which}: nothing matches {path}")
     for file in files:
         file_format(file, input_format)
     return files
@@ -387,11 +391,15 @@ class _CsvFile(_File):
         self.missing = missing
         if refused:
             kind = "required" if any(c.required for c in refused) else "nullable"
+            json_instead = _json_record_of(raw, self.schema)
+            if json_instead:
+                Metrics.counter(LOOKS_LIKE, JSON).inc()
             self.refusal = (
                 "missing_column",
                 ", ".join(c.name for c in refused),
                 f"the header lacks {kind} column(s) {', '.join(c.name for c in refused)}"
-                + ("" if kind == "required" else " (--missing_nullable_columns null scores them as null)"),
+                + ("" if kind == "required" else " (--missing_nullable_columns null scores them as null)")
+                + (f"; {LOOKS_LIKE_HINT[JSON]}" if json_instead else ""),
             )
 
     def _parse(self, buffer: bytearray, records: Records) -> Generator[RawBatch | pa.RecordBatch, None, Records]:
@@ -578,7 +586,11 @@ class _JsonFile(_File):
             try:
                 record = json.loads(text)
             except ValueError as e:
-                bad.append((number, text, "malformed_json", None, str(e)))
+                hint = ""
+                if number == 1 and _csv_header_of(text, self.schema):
+                    Metrics.counter(LOOKS_LIKE, CSV).inc()
+                    hint = f"; {LOOKS_LIKE_HINT[CSV]}"
+                bad.append((number, text, "malformed_json", None, f"{e}{hint}"))
                 continue
             if not isinstance(record, dict):
                 bad.append(
@@ -637,6 +649,32 @@ def _first_record_end(blocks: _Blocks) -> int | None:
 
 _FAILED_COLUMN = re.compile(r"In CSV column #(\d+)")
 _CHANGED_TYPE = re.compile(r"Column\(/([^)/]+)\) changed from")
+
+
+LOOKS_LIKE_HINT = {
+    CSV: "its first line is a CSV header of the schema's columns: the file holds CSV (pass --input_format csv or "
+    "name it .csv)",
+    JSON: "its first line is a JSON object with the schema's columns: the file holds JSON lines (pass "
+    "--input_format json or name it .json)",
+}
+
+
+def _csv_header_of(line: str, schema: InputSchema) -> bool:
+    """Whether a line that is not JSON is a CSV header naming the schema's key and required columns."""
+    try:
+        [names] = list(csv.reader([line]))
+    except (csv.Error, ValueError):
+        return False
+    return {c.name for c in schema.columns if c.required or c.role is Role.KEY} <= set(names)
+
+
+def _json_record_of(raw: bytes, schema: InputSchema) -> bool:
+    """Whether a line that is no CSV header of the schema is a JSON object holding its key."""
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
+        return False
+    return isinstance(record, dict) and schema.key.name in record
 
 
 def _as_text(value) -> str | None:

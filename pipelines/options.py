@@ -27,6 +27,32 @@ DEFAULT_SCORING_INPUT = "data/trips/dt={date}/*.csv"
 DEFAULT_TRAINING_INPUT = "data/chicago_taxi/trips.csv"
 DEFAULT_WAREHOUSE = "warehouse/scores.duckdb"
 DEFAULT_STALE_AFTER = "30m"
+# The sections of --help, in the order a user needs them (`parse` titles WHAT by command).
+WHAT, MODEL, WAREHOUSE, GATES, MONITORING, SOURCES, RUNNING = (
+    "what",
+    "model",
+    "warehouse",
+    "gates",
+    "monitoring",
+    "sources",
+    "running",
+)
+SECTIONS = {
+    WHAT: "what to read",
+    MODEL: "model",
+    WAREHOUSE: "warehouse",
+    GATES: "quality gates (README: Quality gates; a night failing one is refused, exit code 3)",
+    MONITORING: "monitoring (README: Monitoring)",
+    SOURCES: "sources' details",
+    RUNNING: "running",
+}
+FIRST = ("date", "start_date", "end_date", "input", "model_root", "model_name", "model_version")  # in a section
+RUNNER_HELP = """\
+Every other option goes to Beam, for example:
+  --runner DataflowRunner --project P --region R --temp_location gs://...   run on Dataflow
+  --dry_run                                     check everything and build the job, run nothing
+  --direct_num_workers N --direct_running_mode multi_processing   local parallelism
+(default: DirectRunner on this machine, 2 threads). README: Run on Dataflow."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 _UNITS = {"s": 1, "": 60, "m": 60, "h": 3600}
 
@@ -42,51 +68,52 @@ def duration(value: str) -> timedelta:
 class DataOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument(
+        what, model, sources = _group(parser, WHAT), _group(parser, MODEL), _group(parser, SOURCES)
+        what.add_argument(
             "--input",
             default=None,
             help=f"Where the records are: files (local or gs://, {{date}} substituted, "
             f"compressed files read by extension), a BigQuery table "
             f"bq://project.dataset.table (rows of the date), or a BigQuery query file "
-            f"*.sql using the @date parameter. Scoring default: {DEFAULT_SCORING_INPUT}; "
-            f"training default: {DEFAULT_TRAINING_INPUT}.",
+            f"*.sql using the @date parameter (default: {DEFAULT_SCORING_INPUT} when scoring, "
+            f"{DEFAULT_TRAINING_INPUT} when training).",
         )
-        parser.add_argument(
+        sources.add_argument(
             "--date_column",
             default=None,
             help="BigQuery input: the DATE, TIMESTAMP or INT64 (unix seconds) column that "
             "selects a date's rows (default: the schema's event-time column).",
         )
-        parser.add_argument(
+        sources.add_argument(
             "--bq_project", default=None, help="BigQuery input: the project that runs the read (default: the table's)."
         )
-        parser.add_argument(
+        sources.add_argument(
             "--bq_temp_dataset",
             default=DEFAULT_TEMP_DATASET,
             help="BigQuery query-file input: the dataset (in --bq_project) holding the "
             "query's result, created if missing; its tables expire after a day.",
         )
-        parser.add_argument(
+        sources.add_argument(
             "--bq_max_streams",
             type=int,
             default=0,
             help="BigQuery input: most parallel read streams (0: BigQuery decides).",
         )
-        parser.add_argument(
+        what.add_argument(
             "--input_format",
             default="auto",
             choices=["auto", "csv", "json"],
             help="Format of the input files; auto: from the name (.csv, .json, .jsonl, "
             ".ndjson, each optionally .gz/.bz2/.zst/.deflate/.xz).",
         )
-        parser.add_argument(
+        sources.add_argument(
             "--unknown_columns",
             default="keep",
             choices=["keep", "reject"],
             help="Records with columns the schema does not know: keep them (the extra "
             "columns are dropped) or reject them. Counted in the run summary either way.",
         )
-        parser.add_argument(
+        sources.add_argument(
             "--missing_nullable_columns",
             default=REFUSE,
             choices=[REFUSE, NULL],
@@ -95,22 +122,22 @@ class DataOptions(PipelineOptions):
             "missing required column is always refused; a nullable column the run does not use (the "
             "label when scoring) may be absent. Records lacking a column are counted per column.",
         )
-        parser.add_argument(
+        sources.add_argument(
             "--max_record_bytes",
             type=int,
             default=DEFAULT_MAX_RECORD_BYTES,
             help="Longest record a file may hold: a record longer than a block grows the block up to "
             "this; a longer one is rejected (record_too_large) and reading resumes at the next.",
         )
-        parser.add_argument(
+        what.add_argument(
             "--start_date",
             default=None,
             help="With a {date} in --input (or a BigQuery input): the first date of a range, YYYY-MM-DD. "
             "Training reads every date of it; scoring scores every night of it in one job, each night "
-            "published as its own run through its own gates (a backfill, at most 366 nights).",
+            "published as its own run through its own gates (a backfill, at most 366 nights; default: none).",
         )
-        parser.add_argument("--end_date", default=None, help="The range's last date, inclusive.")
-        parser.add_argument(
+        what.add_argument("--end_date", default=None, help="The range's last date, inclusive (default: none).")
+        sources.add_argument(
             "--split_bytes",
             type=int,
             default=DEFAULT_SPLIT_BYTES,
@@ -118,73 +145,77 @@ class DataOptions(PipelineOptions):
             "different workers, each starting at the first record boundary after its offset (0: every "
             "file read whole by one worker). Compressed files are always read whole.",
         )
-        parser.add_argument(
+        model.add_argument(
             "--model_root",
             default=DEFAULT_MODEL_ROOT,
             help="Root of exported models, local or gs:// (TF Serving layout).",
         )
-        parser.add_argument("--model_name", default=DEFAULT_MODEL_NAME, help="Model name under --model_root.")
+        model.add_argument("--model_name", default=DEFAULT_MODEL_NAME, help="Model name under --model_root.")
 
 
 class ScoringOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument(
+        what, model, warehouse = _group(parser, WHAT), _group(parser, MODEL), _group(parser, WAREHOUSE)
+        monitoring, sources, running = _group(parser, MONITORING), _group(parser, SOURCES), _group(parser, RUNNING)
+        what.add_argument(
             "--date",
             default=None,
             help="Partition to score, YYYY-MM-DD (default: yesterday in --timezone, so a "
             "nightly schedule needs no date arithmetic).",
         )
-        parser.add_argument(
+        what.add_argument(
             "--timezone",
             default="UTC",
             help="IANA time zone that decides what 'yesterday' is when --date is not given.",
         )
-        parser.add_argument(
+        warehouse.add_argument(
             "--warehouse",
             default=DEFAULT_WAREHOUSE,
             help="Warehouse: a local DuckDB database file, or BigQuery as bq://project.dataset.",
         )
-        parser.add_argument(
+        warehouse.add_argument(
             "--create_dataset",
             action="store_true",
             default=False,
-            help="BigQuery warehouse: create the dataset if it does not exist (otherwise a "
-            "missing dataset is an error; scripts/setup_bigquery.py creates it properly).",
+            help="Start a new warehouse where none is: create a missing BigQuery dataset, or a DuckDB "
+            "file's missing folder (otherwise either is an error, so that a typo starts nothing; the default "
+            f"{DEFAULT_WAREHOUSE} is created without it; scripts/setup_bigquery.py creates a dataset "
+            "properly).",
         )
-        parser.add_argument(
+        warehouse.add_argument(
             "--dataset_location",
             default=None,
-            help="BigQuery warehouse: location of a dataset --create_dataset creates.",
+            help="BigQuery warehouse: location of a dataset --create_dataset creates (default: BigQuery's).",
         )
-        parser.add_argument(
+        warehouse.add_argument(
             "--staging_dir",
             default=None,
             help="Where files are staged before publishing (default: _staging/ beside a "
             "DuckDB warehouse, a local temporary directory for BigQuery; on Dataflow "
             "use gs://...).",
         )
-        parser.add_argument(
+        monitoring.add_argument(
             "--report_dir",
             default=None,
             help="Where each run writes its night's HTML report, report-<date>.html (default: reports/ "
             "beside a DuckDB warehouse, else warehouse/reports/; on a remote runner reports/ under "
             "--staging_dir, which must then be a gs://... folder; 'none': no report).",
         )
-        parser.add_argument("--model_version", default="latest", help="'latest' or an integer version.")
-        parser.add_argument(
+        model.add_argument("--model_version", default="latest", help="'latest' or an integer version.")
+        model.add_argument(
             "--challenger_version",
             default=None,
             help="Also score every record with this version (rows marked challenger) "
-            "and compare it with the champion in the run summary.",
+            "and compare it with the champion in the run summary (default: none).",
         )
-        parser.add_argument(
+        model.add_argument(
             "--accelerator",
             default=AUTO,
             choices=ACCELERATORS,
             help="Where the model runs: auto uses GPUs when present, else CPUs.",
         )
-        parser.add_argument(
+        model.add_argument(
             "--batch_size",
             type=int,
             default=None,
@@ -192,43 +223,45 @@ class ScoringOptions(PipelineOptions):
             + ", ".join(f"{k} {v}" for k, v in DEFAULT_BATCH_SIZE.items())
             + ").",
         )
-        parser.add_argument(
+        model.add_argument(
             "--models_per_process",
             type=int,
             default=1,
             help="Model copies each worker process loads, each on its own device; set it "
             "to the GPU count when a worker runs one SDK process for several GPUs.",
         )
-        parser.add_argument(
+        model.add_argument(
             "--large_model",
             action="store_true",
             default=False,
             help="Load one model copy per machine, shared by all its worker processes.",
         )
-        parser.add_argument(
+        sources.add_argument(
             "--block_bytes",
             type=int,
             default=DEFAULT_BLOCK_BYTES,
             help="Bytes of input parsed per batch (bounds memory per worker).",
         )
-        parser.add_argument(
+        running.add_argument(
             "--progress_seconds",
             type=float,
             default=5.0,
             help="Local runs: print records scored and the rate this often on the terminal "
             "(0: never). Remote runners show progress on their own pages.",
         )
-        parser.add_argument(
-            "--summary_json", default=None, help="Write the run summary (counts, model, timings) here as JSON."
+        running.add_argument(
+            "--summary_json",
+            default=None,
+            help="Write the run summary (counts, model, timings) here as JSON (default: not written).",
         )
-        parser.add_argument(
+        warehouse.add_argument(
             "--lock_timeout",
             type=float,
             default=DuckDBWarehouse.DEFAULT_LOCK_TIMEOUT,
             help="DuckDB warehouse: seconds to wait for a lock another process holds on the file (another run "
             "publishing, an analyst's session) before giving up with exit code 2.",
         )
-        parser.add_argument(
+        warehouse.add_argument(
             "--stale_after",
             default=DEFAULT_STALE_AFTER,
             help="A running run whose heartbeat is older than this (90s, 30m, 2h) was killed: every run first marks "
@@ -239,98 +272,148 @@ class ScoringOptions(PipelineOptions):
 
 def _add_gate_args(parser) -> None:
     """The quality gates' limits (README: Quality gates); a night failing any is refused, exit code 3."""
-    limits = GateLimits()
-    parser.add_argument(
+    limits, gates, monitoring = GateLimits(), _group(parser, GATES), _group(parser, MONITORING)
+    gates.add_argument(
         "--max_rejected_fraction",
         type=float,
         default=limits.max_rejected_fraction,
         help="Refuse the night when more than this share of its input records is rejected (file errors count "
         "their records).",
     )
-    parser.add_argument(
+    gates.add_argument(
         "--max_rejected_records",
         type=int,
         default=None,
         help="Refuse the night when more than this many records are rejected (default: no limit).",
     )
-    parser.add_argument(
+    gates.add_argument(
         "--min_records",
         type=int,
         default=limits.min_records,
         help="Refuse a night with fewer input records. A night with no scorable record is never published.",
     )
-    parser.add_argument(
+    gates.add_argument(
         "--max_volume_ratio",
         type=float,
         default=limits.max_volume_ratio,
         help="Once 7 nights are published, refuse a night whose input is outside [median / r, median * r] of "
         "the last 14 published nights.",
     )
-    parser.add_argument(
+    gates.add_argument(
         "--max_volume_z",
         type=float,
         default=limits.max_volume_z,
         help="Once 7 nights are published, refuse a night whose input count's robust z-score (median and MAD of "
         "the last 14 published nights) is above this.",
     )
-    parser.add_argument(
+    gates.add_argument(
         "--shrink_limit",
         type=float,
         default=limits.shrink_limit,
         help="Refuse re-scoring a published night so that it would hold less than this share of its records.",
     )
-    parser.add_argument(
+    gates.add_argument(
         "--allow_shrink",
         action="store_true",
         default=False,
         help="Let a re-run shrink a published night past --shrink_limit (a correction, say).",
     )
-    parser.add_argument(
+    gates.add_argument(
         "--drift_gate",
         default=limits.drift_gate,
         choices=DRIFT_GATES,
         help="A feature (or the score) flagged as drifted against training or the previous night: off (not a "
         "gate), warn (reported and stored), or refuse the night (README: Monitoring).",
     )
-    parser.add_argument(
+    monitoring.add_argument(
         "--monitoring",
         default="on",
         choices=("on", "off"),
         help="off: no feature statistics and no drift for the night (they cost about 8%% of the pipeline's "
         "throughput at 1M records, README: Monitoring); --drift_gate refuse needs it on.",
     )
-    parser.add_argument(
+    gates.add_argument(
         "--accept_gate_failures",
         default=None,
         help="Publish a night that failed its gates anyway; the reason given here and who ran it are stored in "
-        "the run's row. A night with no scorable record is never published.",
+        "the run's row. A night with no scorable record is never published (default: the gates are enforced).",
     )
 
 
 class TrainingOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        parser.add_argument(
-            "--work_dir", default="artifacts/train", help="Where the transform graph and transformed data are written."
-        )
-        parser.add_argument("--epochs", type=int, default=8)
-        parser.add_argument(
+        model, running = _group(parser, MODEL), _group(parser, RUNNING)
+        model.add_argument("--epochs", type=int, default=8, help="Passes over the training split.")
+        model.add_argument(
             "--eval_percent",
             type=int,
             default=20,
             help="Share of records held out for evaluation (chosen by record hash).",
         )
-        parser.add_argument("--seed", type=int, default=42)
+        model.add_argument("--seed", type=int, default=42, help="Seed of the model's initial weights and shuffling.")
+        running.add_argument(
+            "--work_dir", default="artifacts/train", help="Where the transform graph and transformed data are written."
+        )
 
 
-def parse(argv: list[str] | None, description: str, *option_classes) -> PipelineOptions:
-    """Parse our options (so --help lists them and typos fail) and hand the rest to Beam."""
-    parser = argparse.ArgumentParser(
+class CommandOptions(PipelineOptions):
+    """What every command takes about its own output."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        _group(parser, RUNNING).add_argument(
+            "--verbose",
+            action="store_true",
+            default=False,
+            help="Everything TensorFlow and Beam log (default: warnings and errors only, TensorFlow's start-up "
+            "notices about CUDA on a machine without a GPU left out; README: Output).",
+        )
+
+
+class ShowDefaults(argparse.RawDescriptionHelpFormatter):
+    """Every option's default in its help: appended where the help does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _group(parser: argparse.ArgumentParser, key: str):
+    """Where an option is declared: its section of --help when `parse` builds the parser, else (Beam's own
+    parser, the Flex Template's) the parser itself."""
+    return getattr(parser, "sections", {}).get(key, parser)
+
+
+def parser(
+    description: str, *option_classes, prog: str | None = None, what: str = SECTIONS[WHAT]
+) -> argparse.ArgumentParser:
+    """A command's parser: its options in sections, each with its default. `prog`: the command as a user
+    types it; `what`: the first section's title."""
+    built = argparse.ArgumentParser(
+        prog=prog,
+        usage=f"{prog} [options]" if prog else None,
         description=description,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="Other options (--runner, --direct_num_workers, ...) go to Beam.",
+        formatter_class=ShowDefaults,
+        epilog=RUNNER_HELP,
     )
-    for cls in option_classes:
-        cls._add_argparse_args(parser)
-    parser.parse_known_args(argv)
+    titles = {**SECTIONS, WHAT: what}
+    built.sections = {key: built.add_argument_group(title) for key, title in titles.items()}
+    for cls in (*option_classes, CommandOptions):
+        cls._add_argparse_args(built)
+    for section in built.sections.values():
+        section._group_actions.sort(key=lambda action: FIRST.index(action.dest) if action.dest in FIRST else len(FIRST))
+        if not section._group_actions:  # a command without options in a section shows no title
+            built._action_groups.remove(section)
+    return built
+
+
+def parse(
+    argv: list[str] | None, description: str, *option_classes, prog: str | None = None, what: str = SECTIONS[WHAT]
+) -> PipelineOptions:
+    """Parse our options (so --help lists them and a bad value fails before anything heavy is imported)
+    and hand the rest to Beam."""
+    parser(description, *option_classes, prog=prog, what=what).parse_known_args(argv)
     return PipelineOptions(argv)

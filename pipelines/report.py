@@ -20,23 +20,43 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines.monitoring import report
-from pipelines.options import DEFAULT_WAREHOUSE
+from pipelines.options import DEFAULT_WAREHOUSE, ShowDefaults
 from pipelines.warehouses import WarehouseConfigError, open_warehouse
 
 
-def run(argv: list[str] | None = None) -> str:
-    """Writes the report; returns its path."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--date", required=True, type=date.fromisoformat, help="The night, YYYY-MM-DD.")
-    parser.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="A DuckDB file or bq://project.dataset.")
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    built = argparse.ArgumentParser(
+        prog="python -m pipelines.report",
+        usage="python -m pipelines.report --date YYYY-MM-DD [options]",
+        description=__doc__,
+        formatter_class=ShowDefaults,
+        epilog="Other options (gs:// settings such as --project) go to Beam's file systems.",
+    )
+    built.add_argument("--date", required=True, type=_date, help="The night, YYYY-MM-DD.")
+    built.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="A DuckDB file or bq://project.dataset.")
+    built.add_argument(
         "--report_dir",
         default=None,
         help="A local folder or gs://... (default: reports/ beside a DuckDB warehouse, else warehouse/reports/).",
     )
-    parser.add_argument("--run_id", default=None, help="Describe this run of the date, not its latest.")
-    parser.add_argument("--days", type=int, default=report.REPORT_DAYS, help="Days of history plotted.")
-    args, rest = parser.parse_known_args(argv)
+    built.add_argument(
+        "--run_id", default=None, help="Describe this run of the date, not its latest (default: the latest)."
+    )
+    built.add_argument("--days", type=int, default=report.REPORT_DAYS, help="Days of history plotted.")
+    return built
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a real date in YYYY-MM-DD form") from None
+
+
+def run(argv: list[str] | None = None) -> str:
+    """Writes the report; returns its path."""
+    args, rest = parser().parse_known_args(argv)
+
     if args.days < 1:
         raise ValueError("--days must be at least 1")
     FileSystems.set_options(PipelineOptions(rest))  # gs:// settings, as the scoring job takes them

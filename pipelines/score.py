@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import json
-import logging
 import os
 import signal
 import socket
@@ -38,14 +37,14 @@ from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import DirectOptions, GoogleCloudOptions, PipelineOptions, TestOptions
 
 import schemas
-from models import devices, registry
+from models import devices, quiet, registry
 from models.devices import AcceleratorError
 from models.handler import DEVICE_METRICS_NAMESPACE, ExportedModelHandler
 from models.registry import ModelVersion, ModelVersionError
 from pipelines import bigquery_source, extract, load, progress, warehouses
 from pipelines.batches import COUNTS, REJECTED, merged_reads
 from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
-from pipelines.extract import INPUT_RANGES, InputNotFoundError, ReadInputFiles
+from pipelines.extract import INPUT_RANGES, LOOKS_LIKE, InputNotFoundError, ReadInputFiles
 from pipelines.load import REPORTS_WRITTEN, LoadToWarehouse, Monitoring
 from pipelines.monitoring import report, statistics
 from pipelines.observe import (
@@ -55,7 +54,15 @@ from pipelines.observe import (
     distribution_summary,
     stage_seconds,
 )
-from pipelines.options import DEFAULT_SCORING_INPUT, DataOptions, ScoringOptions, duration, parse
+from pipelines.options import (
+    DEFAULT_SCORING_INPUT,
+    DEFAULT_WAREHOUSE,
+    CommandOptions,
+    DataOptions,
+    ScoringOptions,
+    duration,
+    parse,
+)
 from pipelines.ranges import MIN_SPLIT_BYTES, total_bytes
 from pipelines.stage import delete_tree, run_folder
 from pipelines.validate import VALID_COUNTS, ValidateRecords
@@ -143,6 +150,7 @@ class ScoringConfig:
     training_statistics: bytes | None  # the model version's drift baseline; None for older versions
     report_dir: str | None  # where the night's report goes; None: none
     monitoring: bool  # the night's statistics and drift (--monitoring)
+    verbose: bool  # everything TensorFlow and Beam log, on the workers too (--verbose)
 
     @property
     def runs(self) -> tuple[RunRecord, ...]:
@@ -180,6 +188,7 @@ class ScoringConfig:
             models_per_process=self.models_per_process,
             large_model=self.large_model,
             role=role,
+            verbose=self.verbose,
         )
 
 
@@ -205,18 +214,18 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     input_pattern = data.input or DEFAULT_SCORING_INPUT
     dates = score_dates(opts, data, input_pattern)
     check_options(data, opts)
+    limits = gate_limits(opts, options)
     model, challenger = resolve_models(data, opts)
-    if runner in LOCAL_RUNNERS:  # this machine is the worker: check its accelerator now, not mid-run
-        devices.visible_devices(devices.resolve_kind(opts.accelerator))
     sources = plan_sources(input_pattern, dates, data)
     warehouse = open_warehouse(
         opts.warehouse,
-        create_dataset=opts.create_dataset,
+        create_dataset=opts.create_dataset or opts.warehouse == DEFAULT_WAREHOUSE,
         dataset_location=opts.dataset_location,
         lock_timeout=opts.lock_timeout,
     )
+    if runner in LOCAL_RUNNERS:  # this machine is the worker: check its accelerator now, not mid-run (last of
+        devices.visible_devices(devices.resolve_kind(opts.accelerator))  # the checks: it loads TensorFlow)
     staging_dir = opts.staging_dir or warehouse.default_staging_dir()
-    limits = gate_limits(opts, options)
     return ScoringConfig(
         nights=tuple(
             Night(new_run(day, model, challenger, input_pattern, src, data, opts, runner, staging_dir, limits), src)
@@ -243,6 +252,7 @@ def plan(options: PipelineOptions) -> ScoringConfig:
         training_statistics=statistics.read_baseline(model.path),
         report_dir=report_dir(opts.report_dir, warehouse, staging_dir, runner in LOCAL_RUNNERS),
         monitoring=opts.monitoring == "on",
+        verbose=options.view_as(CommandOptions).verbose,
     )
 
 
@@ -576,6 +586,7 @@ def summarize(
         },
         "unknown_columns": _namespace(counters, "unknown_columns"),
         "rejected_by_reason": _namespace(counters, REJECTED_BY_REASON),
+        "input_looks_like": _namespace(counters, LOOKS_LIKE),  # files by the format they hold instead
         "metrics": metrics,
         "stage_seconds": stage_seconds(counters),
         "warehouse": config.warehouse.location,
@@ -586,6 +597,25 @@ def summarize(
             else None
         ),
     }
+
+
+def causes(summary: dict[str, Any], top: int = 3) -> str:
+    """Why records were rejected, for a refusal's one line: the commonest reasons with their counts, and
+    files whose content is another format than their name says. The rest is in the report and
+    `refused_errors`. (A range's nights share one job's counters, so each names the job's reasons.)"""
+    reasons = sorted(summary["rejected_by_reason"].items(), key=lambda item: (-item[1], item[0]))
+    said = ", ".join(f"{reason} {records}" for reason, records in reasons[:top])
+    said = (
+        f"; rejected: {said}" + (f" and {len(reasons) - top} more reasons" if len(reasons) > top else "")
+        if said
+        else ""
+    )
+    for held, files in sorted(summary["input_looks_like"].items()):
+        said += (
+            f"; {files} file{'s' if files > 1 else ''} named as another format hold{'' if files > 1 else 's'} "
+            f"{held.upper()}: pass --input_format {held} or rename {'them' if files > 1 else 'it'}"
+        )
+    return said
 
 
 def range_summary(config: ScoringConfig, nights: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
@@ -627,13 +657,15 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
     """Score one date, or a range of dates in one job. Raises on bad configuration (nothing written), a
     failed job (its runs marked failed) or a refused night (Refused: marked refused, any other nights of
     the range published; the summary is written first)."""
-    options = parse(argv, __doc__, DataOptions, ScoringOptions)
+    options = parse(argv, __doc__, DataOptions, ScoringOptions, prog="python -m pipelines.score", what="what to score")
+    quiet.configure(options.view_as(CommandOptions).verbose)
     FileSystems.set_options(options)  # gs:// and other filesystems take their settings from the options
     overlap_locally(options, sys.argv[1:] if argv is None else argv)
     config = plan(options)
     if options.view_as(TestOptions).dry_run:
         return dry_run(options, config, pipeline)
-    config.warehouse.prepare()
+    if config.warehouse.prepare():
+        print(f"new warehouse: {config.warehouse.location}, its tables and views created")
     reaped = reap(config)
     for night_run in config.runs:
         config.warehouse.record_run(night_run)
@@ -673,13 +705,15 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
         if len(nights) == 1 and refused:
             seen = f" (report: {summary['report']})" if summary["report"] else ""
             raise Refused(
-                f"{summary['date']} not published, previous results left as they were: {summary['error']}{seen}",
+                f"{summary['date']} not published, previous results left as they were: {summary['error']}"
+                f"{causes(summary)}{seen}",
                 summary,
             )
         if refused:
             raise Refused(
                 f"{len(refused)} of {len(nights)} nights refused (the others published; the refused nights' "
-                "previous results left as they were): " + "; ".join(f"{n['date']}: {n['error']}" for n in refused),
+                "previous results left as they were): "
+                + "; ".join(f"{n['date']}: {n['error']}{causes(n)}" for n in refused),
                 summary,
             )
     if failure is not None:
@@ -806,7 +840,6 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    logging.getLogger().setLevel(logging.WARNING)
     signal.signal(signal.SIGTERM, _terminate)
     try:
         summary = run(argv)

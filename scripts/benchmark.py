@@ -220,6 +220,7 @@ def measure_pipeline(args, *extra: str) -> dict:
         f"--input={args.input_glob}",
         f"--model_root={args.model_root}",
         f"--warehouse={os.path.join(args.work_dir, 'warehouse', 'scores.duckdb')}",
+        "--create_dataset",
         f"--accelerator={args.accelerator}",
         "--allow_shrink",  # a smaller --rows than the last measurement re-scores the date with fewer records
         *args.pipeline_args,

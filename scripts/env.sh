@@ -8,4 +8,3 @@ if [ ! -x .venv/bin/python ]; then
   .venv/bin/python -m pip install --quiet --no-cache-dir --upgrade pip
 fi
 .venv/bin/python -m pip install --quiet --no-cache-dir -e ".${EXTRAS:+[$EXTRAS]}"
-export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}

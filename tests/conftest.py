@@ -18,10 +18,13 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from models import quiet  # noqa: E402
+
+quiet.configure(verbose=False)  # as the commands do: TensorFlow's start-up notices left out of test output
+quiet.tensorflow()
 
 import schemas  # noqa: E402
-from pipelines import train  # noqa: E402
+from pipelines import train, training  # noqa: E402
 from pipelines.batches import RawBatch  # noqa: E402
 from pipelines.validate import SchemaValidator  # noqa: E402
 from scripts import make_trips  # noqa: E402
@@ -31,7 +34,7 @@ SAMPLE = os.path.join(REPO, "data", "chicago_taxi", "trips.csv")
 
 
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> train.TrainingResult:
+def trained(tmp_path_factory) -> training.TrainingResult:
     """A real model trained on the bundled sample (2 epochs: the tests check plumbing, not skill)."""
     root = tmp_path_factory.mktemp("train")
     return train.run(
@@ -204,9 +207,13 @@ class DuckDBUnderTest:
 
     kind = "duckdb"
     # Locations the scorer must refuse, with what it says.
-    bad_locations = [("gs://bucket/scores.duckdb", "a DuckDB warehouse is a local file path")]
+    bad_locations = [
+        ("gs://bucket/scores.duckdb", "a DuckDB warehouse is a local file path"),
+        ("no/such/dir/scores.duckdb", "there is no folder"),  # a typo starts no new warehouse
+    ]
 
     def __init__(self, tmp_path: Path):
+        (tmp_path / "wh").mkdir()  # the warehouse's folder exists; the file does not yet
         self.location = str(tmp_path / "wh" / "scores.duckdb")
         self.staging = tmp_path / "wh" / "_staging"
         self.args = [f"--warehouse={self.location}"]

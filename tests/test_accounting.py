@@ -28,6 +28,7 @@ from pipelines.warehouses import AuditError, RunRecord, StagedResults, open_ware
 from pipelines.warehouses.contract import StagedCounts, check_staged
 from schemas import SCORING_ERRORS, SCORING_RUNS, TableSchema
 from tests.conftest import BQ_PROJECT, SAMPLE, query, read_as_text, write_partition
+from tests.float32 import assert_same_scores
 from tests.test_sources import bq_schema, load_table, to_json_lines
 
 DAY = "2026-11-23"
@@ -40,7 +41,7 @@ def run(tmp_path, model_root, input_path, *extra, warehouse=None):
         f"--date={DAY}",
         f"--input={input_path}",
         f"--model_root={model_root}",
-        *(warehouse.args if warehouse else [f"--warehouse={tmp_path}/w.duckdb"]),
+        *(warehouse.args if warehouse else [f"--warehouse={tmp_path}/w.duckdb", "--create_dataset"]),
         f"--summary_json={summary}",
         "--no_auth",
         f"--bq_project={BQ_PROJECT}",
@@ -132,8 +133,8 @@ def test_damage_costs_only_the_records_it_is_in(model_root, tmp_path):
     got = probabilities(tmp_path / "b" / "w.duckdb")
     changed = (10, 500, 700)
     untouched = [k for i, (k, *_) in enumerate(rows) if i < 1000 and i not in changed] + [r[0] for r in rows[1500:]]
-    assert all(got[k] == reference[k] for k in untouched)
     assert len(got) == 1998 and rows[700][0] in got
+    assert_same_scores({k: got[k] for k in untouched}, {k: reference[k] for k in untouched}, "undamaged records")
 
 
 def test_twenty_thousand_quoted_newlines_read_with_small_blocks(model_root, tmp_path):
@@ -186,7 +187,8 @@ def test_integers_written_as_floats_score_exactly_like_integers(model_root, tmp_
         ("out_of_range", "trip_seconds"),
     ]
     reference, got = probabilities(tmp_path / "a" / "w.duckdb"), probabilities(tmp_path / "b" / "w.duckdb")
-    assert all(got[k] == reference[k] for k in got) and len(got) == 497
+    assert len(got) == 497
+    assert_same_scores(got, {k: reference[k] for k in got}, "integers written as floats")
 
 
 def test_a_float64_bigquery_column_is_coerced_by_the_same_rule(model_root, bigquery, warehouse, tmp_path):

@@ -9,6 +9,7 @@ import pytest
 
 from pipelines import score
 from tests.conftest import query, write_partition
+from tests.float32 import assert_same_drift, assert_same_predictions
 
 NIGHTS = ("2026-11-21", "2026-11-22", "2026-11-23")
 REFUSED_NIGHT = "2026-11-22"
@@ -31,6 +32,7 @@ def _args(tmp_path, model_root, warehouse: str, *dates: str) -> list[str]:
         f"--input={tmp_path}/trips/dt={{date}}/*.csv",
         f"--model_root={model_root}",
         f"--warehouse={tmp_path}/{warehouse}/scores.duckdb",
+        "--create_dataset",
         "--min_records=1",
         "--report_dir=none",
         f"--summary_json={tmp_path}/{warehouse}/summary.json",
@@ -62,7 +64,7 @@ def _tables(tmp_path, warehouse: str) -> dict[str, list]:
     }
 
 
-def test_three_nights_in_one_job_equal_three_single_nights(model_root, three_nights, capsys):
+def test_three_nights_in_one_job_equal_three_single_nights(trained, model_root, three_nights, capsys):
     tmp_path = three_nights
     for day in NIGHTS:  # one command per night, in date order, as a nightly schedule would have run them
         code = score.main(_args(tmp_path, model_root, "single", f"--date={day}"))
@@ -81,8 +83,13 @@ def test_three_nights_in_one_job_equal_three_single_nights(model_root, three_nig
         (REFUSED_NIGHT, "refused"),
         (NIGHTS[2], "succeeded"),
     ]
-    for table in single:
+    for table in ("errors", "refused_errors", "runs"):
         assert ranged[table] == single[table], table
+    # Scored in other bundles: the same rows, probabilities within float32 rounding (tests/float32.py).
+    threshold = trained.version.threshold
+    assert_same_predictions(ranged["predictions"], single["predictions"], threshold, probability=2, label=3)
+    assert_same_predictions(ranged["refused_predictions"], single["refused_predictions"], threshold, probability=2)
+    assert_same_drift(ranged["drift"], single["drift"])
     assert len(ranged["predictions"]) == 400 + 420 and len(ranged["refused_predictions"]) == 410
     assert {str(d) for d, *_ in ranged["predictions"]} == {NIGHTS[0], NIGHTS[2]}
     assert len(ranged["refused_errors"]) == 21

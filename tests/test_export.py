@@ -16,9 +16,10 @@ import schemas
 from models import registry, signature
 from models.registry import ModelVersionError
 from pipelines.batches import RawBatch
-from pipelines.train import tensor_adapter_config, to_tfxio_batch
+from pipelines.training import tensor_adapter_config, to_tfxio_batch
 from pipelines.validate import SchemaValidator
 from tests.conftest import SAMPLE
+from tests.float32 import assert_close_probabilities
 from transforms import features as F
 
 SCHEMA = schemas.INPUT.for_training()
@@ -97,7 +98,7 @@ def test_examples_signature_scores_like_the_raw_signature(trained, sample_rows):
     model = tf.saved_model.load(trained.version.path)
     raw = model.signatures[signature.RAW_SIGNATURE](**signature.batch_to_inputs(sample_rows, schemas.INPUT))
     served = model.signatures[signature.EXAMPLES_SIGNATURE](examples=tf.constant(_examples(sample_rows)))
-    np.testing.assert_allclose(served[signature.PROBABILITY].numpy(), raw[signature.PROBABILITY].numpy(), atol=1e-6)
+    assert_close_probabilities(served[signature.PROBABILITY].numpy(), raw[signature.PROBABILITY].numpy(), "signatures")
     probs = raw[signature.PROBABILITY].numpy()
     assert probs.shape == (400,) and np.all((probs >= 0) & (probs <= 1))
 

@@ -18,6 +18,7 @@ from models.handler import SCORED_SCHEMA, ExportedModelHandler
 from pipelines import score
 from schemas import CHALLENGER, CHAMPION
 from tests.conftest import query, write_partition
+from tests.float32 import assert_close_probabilities
 
 DAY = "2026-11-23"
 
@@ -37,7 +38,7 @@ def test_handler_scores_columnar_batches(trained, typed_trips):
         for out in outputs:
             assert out.schema == SCORED_SCHEMA
             got = dict(zip(out.column("trip_id").to_pylist(), out.column("probability").to_pylist(), strict=True))
-            np.testing.assert_allclose(list(got.values()), [expected[k] for k in got], atol=1e-6)
+            assert_close_probabilities(list(got.values()), [expected[k] for k in got], "through the handler")
             assert out.column("label").to_pylist() == [p >= threshold for p in got.values()]
             assert set(out.column("model_version").to_pylist()) == {trained.version.version}
 

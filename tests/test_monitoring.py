@@ -269,7 +269,7 @@ def test_every_metric_is_stored_every_night_and_a_normal_night_flags_nothing(mod
 
 def test_monitoring_off_publishes_the_same_night_without_statistics(model_root, tmp_path, capsys):
     class Local:
-        args = [f"--warehouse={tmp_path / 'wh' / 'scores.duckdb'}"]
+        args = [f"--warehouse={tmp_path / 'wh' / 'scores.duckdb'}", "--create_dataset"]
 
     day = "2026-11-23"
     write_partition(tmp_path / "trips" / f"dt={day}", day, 500)
@@ -287,7 +287,7 @@ def test_monitoring_off_publishes_the_same_night_without_statistics(model_root, 
 
 def test_tripled_fares_are_flagged_and_refused_when_asked(model_root, tmp_path):
     class Local:
-        args = [f"--warehouse={tmp_path / 'wh' / 'scores.duckdb'}"]
+        args = [f"--warehouse={tmp_path / 'wh' / 'scores.duckdb'}", "--create_dataset"]
 
         def rows(self, sql, *params):
             return query(tmp_path / "wh" / "scores.duckdb", sql, list(params))

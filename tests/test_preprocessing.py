@@ -12,7 +12,7 @@ import tensorflow_transform.beam as tft_beam
 
 import schemas
 from pipelines.batches import RawBatch
-from pipelines.train import tensor_adapter_config, to_tfxio_batch
+from pipelines.training import tensor_adapter_config, to_tfxio_batch
 from pipelines.validate import SchemaValidator
 from schemas import InputSchema
 from transforms import features as F

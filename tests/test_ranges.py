@@ -18,6 +18,7 @@ from pipelines.batches import COUNTS, REJECTED, RawBatch
 from pipelines.extract import ReadFiles
 from pipelines.ranges import CountRange, cuts, plan_ranges
 from tests.conftest import query, write_partition
+from tests.float32 import assert_same_predictions
 
 SCHEMA = schemas.INPUT.for_scoring()
 DAY = "2026-11-23"
@@ -103,6 +104,7 @@ def _score(tmp_path, model_root, name: str, split_bytes: int) -> dict:
             f"--input={tmp_path}/trips/dt={{date}}/*.csv",
             f"--model_root={model_root}",
             f"--warehouse={tmp_path}/{name}/scores.duckdb",
+            "--create_dataset",
             f"--split_bytes={split_bytes}",
             "--block_bytes=16384",
             "--direct_running_mode=multi_processing",
@@ -112,7 +114,7 @@ def _score(tmp_path, model_root, name: str, split_bytes: int) -> dict:
     )
 
 
-def test_a_night_read_as_ranges_on_two_workers_scores_as_read_whole(model_root, tmp_path, quoted_trips):
+def test_a_night_read_as_ranges_on_two_workers_scores_as_read_whole(trained, model_root, tmp_path, quoted_trips):
     folder = tmp_path / "trips" / f"dt={DAY}"
     folder.mkdir(parents=True)
     pacsv.write_csv(quoted_trips, folder / "part-00000.csv")
@@ -140,5 +142,6 @@ def test_a_night_read_as_ranges_on_two_workers_scores_as_read_whole(model_root, 
             "SELECT source, line_number, reason, raw_record FROM scoring_errors ORDER BY line_number",
         )
 
-    assert rows("split") == rows("whole") and len(rows("whole")) == quoted_trips.num_rows
+    assert len(rows("whole")) == quoted_trips.num_rows
+    assert_same_predictions(rows("split"), rows("whole"), trained.version.threshold, probability=1, label=2)
     assert errors("split") == errors("whole")

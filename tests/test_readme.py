@@ -21,6 +21,9 @@ def test_duckdb_and_bigquery_example_queries_are_the_same_set():
     duckdb = readme_example_queries()
     assert len(duckdb) == len(blocks), "every DuckDB example query starts with '-- name: what it answers'"
     assert list(duckdb) == list(analyst_example_queries())
+    numbers = "one two three four five six seven eight nine ten eleven twelve".split()
+    [said] = re.findall(r"DuckDB example queries, the same (\w+)", analysts)
+    assert said == numbers[len(duckdb) - 1], f"the README says {said} DuckDB example queries; it lists {len(duckdb)}"
 
 
 def test_every_module_is_in_the_readme_and_every_module_it_names_exists():

@@ -123,6 +123,7 @@ def score_args(tmp_path, model_root, day, *extra):
         f"--input={tmp_path}/trips/dt={{date}}/*.csv",
         f"--model_root={model_root}",
         f"--warehouse={tmp_path / 'wh' / 'scores.duckdb'}",
+        "--create_dataset",
         f"--summary_json={tmp_path / f'summary-{day}.json'}",
         *extra,
     ]
@@ -142,6 +143,15 @@ def test_every_run_writes_its_report_and_a_browser_draws_it_offline(model_root, 
     summary = json.load(open(tmp_path / f"summary-{DAY}.json"))
     page = str(tmp_path / "wh" / "reports" / f"report-{DAY}.html")  # the default: beside the warehouse
     assert summary["report"] == page and os.path.exists(tmp_path / "wh" / "reports" / "report-2026-11-22.html")
+
+    # Night one's page (no history yet): every chart drawn with one night, no axis below zero, the drift
+    # gate in words, and the heat map's values in its cells (a mail client cannot hover).
+    first = open(tmp_path / "wh" / "reports" / "report-2026-11-22.html").read()
+    spread = first.split("<h3>Score percentiles per published night</h3>", 1)[1].split("</svg>", 1)[0]
+    assert spread.count('<g id="LineCollection_') == 2  # the p10-p90 and p25-p75 bars of the one night
+    assert "\u2212" not in first  # matplotlib's minus sign: no negative tick on any axis
+    assert '<td>drift</td><td class="pass">yes</td><td>0 features flagged</td><td>gate: warn</td>' in first
+    assert "hover" not in first and re.search(r'<td style="background:#[0-9a-f]{6}" title="[^"]+">\d+\.\d</td>', first)
 
     assert_self_contained(page)
     text = open(page).read()

@@ -135,6 +135,7 @@ def test_a_refused_night_fails_a_remote_job(model_root, tmp_path):
             f"--input={tmp_path}/trips/dt={{date}}/*.csv",
             f"--model_root={model_root}",
             f"--warehouse={warehouse}",
+            "--create_dataset",
             "--min_records=100",
         ],
         score.__doc__,
@@ -200,7 +201,9 @@ def read_only_folder(tmp_path):
 def test_a_read_only_file_system_is_refused(model_root, tmp_path, read_only_folder, capsys):
     err = fails_with(tmp_path, model_root, read_only_folder / "scores.duckdb", capsys=capsys)
     assert err == f"error: --warehouse {read_only_folder / 'scores.duckdb'}: {read_only_folder} is not writable"
-    err = fails_with(tmp_path, model_root, read_only_folder / "sub" / "scores.duckdb", capsys=capsys)
+    err = fails_with(
+        tmp_path, model_root, read_only_folder / "sub" / "scores.duckdb", "--create_dataset", capsys=capsys
+    )
     assert "Read-only file system" in err
 
 

@@ -11,7 +11,6 @@ import sys
 import termios
 from datetime import date
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
@@ -24,6 +23,7 @@ from pipelines import score
 from pipelines.batches import RawBatch
 from pipelines.validate import SchemaValidator
 from tests.conftest import query, write_partition
+from tests.float32 import assert_same_scores
 
 DAY = "2026-11-23"
 
@@ -34,6 +34,7 @@ def score_args(tmp_path, model_root, day=DAY, *extra):
         f"--input={tmp_path}/trips/dt={{date}}/*.csv",
         f"--model_root={model_root}",
         f"--warehouse={tmp_path}/wh/scores.duckdb",
+        "--create_dataset",
         *extra,
     ]
 
@@ -90,7 +91,7 @@ def test_scores_a_date_end_to_end(trained, model_root, tmp_path):
     )
     stored = {r[0]: r[1] for r in rows if r[0] in expected}
     assert len(stored) == 1000
-    np.testing.assert_allclose([stored[k] for k in expected], list(expected.values()), atol=1e-6)
+    assert_same_scores(stored, expected, "stored against the model called directly")
 
 
 def test_bad_records_are_rejected_with_reasons_and_the_rest_scored(model_root, tmp_path):

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
@@ -15,6 +14,7 @@ from models import devices, signature
 from models.devices import CLAIMS_DIR_ENV, AcceleratorError
 from pipelines import score
 from tests.conftest import REPO, write_partition
+from tests.float32 import assert_same_scores
 
 DEVICES = 4
 
@@ -45,8 +45,7 @@ def test_every_device_gets_work_and_predictions_match_one_device(trained, typed_
     expected = dict(
         zip(typed_trips.column("trip_id").to_pylist(), single[signature.PROBABILITY].numpy().tolist(), strict=True)
     )
-    assert sharded.keys() == expected.keys()
-    np.testing.assert_allclose([sharded[k] for k in expected], list(expected.values()), rtol=0, atol=1e-6)
+    assert_same_scores(sharded, expected, "sharded over devices")
 
 
 def test_one_process_never_holds_two_copies_on_a_device(trained, tmp_path):
@@ -87,6 +86,7 @@ def test_missing_accelerator_fails_before_reading_data(model_root, tmp_path, cap
             f"--input={tmp_path}/trips/dt={{date}}/*.csv",
             f"--model_root={model_root}",
             f"--warehouse={tmp_path}/wh/w.duckdb",
+            "--create_dataset",
             f"--accelerator={accelerator}",
         ]
     )

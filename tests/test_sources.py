@@ -17,6 +17,7 @@ import schemas
 from pipelines import score, train
 from tests.conftest import BQ_PROJECT, SAMPLE, query, write_partition
 from tests.conftest import GCS_BUCKET as BUCKET
+from tests.float32 import assert_same_scores
 
 DAY = "2026-11-23"
 
@@ -83,6 +84,7 @@ def run_score(tmp_path, model_root, input_path, *extra):
             f"--input={input_path}",
             f"--model_root={model_root}",
             f"--warehouse={tmp_path}/w.duckdb",
+            "--create_dataset",
             "--no_auth",
             f"--bq_project={BQ_PROJECT}",
             "--max_rejected_fraction=1",  # damaged on purpose; tests/test_gates.py gates such nights
@@ -105,8 +107,7 @@ def test_every_source_gives_the_same_predictions(model_root, sources, tmp_path):
     reference = results.pop("csv")
     assert len(reference) == 600
     for name, got in results.items():
-        assert got.keys() == reference.keys(), name
-        assert max(abs(got[k] - reference[k]) for k in reference) < 1e-6, name
+        assert_same_scores(got, reference, name)
 
 
 def write_json(path, records):
@@ -215,6 +216,7 @@ def test_missing_gcs_input_is_a_clear_error_and_writes_nothing(model_root, sourc
             f"--input=gs://{BUCKET}/csv/dt={{date}}/*.csv",
             f"--model_root={model_root}",
             f"--warehouse={tmp_path}/w.duckdb",
+            "--create_dataset",
             "--no_auth",
         ]
     )
@@ -233,6 +235,7 @@ def test_unknown_format_fails_before_reading(model_root, tmp_path, capsys):
             f"--input={tmp_path}/in/dt={{date}}/*",
             f"--model_root={model_root}",
             f"--warehouse={tmp_path}/w.duckdb",
+            "--create_dataset",
         ]
     )
     assert code == 2 and "pass --input_format csv or json" in capsys.readouterr().err
@@ -308,6 +311,7 @@ def test_bad_bigquery_configuration_fails_before_reading(
             f"--input=bq://{BQ_PROJECT}.raw.{table}",
             f"--model_root={model_root}",
             f"--warehouse={tmp_path}/w.duckdb",
+            "--create_dataset",
         ]
     )
     assert code == 2 and message in capsys.readouterr().err
@@ -321,6 +325,7 @@ def test_a_bigquery_date_without_rows_is_a_clear_error(model_root, sources, tmp_
             f"--input=bq://{BQ_PROJECT}.raw.trips",
             f"--model_root={model_root}",
             f"--warehouse={tmp_path}/w.duckdb",
+            "--create_dataset",
         ]
     )
     assert code == 2 and "no input rows for date 2026-11-01" in capsys.readouterr().err
@@ -330,7 +335,13 @@ def test_a_bigquery_date_without_rows_is_a_clear_error(model_root, sources, tmp_
 @pytest.mark.parametrize("location", ["bq://not a table", "bq://proj.dataset"])
 def test_malformed_table_names_are_refused(model_root, tmp_path, capsys, location):
     code = score.main(
-        [f"--date={DAY}", f"--input={location}", f"--model_root={model_root}", f"--warehouse={tmp_path}/w.duckdb"]
+        [
+            f"--date={DAY}",
+            f"--input={location}",
+            f"--model_root={model_root}",
+            f"--warehouse={tmp_path}/w.duckdb",
+            "--create_dataset",
+        ]
     )
     assert code == 2 and "expected bq://project.dataset.table" in capsys.readouterr().err
 
@@ -391,6 +402,7 @@ def test_a_range_over_bigquery_reads_each_night_apart(model_root, sources, tmp_p
             f"--input={table}",
             f"--model_root={model_root}",
             f"--warehouse={tmp_path}/w.duckdb",
+            "--create_dataset",
             "--no_auth",
             f"--bq_project={BQ_PROJECT}",
             "--max_volume_ratio=100",  # 100 records, then 600: not what this test is about

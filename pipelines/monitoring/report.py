@@ -19,13 +19,10 @@ import io
 import json
 import math
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from matplotlib import colormaps, rc_context
-from matplotlib import dates as mdates
-from matplotlib.figure import Figure
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipelines.monitoring import drift
@@ -33,6 +30,9 @@ from pipelines.monitoring.statistics import EVAL_SCORES, NIGHT, NIGHT_SCORES, SC
 from pipelines.warehouses.contract import ABANDONED, FAILED, REFUSED, SUCCEEDED, NightReport
 from pipelines.warehouses.sql import SCORE_PERCENTILES
 from schemas import DRIFT_NOT_FLAGGED
+
+if TYPE_CHECKING:  # matplotlib is imported where a page is drawn: a command's --help does not wait for it
+    from matplotlib.figure import Figure
 
 REPORT_DAYS = 60  # days of history on the page: a nightly job's last 60 nights
 MAX_REJECTION_REASONS = 15
@@ -108,7 +108,7 @@ table{border-collapse:collapse;margin:8px 0;font-size:13px}
 td,th{border:1px solid #d0d7de;padding:3px 8px;text-align:left}
 th{background:#f0f2f5} td.num{text-align:right;font-variant-numeric:tabular-nums}
 .fail{color:#b3261e;font-weight:600} .pass{color:#1b7f3b} .note{color:#57606a}
-.heat td{width:14px;min-width:14px;height:16px;padding:0;text-align:center;font-size:11px;border:1px solid #fff}
+.heat td{width:30px;min-width:30px;height:16px;padding:0 2px;text-align:center;font-size:10px;border:1px solid #fff}
 .heat th{font-weight:normal;text-align:right;background:none;border:none;padding:0 6px 0 0;white-space:nowrap}
 .heat th.night{writing-mode:vertical-rl;transform:rotate(180deg);text-align:left;font-size:11px;padding:4px 0}
 .heat td.blank{background:#f0f2f5} .legend td{width:34px}
@@ -176,7 +176,7 @@ def _banner(run: dict[str, Any], tonight: list[dict[str, Any]]) -> str:
     table = (
         _table(
             ["gate", "passed", "value", "limit", "detail"],
-            [[g["name"], "yes" if g["passed"] else "NO", g["value"], g["limit"], g["detail"]] for g in gates],
+            [[g["name"], "yes" if g["passed"] else "NO", *_gate_figures(g), g["detail"]] for g in gates],
             [["", "pass" if g["passed"] else "fail", "", "", ""] for g in gates],
         )
         if gates
@@ -194,6 +194,16 @@ def _banner(run: dict[str, Any], tonight: list[dict[str, Any]]) -> str:
     )
 
 
+def _gate_figures(gate: dict[str, Any]) -> list[Any]:
+    """A gate's value and limit as the table shows them; the drift gate's in words (a count of features,
+    and whether it refuses), which as bare numbers read "0, limit 0"."""
+    if gate["name"] != "drift":
+        return [gate["value"], gate["limit"]]
+    flagged = gate["value"] or 0
+    mode = gate["limit"] if isinstance(gate["limit"], str) else "refuse"  # runs before modes were stored: 0
+    return [f"{flagged} feature{'' if flagged == 1 else 's'} flagged", f"gate: {mode}"]
+
+
 # ---------------------------------------------------------------- plots
 
 
@@ -201,6 +211,8 @@ def _svg(figure: Figure | None) -> str:
     """The figure as inline SVG (text kept as text, no external reference), or a note when empty."""
     if figure is None:
         return '<p class="note">Nothing to plot yet.</p>'
+    from matplotlib import rc_context
+
     buffer = io.StringIO()
     with rc_context(_SVG_STYLE):
         figure.savefig(buffer, format="svg", metadata={"Date": None})
@@ -213,6 +225,9 @@ def _figure(
 ) -> tuple[Figure, Any]:
     """A figure with fixed margins, in inches: a layout engine or a tight bounding box would lay the
     figure out by drawing it, which costs more than the drawing itself."""
+    from matplotlib import rc_context
+    from matplotlib.figure import Figure
+
     with rc_context(_SVG_STYLE):
         figure = Figure(figsize=(width, height))
         axes = figure.subplots(rows, 1, squeeze=False, **kwargs)
@@ -229,6 +244,8 @@ def _label_inches(labels: list[str]) -> float:
 
 def _nightly_axis(ax: Any, nights: list[date]) -> None:
     """Dates as days, about ten labels whatever the span (a single night too: half a day either side)."""
+    from matplotlib import dates as mdates
+
     first, last = (datetime.combine(d, datetime.min.time()) for d in (nights[0], nights[-1]))
     ax.set_xlim(first - timedelta(hours=12), last + timedelta(hours=12))
     ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, len(nights) // 10)))
@@ -250,6 +267,11 @@ def _history(quality: list[dict[str, Any]], score_date: date) -> Figure | None:
     mean.plot(nights, [q["positive_rate"] for q in quality], marker=".", color="#d9480f", label="labelled positive")
     mean.set_ylabel("share")
     mean.legend(loc="upper left", fontsize=8)
+    # Counts, percentages and shares: no axis goes below 0, however flat the history (a first night's
+    # 0% rejected would otherwise centre the axis on 0, from -0.05 to 0.05).
+    volume.set_ylim(bottom=0)
+    rejection.set_ylim(0, max(1.0, 1.1 * max(100 * (q["rejection_rate"] or 0.0) for q in quality)))
+    mean.set_ylim(0, 1)
     for ax in axes[:, 0]:
         ax.grid(alpha=0.3)
         if score_date in nights:
@@ -304,6 +326,8 @@ def _heat_map(rows: list[dict[str, Any]], run: dict[str, Any]) -> str:
 def _heat_table(features: list[str], nights: list[date], cells: dict[date, dict[str, tuple[float, bool]]]) -> str:
     """The heat map as an HTML table: a coloured cell per feature and night, its value in the cell's
     title (shown on hover, no script), x where flagged. Cheaper to make than a figure, and crisp."""
+    from matplotlib import colormaps
+
     colours = colormaps["YlOrRd"]
 
     def colour(ratio: float) -> str:
@@ -321,15 +345,15 @@ def _heat_table(features: list[str], nights: list[date], cells: dict[date, dict[
                 continue
             ratio, flagged = cells[night][name]
             tip = f"{name} {night}: largest metric {ratio:.2f} x its threshold" + (", flagged" if flagged else "")
-            mark = "&#215;" if flagged else ""
-            tds.append(f'<td style="background:{colour(ratio)}" title="{_e(tip)}">{mark}</td>')
+            text = f"{ratio:.1f}" + ("&#215;" if flagged else "")
+            tds.append(f'<td style="background:{colour(ratio)}" title="{_e(tip)}">{text}</td>')
         label = _e(name) + ("" if judged else ' <span class="note">(not judged)</span>')
         rows.append(f"<tr><th>{label}</th>{''.join(tds)}</tr>")
     legend = "".join(f'<td style="background:{colour(v)}">{v:g}</td>' for v in np.linspace(0, HEAT_CAP, 7))
     return (
         f'<table class="heat"><thead><tr><th></th>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
         f'<p class="note">Each cell: the feature\'s largest drift metric against training over its threshold '
-        f"(1 = at the threshold), &#215; where flagged; hover for the value.</p>"
+        f"(1.0 = at the threshold; the figure in each cell), &#215; where flagged.</p>"
         f'<table class="heat legend"><tr><th>scale</th>{legend}</tr></table>'
     )
 
@@ -460,16 +484,14 @@ def _scores(
         figure, axes = _figure(10, 3.2, bottom=0.95)
         ax = axes[0, 0]
         outer, inner = (SCORE_PERCENTILES[0], SCORE_PERCENTILES[-1]), (SCORE_PERCENTILES[1], SCORE_PERCENTILES[-2])
-        for (low, high), colour in ((outer, "#9bb0d6"), (inner, "#4c78a8")):
-            ax.fill_between(
-                nights,
-                [q[f"score_p{low}"] for q in quality],
-                [q[f"score_p{high}"] for q in quality],
-                color=colour,
-                alpha=0.5,
-                label=f"p{low}-p{high}",
-            )
-        ax.plot(nights, [q["score_p50"] for q in quality], color="#1f2328", label="median")
+        for (low, high), colour, width in ((outer, "#9bb0d6", 4), (inner, "#4c78a8", 10)):
+            lows, highs = [q[f"score_p{low}"] for q in quality], [q[f"score_p{high}"] for q in quality]
+            if len(nights) > 1:
+                ax.fill_between(nights, lows, highs, color=colour, alpha=0.5, label=f"p{low}-p{high}")
+            else:  # a band needs two nights: one night's spread is drawn as a bar
+                ax.vlines(nights, lows, highs, color=colour, linewidth=width, label=f"p{low}-p{high}")
+        ax.plot(nights, [q["score_p50"] for q in quality], color="#1f2328", marker="o", markersize=3, label="median")
+        ax.set_ylim(0, 1)
         if score_date in nights:
             ax.axvline(score_date, color="#d9480f", linestyle="--", linewidth=1)
         ax.set_ylabel("score")

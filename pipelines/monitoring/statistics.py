@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import apache_beam as beam
 import numpy as np
@@ -20,10 +21,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_metadata.proto.v0 import statistics_pb2
-from tfx_bsl import sketches
 
 from models import registry
 from transforms import features as F
+
+if TYPE_CHECKING:
+    from tfx_bsl import sketches
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 QUANTILES_EPS = 0.001  # the quantiles' rank error, as a fraction of the count
@@ -60,6 +63,8 @@ class FeatureSketch:
     vocabulary: pa.Array | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
+        from tfx_bsl import sketches  # on the workers: a command's --help does not wait for tfx-bsl
+
         if self.kind == NUMERIC:
             self.quantiles = sketches.QuantilesSketch(QUANTILES_EPS, 1 << 32, 1)
         else:
@@ -158,6 +163,8 @@ class FeatureSketch:
 
     def _quantiles_histogram(self) -> statistics_pb2.Histogram:
         """NUM_QUANTILES equal-mass buckets between the sketch's quantiles (TFDV's QUANTILES histogram)."""
+        from tfx_bsl import sketches
+
         sketch = self.quantiles
         copy = sketches.QuantilesSketch(QUANTILES_EPS, 1 << 32, 1)
         copy.Merge(sketch)  # compacting is final: keep the accumulator mergeable

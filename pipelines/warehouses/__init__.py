@@ -38,10 +38,11 @@ def open_warehouse(
     dataset_location: str | None = None,
     lock_timeout: float = DuckDBWarehouse.DEFAULT_LOCK_TIMEOUT,
 ) -> Warehouse:
-    """The warehouse `--warehouse` names: BigQuery for bq://project.dataset, else a DuckDB file."""
+    """The warehouse `--warehouse` names: BigQuery for bq://project.dataset, else a DuckDB file.
+    `create_dataset`: a missing BigQuery dataset, or a DuckDB file's missing folder, is made."""
     if is_bigquery_warehouse(location):
         return BigQueryWarehouse(location, create_dataset=create_dataset, dataset_location=dataset_location)
-    return DuckDBWarehouse(location, lock_timeout=lock_timeout)
+    return DuckDBWarehouse(location, lock_timeout=lock_timeout, create_folder=create_dataset)
 
 
 __all__ = [

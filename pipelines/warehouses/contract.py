@@ -250,18 +250,21 @@ class Warehouse(abc.ABC):
 
     # ------------------------------------------------------------ the life cycle, the same everywhere
 
-    def prepare(self, create: bool = True) -> None:
+    def prepare(self, create: bool = True) -> bool:
         """Check existing tables against `schemas/`; with `create`, make missing tables and views.
+        Returns whether this made a new warehouse (none of its tables was there), for the run to say so.
 
         With `create` False (a dry run) nothing is created or written.
         """
         if not self._open(create):
-            return  # nothing exists yet, so nothing can disagree with schemas/
+            return False  # nothing exists yet, so nothing can disagree with schemas/
+        made = []
         for table in WAREHOUSE_TABLES:
             have = self._columns(table.name)
             if have is None:
                 if create:
                     self._create_table(table)
+                    made.append(table.name)
                 continue
             have = [(name, self.dialect.reported_type(type_)) for name, type_ in have]
             want = [(f.name, self.dialect.type_name(f.type)) for f in table.fields]
@@ -282,6 +285,7 @@ class Warehouse(abc.ABC):
         if create:
             for view in sql.views(self.dialect):
                 self._create_view(view)
+        return len(made) == len(WAREHOUSE_TABLES)
 
     def exists(self) -> bool:
         """Whether there is a warehouse to read (a BigQuery dataset missing is a configuration error)."""

@@ -16,14 +16,15 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any
-
-import duckdb
+from typing import TYPE_CHECKING, Any
 
 from pipelines.warehouses import sql
 from pipelines.warehouses.contract import RunRecord, StagedResults, Warehouse, WarehouseConfigError
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
 from schemas import FEATURE_DRIFT, SCORING_ERRORS, STAGED_PREDICTIONS, ColumnType, Field, TableSchema
+
+if TYPE_CHECKING:  # the client is imported when a connection is made: a command's --help does not wait for it
+    import duckdb
 
 DIALECT = Dialect(
     quote_char='"',
@@ -60,7 +61,9 @@ class DuckDBWarehouse(Warehouse):
     MEMORY_LIMIT = "256MB"
     dialect = DIALECT
 
-    def __init__(self, path: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT):
+    def __init__(self, path: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, create_folder: bool = False):
+        """`create_folder`: make the file's folder when it is missing. Otherwise a missing folder is a
+        configuration error: a typo in --warehouse must not start a new, empty warehouse unnoticed."""
         if "://" in path:
             raise WarehouseConfigError(
                 f"--warehouse {path!r}: a DuckDB warehouse is a local file path (BigQuery: bq://project.dataset)"
@@ -69,6 +72,12 @@ class DuckDBWarehouse(Warehouse):
             raise WarehouseConfigError(
                 f"--warehouse {path} is a directory; a DuckDB warehouse is a file, such as "
                 f"{os.path.join(path, 'scores.duckdb')}"
+            )
+        folder = os.path.dirname(os.path.abspath(path))
+        if not create_folder and not os.path.isdir(folder):
+            raise WarehouseConfigError(
+                f"--warehouse {path}: there is no folder {folder}; check the path (scoring into a new warehouse "
+                "there needs --create_dataset)"
             )
         self.path = self.location = path
         self.lock_timeout = lock_timeout
@@ -85,6 +94,8 @@ class DuckDBWarehouse(Warehouse):
 
     def connect(self, read_only: bool = False, wait: float | None = None) -> duckdb.DuckDBPyConnection:
         """A connection, waiting at most `wait` (default `lock_timeout`) for another process's lock."""
+        import duckdb
+
         wait = self.lock_timeout if wait is None else wait
         deadline = time.monotonic() + wait
         while True:
@@ -133,10 +144,10 @@ class DuckDBWarehouse(Warehouse):
         with _PROCESS_LOCKS[os.path.abspath(self.path)], self.connect() as con:
             yield con
 
-    def prepare(self, create: bool = True) -> None:
+    def prepare(self, create: bool = True) -> bool:
         """On one connection; a dry run (`create` False) opens the file read-only, or not at all."""
         if not create and not os.path.exists(self.path):
-            return  # nothing exists yet, so nothing can disagree with schemas/
+            return False  # nothing exists yet, so nothing can disagree with schemas/
         if create:
             folder = os.path.dirname(os.path.abspath(self.path))
             try:
@@ -146,7 +157,7 @@ class DuckDBWarehouse(Warehouse):
             if not os.access(folder, os.W_OK):
                 raise WarehouseConfigError(f"--warehouse {self.path}: {folder} is not writable")
         with self._holding(read_only=not create):
-            super().prepare(create)
+            return super().prepare(create)
 
     def publish_night(self, run: RunRecord, staged: StagedResults, finished_at: datetime) -> dict[str, Any]:
         """Under the file's lock from the run's status check to the commit, so that nothing another process

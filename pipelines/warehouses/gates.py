@@ -66,7 +66,7 @@ class GateLimits:
 class Gate:
     name: str
     value: float | int | None
-    limit: float | int | list[float] | None
+    limit: float | int | list[float] | str | None  # the drift gate's: its mode, warn or refuse
     passed: bool
     detail: str
 
@@ -128,7 +128,7 @@ def decide(
         if flagged and limits.drift_gate == "warn":
             detail += " (--drift_gate warn: reported, not refused)"
         passed = not flagged or limits.drift_gate == "warn"
-        gates.append(Gate("drift", len(flagged), 0, passed, detail))
+        gates.append(Gate("drift", len(flagged), limits.drift_gate, passed, detail))
     failed = {g.name for g in gates if not g.passed}
     publish = not failed or (limits.accept_failures is not None and EMPTY_NIGHT not in failed)
     return Decision(gates, publish)

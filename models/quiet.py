@@ -1,0 +1,112 @@
+"""What TensorFlow and Beam say by default: warnings and errors, not their start-up notices.
+
+Set once per process before TensorFlow is imported: by each command's `main`, and by the model
+handler on every worker (a Dataflow worker never runs `main`). `--verbose` leaves everything on.
+
+What stays hidden and why: TensorFlow's C++ info and warning lines (log level 2), unless the user set
+TF_CPP_MIN_LOG_LEVEL; Beam's per-bundle "Resource module is not available" warning from RunInference
+(it breaks a terminal's progress line and says nothing about the run); and lines TensorFlow prints
+whatever the level, which say nothing to act on:
+- on a machine with no NVIDIA device at all, CUDA's loader's three ("All log messages before
+  absl::InitializeLog", "Could not find cuda drivers", "failed call to cuInit"), while TensorFlow is
+  imported and its devices listed. On a machine that has a GPU they are real news and pass.
+- "NodeDef mentions attribute use_unbounded_threadpool" (an error-level line: TensorFlow's Python
+  writes a tf.data attribute its own C++ does not know and ignores), while Keras trains.
+C++ writes these straight to file descriptor 2, so that is caught in a file for those steps and every
+other line passed on afterwards: a real error is still seen, a few seconds late. What remains at the
+default level: TensorFlow's error lines, and Beam's and the project's warnings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Iterator
+from types import ModuleType
+
+VERBOSE_ENV = "SCORING_VERBOSE"  # set by --verbose, so that every later import in the process sees it
+TF_LOG_LEVEL_ENV = "TF_CPP_MIN_LOG_LEVEL"
+QUIET_TF_LOG_LEVEL = "2"  # warnings and info hidden, errors shown
+_NO_GPU_NOISE = (
+    r"All log messages before absl::InitializeLog\(\) is called|Could not find cuda drivers|failed call to cuInit"
+)
+_TF_DATA_NOISE = r"NodeDef mentions attribute use_unbounded_threadpool"
+_BEAM_NOISE = ("Resource module is not available",)
+
+
+class _DropNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(_BEAM_NOISE))
+
+
+_DROP_NOTICES = _DropNotices()
+
+
+def configure(verbose: bool) -> None:
+    """This process's defaults, before TensorFlow is imported (a later call can only make it louder)."""
+    root = logging.getLogger()
+    if verbose or os.environ.get(VERBOSE_ENV) == "1":
+        os.environ[VERBOSE_ENV] = "1"
+        root.removeFilter(_DROP_NOTICES)
+        root.setLevel(logging.INFO)
+        return
+    os.environ.setdefault(TF_LOG_LEVEL_ENV, QUIET_TF_LOG_LEVEL)
+    root.setLevel(logging.WARNING)
+    if _DROP_NOTICES not in root.filters:
+        root.addFilter(_DROP_NOTICES)
+
+
+def has_nvidia_device() -> bool:
+    """An NVIDIA GPU shows as /dev/nvidia0, /dev/nvidia1, ... on Linux, in containers too."""
+    return bool(glob.glob("/dev/nvidia[0-9]*"))
+
+
+def tensorflow() -> ModuleType:
+    """TensorFlow, imported and its devices listed, with the start-up notices of a machine without a
+    GPU filtered out (unless verbose). Importing it again anywhere costs nothing after this."""
+    if "tensorflow" in sys.modules:
+        import tensorflow as tf
+
+        return tf
+    with muffled():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # CUDA's platform is initialised here, so its lines come now
+    return tf
+
+
+@contextlib.contextmanager
+def muffled() -> Iterator[None]:
+    """While the block runs, TensorFlow's lines that say nothing to act on are dropped (see above)."""
+    if os.environ.get(VERBOSE_ENV) == "1":
+        yield
+        return
+    noise = _TF_DATA_NOISE if has_nvidia_device() else f"{_NO_GPU_NOISE}|{_TF_DATA_NOISE}"
+    with _filtered_stderr(re.compile(noise)):
+        yield
+
+
+@contextlib.contextmanager
+def _filtered_stderr(drop: re.Pattern) -> Iterator[None]:
+    """File descriptor 2 caught in a file while the block runs; then every line not matching `drop`
+    written to stderr. A file, not a pipe: nothing can block on a full buffer."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [line for line in caught.read().decode(errors="replace").splitlines(True) if not drop.search(line)]
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()

@@ -1,0 +1,314 @@
+"""Training's work, behind `python -m pipelines.train` (pipelines/train.py): tf.Transform analysis on
+Beam, Keras training, export of a new version.
+
+Records go through the same extract and validate stages as scoring (the label required, the key
+not). tf.Transform analyses the training split once; the transform graph is exported inside the
+model, so scoring applies exactly what training computed. TensorFlow, tf.Transform and tfx-bsl are
+imported with this module, so the command imports it only once its options are checked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import tensorflow as tf
+import tensorflow_transform.beam as tft_beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.metrics.metric import MetricsFilter
+from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow_transform.tf_metadata import schema_utils
+from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
+
+import schemas
+from models import export, quiet
+from models import model as model_lib
+from models.registry import ModelVersion
+from pipelines import bigquery_source, extract, validate
+from pipelines.batches import REJECTED, merged_reads
+from pipelines.bigquery_source import ReadBigQuery, ReadPlan
+from pipelines.monitoring import statistics
+from pipelines.monitoring.statistics import EVAL_SCORES, TRAINING, feature_kinds
+from pipelines.options import DEFAULT_TRAINING_INPUT, DataOptions, TrainingOptions
+from pipelines.score import plan_source
+from pipelines.stage import WriteParquetFiles
+from schemas import ColumnType, InputSchema, Role
+from transforms import features as F
+from transforms.preprocessing import preprocessing_fn
+
+_TFXIO_TYPES = {ColumnType.STRING: pa.large_binary(), ColumnType.INT64: pa.int64(), ColumnType.FLOAT64: pa.float32()}
+TRAIN, EVAL = "train", "eval"
+
+
+def tensor_adapter_config(schema: InputSchema) -> tensor_adapter.TensorAdapterConfig:
+    """How tf.Transform reads our typed batches: each model column as a 0-or-1 element list."""
+    schema_proto = schema_utils.schema_from_feature_spec(schema.raw_feature_spec())
+    arrow_schema = pa.schema([pa.field(c.name, pa.large_list(_TFXIO_TYPES[c.type])) for c in schema.model_columns])
+    return tensor_adapter.TensorAdapterConfig(
+        arrow_schema, tensor_representation_util.InferTensorRepresentationsFromMixedSchema(schema_proto)
+    )
+
+
+def to_tfxio_batch(batch: pa.RecordBatch, schema: InputSchema) -> pa.RecordBatch:
+    """Typed batch -> tf.Transform's list-column layout (null -> empty list), column at a time."""
+    arrays = []
+    for c in schema.model_columns:
+        column = batch.column(c.name)
+        present = column.is_valid()
+        offsets = pa.concat_arrays([pa.array([0], pa.int64()), pc.cumulative_sum(pc.cast(present, pa.int64()))])
+        values = column.filter(present).cast(_TFXIO_TYPES[c.type])
+        arrays.append(pa.LargeListArray.from_arrays(offsets, values))
+    return pa.RecordBatch.from_arrays(arrays, schema=tensor_adapter_config(schema).arrow_schema)
+
+
+def split_of(batch: pa.RecordBatch, eval_percent: int, columns: list[str]) -> np.ndarray:
+    """Deterministic train/eval assignment from a hash of each record's values."""
+    import pandas as pd
+
+    hashes = pd.util.hash_pandas_object(batch.select(columns).to_pandas(), index=False).to_numpy()
+    return (hashes % 100) < eval_percent
+
+
+class SplitBatches(beam.DoFn):
+    def __init__(self, schema: InputSchema, eval_percent: int):
+        self._schema = schema
+        self._eval_percent = eval_percent
+        self._event_time = schema.with_role(Role.EVENT_TIME)
+        self._time_range = Metrics.distribution("train", "event_time")
+
+    def process(self, batch: pa.RecordBatch):
+        for column in self._event_time:
+            bounds = pc.min_max(batch.column(column.name))
+            self._time_range.update(bounds["min"].as_py())
+            self._time_range.update(bounds["max"].as_py())
+        is_eval = split_of(batch, self._eval_percent, [c.name for c in self._schema.model_columns])
+        converted = to_tfxio_batch(batch, self._schema)
+        yield beam.pvalue.TaggedOutput(EVAL, converted.filter(pa.array(is_eval)))
+        yield beam.pvalue.TaggedOutput(TRAIN, converted.filter(pa.array(~is_eval)))
+
+
+def read_sources(pipeline: beam.Pipeline, sources: list, schema: InputSchema, data: DataOptions):
+    """Raw batches, rejected records and counts from files or from BigQuery read sessions (one per date)."""
+    reads = []
+    for i, source in enumerate(sources):
+        if isinstance(source, ReadPlan):
+            reads.append(pipeline | f"ReadTrips{i}" >> ReadBigQuery(source))
+        else:
+            reads.append(
+                pipeline
+                | f"ReadTrips{i}"
+                >> extract.ReadInputFiles(
+                    source,
+                    schema,
+                    input_format=data.input_format,
+                    max_record_bytes=data.max_record_bytes,
+                    missing_nullable_columns=data.missing_nullable_columns,
+                    split_bytes=data.split_bytes,
+                )
+            )
+    return merged_reads(reads, "Merge")
+
+
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    sources: list,
+    schema: InputSchema,
+    opts: TrainingOptions,
+    transform_dir: str,
+    data_dir: str,
+) -> None:
+    """Extract -> validate -> split -> analyse (train split) -> transform both splits -> Parquet; the train
+    split's feature statistics (the version's drift baseline) beside the data."""
+    config = tensor_adapter_config(schema)
+    data = pipeline.options.view_as(DataOptions)
+    read = read_sources(pipeline, sources, schema, data)
+    checked = read["batches"] | "Validate" >> validate.ValidateRecords(schema, data.unknown_columns)
+    rejected = Metrics.counter("train", "records_rejected")
+    _ = (
+        (checked.rejected, read[REJECTED])
+        | "AllRejected" >> beam.Flatten()
+        | "CountRejected" >> beam.Map(lambda batch: rejected.inc(pc.sum(batch.column("records")).as_py() or 0))
+    )
+    splits = checked.valid | "Split" >> beam.ParDo(SplitBatches(schema, opts.eval_percent)).with_outputs(TRAIN, EVAL)
+    _ = (
+        splits[TRAIN]
+        | "TrainingStatistics" >> beam.CombineGlobally(statistics.ComputeStatistics(TRAINING, feature_kinds()))
+        | "WriteTrainingStatistics" >> beam.Map(write_training_statistics, data_dir)
+    )
+    with tft_beam.Context(temp_dir=os.path.join(transform_dir, "tmp"), force_tf_compat_v1=False):
+        transform_fn = (splits[TRAIN], config) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+        _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
+        for name in (TRAIN, EVAL):
+            transformed, _ = (
+                (splits[name], config),
+                transform_fn,
+            ) | f"Transform{name.title()}" >> tft_beam.TransformDataset(output_record_batches=True)
+            _ = transformed | f"Write{name.title()}" >> beam.ParDo(
+                WriteParquetFiles(os.path.join(data_dir, name), name)
+            )
+
+
+def write_training_statistics(dataset, data_dir: str) -> None:
+    statistics.write_statistics(
+        FileSystems.join(data_dir, statistics.BASELINE_FILE), statistics.statistics_list(dataset)
+    )
+
+
+def training_sources(pattern: str, start: str | None, end: str | None, data: DataOptions) -> list:
+    """What to read: one file list for a fixed path, or a file list or BigQuery read per date in
+    [start, end] for a pattern with {date} or a BigQuery input. Dates without data are skipped."""
+    dated = "{date}" in pattern or bigquery_source.is_bigquery_input(pattern)
+    if not dated:
+        if start or end:
+            raise ValueError("--start_date/--end_date need a {date} in --input, or a BigQuery input")
+        return [extract.match_input(pattern, "", data.input_format)]
+    if not (start and end):
+        raise ValueError("--input is per date: give --start_date and --end_date")
+    first, last = date.fromisoformat(start), date.fromisoformat(end)
+    if last < first:
+        raise ValueError(f"--end_date {end} is before --start_date {start}")
+    sources = []
+    for offset in range((last - first).days + 1):
+        day = first + timedelta(days=offset)
+        try:
+            sources.append(plan_source(pattern, day, data))
+        except extract.InputNotFoundError:
+            logging.warning("no training input for %s; skipping that date", day)
+    if not sources:
+        raise extract.InputNotFoundError(f"no training input for any date from {start} to {end}: {pattern}")
+    return sources
+
+
+def load_split(directory: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    table = pq.read_table(directory)
+    arrays = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if (
+            pa.types.is_list(column.type)
+            or pa.types.is_large_list(column.type)
+            or pa.types.is_fixed_size_list(column.type)
+        ):
+            column = column.flatten()
+        arrays[name] = column.to_numpy(zero_copy_only=False)
+    label = arrays.pop(F.LABEL_KEY).astype(np.float32)
+    return arrays, label
+
+
+def choose_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
+    """The decision threshold maximising F1 on the evaluation split."""
+    candidates = np.unique(np.round(probs, 3))
+    best, best_f1 = 0.5, -1.0
+    for t in candidates:
+        predicted = probs >= t
+        tp = float(np.sum(predicted & (labels == 1)))
+        precision = tp / max(predicted.sum(), 1)
+        recall = tp / max((labels == 1).sum(), 1)
+        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
+        if f1 > best_f1:
+            best, best_f1 = float(t), f1
+    return best
+
+
+def evaluate(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float]:
+    auc = tf.keras.metrics.AUC(num_thresholds=1000)
+    auc.update_state(labels, probs)
+    clipped = np.clip(probs, 1e-7, 1 - 1e-7)
+    log_loss = float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
+    return {
+        "auc": round(float(auc.result().numpy()), 6),
+        "accuracy": round(float(np.mean((probs >= threshold) == (labels == 1))), 6),
+        "log_loss": round(log_loss, 6),
+        "positive_rate": round(float(labels.mean()), 6),
+    }
+
+
+@dataclass
+class TrainingResult:
+    version: ModelVersion
+    metrics: dict[str, float]
+    transform_dir: str  # tf.Transform's analysis output, kept for inspection and skew checks
+
+
+def train(pipeline_options: PipelineOptions) -> TrainingResult:
+    """Train and export a version from parsed options (`pipelines.train.run` parses them)."""
+    data = pipeline_options.view_as(DataOptions)
+    opts = pipeline_options.view_as(TrainingOptions)
+    schema = schemas.INPUT.for_training()
+
+    FileSystems.set_options(pipeline_options)
+    training_input = data.input or DEFAULT_TRAINING_INPUT
+    sources = training_sources(training_input, data.start_date, data.end_date, data)
+    os.makedirs(opts.work_dir, exist_ok=True)
+    work = tempfile.mkdtemp(prefix="run-", dir=opts.work_dir)
+    transform_dir, data_dir = os.path.join(work, "transform"), os.path.join(work, "data")
+
+    pipeline = beam.Pipeline(options=pipeline_options)
+    build_pipeline(pipeline, sources, schema, opts, transform_dir, data_dir)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = {m.key.metric.name: m.committed for m in result.metrics().query(MetricsFilter())["counters"]}
+    time_range = result.metrics().query(MetricsFilter().with_name("event_time"))["distributions"]
+
+    tf.keras.utils.set_random_seed(opts.seed)
+    tf.config.experimental.enable_op_determinism()
+    train_x, train_y = load_split(os.path.join(data_dir, TRAIN))
+    eval_x, eval_y = load_split(os.path.join(data_dir, EVAL))
+    from tensorflow_transform import TFTransformOutput
+
+    model = model_lib.build_model(model_lib.categorical_sizes(TFTransformOutput(transform_dir)))
+    with quiet.muffled():
+        model.fit(train_x, train_y, batch_size=256, epochs=opts.epochs, shuffle=True, verbose=0)
+    eval_probs = model.predict(eval_x, batch_size=4096, verbose=0)
+    threshold = choose_threshold(eval_y, eval_probs)
+    metrics = evaluate(eval_y, eval_probs, threshold)
+    # The drift baseline: the train split's features (from the pipeline) and the eval split's scores.
+    baseline = statistics.read_statistics(FileSystems.join(data_dir, statistics.BASELINE_FILE))
+    baseline.datasets.append(statistics.score_statistics(EVAL_SCORES, eval_probs, threshold))
+
+    data_range = {}
+    if time_range:
+        dist = time_range[0].committed
+        data_range = {
+            "start": datetime.fromtimestamp(dist.min, timezone.utc).isoformat(),
+            "end": datetime.fromtimestamp(dist.max, timezone.utc).isoformat(),
+        }
+    metadata = {
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "metrics": metrics,
+        "threshold": threshold,
+        "threshold_rule": "maximises F1 on the evaluation split",
+        "training_input": training_input,
+        "training_data_range": data_range,
+        "training_records": int(len(train_y)),
+        "eval_records": int(len(eval_y)),
+        "rejected_records": int(counters.get("records_rejected", 0)),
+        "epochs": opts.epochs,
+        "seed": opts.seed,
+    }
+    version = export.export_version(
+        model, transform_dir, data.model_root, data.model_name, schema, metadata, baseline.SerializeToString()
+    )
+    print(
+        json.dumps(
+            {
+                "model": version.name,
+                "version": version.version,
+                "path": version.path,
+                "threshold": threshold,
+                "metrics": metrics,
+            },
+            indent=2,
+        )
+    )
+    return TrainingResult(version, metrics, transform_dir)

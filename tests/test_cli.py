@@ -1,0 +1,173 @@
+"""The commands as a person meets them: help for people, answers before heavy imports, quiet output,
+a new warehouse only on purpose, and refusals that say why.
+
+How fast the commands answer is measured by scripts/startup.py, not here: these tests check what makes
+them fast (nothing heavy imported before the answer), which holds on any machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pyarrow.csv as pacsv
+import pytest
+
+from pipelines import report, score
+from pipelines.options import DataOptions, ScoringOptions, ShowDefaults, TrainingOptions, parser
+from tests.conftest import REPO, write_partition
+
+DAY = "2026-11-23"
+HEAVY = ("tensorflow", "tensorflow_transform", "tfx_bsl", "matplotlib", "duckdb")
+
+
+def command(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -X importtime -m ...` from the repository, as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**(env or os.environ), "PYTHONPATH": REPO},
+        timeout=300,
+    )
+
+
+def imported(stderr: str) -> set[str]:
+    return set(re.findall(r"^import time:\s+\d+ \|\s+\d+ \|\s+([\w.]+)$", stderr, re.M))
+
+
+def said(stderr: str) -> list[str]:
+    """stderr less -X importtime's lines."""
+    return [line for line in stderr.splitlines() if not line.startswith("import time:")]
+
+
+def test_help_is_in_sections_in_the_order_a_user_needs_them_with_every_default():
+    scoring = parser(score.__doc__, DataOptions, ScoringOptions, prog="python -m pipelines.score", what="what to score")
+    assert scoring.format_usage().startswith("usage: python -m pipelines.score")
+    titles = [g.title for g in scoring._action_groups if g._group_actions]
+    assert titles == [
+        "options",
+        "what to score",
+        "model",
+        "warehouse",
+        "quality gates (README: Quality gates; a night failing one is refused, exit code 3)",
+        "monitoring (README: Monitoring)",
+        "sources' details",
+        "running",
+    ]
+    [first] = [g._group_actions for g in scoring._action_groups if g.title == "what to score"]
+    assert [a.dest for a in first[:3]] == ["date", "start_date", "end_date"]
+    training = parser("train", DataOptions, TrainingOptions, prog="python -m pipelines.train", what="what to train on")
+    for built in (scoring, training, report.parser()):
+        formatter = ShowDefaults(built.prog)
+        for action in built._actions:
+            if action.option_strings and action.default is not False and not action.required and action.dest != "help":
+                assert "default" in formatter._get_help_string(action), f"{built.prog} {action.option_strings[0]}"
+
+
+@pytest.mark.parametrize(
+    "args, code, answer",
+    [
+        (["pipelines.score", "--help"], 0, None),
+        (["pipelines.train", "--help"], 0, None),
+        (["pipelines.report", "--help"], 0, None),
+        (["pipelines.score", "--date", "2026-13-01"], 2, "error: '2026-13-01' is not a real date in YYYY-MM-DD form"),
+        (["pipelines.score", "--date", DAY, "--max_rejected_fraction=2"], 2, "--max_rejected_fraction must be"),
+        (["pipelines.score", "--accelerator", "xpu"], 2, "invalid choice: 'xpu'"),
+        (["pipelines.train", "--epochs", "many"], 2, "invalid int value: 'many'"),
+        (["pipelines.report", "--date", "2026-02-30"], 2, "'2026-02-30' is not a real date"),
+    ],
+    ids=[
+        "score-help",
+        "train-help",
+        "report-help",
+        "bad-date",
+        "bad-gate",
+        "bad-choice",
+        "train-bad-int",
+        "report-date",
+    ],
+)
+def test_a_command_answers_before_anything_heavy_is_imported(args, code, answer):
+    out = command(*args)
+    assert out.returncode == code, out.stderr[-2000:]
+    assert not imported(out.stderr) & set(HEAVY), sorted(imported(out.stderr) & set(HEAVY))
+    if answer is None:
+        assert out.stdout.startswith(f"usage: python -m {args[0]}")
+    else:
+        assert answer in said(out.stderr)[-1] and "Traceback" not in out.stderr
+
+
+def test_a_missing_input_is_answered_before_anything_heavy_is_imported(model_root, tmp_path):
+    out = command(
+        "pipelines.score",
+        f"--date={DAY}",
+        f"--input={tmp_path}/none/dt={{date}}/*.csv",
+        f"--model_root={model_root}",
+        f"--warehouse={tmp_path}/w.duckdb",
+    )
+    assert out.returncode == 2 and said(out.stderr) == [
+        f"error: no input files for date {DAY}: nothing matches {tmp_path}/none/dt={DAY}/*.csv"
+    ]
+    assert not imported(out.stderr) & set(HEAVY)
+    assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_a_run_prints_what_matters_and_verbose_brings_back_the_rest(model_root, tmp_path):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 300)
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    args = [
+        "pipelines.score",
+        f"--date={DAY}",
+        f"--input={tmp_path}/trips/dt={{date}}/*.csv",
+        f"--model_root={model_root}",
+        f"--warehouse={tmp_path}/scores.duckdb",  # a new file in an existing folder: made, and said
+        "--progress_seconds=0",
+    ]
+    out = command(*args, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert said(out.stderr) == []  # no CUDA notices, no TensorFlow warnings, no per-bundle Beam warnings
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"new warehouse: {tmp_path}/scores.duckdb, its tables and views created"
+    assert lines[1].startswith(f"{DAY}: input 300 = scored 300")
+    again = command(*args, "--verbose", env=env)
+    assert again.returncode == 0 and not again.stdout.startswith("new warehouse")  # it exists now
+    assert re.search(r"^[IWE]\d{4} ", "\n".join(said(again.stderr)), re.M), "TensorFlow's own log lines"
+
+
+def test_a_typo_in_the_warehouse_path_starts_nothing_unless_asked(model_root, tmp_path, capsys):
+    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 20)
+    base = [f"--date={DAY}", f"--input={tmp_path}/trips/dt={{date}}/*.csv", f"--model_root={model_root}"]
+    typo = tmp_path / "no" / "such" / "scores.duckdb"
+    assert score.main([*base, f"--warehouse={typo}"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: --warehouse {typo}: there is no folder {typo.parent}; check the path (scoring into a new "
+        "warehouse there needs --create_dataset)\n"
+    )
+    assert not (tmp_path / "no").exists()
+    assert score.main([*base, f"--warehouse={typo}", "--create_dataset", "--progress_seconds=0"]) == 0
+    assert capsys.readouterr().out.startswith(f"new warehouse: {typo}, its tables and views created\n")
+
+
+def test_a_refusal_names_its_reasons_and_a_file_in_another_format(model_root, tmp_path, capsys):
+    [clean] = write_partition(tmp_path / "csv", DAY, 200)
+    folder = tmp_path / "in" / f"dt={DAY}"
+    folder.mkdir(parents=True)
+    (folder / "trips.json").write_bytes(open(clean, "rb").read())  # CSV, named as JSON
+    base = [f"--date={DAY}", f"--model_root={model_root}", f"--warehouse={tmp_path}/w.duckdb", "--progress_seconds=0"]
+    assert score.main([*base, f"--input={folder}/*.json"]) == 3
+    [line] = capsys.readouterr().err.splitlines()
+    assert "rejected: malformed_json 201" in line
+    assert "1 file named as another format holds CSV: pass --input_format csv or rename it" in line
+    assert score.main([*base, f"--input={folder}/*.json", "--input_format=csv"]) == 0
+
+    capsys.readouterr()
+    (folder / "trips.json").unlink()
+    records = pacsv.read_csv(clean).to_pylist()  # JSON lines, named as CSV: the first line taken for a header
+    (folder / "trips.csv").write_text("".join(json.dumps(r, default=str) + "\n" for r in records))
+    assert score.main([*base, f"--input={folder}/*.csv", "--allow_shrink"]) == 3
+    [line] = capsys.readouterr().err.splitlines()
+    assert "rejected: missing_column 199" in line and "holds JSON: pass --input_format json or rename it" in line
