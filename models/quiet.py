@@ -26,6 +26,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from types import ModuleType
 
@@ -37,6 +38,9 @@ _NO_GPU_NOISE = (
 )
 _TF_DATA_NOISE = r"NodeDef mentions attribute use_unbounded_threadpool"
 _BEAM_NOISE = ("Resource module is not available",)
+# File descriptor 2 is the process's: one catch at a time, or a second could restore it to the first's
+# file. Worker threads that load the model at once wait here, then find TensorFlow imported.
+_CATCHING = threading.RLock()
 
 
 class _DropNotices(logging.Filter):
@@ -69,15 +73,16 @@ def has_nvidia_device() -> bool:
 def tensorflow() -> ModuleType:
     """TensorFlow, imported and its devices listed, with the start-up notices of a machine without a
     GPU filtered out (unless verbose). Importing it again anywhere costs nothing after this."""
-    if "tensorflow" in sys.modules:
-        import tensorflow as tf
+    with _CATCHING:
+        if "tensorflow" in sys.modules:
+            import tensorflow as tf
 
+            return tf
+        with muffled():
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()  # CUDA's platform is initialised here, so its lines come now
         return tf
-    with muffled():
-        import tensorflow as tf
-
-        tf.config.list_physical_devices()  # CUDA's platform is initialised here, so its lines come now
-    return tf
 
 
 @contextlib.contextmanager
@@ -95,9 +100,9 @@ def muffled() -> Iterator[None]:
 def _filtered_stderr(drop: re.Pattern) -> Iterator[None]:
     """File descriptor 2 caught in a file while the block runs; then every line not matching `drop`
     written to stderr. A file, not a pipe: nothing can block on a full buffer."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as caught:
+    with _CATCHING, tempfile.TemporaryFile() as caught:
+        sys.stderr.flush()
+        saved = os.dup(2)
         os.dup2(caught.fileno(), 2)
         try:
             yield

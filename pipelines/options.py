@@ -4,6 +4,9 @@ Beam parses every PipelineOptions subclass with one parser, so each option is de
 `DataOptions` holds what both pipelines take, the others what only one of them takes. Anything
 not declared here (--runner, --direct_num_workers, ...) goes to Beam unchanged. A default that a
 stage owns (block size, batch sizes, the scratch dataset) is imported from that stage, not restated.
+
+`parser` builds a command's --help for people: options in sections in the order a user needs them,
+each with its default. `parse` answers --help and bad values from it before anything heavy loads.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ DEFAULT_SCORING_INPUT = "data/trips/dt={date}/*.csv"
 DEFAULT_TRAINING_INPUT = "data/chicago_taxi/trips.csv"
 DEFAULT_WAREHOUSE = "warehouse/scores.duckdb"
 DEFAULT_STALE_AFTER = "30m"
-# The sections of --help, in the order a user needs them (`parse` titles WHAT by command).
+# The sections of --help, in the order a user needs them (`parser` titles WHAT by command).
 WHAT, MODEL, WAREHOUSE, GATES, MONITORING, SOURCES, RUNNING = (
     "what",
     "model",
@@ -52,7 +55,7 @@ Every other option goes to Beam, for example:
   --runner DataflowRunner --project P --region R --temp_location gs://...   run on Dataflow
   --dry_run                                     check everything and build the job, run nothing
   --direct_num_workers N --direct_running_mode multi_processing   local parallelism
-(default: DirectRunner on this machine, 2 threads). README: Run on Dataflow."""
+(default: DirectRunner on this machine). README: Run on Dataflow."""
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
 _UNITS = {"s": 1, "": 60, "m": 60, "h": 3600}
 

@@ -604,18 +604,14 @@ def causes(summary: dict[str, Any], top: int = 3) -> str:
     files whose content is another format than their name says. The rest is in the report and
     `refused_errors`. (A range's nights share one job's counters, so each names the job's reasons.)"""
     reasons = sorted(summary["rejected_by_reason"].items(), key=lambda item: (-item[1], item[0]))
-    said = ", ".join(f"{reason} {records}" for reason, records in reasons[:top])
-    said = (
-        f"; rejected: {said}" + (f" and {len(reasons) - top} more reasons" if len(reasons) > top else "")
-        if said
-        else ""
-    )
+    parts = []
+    if reasons:
+        more = f" and {len(reasons) - top} more reasons" if len(reasons) > top else ""
+        parts.append("rejected: " + ", ".join(f"{reason} {records}" for reason, records in reasons[:top]) + more)
     for held, files in sorted(summary["input_looks_like"].items()):
-        said += (
-            f"; {files} file{'s' if files > 1 else ''} named as another format hold{'' if files > 1 else 's'} "
-            f"{held.upper()}: pass --input_format {held} or rename {'them' if files > 1 else 'it'}"
-        )
-    return said
+        which = "1 file named as another format holds" if files == 1 else f"{files} files named as another format hold"
+        parts.append(f"{which} {held.upper()}: pass --input_format {held} or rename {'it' if files == 1 else 'them'}")
+    return "".join(f"; {part}" for part in parts)
 
 
 def range_summary(config: ScoringConfig, nights: list[dict[str, Any]], seconds: float) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import sys
 import pyarrow.csv as pacsv
 import pytest
 
+from models import quiet
 from pipelines import report, score
 from pipelines.options import DataOptions, ScoringOptions, ShowDefaults, TrainingOptions, parser
 from tests.conftest import REPO, write_partition
@@ -171,3 +172,15 @@ def test_a_refusal_names_its_reasons_and_a_file_in_another_format(model_root, tm
     assert score.main([*base, f"--input={folder}/*.csv", "--allow_shrink"]) == 3
     [line] = capsys.readouterr().err.splitlines()
     assert "rejected: missing_column 199" in line and "holds JSON: pass --input_format json or rename it" in line
+
+
+def test_only_lines_known_to_say_nothing_are_filtered(capfd, monkeypatch):
+    monkeypatch.delenv(quiet.VERBOSE_ENV, raising=False)
+    with quiet.muffled():  # as C++ writes them: to file descriptor 2, not through sys.stderr
+        os.write(2, b"E0000 node_def_util.cc:682] NodeDef mentions attribute use_unbounded_threadpool which ...\n")
+        os.write(2, b"E0000 some_kernel.cc:1] a real error\n")
+    assert capfd.readouterr().err == "E0000 some_kernel.cc:1] a real error\n"
+    monkeypatch.setenv(quiet.VERBOSE_ENV, "1")
+    with quiet.muffled():
+        os.write(2, b"E0000 node_def_util.cc:682] NodeDef mentions attribute use_unbounded_threadpool\n")
+    assert "NodeDef" in capfd.readouterr().err
