@@ -18,7 +18,7 @@ from models.handler import SCORED_SCHEMA, ExportedModelHandler
 from pipelines import score
 from schemas import CHALLENGER, CHAMPION
 from tests.conftest import query, write_partition
-from tests.float32 import assert_close_probabilities
+from tests.float32 import PROBABILITY_ATOL, assert_close_probabilities
 
 DAY = "2026-11-23"
 
@@ -105,10 +105,17 @@ def test_champion_and_challenger_score_the_same_records(trained, tmp_path):
         "THEN 1.0 ELSE 0.0 END) FROM predictions WHERE model_role = 'champion'",
         [trained.version.threshold],
     )
+    # The challenger's copy scores in its own calls: a label within float32 rounding of a threshold may flip.
+    [(near,)] = query(
+        tmp_path / "w.duckdb",
+        "SELECT count(*) FROM predictions WHERE model_role = 'champion' AND (abs(probability - ?) <= ? "
+        "OR abs(probability - 0.5) <= ?)",
+        [trained.version.threshold, PROBABILITY_ATOL, PROBABILITY_ATOL],
+    )
     comparison = summary["comparison"]
     assert comparison["records"] == 2000
     assert comparison["champion_mean_probability"] == pytest.approx(comparison["challenger_mean_probability"])
-    assert comparison["label_disagreement"] == pytest.approx(between) and between > 0
+    assert abs(comparison["label_disagreement"] - between) <= near / 2000 and between > 0
     assert comparison["rank_correlation"] == pytest.approx(1.0)
     assert summary["devices"] and all(k.split("@")[0] in (CHAMPION, CHALLENGER) for k in summary["devices"])
 
