@@ -61,6 +61,7 @@ RECORD_ERROR = "record"
 FILE_ERROR = "file"
 CSV, JSON, TABLE = "csv", "json", "table"  # the form a source's records are shown in when rejected
 
+INCOMPLETE_FILE = "incomplete_file"  # the one file error whose records cannot all be known
 # `scoring_errors.reason`: short codes that analysts group by; `column_name` and `detail` say the rest.
 # The README's "Every record is accounted for" lists them (a test keeps the two the same).
 REASONS = {
@@ -78,7 +79,10 @@ REASONS = {
     "duplicate_key": "key that appears more than once in the night with different content (all copies rejected)",
     "missing_column": "file error: the header lacks a column of the schema (all the file's records rejected)",
     "empty_file": "file error: the file holds no records",
-    "unreadable_file": "file error: the file cannot be read (a corrupt archive, an I/O error)",
+    "unreadable_file": "file error: the file cannot be read as the format (no header line, a header of "
+    "repeated or empty names); its records are counted and rejected",
+    INCOMPLETE_FILE: "file error: reading stopped part-way (a truncated or corrupt archive, an I/O error): the "
+    "records before are scored, how many came after cannot be known, so the night is refused (gate complete_input)",
 }
 
 

@@ -35,6 +35,7 @@ from pipelines.batches import (
     COUNTS,
     CSV,
     FILE_ERROR,
+    INCOMPLETE_FILE,
     JSON,
     REJECTED,
     RawBatch,
@@ -170,7 +171,7 @@ class ReadFiles(beam.DoFn):
             self._files_rejected.inc()
             yield beam.pvalue.TaggedOutput(
                 REJECTED,
-                file_error(path, "unreadable_file", 0, f"after {reader.counted} records: {e}"),
+                file_error(path, INCOMPLETE_FILE, 0, f"after {reader.counted} records: {e}"),
             )
         if reader.counted == 0 and not file_rejected and part.whole:  # a range may hold no record: a file may not
             self._files_rejected.inc()

@@ -603,7 +603,7 @@ def causes(summary: dict[str, Any], top: int = 3) -> str:
     """Why records were rejected, for a refusal's one line: the commonest reasons with their counts, and
     files whose content is another format than their name says. The rest is in the report and
     `refused_errors`. (A range's nights share one job's counters, so each names the job's reasons.)"""
-    reasons = sorted(summary["rejected_by_reason"].items(), key=lambda item: (-item[1], item[0]))
+    reasons = sorted(((r, n) for r, n in summary["rejected_by_reason"].items() if n), key=lambda i: (-i[1], i[0]))
     parts = []
     if reasons:
         more = f" and {len(reasons) - top} more reasons" if len(reasons) > top else ""

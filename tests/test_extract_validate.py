@@ -5,6 +5,8 @@ import pyarrow as pa
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import schemas
 from pipelines.batches import FILE_ERROR, RECORD_ERROR, RawBatch
@@ -254,7 +256,7 @@ def test_batches_stay_whole_after_the_reader_moves_on(tmp_path):
 
 
 @pytest.mark.parametrize("suffix, compress", [(".gz", "gzip"), (".bz2", "bz2"), (".xz", "lzma")])
-def test_a_truncated_archive_is_an_unreadable_file_not_a_shorter_one(tmp_path, suffix, compress):
+def test_a_truncated_archive_is_an_incomplete_file_not_a_shorter_one(tmp_path, suffix, compress):
     import importlib
 
     lines = [HEADER] + [GOOD.replace("t1,", f"t{i},", 1) for i in range(20000)]  # bzip2: several blocks
@@ -262,4 +264,20 @@ def test_a_truncated_archive_is_an_unreadable_file_not_a_shorter_one(tmp_path, s
     path = tmp_path / f"cut.csv{suffix}"
     path.write_bytes(packed[: len(packed) * 2 // 3])
     kept, rejected, counts = _read_all(path, block_bytes=65536)
-    assert rejected == ["unreadable_file"] and counts == [len(kept)] and 0 < len(kept) < 20000
+    assert rejected == ["incomplete_file"] and counts == [len(kept)] and 0 < len(kept) < 20000
+
+
+@settings(max_examples=25, deadline=None)
+@given(cut=st.floats(0.02, 0.98), compress=st.sampled_from(["gzip", "bz2"]), block=st.sampled_from([1024, 65536]))
+def test_a_compressed_file_cut_anywhere_is_never_read_as_a_shorter_whole_one(tmp_path_factory, cut, compress, block):
+    """Wherever a delivery is cut, the read says so (incomplete_file: the complete_input gate refuses the
+    night) and what was read reconciles; it is never a smaller file that reads cleanly."""
+    import importlib
+
+    lines = [HEADER] + [GOOD.replace("t1,", f"t{i},", 1) for i in range(3000)]
+    packed = importlib.import_module(compress).compress(("\n".join(lines) + "\n").encode())
+    path = tmp_path_factory.mktemp("cut") / f"cut.csv.{'gz' if compress == 'gzip' else 'bz2'}"
+    path.write_bytes(packed[: max(1, int(len(packed) * cut))])
+    kept, rejected, counts = _read_all(path, block_bytes=block)
+    assert rejected == ["incomplete_file"] and counts == [len(kept)] and len(kept) < 3000
+    assert kept == [f"t{i}" for i in range(len(kept))]  # the records before the cut, each once

@@ -5,6 +5,7 @@ through `python -m pipelines.score`, on DuckDB and on BigQuery (the emulator).
 """
 
 import getpass
+import gzip
 import json
 import socket
 from datetime import date, datetime, timedelta, timezone
@@ -145,6 +146,33 @@ def test_a_bad_night_is_refused_kept_apart_and_explained(model_root, tmp_path, w
     assert published(warehouse) == (4, accepted["run_id"])
     # The refused run's rows stay where they were, for the record.
     assert warehouse.rows("SELECT COUNT(*) FROM refused_predictions") == [(4,)]
+
+
+def test_an_incomplete_night_is_refused_naming_its_file(model_root, tmp_path, warehouse, capsys):
+    write_night(tmp_path, 2000)
+    assert score.main(args(tmp_path, model_root, warehouse)) == 0
+    good = published(warehouse)
+    # Re-delivered compressed and cut at 70%: what was read reconciles and nothing read was rejected, but
+    # how many records the rest held cannot be known.
+    [path] = (tmp_path / "trips" / f"dt={DAY}").glob("*.csv")
+    packed = gzip.compress(path.read_bytes())
+    path.unlink()
+    cut = path.with_name(path.name + ".gz")
+    cut.write_bytes(packed[: len(packed) * 7 // 10])
+    redelivered = f"--input={tmp_path}/trips/dt={{date}}/*.csv.gz"
+    assert score.main(args(tmp_path, model_root, warehouse, DAY, redelivered)) == 3
+    [line] = capsys.readouterr().err.splitlines()
+    refused = summary(tmp_path)
+    assert refused["status"] == "refused" and refused["reconciled"] and 0 < refused["scored_records"] < 2000
+    assert [g["name"] for g in refused["gates"] if not g["passed"]] == ["complete_input"]
+    gate = next(g for g in refused["gates"] if g["name"] == "complete_input")
+    assert gate["value"] == 1 and f"{cut} (after {refused['scored_records']} records:" in gate["detail"]
+    assert "complete_input: reading stopped part-way in 1 file" in line and str(cut) in line
+    assert published(warehouse) == good  # the good night, whole
+    # Published only on the record.
+    override = "--accept_gate_failures=the sender lost the rest; ops ticket 99"
+    assert score.main(args(tmp_path, model_root, warehouse, DAY, redelivered, override)) == 0
+    assert published(warehouse)[0] == refused["scored_records"]
 
 
 def test_an_empty_night_is_never_published(model_root, tmp_path, warehouse):

@@ -320,12 +320,15 @@ class Warehouse(abc.ABC):
             [duplicates] = self._query(sql.duplicates(self.dialect, tables))[1]
             by_source = dict(self._query(sql.rejected_by_source(self.dialect, tables.errors))[1])
             counts = check_staged(run, staged, StagedCounts(*row, *duplicates), by_source)
+            incomplete = [(s, d) for s, d in self._query(sql.incomplete_sources(self.dialect, tables.errors))[1]]
             comparison = None
             if run.challenger_version is not None and counts["prediction_rows"]:
                 [row] = self._query(sql.compare(self.dialect, tables.predictions))[1]
                 comparison = comparison_result(row)
             for attempt in range(REJUDGE_ATTEMPTS):
-                decision, completion, statements = self._judge(run, staged, tables, counts, comparison, finished_at)
+                decision, completion, statements = self._judge(
+                    run, staged, tables, counts, comparison, finished_at, incomplete
+                )
                 try:
                     with _TRANSACTION:
                         if _STOPPING.is_set():
@@ -349,11 +352,12 @@ class Warehouse(abc.ABC):
         counts: dict[str, Any],
         comparison: dict[str, Any] | None,
         finished_at: datetime,
+        incomplete: list[tuple[str, str]],
     ) -> tuple[gates.Decision, dict[str, Any], list[Statement]]:
         """The gates' decision against the warehouse as it is now, and the transaction carrying it out."""
         trailing = [n for (n,) in self._query(sql.trailing_inputs(self.dialect, run.score_date))[1]]
         [(published,)] = self._query(sql.published_records(self.dialect, run.score_date))[1]
-        decision = gates.decide(counts, trailing, published, run.limits, list(staged.drift_flagged))
+        decision = gates.decide(counts, trailing, published, run.limits, list(staged.drift_flagged), incomplete)
         completion = {
             "status": SUCCEEDED if decision.publish else REFUSED,
             **{k: v for k, v in counts.items() if k != "prediction_rows"},

@@ -25,6 +25,7 @@ VOLUME_HISTORY = 14
 VOLUME_MIN_HISTORY = 7
 MAD_TO_SIGMA = 1.4826  # the MAD of normally distributed values is this many times smaller than sigma
 EMPTY_NIGHT = "scorable_records"  # the one gate no override passes
+MAX_NAMED_FILES = 5  # incomplete files named in the complete_input gate's detail
 DRIFT_GATES = ("off", "warn", "refuse")
 
 
@@ -94,10 +95,12 @@ def decide(
     published_records: int,
     limits: GateLimits,
     drift_flagged: list[str] | None = None,
+    incomplete: list[tuple[str, str]] | None = None,
 ) -> Decision:
     """The gates for a night's audited `counts`, given the input counts of the trailing published
-    nights (newest first), the champion records the date holds now (0 if never published) and the
-    features monitoring flagged as drifted (README: Monitoring)."""
+    nights (newest first), the champion records the date holds now (0 if never published), the
+    features monitoring flagged as drifted (README: Monitoring) and the files whose reading stopped
+    part-way, with their errors' details."""
     inputs, scored, rejected = counts["input_records"], counts["scored_records"], counts["rejected_records"]
     gates = [
         Gate(
@@ -107,6 +110,7 @@ def decide(
             scored > 0,
             f"{scored} records scored" + ("" if scored else ": a night with nothing to score is never published"),
         ),
+        _complete_input(incomplete or []),
         Gate("min_records", inputs, limits.min_records, inputs >= limits.min_records, f"{inputs} input records"),
         _rejected_fraction(inputs, rejected, limits.max_rejected_fraction),
     ]
@@ -132,6 +136,24 @@ def decide(
     failed = {g.name for g in gates if not g.passed}
     publish = not failed or (limits.accept_failures is not None and EMPTY_NIGHT not in failed)
     return Decision(gates, publish)
+
+
+def _complete_input(incomplete: list[tuple[str, str]]) -> Gate:
+    """A file whose reading stopped part-way (truncated, corrupt, an I/O error) makes the night a part
+    of itself of unknown size: its counts reconcile, its rejected fraction may be 0, and it would
+    replace a whole night with a partial one. Such a night is refused, whatever its other numbers."""
+    if not incomplete:
+        return Gate("complete_input", 0, 0, True, "every file read to its end")
+    named = "; ".join(f"{source} ({detail})" for source, detail in incomplete[:MAX_NAMED_FILES])
+    more = f" and {len(incomplete) - MAX_NAMED_FILES} more" if len(incomplete) > MAX_NAMED_FILES else ""
+    files = "1 file" if len(incomplete) == 1 else f"{len(incomplete)} files"
+    return Gate(
+        "complete_input",
+        len(incomplete),
+        0,
+        False,
+        f"reading stopped part-way in {files}, so the night's records cannot all be known: {named}{more}",
+    )
 
 
 def _rejected_fraction(inputs: int, rejected: int, limit: float) -> Gate:

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipelines.batches import FILE_ERROR, RECORD_ERROR
+from pipelines.batches import FILE_ERROR, INCOMPLETE_FILE, RECORD_ERROR
 from pipelines.warehouses.gates import VOLUME_HISTORY
 from schemas import (
     CHALLENGER,
@@ -463,6 +463,16 @@ def duplicates(d: Dialect, tables: StagedTables) -> Statement:
 def rejected_by_source(d: Dialect, errors: str) -> Statement:
     """Input records rejected per source, file errors counting the records they stand for."""
     return Statement(f"SELECT source, COALESCE(SUM(records), 0) FROM {errors} GROUP BY source")
+
+
+def incomplete_sources(d: Dialect, errors: str) -> Statement:
+    """Files whose reading stopped part-way, with what their error says (the complete_input gate)."""
+    p = d.param
+    return Statement(
+        f"SELECT source, detail FROM {errors} WHERE error_kind = {p('file')} AND reason = {p('incomplete')} "
+        "ORDER BY source",
+        {"file": (ColumnType.STRING, FILE_ERROR), "incomplete": (ColumnType.STRING, INCOMPLETE_FILE)},
+    )
 
 
 # ---------------------------------------------------------------- audit and comparison
