@@ -28,6 +28,12 @@ NEWLINE, QUOTE, CR = 10, 34, 13
 WINDOW = 4096  # newlines examined at a time when a block holds quotes
 COUNT_SLICE = 1 << 16  # bytes compared at a time when counting newlines
 BOM = b"\xef\xbb\xbf"
+# Python's csv module refuses a field over 128 KiB by default. Every record that reaches a csv parser
+# here (the independent count's check of a record spanning lines, the record-by-record fallback, a
+# header) is already bounded by --max_record_bytes, so the field limit only has to stay out of the
+# way: a 2 MB field is read as pyarrow reads it. Process-wide, as the csv module keeps it.
+CSV_FIELD_LIMIT = (1 << 31) - 1  # the largest a C long holds on every platform
+csv.field_size_limit(CSV_FIELD_LIMIT)
 
 
 @dataclass(frozen=True)

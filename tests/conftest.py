@@ -210,6 +210,8 @@ class DuckDBUnderTest:
     bad_locations = [
         ("gs://bucket/scores.duckdb", "a DuckDB warehouse is a local file path"),
         ("no/such/dir/scores.duckdb", "there is no folder"),  # a typo starts no new warehouse
+        ("", "a warehouse must outlive the run"),
+        (":memory:", "a warehouse must outlive the run"),
     ]
 
     def __init__(self, tmp_path: Path):

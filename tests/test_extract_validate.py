@@ -281,3 +281,23 @@ def test_a_compressed_file_cut_anywhere_is_never_read_as_a_shorter_whole_one(tmp
     kept, rejected, counts = _read_all(path, block_bytes=block)
     assert rejected == ["incomplete_file"] and counts == [len(kept)] and len(kept) < 3000
     assert kept == [f"t{i}" for i in range(len(kept))]  # the records before the cut, each once
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    size=st.integers(100_000, 2_000_000),
+    quoted=st.booleans(),
+    bad_first=st.booleans(),
+    block=st.sampled_from([1 << 16, 1 << 20]),
+)
+def test_a_large_field_is_read_and_a_bad_neighbour_costs_only_itself(tmp_path_factory, size, quoted, bad_first, block):
+    """Fields from 100 KB to 2 MB, within --max_record_bytes, beside a record with a byte that is not
+    UTF-8: the large record is read whole, whichever parser reads it, and only the bad one is rejected."""
+    company = "Cab " + "x" * size + (",\n" if quoted else "")
+    large = GOOD.replace("t1,", "big,", 1).replace("Flash Cab", f'"{company}"' if quoted else company)
+    bad = GOOD.replace("t1,", "bad,", 1).encode().replace(b"Flash Cab", b"Caf\xe9 Cab")
+    rows = [HEADER.encode(), GOOD.encode(), *([bad, large.encode()] if bad_first else [large.encode(), bad])]
+    path = tmp_path_factory.mktemp("large") / "large.csv"
+    path.write_bytes(b"\n".join([*rows, GOOD.replace("t1,", "t2,", 1).encode()]) + b"\n")
+    kept, rejected, counts = _read_all(path, block_bytes=block, max_record_bytes=4 << 20)
+    assert sorted(kept) == ["big", "t1", "t2"] and rejected == ["invalid_utf8"] and counts == [4]

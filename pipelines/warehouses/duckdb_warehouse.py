@@ -64,6 +64,11 @@ class DuckDBWarehouse(Warehouse):
     def __init__(self, path: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, create_folder: bool = False):
         """`create_folder`: make the file's folder when it is missing. Otherwise a missing folder is a
         configuration error: a typo in --warehouse must not start a new, empty warehouse unnoticed."""
+        if not path.strip() or path.strip().startswith(":memory:"):
+            raise WarehouseConfigError(
+                f"--warehouse {path!r}: a warehouse must outlive the run; give a DuckDB file such as "
+                "warehouse/scores.duckdb"
+            )
         if "://" in path:
             raise WarehouseConfigError(
                 f"--warehouse {path!r}: a DuckDB warehouse is a local file path (BigQuery: bq://project.dataset)"
