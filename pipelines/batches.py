@@ -69,7 +69,8 @@ REASONS = {
     "malformed_json": "JSON line that is not valid JSON, or not an object",
     "invalid_utf8": "record holding bytes that are not UTF-8 (kept as \\x escapes in raw_record)",
     "record_too_large": "record longer than --max_record_bytes; reading resumes at the next one",
-    "wrong_type": "value that is not of its column's type ('twelve' for a FLOAT64)",
+    "wrong_type": "value that is not of its column's type ('twelve' for a FLOAT64; a JSON object or array "
+    "for any column, never stored as its JSON text)",
     "not_integer": "INT64 value that is a number but not a whole one (480.5, nan, inf)",
     "out_of_range": "value outside int64, outside float32 (the model's input type), or outside the "
     "range or allowed set that schemas/ declares for the column",

@@ -532,8 +532,13 @@ class _JsonFile(_File):
     in another JSON type (numbers written as strings, say) is left to pyarrow to infer and to
     validation to type; a block pyarrow refuses, or reads into another number of records than it has
     lines, is read line by line, so only the bad lines are lost. pyarrow replaces bytes that are not
-    UTF-8 instead of refusing them, so that is checked first.
+    UTF-8 instead of refusing them, so that is checked first. An object or array where the schema has
+    a column is `wrong_type`, never its JSON text.
     """
+
+    def __init__(self, owner: ReadFiles, path: str):
+        super().__init__(owner, path)
+        self.types = {c.name: c.type.value for c in self.schema.columns}
 
     def read(self, blocks: _Blocks) -> Iterator:
         typed = {c.name: pa.field(c.name, c.type.arrow) for c in self.schema.columns}
@@ -571,6 +576,8 @@ class _JsonFile(_File):
                     del explicit[changed.group(1)]
                     continue
                 return None
+            if any(pa.types.is_nested(f.type) for f in table.schema if f.name in typed):
+                return None  # an object or array where the schema has a scalar: rejected line by line
             batches = table.combine_chunks().to_batches()
             return batches[0] if batches else None
 
@@ -597,6 +604,11 @@ class _JsonFile(_File):
                 bad.append(
                     (number, text, "malformed_json", None, f"a record must be an object, not {type(record).__name__}")
                 )
+                continue
+            nested = next((k for k, v in record.items() if k in self.types and isinstance(v, dict | list)), None)
+            if nested is not None:  # never stored as its JSON text in a column of another type
+                held = "an object" if isinstance(record[nested], dict) else "an array"
+                bad.append((number, text, "wrong_type", nested, f"{nested} is {held}, not {self.types[nested]}"))
                 continue
             rows.append({k: _as_text(v) for k, v in record.items()})
             lines.append(number)

@@ -1,5 +1,7 @@
 """Extract and validate: every record is typed, or rejected with a reason; nothing disappears."""
 
+import csv
+
 import apache_beam as beam
 import pyarrow as pa
 import pytest
@@ -240,6 +242,24 @@ def test_empty_json_objects_are_counted_and_rejected(tmp_path):
     kept, rejected, counts = _read_all(path)
     assert kept == [] and counts == [3]
     assert sorted(rejected) == ["malformed_json", "missing_required", "missing_required"]
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["every-record-nested", "nested-beside-text"])
+def test_an_object_or_array_in_a_string_column_is_wrong_type_not_json_text(tmp_path, mixed):
+    import json
+
+    record = {name: value or None for name, value in zip(SCHEMA.names, next(csv.reader([GOOD])), strict=True)}
+    nested = [
+        {**record, "trip_id": "obj", "company": {"name": "Flash"}},
+        {**record, "trip_id": "arr", "company": ["a"]},
+    ]
+    plain = [{**record, "trip_id": "text"}] if mixed else []
+    path = tmp_path / "nested.json"
+    path.write_text("".join(json.dumps(r) + "\n" for r in [*nested, *plain]))
+    kept, rejected, counts = _read_all(path)
+    assert (
+        kept == (["text"] if mixed else []) and rejected == ["wrong_type", "wrong_type"] and counts == [len(kept) + 2]
+    )
 
 
 def test_batches_stay_whole_after_the_reader_moves_on(tmp_path):
