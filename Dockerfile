@@ -15,7 +15,7 @@ COPY transforms transforms
 COPY models models
 COPY pipelines pipelines
 RUN pip install --no-cache-dir . && pip check \
- && python -c "import pipelines.score, apache_beam; assert apache_beam.__version__ == '2.77.0'"
+ && python -c "import pipelines.scoring, apache_beam; assert apache_beam.__version__ == '2.77.0'"
 
 # The Flex Template launcher runs this file with the template's parameters as --name=value.
 COPY --from=launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher

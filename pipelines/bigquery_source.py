@@ -19,12 +19,12 @@ from datetime import date, datetime, timedelta, timezone
 import apache_beam as beam
 
 from pipelines import bigquery as bq
+from pipelines.arguments import DEFAULT_TEMP_DATASET
 from pipelines.batches import COUNTS, REJECTED, TABLE, RawBatch, count_read
 from pipelines.bigquery import IDENTIFIER, SCHEME, TableRef, standard_type
 from pipelines.extract import InputNotFoundError
 from schemas import ColumnType, InputSchema, Role
 
-DEFAULT_TEMP_DATASET = "scoring_tmp"  # where a query file's results are kept for the read
 TEMP_TABLE_HOURS = 24
 # The BigQuery column types (standard names) each schema type reads from. A FLOAT64 column read as
 # INT64 is coerced by validation's exact rule: a whole number within int64 is taken, any other value

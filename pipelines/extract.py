@@ -31,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import progress
+from pipelines.arguments import DEFAULT_BLOCK_BYTES, DEFAULT_MAX_RECORD_BYTES, DEFAULT_SPLIT_BYTES, NULL, REFUSE
 from pipelines.batches import (
     COUNTS,
     CSV,
@@ -46,7 +47,6 @@ from pipelines.batches import (
 from pipelines.blocks import BOM, Records, exact, json_lines, scan_csv
 from pipelines.observe import stage_timer, timed
 from pipelines.ranges import (
-    DEFAULT_SPLIT_BYTES,
     Bounded,
     CountRange,
     Cut,
@@ -59,13 +59,10 @@ from pipelines.ranges import (
 )
 from schemas import InputSchema, Role
 
-DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
-DEFAULT_MAX_RECORD_BYTES = 16 << 20  # a record may make its block grow up to this, then it is rejected
 PARSE_PIECE_BYTES = 1 << 20  # a block is parsed in pieces of this size, in parallel
 HEADER_BLOCK_BYTES = 1 << 16  # read at a time for the header of a range that starts after it
 INPUT_RANGES = "extract/input_ranges"  # the counter: files read whole, plus ranges of split files
 PREVIEW_BYTES = 1024  # of a record too large to keep, what raw_record shows
-REFUSE, NULL = "refuse", "null"  # what to do with a file whose header lacks a nullable column
 # The counter of files whose content is another format than their name says, by the format it looks
 # like: what a refusal names as the likely cause (README: Every record is accounted for).
 LOOKS_LIKE = "input_looks_like"

@@ -22,6 +22,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
+from pipelines.arguments import REPORT_DAYS
 from pipelines.batches import STAGED_PER_RECORD, STAGED_PREDICTIONS_LAYOUT
 from pipelines.monitoring import drift, report
 from pipelines.observe import add_seconds, stage_timer
@@ -140,7 +141,7 @@ class PublishNights(beam.DoFn):
         if not self._monitoring.report_dir:
             return
         try:
-            night = self._warehouse.night_report(run.score_date, report.REPORT_DAYS, run.run_id)
+            night = self._warehouse.night_report(run.score_date, REPORT_DAYS, run.run_id)
             path = report.write_report(night, self._monitoring.report_dir)
         except Exception as e:
             logging.warning("run %s: its report was not written: %s: %s", run.run_id, type(e).__name__, e)

@@ -1,422 +1,66 @@
-"""The pipelines' own options, as PipelineOptions subclasses so they travel to remote runners.
+"""The commands' options as Beam `PipelineOptions`, so that they travel to remote runners.
 
-Beam parses every PipelineOptions subclass with one parser, so each option is declared once:
-`DataOptions` holds what both pipelines take, the others what only one of them takes. Anything
-not declared here (--runner, --direct_num_workers, ...) goes to Beam unchanged. A default that a
-stage owns (block size, batch sizes, the scratch dataset) is imported from that stage, not restated.
-
-`parser` builds a command's --help for people: options in sections in the order a user needs them,
-each with its default. `parse` answers --help and bad values from it before anything heavy loads.
+Each is declared once, in `pipelines.arguments` (which imports nothing heavy, so that --help and a
+bad value are answered before Beam loads); these classes hand Beam the same declarations. Beam parses
+every PipelineOptions subclass with one parser: `DataOptions` holds what both pipelines take, the
+others what only one of them takes. Anything not declared (--runner, --direct_num_workers, ...) goes
+to Beam unchanged.
 """
 
 from __future__ import annotations
 
-import argparse
-import re
-from datetime import timedelta
-
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.devices import ACCELERATORS, AUTO, DEFAULT_BATCH_SIZE
-from pipelines.bigquery_source import DEFAULT_TEMP_DATASET
-from pipelines.extract import DEFAULT_BLOCK_BYTES, DEFAULT_MAX_RECORD_BYTES, NULL, REFUSE
-from pipelines.ranges import DEFAULT_SPLIT_BYTES
-from pipelines.warehouses import DuckDBWarehouse, GateLimits
-from pipelines.warehouses.gates import DRIFT_GATES
-
-DEFAULT_MODEL_ROOT = "artifacts/models"
-DEFAULT_MODEL_NAME = "taxi_tipper"
-DEFAULT_SCORING_INPUT = "data/trips/dt={date}/*.csv"
-DEFAULT_TRAINING_INPUT = "data/chicago_taxi/trips.csv"
-DEFAULT_WAREHOUSE = "warehouse/scores.duckdb"
-DEFAULT_STALE_AFTER = "30m"
-# The sections of --help, in the order a user needs them (`parser` titles WHAT by command).
-WHAT, MODEL, WAREHOUSE, GATES, MONITORING, SOURCES, RUNNING = (
-    "what",
-    "model",
-    "warehouse",
-    "gates",
-    "monitoring",
-    "sources",
-    "running",
+from pipelines import arguments
+from pipelines.arguments import (  # noqa: F401  (re-exported: what the pipelines read from here)
+    DEFAULT_MODEL_NAME,
+    DEFAULT_MODEL_ROOT,
+    DEFAULT_SCORING_INPUT,
+    DEFAULT_STALE_AFTER,
+    DEFAULT_TRAINING_INPUT,
+    DEFAULT_WAREHOUSE,
+    ShowDefaults,
+    duration,
 )
-SECTIONS = {
-    WHAT: "what to read",
-    MODEL: "model",
-    WAREHOUSE: "warehouse",
-    GATES: "quality gates (README: Quality gates; a night failing one is refused, exit code 3)",
-    MONITORING: "monitoring (README: Monitoring)",
-    SOURCES: "sources' details",
-    RUNNING: "running",
-}
-FIRST = ("date", "start_date", "end_date", "input", "model_root", "model_name", "model_version")  # in a section
-RUNNER_HELP = """\
-Every other option goes to Beam, for example:
-  --runner DataflowRunner --project P --region R --temp_location gs://...   run on Dataflow
-  --dry_run                                     check everything and build the job, run nothing
-  --direct_num_workers N --direct_running_mode multi_processing   local parallelism
-(default: DirectRunner on this machine). README: Run on Dataflow."""
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
-_UNITS = {"s": 1, "": 60, "m": 60, "h": 3600}
-
-
-def duration(value: str) -> timedelta:
-    """'90s', '30m', '2h', or plain minutes."""
-    match = _DURATION.match(value)
-    if not match:
-        raise ValueError(f"{value!r} is not a duration such as 90s, 30m or 2h")
-    return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
 
 
 class DataOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        what, model, sources = _group(parser, WHAT), _group(parser, MODEL), _group(parser, SOURCES)
-        what.add_argument(
-            "--input",
-            default=None,
-            help=f"Where the records are: files (local or gs://, {{date}} substituted, "
-            f"compressed files read by extension), a BigQuery table "
-            f"bq://project.dataset.table (rows of the date), or a BigQuery query file "
-            f"*.sql using the @date parameter (default: {DEFAULT_SCORING_INPUT} when scoring, "
-            f"{DEFAULT_TRAINING_INPUT} when training).",
-        )
-        sources.add_argument(
-            "--date_column",
-            default=None,
-            help="BigQuery input: the DATE, TIMESTAMP or INT64 (unix seconds) column that "
-            "selects a date's rows (default: the schema's event-time column).",
-        )
-        sources.add_argument(
-            "--bq_project", default=None, help="BigQuery input: the project that runs the read (default: the table's)."
-        )
-        sources.add_argument(
-            "--bq_temp_dataset",
-            default=DEFAULT_TEMP_DATASET,
-            help="BigQuery query-file input: the dataset (in --bq_project) holding the "
-            "query's result, created if missing; its tables expire after a day.",
-        )
-        sources.add_argument(
-            "--bq_max_streams",
-            type=int,
-            default=0,
-            help="BigQuery input: most parallel read streams (0: BigQuery decides).",
-        )
-        what.add_argument(
-            "--input_format",
-            default="auto",
-            choices=["auto", "csv", "json"],
-            help="Format of the input files; auto: from the name (.csv, .json, .jsonl, "
-            ".ndjson, each optionally .gz/.bz2/.zst/.deflate/.xz).",
-        )
-        sources.add_argument(
-            "--unknown_columns",
-            default="keep",
-            choices=["keep", "reject"],
-            help="Records with columns the schema does not know: keep them (the extra "
-            "columns are dropped) or reject them. Counted in the run summary either way.",
-        )
-        sources.add_argument(
-            "--missing_nullable_columns",
-            default=REFUSE,
-            choices=[REFUSE, NULL],
-            help="A file (or table) lacking a nullable feature column: refuse it (one missing_column "
-            "file error counting all its records) or score its records with that column null. A "
-            "missing required column is always refused; a nullable column the run does not use (the "
-            "label when scoring) may be absent. Records lacking a column are counted per column.",
-        )
-        sources.add_argument(
-            "--max_record_bytes",
-            type=int,
-            default=DEFAULT_MAX_RECORD_BYTES,
-            help="Longest record a file may hold: a record longer than a block grows the block up to "
-            "this; a longer one is rejected (record_too_large) and reading resumes at the next.",
-        )
-        what.add_argument(
-            "--start_date",
-            default=None,
-            help="With a {date} in --input (or a BigQuery input): the first date of a range, YYYY-MM-DD. "
-            "Training reads every date of it; scoring scores every night of it in one job, each night "
-            "published as its own run through its own gates (a backfill, at most 366 nights; default: none).",
-        )
-        what.add_argument("--end_date", default=None, help="The range's last date, inclusive (default: none).")
-        sources.add_argument(
-            "--split_bytes",
-            type=int,
-            default=DEFAULT_SPLIT_BYTES,
-            help="An uncompressed file larger than this is read as byte ranges of about this size by "
-            "different workers, each starting at the first record boundary after its offset (0: every "
-            "file read whole by one worker). Compressed files are always read whole.",
-        )
-        model.add_argument(
-            "--model_root",
-            default=DEFAULT_MODEL_ROOT,
-            help="Root of exported models, local or gs:// (TF Serving layout).",
-        )
-        model.add_argument("--model_name", default=DEFAULT_MODEL_NAME, help="Model name under --model_root.")
+        arguments.data_arguments(parser)
 
 
 class ScoringOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        what, model, warehouse = _group(parser, WHAT), _group(parser, MODEL), _group(parser, WAREHOUSE)
-        monitoring, sources, running = _group(parser, MONITORING), _group(parser, SOURCES), _group(parser, RUNNING)
-        what.add_argument(
-            "--date",
-            default=None,
-            help="Partition to score, YYYY-MM-DD (default: yesterday in --timezone, so a "
-            "nightly schedule needs no date arithmetic).",
-        )
-        what.add_argument(
-            "--timezone",
-            default="UTC",
-            help="IANA time zone that decides what 'yesterday' is when --date is not given.",
-        )
-        warehouse.add_argument(
-            "--warehouse",
-            default=DEFAULT_WAREHOUSE,
-            help="Warehouse: a local DuckDB database file, or BigQuery as bq://project.dataset.",
-        )
-        warehouse.add_argument(
-            "--create_dataset",
-            action="store_true",
-            default=False,
-            help="Start a new warehouse where none is: create a missing BigQuery dataset, or a DuckDB "
-            "file's missing folder (otherwise either is an error, so that a typo starts nothing; the default "
-            f"{DEFAULT_WAREHOUSE} is created without it; scripts/setup_bigquery.py creates a dataset "
-            "properly).",
-        )
-        warehouse.add_argument(
-            "--dataset_location",
-            default=None,
-            help="BigQuery warehouse: location of a dataset --create_dataset creates (default: BigQuery's).",
-        )
-        warehouse.add_argument(
-            "--staging_dir",
-            default=None,
-            help="Where files are staged before publishing (default: _staging/ beside a "
-            "DuckDB warehouse, a local temporary directory for BigQuery; on Dataflow "
-            "use gs://...).",
-        )
-        monitoring.add_argument(
-            "--report_dir",
-            default=None,
-            help="Where each run writes its night's HTML report, report-<date>.html (default: reports/ "
-            "beside a DuckDB warehouse, else warehouse/reports/; on a remote runner reports/ under "
-            "--staging_dir, which must then be a gs://... folder; 'none': no report).",
-        )
-        model.add_argument("--model_version", default="latest", help="'latest' or an integer version.")
-        model.add_argument(
-            "--challenger_version",
-            default=None,
-            help="Also score every record with this version (rows marked challenger) "
-            "and compare it with the champion in the run summary (default: none).",
-        )
-        model.add_argument(
-            "--accelerator",
-            default=AUTO,
-            choices=ACCELERATORS,
-            help="Where the model runs: auto uses GPUs when present, else CPUs.",
-        )
-        model.add_argument(
-            "--batch_size",
-            type=int,
-            default=None,
-            help="Records per model call (default by device: "
-            + ", ".join(f"{k} {v}" for k, v in DEFAULT_BATCH_SIZE.items())
-            + ").",
-        )
-        model.add_argument(
-            "--models_per_process",
-            type=int,
-            default=1,
-            help="Model copies each worker process loads, each on its own device; set it "
-            "to the GPU count when a worker runs one SDK process for several GPUs.",
-        )
-        model.add_argument(
-            "--large_model",
-            action="store_true",
-            default=False,
-            help="Load one model copy per machine, shared by all its worker processes.",
-        )
-        sources.add_argument(
-            "--block_bytes",
-            type=int,
-            default=DEFAULT_BLOCK_BYTES,
-            help="Bytes of input parsed per batch (bounds memory per worker).",
-        )
-        running.add_argument(
-            "--progress_seconds",
-            type=float,
-            default=5.0,
-            help="Local runs: print records scored and the rate this often on the terminal "
-            "(0: never). Remote runners show progress on their own pages.",
-        )
-        running.add_argument(
-            "--summary_json",
-            default=None,
-            help="Write the run summary (counts, model, timings) here as JSON (default: not written).",
-        )
-        warehouse.add_argument(
-            "--lock_timeout",
-            type=float,
-            default=DuckDBWarehouse.DEFAULT_LOCK_TIMEOUT,
-            help="DuckDB warehouse: seconds to wait for a lock another process holds on the file (another run "
-            "publishing, an analyst's session) before giving up with exit code 2.",
-        )
-        warehouse.add_argument(
-            "--stale_after",
-            default=DEFAULT_STALE_AFTER,
-            help="A running run whose heartbeat is older than this (90s, 30m, 2h) was killed: every run first marks "
-            "such runs abandoned and deletes their staged files. Runs heartbeat 6 times per this period.",
-        )
-        _add_gate_args(parser)
-
-
-def _add_gate_args(parser) -> None:
-    """The quality gates' limits (README: Quality gates); a night failing any is refused, exit code 3."""
-    limits, gates, monitoring = GateLimits(), _group(parser, GATES), _group(parser, MONITORING)
-    gates.add_argument(
-        "--max_rejected_fraction",
-        type=float,
-        default=limits.max_rejected_fraction,
-        help="Refuse the night when more than this share of its input records is rejected (file errors count "
-        "their records).",
-    )
-    gates.add_argument(
-        "--max_rejected_records",
-        type=int,
-        default=None,
-        help="Refuse the night when more than this many records are rejected (default: no limit).",
-    )
-    gates.add_argument(
-        "--min_records",
-        type=int,
-        default=limits.min_records,
-        help="Refuse a night with fewer input records. A night with no scorable record is never published.",
-    )
-    gates.add_argument(
-        "--max_volume_ratio",
-        type=float,
-        default=limits.max_volume_ratio,
-        help="Once 7 nights are published, refuse a night whose input is outside [median / r, median * r] of "
-        "the last 14 published nights.",
-    )
-    gates.add_argument(
-        "--max_volume_z",
-        type=float,
-        default=limits.max_volume_z,
-        help="Once 7 nights are published, refuse a night whose input count's robust z-score (median and MAD of "
-        "the last 14 published nights) is above this.",
-    )
-    gates.add_argument(
-        "--shrink_limit",
-        type=float,
-        default=limits.shrink_limit,
-        help="Refuse re-scoring a published night so that it would hold less than this share of its records.",
-    )
-    gates.add_argument(
-        "--allow_shrink",
-        action="store_true",
-        default=False,
-        help="Let a re-run shrink a published night past --shrink_limit (a correction, say).",
-    )
-    gates.add_argument(
-        "--drift_gate",
-        default=limits.drift_gate,
-        choices=DRIFT_GATES,
-        help="A feature (or the score) flagged as drifted against training or the previous night: off (not a "
-        "gate), warn (reported and stored), or refuse the night (README: Monitoring).",
-    )
-    monitoring.add_argument(
-        "--monitoring",
-        default="on",
-        choices=("on", "off"),
-        help="off: no feature statistics and no drift for the night (they cost about 8%% of the pipeline's "
-        "throughput at 1M records, README: Monitoring); --drift_gate refuse needs it on.",
-    )
-    gates.add_argument(
-        "--accept_gate_failures",
-        default=None,
-        help="Publish a night that failed its gates anyway; the reason given here and who ran it are stored in "
-        "the run's row. A night with no scorable record is never published (default: the gates are enforced).",
-    )
+        arguments.scoring_arguments(parser)
 
 
 class TrainingOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        model, running = _group(parser, MODEL), _group(parser, RUNNING)
-        model.add_argument("--epochs", type=int, default=8, help="Passes over the training split.")
-        model.add_argument(
-            "--eval_percent",
-            type=int,
-            default=20,
-            help="Share of records held out for evaluation (chosen by record hash).",
-        )
-        model.add_argument("--seed", type=int, default=42, help="Seed of the model's initial weights and shuffling.")
-        running.add_argument(
-            "--work_dir", default="artifacts/train", help="Where the transform graph and transformed data are written."
-        )
+        arguments.training_arguments(parser)
 
 
 class CommandOptions(PipelineOptions):
-    """What every command takes about its own output."""
-
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
-        _group(parser, RUNNING).add_argument(
-            "--verbose",
-            action="store_true",
-            default=False,
-            help="Everything TensorFlow and Beam log (default: warnings and errors only, TensorFlow's start-up "
-            "notices about CUDA on a machine without a GPU left out; README: Output).",
-        )
+        arguments.command_arguments(parser)
 
 
-class ShowDefaults(argparse.RawDescriptionHelpFormatter):
-    """Every option's default in its help: appended where the help does not already say it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
-            return text
-        return f"{text} (default: %(default)s)"
-
-
-def _group(parser: argparse.ArgumentParser, key: str):
-    """Where an option is declared: its section of --help when `parse` builds the parser, else (Beam's own
-    parser, the Flex Template's) the parser itself."""
-    return getattr(parser, "sections", {}).get(key, parser)
-
-
-def parser(
-    description: str, *option_classes, prog: str | None = None, what: str = SECTIONS[WHAT]
-) -> argparse.ArgumentParser:
-    """A command's parser: its options in sections, each with its default. `prog`: the command as a user
-    types it; `what`: the first section's title."""
-    built = argparse.ArgumentParser(
-        prog=prog,
-        usage=f"{prog} [options]" if prog else None,
-        description=description,
-        formatter_class=ShowDefaults,
-        epilog=RUNNER_HELP,
-    )
-    titles = {**SECTIONS, WHAT: what}
-    built.sections = {key: built.add_argument_group(title) for key, title in titles.items()}
-    for cls in (*option_classes, CommandOptions):
-        cls._add_argparse_args(built)
-    for section in built.sections.values():
-        section._group_actions.sort(key=lambda action: FIRST.index(action.dest) if action.dest in FIRST else len(FIRST))
-        if not section._group_actions:  # a command without options in a section shows no title
-            built._action_groups.remove(section)
-    return built
+DECLARES = {
+    DataOptions: arguments.data_arguments,
+    ScoringOptions: arguments.scoring_arguments,
+    TrainingOptions: arguments.training_arguments,
+}
 
 
 def parse(
-    argv: list[str] | None, description: str, *option_classes, prog: str | None = None, what: str = SECTIONS[WHAT]
+    argv: list[str] | None, description: str, *option_classes, prog: str | None = None, what: str | None = None
 ) -> PipelineOptions:
-    """Parse our options (so --help lists them and a bad value fails before anything heavy is imported)
-    and hand the rest to Beam."""
-    parser(description, *option_classes, prog=prog, what=what).parse_known_args(argv)
+    """Parse our options (so --help lists them and typos fail) and hand the rest to Beam."""
+    declare = [DECLARES[cls] for cls in option_classes]
+    arguments.parser(
+        description, *declare, prog=prog, what=what or arguments.SECTIONS[arguments.WHAT]
+    ).parse_known_args(argv)
     return PipelineOptions(argv)

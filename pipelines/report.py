@@ -16,16 +16,11 @@ import argparse
 import sys
 from datetime import date
 
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
-
-from pipelines.monitoring import report
-from pipelines.options import DEFAULT_WAREHOUSE, ShowDefaults
-from pipelines.warehouses import WarehouseConfigError, open_warehouse
+from pipelines.arguments import DEFAULT_WAREHOUSE, REPORT_DAYS, CommandParser, ShowDefaults
 
 
 def parser() -> argparse.ArgumentParser:
-    built = argparse.ArgumentParser(
+    built = CommandParser(
         prog="python -m pipelines.report",
         usage="python -m pipelines.report --date YYYY-MM-DD [options]",
         description=__doc__,
@@ -42,7 +37,7 @@ def parser() -> argparse.ArgumentParser:
     built.add_argument(
         "--run_id", default=None, help="Describe this run of the date, not its latest (default: the latest)."
     )
-    built.add_argument("--days", type=int, default=report.REPORT_DAYS, help="Days of history plotted.")
+    built.add_argument("--days", type=int, default=REPORT_DAYS, help="Days of history plotted.")
     return built
 
 
@@ -54,8 +49,14 @@ def _date(value: str) -> date:
 
 
 def run(argv: list[str] | None = None) -> str:
-    """Writes the report; returns its path."""
+    """Writes the report; returns its path. The arguments are checked before Beam, matplotlib or a
+    warehouse client is imported."""
     args, rest = parser().parse_known_args(argv)
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.monitoring import report
+    from pipelines.warehouses import WarehouseConfigError, open_warehouse
 
     if args.days < 1:
         raise ValueError("--days must be at least 1")
@@ -73,7 +74,7 @@ def run(argv: list[str] | None = None) -> str:
 def main(argv: list[str]) -> int:
     try:
         path = run(argv)
-    except (ValueError, LookupError, WarehouseConfigError) as e:
+    except (ValueError, LookupError) as e:  # WarehouseConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(path)

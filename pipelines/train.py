@@ -14,18 +14,24 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING
 
-from models import quiet
-from pipelines.options import CommandOptions, DataOptions, TrainingOptions, parse
+from pipelines import arguments
 
 if TYPE_CHECKING:
     from pipelines.training import TrainingResult
 
+PROG = "python -m pipelines.train"
+WHAT = "what to train on"
+
 
 def run(argv: list[str] | None = None) -> TrainingResult:
-    """Parse and check the options, then train: --help and a bad value answer before TensorFlow loads."""
-    options = parse(
-        argv, __doc__, DataOptions, TrainingOptions, prog="python -m pipelines.train", what="what to train on"
-    )
+    """Check the options, then train: --help and a bad value are answered before Beam, TensorFlow or
+    tf.Transform is imported."""
+    declare = (arguments.data_arguments, arguments.training_arguments)
+    arguments.parser(__doc__, *declare, prog=PROG, what=WHAT).parse_known_args(argv)
+    from models import quiet
+    from pipelines.options import CommandOptions, DataOptions, TrainingOptions, parse
+
+    options = parse(argv, __doc__, DataOptions, TrainingOptions, prog=PROG, what=WHAT)
     quiet.configure(options.view_as(CommandOptions).verbose)
     quiet.tensorflow()  # first, so that its start-up notices are filtered
     from pipelines import training
@@ -34,13 +40,14 @@ def run(argv: list[str] | None = None) -> TrainingResult:
 
 
 def main(argv: list[str]) -> int:
-    from pipelines.bigquery_source import BigQueryInputError
-    from pipelines.extract import InputNotFoundError
-
     try:
         run(argv)
-    except (InputNotFoundError, BigQueryInputError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ValueError, FileNotFoundError) as e:
+        from pipelines.extract import InputNotFoundError  # loaded by now: run got past the options
+
+        if isinstance(e, FileNotFoundError) and not isinstance(e, InputNotFoundError):
+            raise
+        print(f"error: {e}", file=sys.stderr)  # no input, a bad date range, a bad BigQuery input
         return 2
     return 0
 

@@ -34,7 +34,6 @@ from schemas import DRIFT_NOT_FLAGGED
 if TYPE_CHECKING:  # matplotlib is imported where a page is drawn: a command's --help does not wait for it
     from matplotlib.figure import Figure
 
-REPORT_DAYS = 60  # days of history on the page: a nightly job's last 60 nights
 MAX_REJECTION_REASONS = 15
 TOP_CATEGORIES = 12  # values drawn for a flagged category
 HISTOGRAM_BINS = 30

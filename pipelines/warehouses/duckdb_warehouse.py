@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from pipelines.arguments import DEFAULT_LOCK_TIMEOUT
 from pipelines.warehouses import sql
 from pipelines.warehouses.contract import RunRecord, StagedResults, Warehouse, WarehouseConfigError
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
@@ -54,7 +55,7 @@ _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?\(PID \d+\))( by use
 
 
 class DuckDBWarehouse(Warehouse):
-    DEFAULT_LOCK_TIMEOUT = 60.0  # before any data is read: a held file is said soon, nothing lost
+    DEFAULT_LOCK_TIMEOUT = DEFAULT_LOCK_TIMEOUT  # --lock_timeout's default (pipelines.arguments)
     PUBLISH_LOCK_TIMEOUT = 300.0  # after a whole night was scored: worth waiting for another publishing
     # Publishing copies the whole night into the table inside the scoring process; without a cap
     # DuckDB's buffer cache grows with the night's size. It spills to disk past the cap instead.

@@ -19,6 +19,9 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pipelines import arguments
+from pipelines.arguments import DRIFT_GATES
+
 # The volume gate compares a night with up to VOLUME_HISTORY trailing published nights, and only
 # once VOLUME_MIN_HISTORY exist: with fewer, a median and a MAD say little about what is normal.
 VOLUME_HISTORY = 14
@@ -26,23 +29,22 @@ VOLUME_MIN_HISTORY = 7
 MAD_TO_SIGMA = 1.4826  # the MAD of normally distributed values is this many times smaller than sigma
 EMPTY_NIGHT = "scorable_records"  # the one gate no override passes
 MAX_NAMED_FILES = 5  # incomplete files named in the complete_input gate's detail
-DRIFT_GATES = ("off", "warn", "refuse")
 
 
 @dataclass(frozen=True, kw_only=True)
 class GateLimits:
     """The limits a night is held to (each one a `pipelines.score` option; README: Quality gates)."""
 
-    max_rejected_fraction: float = 0.01
+    max_rejected_fraction: float = arguments.MAX_REJECTED_FRACTION
     max_rejected_records: int | None = None
-    min_records: int = 1
-    max_volume_ratio: float = 2.0  # the night's input within [median / r, median * r] of the trailing nights
-    max_volume_z: float = 5.0
-    shrink_limit: float = 0.5  # a re-run keeps at least this share of the date's published records
+    min_records: int = arguments.MIN_RECORDS
+    max_volume_ratio: float = arguments.MAX_VOLUME_RATIO  # input within [median / r, median * r] of the trailing
+    max_volume_z: float = arguments.MAX_VOLUME_Z
+    shrink_limit: float = arguments.SHRINK_LIMIT  # a re-run keeps at least this share of the date's records
     allow_shrink: bool = False
     accept_failures: str | None = None  # why a night that fails its gates is published anyway
     accepted_by: str | None = None
-    drift_gate: str = "warn"  # off: not a gate; warn: reported and stored; refuse: a flagged feature refuses
+    drift_gate: str = arguments.DRIFT_GATE  # off: not a gate; warn: reported; refuse: a flagged feature refuses
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_rejected_fraction <= 1:
