@@ -74,6 +74,8 @@ def run(argv: list[str] | None = None) -> str:
 def main(argv: list[str]) -> int:
     try:
         path = run(argv)
+    except SystemExit as answered:  # --help (0) or a bad argument (2), said already
+        return answered.code
     except (ValueError, LookupError) as e:  # WarehouseConfigError is a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2

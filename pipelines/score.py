@@ -26,10 +26,13 @@ WHAT = "what to score"
 
 
 def main(argv: list[str]) -> int:
-    """--help and a bad value are answered here, before Beam, TensorFlow or any stage is imported
-    (argparse exits); then the job runs (pipelines/scoring.py)."""
+    """--help and a bad value are answered here, before Beam, TensorFlow or any stage is imported;
+    then the job runs (pipelines/scoring.py). Returns the exit code."""
     declare = (arguments.data_arguments, arguments.scoring_arguments)
-    arguments.parser(__doc__, *declare, prog=PROG, what=WHAT).parse_known_args(argv)
+    try:
+        arguments.parser(__doc__, *declare, prog=PROG, what=WHAT).parse_known_args(argv)
+    except SystemExit as answered:  # --help (0) or a bad value (2), said already: the exit code
+        return answered.code
     from pipelines import scoring
 
     return scoring.main(argv)

@@ -42,6 +42,8 @@ def run(argv: list[str] | None = None) -> TrainingResult:
 def main(argv: list[str]) -> int:
     try:
         run(argv)
+    except SystemExit as answered:  # --help (0) or a bad argument (2), said already
+        return answered.code
     except (ValueError, FileNotFoundError) as e:
         from pipelines.extract import InputNotFoundError  # loaded by now: run got past the options
 

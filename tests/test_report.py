@@ -22,6 +22,7 @@ from PIL import Image
 
 from pipelines import report as report_cli
 from pipelines import score
+from pipelines.arguments import REPORT_DAYS
 from pipelines.monitoring import drift, report
 from pipelines.monitoring.statistics import (
     EVAL_SCORES,
@@ -249,7 +250,7 @@ def test_the_report_stays_small_with_every_feature_flagged_over_sixty_nights(typ
         described(TRAINING, night.slice(0, night.num_rows // 2)),
         score_statistics(EVAL_SCORES, rng.beta(2, 4, 5000), 0.5),
     )
-    nights = [date.fromisoformat(DAY) - timedelta(days=n) for n in range(report.REPORT_DAYS)][::-1]
+    nights = [date.fromisoformat(DAY) - timedelta(days=n) for n in range(REPORT_DAYS)][::-1]
     drift_rows = [
         {
             "score_date": d,
