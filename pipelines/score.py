@@ -23,6 +23,7 @@ from pipelines import arguments
 
 PROG = "python -m pipelines.score"
 WHAT = "what to score"
+TERMINATED = 143  # the exit code of a run stopped by SIGTERM (128 + 15)
 
 
 def main(argv: list[str]) -> int:
@@ -48,8 +49,6 @@ def __getattr__(name: str) -> Any:
 
 if __name__ == "__main__":
     code = main(sys.argv[1:])
-    from pipelines.scoring import TERMINATED
-
     if code == TERMINATED:
         # A stopped run's pipeline threads may still be in native code (TensorFlow, pyarrow, DuckDB), and
         # finalising the interpreter under them can crash it: leave at once, the runs marked failed.

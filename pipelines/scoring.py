@@ -108,7 +108,7 @@ def _terminate(signum, frame):
 
 
 MAX_NIGHTS = 366  # a year, leap day included, in one job
-TERMINATED = 143  # the exit code of a run stopped by SIGTERM (128 + 15)
+TERMINATED = command.TERMINATED
 LOCAL_THREADS = 2  # bundles a local run works on at once, unless told otherwise (overlap_locally)
 
 
