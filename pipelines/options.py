@@ -12,16 +12,6 @@ from __future__ import annotations
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipelines import arguments
-from pipelines.arguments import (  # noqa: F401  (re-exported: what the pipelines read from here)
-    DEFAULT_MODEL_NAME,
-    DEFAULT_MODEL_ROOT,
-    DEFAULT_SCORING_INPUT,
-    DEFAULT_STALE_AFTER,
-    DEFAULT_TRAINING_INPUT,
-    DEFAULT_WAREHOUSE,
-    ShowDefaults,
-    duration,
-)
 
 
 class DataOptions(PipelineOptions):

@@ -28,7 +28,6 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.arguments import DEFAULT_SPLIT_BYTES  # noqa: F401  (--split_bytes' default, used with the ranges)
 from pipelines.blocks import NEWLINE, QUOTE
 
 MIN_SPLIT_BYTES = 1 << 10  # smaller ranges cost more in seeks and boundary scans than they spread

@@ -38,6 +38,7 @@ from models.handler import DEVICE_METRICS_NAMESPACE, ExportedModelHandler
 from models.registry import ModelVersion, ModelVersionError
 from pipelines import bigquery_source, extract, load, progress, warehouses
 from pipelines import score as command
+from pipelines.arguments import DEFAULT_SCORING_INPUT, DEFAULT_WAREHOUSE, duration
 from pipelines.batches import COUNTS, REJECTED, merged_reads
 from pipelines.bigquery_source import BigQueryInputError, ReadBigQuery, ReadPlan
 from pipelines.extract import INPUT_RANGES, LOOKS_LIKE, InputNotFoundError, ReadInputFiles
@@ -50,15 +51,7 @@ from pipelines.observe import (
     distribution_summary,
     stage_seconds,
 )
-from pipelines.options import (
-    DEFAULT_SCORING_INPUT,
-    DEFAULT_WAREHOUSE,
-    CommandOptions,
-    DataOptions,
-    ScoringOptions,
-    duration,
-    parse,
-)
+from pipelines.options import CommandOptions, DataOptions, ScoringOptions, parse
 from pipelines.ranges import MIN_SPLIT_BYTES, total_bytes
 from pipelines.stage import delete_tree, run_folder
 from pipelines.validate import VALID_COUNTS, ValidateRecords

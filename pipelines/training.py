@@ -35,11 +35,12 @@ from models import export, quiet
 from models import model as model_lib
 from models.registry import ModelVersion
 from pipelines import bigquery_source, extract, validate
+from pipelines.arguments import DEFAULT_TRAINING_INPUT
 from pipelines.batches import REJECTED, merged_reads
 from pipelines.bigquery_source import ReadBigQuery, ReadPlan
 from pipelines.monitoring import statistics
 from pipelines.monitoring.statistics import EVAL_SCORES, TRAINING, feature_kinds
-from pipelines.options import DEFAULT_TRAINING_INPUT, DataOptions, TrainingOptions
+from pipelines.options import DataOptions, TrainingOptions
 from pipelines.score import plan_source
 from pipelines.stage import WriteParquetFiles
 from schemas import ColumnType, InputSchema, Role
