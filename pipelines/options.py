@@ -38,18 +38,11 @@ class CommandOptions(PipelineOptions):
         arguments.command_arguments(parser)
 
 
-DECLARES = {
-    DataOptions: arguments.data_arguments,
-    ScoringOptions: arguments.scoring_arguments,
-    TrainingOptions: arguments.training_arguments,
-}
-
-
 def parse(
     argv: list[str] | None, description: str, *option_classes, prog: str | None = None, what: str | None = None
 ) -> PipelineOptions:
     """Parse our options (so --help lists them and typos fail) and hand the rest to Beam."""
-    declare = [DECLARES[cls] for cls in option_classes]
+    declare = [cls._add_argparse_args for cls in option_classes]
     arguments.parser(
         description, *declare, prog=prog, what=what or arguments.SECTIONS[arguments.WHAT]
     ).parse_known_args(argv)

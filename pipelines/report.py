@@ -16,7 +16,7 @@ import argparse
 import sys
 from datetime import date
 
-from pipelines.arguments import DEFAULT_WAREHOUSE, REPORT_DAYS, CommandParser, ShowDefaults
+from pipelines.arguments import DEFAULT_WAREHOUSE, REPORT_DAYS, CommandParser, ShowDefaults, iso_date
 
 
 def parser() -> argparse.ArgumentParser:
@@ -27,7 +27,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=ShowDefaults,
         epilog="Other options (gs:// settings such as --project) go to Beam's file systems.",
     )
-    built.add_argument("--date", required=True, type=_date, help="The night, YYYY-MM-DD.")
+    built.add_argument("--date", required=True, type=iso_date, help="The night, YYYY-MM-DD.")
     built.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="A DuckDB file or bq://project.dataset.")
     built.add_argument(
         "--report_dir",
@@ -41,17 +41,11 @@ def parser() -> argparse.ArgumentParser:
     return built
 
 
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a real date in YYYY-MM-DD form") from None
-
-
 def run(argv: list[str] | None = None) -> str:
     """Writes the report; returns its path. The arguments are checked before Beam, matplotlib or a
     warehouse client is imported."""
     args, rest = parser().parse_known_args(argv)
+    night_date = date.fromisoformat(args.date)  # checked as parsed (iso_date)
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -65,9 +59,9 @@ def run(argv: list[str] | None = None) -> str:
     if not warehouse.exists():
         raise WarehouseConfigError(f"{args.warehouse}: no such warehouse")
     warehouse.prepare(create=False)  # its tables as schemas/ defines them, or a clear error
-    night = warehouse.night_report(args.date, args.days, args.run_id)
-    if night.run["score_date"] != args.date:
-        raise ValueError(f"run {args.run_id} scored {night.run['score_date']}, not {args.date}")
+    night = warehouse.night_report(night_date, args.days, args.run_id)
+    if night.run["score_date"] != night_date:
+        raise ValueError(f"run {args.run_id} scored {night.run['score_date']}, not {night_date}")
     return report.write_report(night, args.report_dir or warehouse.default_report_dir())
 
 

@@ -28,10 +28,12 @@ def run(argv: list[str] | None = None) -> TrainingResult:
     tf.Transform is imported."""
     declare = (arguments.data_arguments, arguments.training_arguments)
     arguments.parser(__doc__, *declare, prog=PROG, what=WHAT).parse_known_args(argv)
-    from models import quiet
-    from pipelines.options import CommandOptions, DataOptions, TrainingOptions, parse
+    from apache_beam.options.pipeline_options import PipelineOptions
 
-    options = parse(argv, __doc__, DataOptions, TrainingOptions, prog=PROG, what=WHAT)
+    from models import quiet
+    from pipelines.options import CommandOptions  # its import registers the pipelines' options with Beam
+
+    options = PipelineOptions(argv)  # checked above: not parsed a second time for errors
     quiet.configure(options.view_as(CommandOptions).verbose)
     quiet.tensorflow()  # first, so that its start-up notices are filtered
     from pipelines import training
