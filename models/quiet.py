@@ -14,7 +14,8 @@ whatever the level, which say nothing to act on:
   writes a tf.data attribute its own C++ does not know and ignores), while Keras trains.
 C++ writes these straight to file descriptor 2, so that is caught in a file for those steps and every
 other line passed on afterwards: a real error is still seen, a few seconds late. What remains at the
-default level: TensorFlow's error lines, and Beam's and the project's warnings.
+default level: TensorFlow's error lines, and Beam's and the project's warnings; not the traceback Beam
+logs for a failing bundle, since the job fails with that exception and the command says it in one line.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ _NO_GPU_NOISE = (
 )
 _TF_DATA_NOISE = r"NodeDef mentions attribute use_unbounded_threadpool"
 _BEAM_NOISE = ("Resource module is not available",)
+# Where Beam logs a failing bundle's traceback before the job fails with the same exception, which the
+# command then reports in one line (README: exit codes).
+_BEAM_FAILURE_LOGGERS = ("apache_beam.runners.common", "apache_beam.runners.worker.sdk_worker")
 # File descriptor 2 is the process's: one catch at a time, or a second could restore it to the first's
 # file. Worker threads that load the model at once wait here, then find TensorFlow imported.
 _CATCHING = threading.RLock()
@@ -51,18 +55,68 @@ class _DropNotices(logging.Filter):
 _DROP_NOTICES = _DropNotices()
 
 
+class _DropFailureTracebacks(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+_DROP_FAILURE_TRACEBACKS = _DropFailureTracebacks()
+
+
 def configure(verbose: bool) -> None:
     """This process's defaults, before TensorFlow is imported (a later call can only make it louder)."""
     root = logging.getLogger()
     if verbose or os.environ.get(VERBOSE_ENV) == "1":
         os.environ[VERBOSE_ENV] = "1"
         root.removeFilter(_DROP_NOTICES)
+        for name in _BEAM_FAILURE_LOGGERS:
+            logging.getLogger(name).removeFilter(_DROP_FAILURE_TRACEBACKS)
         root.setLevel(logging.INFO)
         return
     os.environ.setdefault(TF_LOG_LEVEL_ENV, QUIET_TF_LOG_LEVEL)
     root.setLevel(logging.WARNING)
     if _DROP_NOTICES not in root.filters:
         root.addFilter(_DROP_NOTICES)
+    for name in _BEAM_FAILURE_LOGGERS:
+        if _DROP_FAILURE_TRACEBACKS not in logging.getLogger(name).filters:
+            logging.getLogger(name).addFilter(_DROP_FAILURE_TRACEBACKS)
+
+
+class _WithoutTracebacks:
+    """A text stream, less the tracebacks written to it whole (as Beam's SDK worker prints a failing
+    bundle's with `print(traceback_string, file=sys.stderr)`)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+        self._dropped = False
+
+    def write(self, text: str) -> int:
+        if text.startswith("Traceback (most recent call last):"):
+            self._dropped = True
+            return len(text)
+        if self._dropped and text == "\n":  # the print's own line end
+            self._dropped = False
+            return len(text)
+        self._dropped = False
+        return self._stream.write(text)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def without_tracebacks() -> Iterator[None]:
+    """While a job runs: a failing bundle's traceback is not printed (unless verbose); the job fails
+    with that exception, which the command says in one line."""
+    if os.environ.get(VERBOSE_ENV) == "1":
+        yield
+        return
+    saved = sys.stderr
+    sys.stderr = _WithoutTracebacks(saved)
+    try:
+        yield
+    finally:
+        sys.stderr = saved
 
 
 def has_nvidia_device() -> bool:

@@ -39,6 +39,10 @@ DEFAULT_SCORING_INPUT = "data/trips/dt={date}/*.csv"
 DEFAULT_TRAINING_INPUT = "data/chicago_taxi/trips.csv"
 DEFAULT_WAREHOUSE = "warehouse/scores.duckdb"
 DEFAULT_STALE_AFTER = "30m"
+# A night's publishing, after the whole night was scored: long enough to outlast another run's publishing
+# (seconds on DuckDB, a few minutes for tens of millions of rows on BigQuery) and a short outage of the
+# warehouse's API, short enough that a nightly schedule learns of a dead warehouse the same night.
+DEFAULT_PUBLISH_TIMEOUT = "15m"
 # The sections of --help, in the order a user needs them (`parser` titles WHAT by command).
 WHAT, MODEL, WAREHOUSE, GATES, MONITORING, SOURCES, RUNNING = (
     "what",
@@ -283,8 +287,16 @@ def scoring_arguments(parser) -> None:
         "--lock_timeout",
         type=float,
         default=DEFAULT_LOCK_TIMEOUT,
-        help="DuckDB warehouse: seconds to wait for a lock another process holds on the file (another run "
-        "publishing, an analyst's session) before giving up with exit code 2.",
+        help="Before any data is read: seconds to wait for a DuckDB file another process holds (another run "
+        "publishing, an analyst's session), or for a BigQuery API that does not answer, before giving up "
+        "with exit code 2.",
+    )
+    warehouse.add_argument(
+        "--publish_timeout",
+        default=DEFAULT_PUBLISH_TIMEOUT,
+        help="Each night's publishing, after it was scored (90s, 30m, 2h): how long it waits for a busy or "
+        "silent warehouse, saying so, before the run fails with exit code 1 and the date is left as it was. "
+        "A commit already sent is waited for as long again.",
     )
     warehouse.add_argument(
         "--stale_after",

@@ -475,8 +475,11 @@ class _CsvFile(_File):
                 if failed and "UTF8" not in message and self.header[int(failed.group(1))] not in self.text_columns:
                     self.text_columns.add(self.header[int(failed.group(1))])  # validation types it, value by value
                     continue
-                if invalid is None and message.startswith("CSV parse error"):
-                    invalid = []  # a row with the wrong number of fields: parse again, collecting such rows
+                if invalid is None and message.startswith("CSV parse error") and _utf8(data.to_pybytes()):
+                    # A row with the wrong number of fields: parse again, collecting such rows. (Not where
+                    # the block holds bytes that are not UTF-8: pyarrow cannot hand the handler such a
+                    # row's text, and prints its own complaint; record by record says which row it is.)
+                    invalid = []
                     continue
                 raise _Unparsed(message) from e
             batch = table.combine_chunks().to_batches()

@@ -13,7 +13,6 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 
 import apache_beam as beam
 import pyarrow as pa
@@ -28,6 +27,7 @@ from pipelines.monitoring import drift, report
 from pipelines.observe import add_seconds, stage_timer
 from pipelines.stage import WriteNightFiles, delete_tree, run_folder
 from pipelines.warehouses import GateRefused, RunRecord, StagedResults, Warehouse
+from pipelines.warehouses.deadline import Deadline
 from schemas import SCORING_ERRORS
 
 REPORTS_WRITTEN = "monitoring/reports_written"  # the counter, as the run summary reads it
@@ -99,13 +99,20 @@ class PublishNights(beam.DoFn):
     run of their own would have. Emits each published night's counts."""
 
     def __init__(
-        self, warehouse: Warehouse, nights: Nights, staging_dir: str, fail_job_on_refusal: bool, monitoring: Monitoring
+        self,
+        warehouse: Warehouse,
+        nights: Nights,
+        staging_dir: str,
+        fail_job_on_refusal: bool,
+        monitoring: Monitoring,
+        publish_timeout: float,
     ):
         self._warehouse = warehouse
         self._nights = nights
         self._staging_dir = staging_dir
         self._fail_job_on_refusal = fail_job_on_refusal
         self._monitoring = monitoring
+        self._publish_timeout = publish_timeout
         self._published = Metrics.counter("load", "rows_published")
         self._reports = Metrics.counter(*REPORTS_WRITTEN.split("/"))
 
@@ -141,7 +148,8 @@ class PublishNights(beam.DoFn):
         if not self._monitoring.report_dir:
             return
         try:
-            night = self._warehouse.night_report(run.score_date, REPORT_DAYS, run.run_id)
+            with self._warehouse.within(Deadline(self._publish_timeout)):
+                night = self._warehouse.night_report(run.score_date, REPORT_DAYS, run.run_id)
             path = report.write_report(night, self._monitoring.report_dir)
         except Exception as e:
             logging.warning("run %s: its report was not written: %s: %s", run.run_id, type(e).__name__, e)
@@ -171,15 +179,17 @@ class PublishNights(beam.DoFn):
             raise GateRefused("; ".join(refused) + others)
 
     def _publish(self, run: RunRecord, staged: StagedResults, datasets: list) -> dict | GateRefused:
-        """One night, as a run of its own would publish it: its counts, or the refusal."""
+        """One night, as a run of its own would publish it: its counts, or the refusal. Every warehouse
+        call, from reading the previous night's statistics to the commit, is within the night's
+        --publish_timeout."""
         staging = run_folder(self._staging_dir, run.run_id)
-        if datasets:
-            staged = dataclasses.replace(
-                staged, **self.measure(run, statistics_pb2.DatasetFeatureStatisticsList(datasets=datasets), staging)
-            )
         t0 = time.perf_counter()
         try:
-            counts = self._warehouse.publish_night(run, staged, datetime.now(timezone.utc))
+            with self._warehouse.within(Deadline(self._publish_timeout)):
+                if datasets:
+                    night = statistics_pb2.DatasetFeatureStatisticsList(datasets=datasets)
+                    staged = dataclasses.replace(staged, **self.measure(run, night, staging))
+                counts = self._warehouse.publish_night(run, staged)
         except GateRefused as refusal:
             add_seconds(stage_timer("publish"), time.perf_counter() - t0)
             delete_tree(staging)  # its rows are in the refused tables now
@@ -187,13 +197,13 @@ class PublishNights(beam.DoFn):
             return refusal
         self._published.inc(counts["prediction_rows"])
         add_seconds(stage_timer("publish"), time.perf_counter() - t0)
-        self.write_report(run)
-        # Published rows are copies; a failed run keeps its staged files for inspection instead. The night
-        # is published: failing now would only make a retry or an alert say otherwise.
+        # Published rows are copies. The night is published: failing now would only make a retry or an
+        # alert say otherwise. (Killed before this, the files go with the next run's sweep.)
         try:
             delete_tree(staging)
         except Exception as e:
             logging.warning("run %s published; its staged files under %s stay: %s", run.run_id, staging, e)
+        self.write_report(run)
         return counts
 
 
@@ -208,9 +218,11 @@ class LoadToWarehouse(beam.PTransform):
         nights: Nights,
         staging_dir: str,
         monitoring: Monitoring,
+        publish_timeout: float,
         fail_job_on_refusal: bool = True,
     ):
         super().__init__()
+        self._publish_timeout = publish_timeout
         self._warehouse = warehouse
         self._nights = nights
         self._staging_dir = staging_dir
@@ -258,7 +270,12 @@ class LoadToWarehouse(beam.PTransform):
             | "Publish"
             >> beam.ParDo(
                 PublishNights(
-                    self._warehouse, self._nights, self._staging_dir, self._fail_job_on_refusal, self._monitoring
+                    self._warehouse,
+                    self._nights,
+                    self._staging_dir,
+                    self._fail_job_on_refusal,
+                    self._monitoring,
+                    self._publish_timeout,
                 ),
                 beam.pvalue.AsList(predictions),
                 beam.pvalue.AsList(errors),

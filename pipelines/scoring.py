@@ -14,6 +14,7 @@ import dataclasses
 import getpass
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -57,6 +58,7 @@ from pipelines.stage import delete_tree, run_folder
 from pipelines.validate import VALID_COUNTS, ValidateRecords
 from pipelines.warehouses import (
     REFUSED,
+    RUNNING,
     SUCCEEDED,
     GateLimits,
     RunRecord,
@@ -65,6 +67,7 @@ from pipelines.warehouses import (
     heartbeat,
     open_warehouse,
 )
+from pipelines.warehouses.deadline import Deadline
 from schemas import CHALLENGER, CHAMPION, InputSchema
 
 CONFIG_ERRORS = (
@@ -135,6 +138,7 @@ class ScoringConfig:
     large_model: bool
     progress_seconds: float  # 0: no live progress (remote runners have no terminal to print to)
     stale_after: timedelta
+    publish_timeout: float  # seconds each night's publishing may wait for the warehouse (--publish_timeout)
     local: bool  # this process runs the pipeline (and so can heartbeat for it) and waits for it
     training_statistics: bytes | None  # the model version's drift baseline; None for older versions
     report_dir: str | None  # where the night's report goes; None: none
@@ -214,7 +218,8 @@ def plan(options: PipelineOptions) -> ScoringConfig:
     )
     if runner in LOCAL_RUNNERS:  # this machine is the worker: check its accelerator now, not mid-run (last of
         devices.visible_devices(devices.resolve_kind(opts.accelerator))  # the checks: it loads TensorFlow)
-    staging_dir = opts.staging_dir or warehouse.default_staging_dir()
+    here = workers_here(options)
+    staging_dir = staging_folder(opts.staging_dir, warehouse, options, here)
     return ScoringConfig(
         nights=tuple(
             Night(new_run(day, model, challenger, input_pattern, src, data, opts, runner, staging_dir, limits), src)
@@ -237,9 +242,10 @@ def plan(options: PipelineOptions) -> ScoringConfig:
         large_model=opts.large_model,
         progress_seconds=opts.progress_seconds if runner in LOCAL_RUNNERS else 0,
         stale_after=duration(opts.stale_after),
+        publish_timeout=duration(opts.publish_timeout).total_seconds(),
         local=runner in LOCAL_RUNNERS,
         training_statistics=statistics.read_baseline(model.path),
-        report_dir=report_dir(opts.report_dir, warehouse, staging_dir, runner in LOCAL_RUNNERS),
+        report_dir=report_dir(opts.report_dir, warehouse, staging_dir, here),
         monitoring=opts.monitoring == "on",
         verbose=options.view_as(CommandOptions).verbose,
     )
@@ -340,19 +346,70 @@ def check_options(data: DataOptions, opts: ScoringOptions) -> None:
         )
     if opts.monitoring == "off" and opts.drift_gate == "refuse":
         raise ValueError("--drift_gate refuse judges the night's drift, which --monitoring off does not measure")
+    if duration(opts.publish_timeout).total_seconds() <= 0:
+        raise ValueError("--publish_timeout must be more than 0s")
     if duration(opts.stale_after) < heartbeat.MIN_STALE_AFTER:
         raise ValueError(f"--stale_after must be at least {heartbeat.MIN_STALE_AFTER.total_seconds():g}s")
 
 
-def report_dir(given: str | None, warehouse: Warehouse, staging_dir: str, local: bool) -> str | None:
-    """Where reports go. A remote runner's workers write it, so it must be a shared file system: a
-    folder on a worker's disk is gone with the worker."""
+LOCAL_ENVIRONMENTS = ("LOOPBACK", "PROCESS")  # a portable runner's workers on this machine
+LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
+STAGING_UNDER_TEMP = "batch-scoring-staging"  # a remote runner's default staging, under --temp_location
+
+
+def workers_here(options: PipelineOptions) -> bool:
+    """Whether the job's workers run on this machine, and so share its local folders: the DirectRunner;
+    a portable runner whose SDK workers are this process (LOOPBACK), its children (PROCESS) or a pool at
+    a loopback address (EXTERNAL). Anything else (Dataflow, DOCKER containers) writes elsewhere."""
+    every = options.get_all_options()
+    if every.get("runner") in LOCAL_RUNNERS:
+        return True
+    environment = (every.get("environment_type") or "").upper()
+    if environment in LOCAL_ENVIRONMENTS:
+        return True
+    if environment == "EXTERNAL":
+        host = (every.get("environment_config") or "").rsplit(":", 1)[0]
+        return host in LOOPBACK_HOSTS or host.startswith("127.")
+    return False
+
+
+def is_local_path(path: str) -> bool:
+    return FileSystems.get_scheme(path) in (None, "file")
+
+
+def staging_folder(given: str | None, warehouse: Warehouse, options: PipelineOptions, here: bool) -> str:
+    """Where the job stages its files: --staging_dir; else beside the warehouse where workers run here,
+    or under --temp_location (as Beam's own BigQuery file loads do) where they run elsewhere. A local
+    folder that other machines' workers would write to is refused, naming the option."""
+    if here:
+        return given or warehouse.default_staging_dir()
+    if given:
+        if is_local_path(given):
+            raise ValueError(
+                f"--staging_dir {given} is a local folder, which workers on other machines cannot share: give a "
+                "gs://... folder"
+            )
+        return given
+    temp = options.view_as(GoogleCloudOptions).temp_location
+    if not temp or is_local_path(temp):
+        raise ValueError(
+            "--staging_dir is needed: workers on other machines stage the night's files where this launcher "
+            "can read them; give --staging_dir gs://... (or --temp_location gs://..., staged under it)"
+            + (f"; --temp_location {temp} is a local folder" if temp else "")
+        )
+    return FileSystems.join(temp, STAGING_UNDER_TEMP)
+
+
+def report_dir(given: str | None, warehouse: Warehouse, staging_dir: str, here: bool) -> str | None:
+    """Where reports go: beside the warehouse where workers run here, else beside the staged files. The
+    workers write it, so where they run elsewhere it must be a shared file system: a folder on a
+    worker's disk is gone with the worker."""
     if given is not None and given.lower() == "none":
         return None
-    chosen = given or (warehouse.default_report_dir() if local else FileSystems.join(staging_dir, "reports"))
-    if not local and FileSystems.get_scheme(chosen) in (None, "file"):
+    chosen = given or (warehouse.default_report_dir() if here else FileSystems.join(staging_dir, "reports"))
+    if not here and is_local_path(chosen):
         raise ValueError(
-            f"--report_dir {chosen} is a local folder, which a remote runner's workers cannot share: "
+            f"--report_dir {chosen} is a local folder, which workers on other machines cannot share: "
             "give a gs://... folder, or 'none'"
         )
     return chosen
@@ -495,7 +552,12 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig, bar_dir: str 
         config.training_statistics, schemas.DRIFT_THRESHOLDS, schemas.DRIFT_NOT_FLAGGED, config.report_dir
     )
     return (scored, rejected, read[COUNTS], checked[VALID_COUNTS], monitored) | "WriteScores" >> LoadToWarehouse(
-        config.warehouse, nights, config.staging_dir, monitoring, fail_job_on_refusal=not config.local
+        config.warehouse,
+        nights,
+        config.staging_dir,
+        monitoring,
+        config.publish_timeout,
+        fail_job_on_refusal=not config.local,
     )
 
 
@@ -574,7 +636,10 @@ def summarize(
             else None,
         },
         "unknown_columns": _namespace(counters, "unknown_columns"),
-        "rejected_by_reason": _namespace(counters, REJECTED_BY_REASON),
+        # From the warehouse once the night was judged: duplicate keys are resolved there, in SQL.
+        "rejected_by_reason": config.warehouse.rejections(run.run_id)
+        if row["status"] in (SUCCEEDED, REFUSED)
+        else _namespace(counters, REJECTED_BY_REASON),
         "input_looks_like": _namespace(counters, LOOKS_LIKE),  # files by the format they hold instead
         "metrics": metrics,
         "stage_seconds": stage_seconds(counters),
@@ -623,8 +688,37 @@ def range_summary(config: ScoringConfig, nights: list[dict[str, Any]], seconds: 
 
 
 def reap(config: ScoringConfig) -> list[dict[str, Any]]:
-    """Runs killed without a word (SIGKILL, a lost machine): marked abandoned, their staged files deleted."""
+    """Runs killed without a word (SIGKILL, a lost machine): marked abandoned, their staged files deleted;
+    then the files of runs killed after they finished but before they deleted them."""
     reaped = config.warehouse.reap(config.stale_after, datetime.now(timezone.utc), by=config.runs[0].run_id)
+    report_reaped(reaped)
+    sweep(config)
+    return reaped
+
+
+def sweep(config: ScoringConfig) -> None:
+    """A run deletes its staged files after its commit; one killed in between leaves them, with its row
+    finished. Any folder under the staging folder whose run this warehouse knows as finished goes now
+    (with what the warehouse staged for it); a running run's, or another warehouse's, stays."""
+    try:
+        found = FileSystems.match([FileSystems.join(config.staging_dir, "*", "*", "*")])[0].metadata_list
+    except Exception:  # nothing staged, or the folder unreadable: tonight's run matters more
+        return
+    prefix = config.staging_dir.rstrip("/") + "/"
+    for run_id in sorted({m.path.removeprefix(prefix).split("/", 1)[0] for m in found}):
+        try:
+            if config.warehouse.run_row(run_id)["status"] == RUNNING:
+                continue
+            config.warehouse.drop_staging(run_id)
+            delete_tree(run_folder(config.staging_dir, run_id))
+        except KeyError:
+            continue  # not this warehouse's run
+        except Exception as e:
+            print(f"warning: staged files of finished run {run_id} stay: {type(e).__name__}: {e}", file=sys.stderr)
+
+
+def report_reaped(reaped: list[dict[str, Any]]) -> None:
+    """Each reaped run said, and its staged files deleted."""
     for row in reaped:
         print(
             f"reaped run {row['run_id']} ({row['score_date']}): no heartbeat since {row['last_seen']}", file=sys.stderr
@@ -635,7 +729,6 @@ def reap(config: ScoringConfig) -> list[dict[str, Any]]:
                 delete_tree(staging)
         except Exception as e:  # tonight's run matters more than last night's leftovers
             print(f"warning: staged files of reaped run {row['run_id']} under {staging} stay: {e}", file=sys.stderr)
-    return reaped
 
 
 def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) -> dict[str, Any]:
@@ -661,6 +754,7 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
         with (
             heartbeat.Heartbeat(config.warehouse, run_ids, heartbeat.interval(config.stale_after)),
             progress_bar(config) as bar_dir,
+            quiet.without_tracebacks(),
         ):
             p = pipeline or beam.Pipeline(options=options)
             build_pipeline(p, config, bar_dir)
@@ -668,21 +762,23 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
             result.wait_until_finish()
     except BaseException as e:
         failure = e
-        reason = f"{type(e).__name__}: {e}"
-        # Stopped by a signal: a worker thread may be publishing still; its transaction ends first.
-        with warehouses.stop_publishing() if isinstance(e, Terminated) else nullcontext():
-            for run_id in run_ids:  # the nights published before the failure keep their status
-                config.warehouse.mark_failed(run_id, reason, datetime.now(timezone.utc))
-        if not isinstance(e, Exception):
-            raise
-    seconds = time.perf_counter() - t0
-    try:
-        job = job_metrics(result)
-        nights = [summarize(config, night_run, job, seconds, reaped) for night_run in config.runs]
-    except Exception:
-        if failure is None:
-            raise
-        nights = None  # the warehouse fails too: the run's own failure is the one to report
+    # Data was read: from here every warehouse call waits as publishing does, and nothing is exit code 2.
+    with config.warehouse.within(Deadline(config.publish_timeout)):
+        if failure is not None:
+            discard_failed(config, failure)
+            if not isinstance(failure, Exception):
+                raise failure
+        seconds = time.perf_counter() - t0
+        try:
+            job = job_metrics(result)
+            nights = [summarize(config, night_run, job, seconds, reaped) for night_run in config.runs]
+        except Exception as e:
+            if failure is None:
+                raise RunFailed(
+                    f"the job ended but its outcome could not be read from {config.warehouse.location}: "
+                    f"{type(e).__name__}: {e}; scoring_runs says whether each night was published"
+                ) from e
+            nights = None  # the warehouse fails too: the run's own failure is the one to report
     if nights is not None:
         summary = nights[0] if len(nights) == 1 else range_summary(config, nights, seconds)
         write_summary(options.view_as(ScoringOptions).summary_json, summary)
@@ -702,10 +798,52 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
                 summary,
             )
     if failure is not None:
-        reason = f"{type(failure).__name__}: {failure}"
+        reason = failure_reason(failure)
         which = f"run {run_ids[0]}" if len(run_ids) == 1 else f"the job of {len(run_ids)} nights"
         raise RunFailed(f"{which} failed, previous results left as they were: {reason}") from failure
     return summary
+
+
+_RAISED = re.compile(r"^([A-Za-z_][\w.]*): (.*)$")
+
+
+def failure_reason(failure: BaseException) -> str:
+    """A failure in one line. A job's failure arrives wrapped by Beam with the worker's traceback in its
+    message; its last line is the exception raised where it happened, and says what went wrong."""
+    text = str(failure)
+    if "Traceback (most recent call last)" not in text:
+        return f"{type(failure).__name__}: {text}"
+    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
+    raised = _RAISED.match(last)
+    return f"{raised[1].rsplit('.', 1)[-1]}: {raised[2]}" if raised else last
+
+
+def discard_failed(config: ScoringConfig, failure: BaseException) -> None:
+    """A failed job's runs marked failed (the nights it published keep their status) and what they staged
+    deleted. Where the warehouse does not answer, the run's row stays running with its heartbeat stopped:
+    the next run marks it abandoned after --stale_after and deletes its files then (README: Faults)."""
+    reason = failure_reason(failure)
+    run_ids = [night_run.run_id for night_run in config.runs]
+    try:
+        # Stopped by a signal: a worker thread may be publishing still; its transaction ends first.
+        with warehouses.stop_publishing() if isinstance(failure, Terminated) else nullcontext():
+            for run_id in run_ids:
+                config.warehouse.mark_failed(run_id, reason, datetime.now(timezone.utc))
+    except Exception as e:
+        print(
+            f"warning: {', '.join(run_ids)} could not be marked failed ({type(e).__name__}: {e}); its heartbeat has "
+            "stopped, so the next run marks it abandoned after --stale_after",
+            file=sys.stderr,
+        )
+        return  # the reaper deletes its files then, with the warehouse's own staging
+    for run_id in run_ids:
+        try:
+            if config.warehouse.run_row(run_id)["status"] == SUCCEEDED:
+                continue  # published before the failure: its files were deleted then
+            config.warehouse.drop_staging(run_id)
+            delete_tree(run_folder(config.staging_dir, run_id))
+        except Exception as e:
+            print(f"warning: staged files of failed run {run_id} stay: {type(e).__name__}: {e}", file=sys.stderr)
 
 
 def overlap_locally(options: PipelineOptions, argv: list[str]) -> None:

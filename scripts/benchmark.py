@@ -378,7 +378,7 @@ def measure_publish(args, resolve: bool) -> dict:
     staged = StagedResults(files, [], counts, counts)
     t0 = time.perf_counter()
     if resolve:
-        warehouse.publish_night(run, staged, datetime.now(timezone.utc))
+        warehouse.publish_night(run, staged)
     else:
         with warehouse._staged(run, staged) as tables:
             warehouse._query(sql.audit(warehouse.dialect, tables, run.run_id, run.score_date))

@@ -42,6 +42,7 @@ REGEXES = {
     "bq_temp_dataset": rf"^{DATASET}$",
     "dataset_location": r"^[A-Za-z0-9-]+$",
     "stale_after": r"^[0-9]+(\.[0-9]+)?[smh]?$",
+    "publish_timeout": r"^[0-9]+(\.[0-9]+)?[smh]?$",
     "accept_gate_failures": r"^.*\S.*$",
 }
 

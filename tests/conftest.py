@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -147,10 +148,17 @@ def gcs():
 
 
 @pytest.fixture(scope="session")
-def bigquery():
-    """A BigQuery API server (bqemulator: REST and Storage gRPC); returns a client of the project."""
+def bigquery(bigquery_server):
+    """A client of the BigQuery API server's project."""
     from pipelines.bigquery import client
 
+    return client(BQ_PROJECT)
+
+
+@pytest.fixture(scope="session")
+def bigquery_server():
+    """A BigQuery API server (bqemulator: REST and Storage gRPC) on loopback; its process is there for
+    tests that stop it (SIGSTOP) to see what a run does when BigQuery does not answer."""
     rest, grpc_port = free_port(), free_port()
     server = _Server(
         [
@@ -179,8 +187,9 @@ def bigquery():
         "BigQuery emulator",
     )
     try:
-        yield client(BQ_PROJECT)
+        yield server
     finally:
+        os.kill(server.proc.pid, signal.SIGCONT)  # a test stopped it and failed before resuming it
         server.stop()
 
 

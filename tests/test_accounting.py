@@ -264,6 +264,7 @@ def test_duplicate_keys_get_one_answer_or_none(model_root, warehouse, tmp_path):
     assert code == 0 and summary["reconciled"]
     assert (summary["input_records"], summary["scored_records"], summary["rejected_records"]) == (135, 95, 10)
     assert summary["duplicates_dropped"] == 30
+    assert summary["rejected_by_reason"] == {"duplicate_key": 10}  # resolved while publishing, read back
     keys = [r[0] for r in warehouse.rows("SELECT trip_id FROM predictions")]
     assert len(keys) == len(set(keys)) == 95
     assert not {r[0] for r in rows[30:35]} & set(keys)

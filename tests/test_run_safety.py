@@ -269,7 +269,7 @@ def test_a_reaped_run_cannot_publish(warehouse):
     assert [r["run_id"] for r in contract.reap(timedelta(minutes=30), later, by="next")] == ["stalled"]
     staged = StagedResults([], [], {}, {})
     with pytest.raises(AuditError, match="run stalled is abandoned"):
-        contract.publish_night(run, staged, later)
+        contract.publish_night(run, staged)
     with pytest.raises(Exception, match="run stalled is no longer running: nothing published"):
         contract._transaction(run, [sql.still_running(contract.transaction_dialect, run.run_id)])
     assert warehouse.rows("SELECT status FROM scoring_runs") == [("abandoned",)]

@@ -180,13 +180,9 @@ def test_a_failed_audit_publishes_nothing(model_root, warehouse, tmp_path):
     contract, run = begin_run(warehouse, "bad-run")
     staged = staged_predictions([prediction("bad-run", "t", 1.5, True)], tmp_path / "staged.parquet")
     with pytest.raises(AuditError, match=r"outside \[0, 1\].*input 5 != scored 1"):
-        contract.publish_night(
-            run, StagedResults([(staged, 1)], [], {"f.csv": 5}, {"f.csv": 1}), datetime.now(timezone.utc)
-        )
+        contract.publish_night(run, StagedResults([(staged, 1)], [], {"f.csv": 5}, {"f.csv": 1}))
     with pytest.raises(AuditError, match="hold 1 rows but 2 were written"):
-        contract.publish_night(
-            run, StagedResults([(staged, 2)], [], {"f.csv": 1}, {"f.csv": 1}), datetime.now(timezone.utc)
-        )
+        contract.publish_night(run, StagedResults([(staged, 2)], [], {"f.csv": 1}, {"f.csv": 1}))
     got = night(warehouse)
     assert len(got) == 100 and {r[3] for r in got} == {good["run_id"]}
     assert contract.run_row("bad-run")["status"] == "running"
@@ -204,9 +200,7 @@ def test_champion_and_challenger_are_compared_when_published(warehouse, tmp_path
         for t, p, lab in zip(trips, [0.9, 0.7, 0.7, 0.1], [True, True, True, False], strict=True)
     ]
     staged = staged_predictions(champion + challenger, tmp_path / "both.parquet")
-    counts = contract.publish_night(
-        run, StagedResults([(staged, 8)], [], {"f.csv": 4}, {"f.csv": 4}), datetime.now(timezone.utc)
-    )
+    counts = contract.publish_night(run, StagedResults([(staged, 8)], [], {"f.csv": 4}, {"f.csv": 4}))
     assert (counts["scored_records"], counts["prediction_rows"]) == (4, 8)
     row = contract.run_row("compared")
     comparison = json.loads(row["comparison"])
@@ -217,9 +211,7 @@ def test_champion_and_challenger_are_compared_when_published(warehouse, tmp_path
     assert comparison["records"] == 4 and row["status"] == "succeeded"
     # A retried publishing step (Dataflow retries a bundle that failed after the commit) finds the night
     # published: it returns what was published and changes nothing.
-    again = contract.publish_night(
-        run, StagedResults([(staged, 8)], [], {"f.csv": 4}, {"f.csv": 4}), datetime.now(timezone.utc)
-    )
+    again = contract.publish_night(run, StagedResults([(staged, 8)], [], {"f.csv": 4}, {"f.csv": 4}))
     assert again == counts and contract.run_row("compared")["finished_at"] == row["finished_at"]
 
 
@@ -278,11 +270,11 @@ def test_a_run_that_loses_the_race_to_publish_judges_again_and_publishes(bigquer
     def judge_then_lose_the_race(*args):
         judged.append(judge(*args))
         if len(judged) == 1:  # the gates saw an empty date; now another run publishes it
-            winner.publish_night(early, staged("early-run", ["a", "b"]), datetime.now(timezone.utc))
+            winner.publish_night(early, staged("early-run", ["a", "b"]))
         return judged[-1]
 
     loser._judge = judge_then_lose_the_race
-    loser.publish_night(late, staged("late-run", ["c", "d", "e"]), datetime.now(timezone.utc))
+    loser.publish_night(late, staged("late-run", ["c", "d", "e"]))
     assert len(judged) == 2 and {g["name"]: g["value"] for g in json.loads(judged[1][1]["gates"])}["shrink"] == 1.5
     assert [(t, r) for t, _, _, r in night(warehouse)] == [("c", "late-run"), ("d", "late-run"), ("e", "late-run")]
     assert [s for s, _ in statuses(warehouse)] == ["succeeded", "succeeded"]
@@ -422,6 +414,6 @@ def test_a_process_that_is_stopping_publishes_nothing(warehouse, tmp_path, monke
     with contract_module.stop_publishing():  # as the main thread does on SIGTERM
         pass
     with pytest.raises(contract_module.PublishingStopped, match="is stopping: its night is not published"):
-        contract.publish_night(run, staged, datetime.now(timezone.utc))
+        contract.publish_night(run, staged)
     assert contract.run_row(run.run_id)["status"] == "running"  # the main thread marks it failed next
     assert warehouse.rows("SELECT count(*) FROM predictions") == [(0,)]

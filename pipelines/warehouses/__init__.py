@@ -3,7 +3,8 @@
     warehouse = open_warehouse("warehouse/scores.duckdb")        # or "bq://project.dataset"
     warehouse.prepare(); warehouse.reap(stale_after, now, by=run.run_id); warehouse.record_run(run)
     ... the pipeline stages files; the run heartbeats its row ...
-    warehouse.publish_night(run, staged, finished_at)   # or GateRefused: kept apart, not published
+    with warehouse.within(Deadline(publish_timeout)):   # after the data was read: waits, saying so
+        warehouse.publish_night(run, staged)             # or GateRefused: kept apart, not published
 
 `open_warehouse` is the one way in; a third engine is a `Warehouse` subclass with a `Dialect`, added
 there (README: "Adding a warehouse").
@@ -41,7 +42,9 @@ def open_warehouse(
     """The warehouse `--warehouse` names: BigQuery for bq://project.dataset, else a DuckDB file.
     `create_dataset`: a missing BigQuery dataset, or a DuckDB file's missing folder, is made."""
     if is_bigquery_warehouse(location):
-        return BigQueryWarehouse(location, create_dataset=create_dataset, dataset_location=dataset_location)
+        return BigQueryWarehouse(
+            location, create_dataset=create_dataset, dataset_location=dataset_location, lock_timeout=lock_timeout
+        )
     return DuckDBWarehouse(location, lock_timeout=lock_timeout, create_folder=create_dataset)
 
 

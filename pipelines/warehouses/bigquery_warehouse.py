@@ -8,6 +8,11 @@ What is BigQuery's own:
    table; a conflicting one is retried);
 3. tables are made through the API, partitioned by date, clustered and described.
 
+Every call has a deadline and is retried with backoff while BigQuery does not answer (see
+`warehouses.deadline`): jobs run under ids of ours, so a retried start finds a job BigQuery already
+received instead of running it twice, and the run polls a job's state with bounded calls rather than
+waiting on one that may never answer. The commit, once sent, is waited for until its outcome is known.
+
 Every value reaches SQL as a query parameter. The transaction script reads the run's values from a
 one-row staging table written by a parameterised query, as script variables, because scripts are
 given no parameters here (bqemulator does not bind them); table names are checked identifiers.
@@ -21,12 +26,15 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
 
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import bigquery as bq
+from pipelines.arguments import DEFAULT_LOCK_TIMEOUT
 from pipelines.bigquery import SCHEME, DatasetRef
 from pipelines.warehouses import sql
 from pipelines.warehouses.contract import (
@@ -37,6 +45,7 @@ from pipelines.warehouses.contract import (
     Warehouse,
     WarehouseConfigError,
 )
+from pipelines.warehouses.deadline import Deadline, PublishTimeout, Waiting, patiently
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
 from schemas import FEATURE_DRIFT, SCORING_ERRORS, STAGED_PREDICTIONS, WAREHOUSE_TABLES, ColumnType, Field, TableSchema
 
@@ -44,6 +53,30 @@ DATASET_DESCRIPTION = "Nightly batch scores (see the project's README)."
 STAGING_HOURS = 24  # staging tables outlive a failed run long enough to inspect, then expire
 STAGING_TABLES = ("predictions", "errors", "duplicates", "drift", "run")  # what a publishing stages, per run
 PUBLISH_ATTEMPTS = 5  # a transaction that lost a race with another run's is retried
+POLL_SECONDS = 0.5  # a running job's state is read this often
+T = TypeVar("T")
+
+
+class CommitUnknown(RuntimeError):
+    """The commit was sent and BigQuery stopped answering before its outcome was known."""
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """What a call that may succeed when tried again raises: no answer, a refused or dropped
+    connection, a server error, too many requests."""
+    import requests
+    from google.api_core import exceptions
+    from google.auth import exceptions as auth
+
+    return (
+        requests.exceptions.ConnectionError,
+        requests.exceptions.Timeout,
+        TimeoutError,
+        exceptions.RetryError,
+        exceptions.ServerError,
+        exceptions.TooManyRequests,
+        auth.TransportError,
+    )
 
 
 def is_bigquery_warehouse(location: str) -> bool:
@@ -57,6 +90,7 @@ class BigQueryWarehouse(Warehouse):
         create_dataset: bool = False,
         dataset_location: str | None = None,
         partition_expiration_days: int | None = None,
+        lock_timeout: float = DEFAULT_LOCK_TIMEOUT,
     ):
         ref = DatasetRef.parse(uri) if uri.startswith(SCHEME) else None
         if ref is None:
@@ -75,6 +109,8 @@ class BigQueryWarehouse(Warehouse):
         self._create_dataset = create_dataset
         self._dataset_location = dataset_location
         self._partition_expiration_days = partition_expiration_days
+        self.lock_timeout = lock_timeout
+        self._waiting = Waiting(f"warehouse {uri}")
         self._client = None
 
     @property
@@ -85,6 +121,38 @@ class BigQueryWarehouse(Warehouse):
 
     def __getstate__(self):  # travels to workers without its connection
         return {**self.__dict__, "_client": None}
+
+    # ------------------------------------------------------------------ calls, bounded
+
+    def _call(self, call: Callable[[float], T], deadline: Deadline | None = None) -> T:
+        """One API call, each try bounded, retried while BigQuery does not answer, until `deadline` (the
+        step's by default): a configuration error before any data is read, PublishTimeout after."""
+        error = WarehouseConfigError if self._deadline is None else PublishTimeout
+        return patiently(call, deadline or self._wait(), self._waiting, transient_errors(), error)
+
+    def _job(self, start: Callable[[str, float], Any], deadline: Deadline | None = None):
+        """A job started under an id of ours (`start(job_id, seconds)`) and waited for, every call bounded
+        by `deadline` (default the step's): a start retried after a lost answer finds the job BigQuery
+        received rather than running it twice. Returns the finished job; its errors are raised by
+        `result()`."""
+        from google.api_core import exceptions
+
+        job_id = f"scoring_{uuid.uuid4().hex}"
+
+        def begin(seconds: float):
+            try:
+                return start(job_id, seconds)
+            except exceptions.Conflict:  # an earlier try reached BigQuery: that job it is
+                return self.client.get_job(job_id, timeout=seconds, retry=None)
+
+        deadline = deadline or self._wait()  # one for the whole job: starting it and every poll
+        job = self._call(begin, deadline)
+        while not self._call(lambda seconds: job.done(retry=None, timeout=seconds), deadline):
+            time.sleep(POLL_SECONDS)
+        return job
+
+    def _delete_table(self, table: str) -> None:
+        self._call(lambda seconds: self.client.delete_table(table, not_found_ok=True, retry=None, timeout=seconds))
 
     def default_staging_dir(self) -> str:
         return os.path.join(tempfile.gettempdir(), "batch-scoring-staging")
@@ -100,14 +168,17 @@ class BigQueryWarehouse(Warehouse):
         from google.api_core import exceptions
 
         try:
-            self.client.get_dataset(str(self.ref))
+            self._call(lambda seconds: self.client.get_dataset(str(self.ref), retry=None, timeout=seconds))
         except exceptions.NotFound:
             if not (create and self._create_dataset):
                 raise WarehouseConfigError(
                     f"BigQuery dataset {self.ref} does not exist; create it with "
                     "scripts/setup_bigquery.py or pass --create_dataset"
                 ) from None
-            self.client.create_dataset(self._dataset_definition(), exists_ok=True)
+            definition = self._dataset_definition()
+            self._call(
+                lambda seconds: self.client.create_dataset(definition, exists_ok=True, retry=None, timeout=seconds)
+            )
         return True
 
     def _dataset_definition(self):
@@ -134,13 +205,16 @@ class BigQueryWarehouse(Warehouse):
         from google.api_core import exceptions
 
         try:
-            existing = self.client.get_table(f"{self.ref}.{table}")
+            existing = self._call(
+                lambda seconds: self.client.get_table(f"{self.ref}.{table}", retry=None, timeout=seconds)
+            )
         except exceptions.NotFound:
             return None
         return [(f.name, f.field_type) for f in existing.schema]
 
     def _create_table(self, table: TableSchema) -> None:
-        self.client.create_table(bq.table_definition(self.ref, table, self._partition_expiration_days), exists_ok=True)
+        definition = bq.table_definition(self.ref, table, self._partition_expiration_days)
+        self._call(lambda seconds: self.client.create_table(definition, exists_ok=True, retry=None, timeout=seconds))
 
     def _add_columns(self, table: TableSchema, fields: tuple[Field, ...]) -> None:
         # The schema through the API (descriptions included), then the same columns by DDL, IF NOT EXISTS: a
@@ -160,7 +234,7 @@ class BigQueryWarehouse(Warehouse):
         definition = bigquery.Table(f"{self.ref}.{view.name}")
         definition.view_query = view.sql
         definition.description = view.description
-        self.client.create_table(definition, exists_ok=True)
+        self._call(lambda seconds: self.client.create_table(definition, exists_ok=True, retry=None, timeout=seconds))
 
     # ------------------------------------------------------------------ queries
 
@@ -170,9 +244,17 @@ class BigQueryWarehouse(Warehouse):
         config = bigquery.QueryJobConfig(
             query_parameters=[bq.query_parameter(n, t, v) for n, (t, v) in statement.params.items()]
         )
-        result = self.client.query(statement.sql, job_config=config).result()
-        names = [f.name for f in result.schema or []]
-        return names, [tuple(row.values()) for row in result]
+        job = self._job(
+            lambda job_id, seconds: self.client.query(
+                statement.sql, job_config=config, job_id=job_id, retry=None, job_retry=None, timeout=seconds
+            )
+        )
+
+        def rows(seconds: float) -> tuple[list[str], list[tuple]]:
+            result = job.result(retry=None, job_retry=None, timeout=seconds)
+            return [f.name for f in result.schema or []], [tuple(row.values()) for row in result]
+
+        return self._call(rows)
 
     # ------------------------------------------------------------------ publishing
 
@@ -199,12 +281,12 @@ class BigQueryWarehouse(Warehouse):
         d = self.dialect
         yield StagedTables(d.table(predictions), d.table(errors), d.table(duplicates), d.table(drift))
         for table in (predictions, errors, duplicates, drift):
-            self.client.delete_table(f"{self.ref}.{table}", not_found_ok=True)
+            self._delete_table(f"{self.ref}.{table}")
 
     def _drop_staging(self, run_id: str) -> None:
         """A killed run's staging tables would expire in a day; a reaped run's go now."""
         for what in STAGING_TABLES:
-            self.client.delete_table(f"{self.ref}.{self._staging_name(run_id, what)}", not_found_ok=True)
+            self._delete_table(f"{self.ref}.{self._staging_name(run_id, what)}")
 
     def _load(self, name: str, table: TableSchema, files: list[str]) -> str:
         """One load job per upload, or one server-side load job for all files on gs://."""
@@ -212,18 +294,36 @@ class BigQueryWarehouse(Warehouse):
 
         definition = bigquery.Table(f"{self.ref}.{name}", schema=bq.schema_fields(table))
         definition.expires = datetime.now(timezone.utc).replace(microsecond=0) + timedelta(hours=STAGING_HOURS)
-        self.client.delete_table(definition.reference, not_found_ok=True)  # a retried publish starts clean
-        self.client.create_table(definition)
+        self._delete_table(f"{self.ref}.{name}")  # a retried publish starts clean
+        self._call(lambda seconds: self.client.create_table(definition, exists_ok=True, retry=None, timeout=seconds))
         config = bigquery.LoadJobConfig(
             source_format=bigquery.SourceFormat.PARQUET, write_disposition=bigquery.WriteDisposition.WRITE_APPEND
         )
         remote = [f for f in files if f.startswith("gs://")]
         if remote:
-            self.client.load_table_from_uri(remote, definition.reference, job_config=config).result()
+            self._loaded(
+                self._job(
+                    lambda job_id, seconds: self.client.load_table_from_uri(
+                        remote, definition.reference, job_config=config, job_id=job_id, retry=None, timeout=seconds
+                    )
+                )
+            )
         for path in (f for f in files if not f.startswith("gs://")):
-            with FileSystems.open(path) as f:
-                self.client.load_table_from_file(f, definition.reference, job_config=config).result()
+            self._loaded(
+                self._job(lambda job_id, seconds, path=path: self._upload(path, definition, config, job_id, seconds))
+            )
         return name
+
+    def _upload(self, path: str, definition, config, job_id: str, seconds: float):
+        """One local file as a load job; the file is opened anew for each try."""
+        with FileSystems.open(path) as f:
+            return self.client.load_table_from_file(
+                f, definition.reference, job_config=config, job_id=job_id, timeout=seconds
+            )
+
+    def _loaded(self, job) -> None:
+        """A finished load job's error, if it failed."""
+        self._call(lambda seconds: job.result(retry=None, timeout=seconds))
 
     def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:
         d, script = self.dialect, self.transaction_dialect
@@ -244,14 +344,37 @@ class BigQueryWarehouse(Warehouse):
         ]
         body = "".join(f"{statement.sql};\n" for statement in statements)
         self._run_script("\n".join(declarations) + f"\nBEGIN TRANSACTION;\n{body}COMMIT TRANSACTION;")
-        self.client.delete_table(f"{self.ref}.{values_name}", not_found_ok=True)
+        self._delete_table(f"{self.ref}.{values_name}")
+
+    def _commit(self, script: str) -> None:
+        """Send the transaction and wait for its outcome. Until it is sent, the step's deadline holds
+        (out of time: PublishTimeout, nothing sent). Once a try to send it was made, BigQuery may have
+        it: the outcome is waited for as long again, and if it never comes, CommitUnknown (the run's row
+        says which it was: the transaction marks it succeeded, or it stays running and is reaped)."""
+        deadline = self._wait()
+        if deadline.remaining() <= 0:
+            raise PublishTimeout(f"{deadline.what} ({deadline.seconds:g} s) passed before the commit: nothing sent")
+        outcome = Deadline(deadline.seconds, f"{deadline.what}, again, waiting for the commit's outcome")
+        try:
+            job = self._job(
+                lambda job_id, seconds: self.client.query(
+                    script, job_id=job_id, retry=None, job_retry=None, timeout=seconds
+                ),
+                deadline=outcome,
+            )
+            self._call(lambda seconds: job.result(retry=None, job_retry=None, timeout=seconds), outcome)
+        except PublishTimeout as e:
+            raise CommitUnknown(
+                f"the commit was sent but its outcome is unknown ({e}); scoring_runs says whether the night "
+                "was published (succeeded), and a run left running is reaped by the next"
+            ) from None
 
     def _run_script(self, script: str) -> None:
         from google.api_core import exceptions
 
         for attempt in range(PUBLISH_ATTEMPTS):
             try:
-                self.client.query(script).result()
+                self._commit(script)
                 return
             except (exceptions.BadRequest, exceptions.Conflict) as e:
                 if sql.PUBLISHED_MEANWHILE in str(e):

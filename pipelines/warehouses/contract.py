@@ -26,9 +26,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
+from pipelines.arguments import DEFAULT_LOCK_TIMEOUT
 from pipelines.warehouses import gates, sql
+from pipelines.warehouses.deadline import Deadline
 from pipelines.warehouses.gates import GateLimits
-from pipelines.warehouses.sql import RUNNING, SUCCEEDED, Dialect, StagedTables, Statement
+from pipelines.warehouses.sql import COMMIT_TIME, RUNNING, SUCCEEDED, Dialect, StagedTables, Statement
 from schemas import REFUSED_ERRORS, REFUSED_FEATURE_DRIFT, REFUSED_PREDICTIONS, WAREHOUSE_TABLES, Field, TableSchema
 
 FAILED, REFUSED, ABANDONED = "failed", "refused", "abandoned"
@@ -247,6 +249,25 @@ class Warehouse(abc.ABC):
 
     location: str  # what the user passed as --warehouse
     dialect: Dialect
+    lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # the wait before any data is read (--lock_timeout)
+    _deadline: Deadline | None = None  # set by `within`: the step after the data was read
+
+    # ------------------------------------------------------------ how long it is waited for
+
+    @contextlib.contextmanager
+    def within(self, deadline: Deadline) -> Iterator[None]:
+        """Every call in the block waits as long as `deadline` allows (publishing, after a night was
+        scored), not --lock_timeout, and failing to answer in time is PublishTimeout (exit code 1), not
+        a configuration error: data was read by then."""
+        saved, self._deadline = self._deadline, deadline
+        try:
+            yield
+        finally:
+            self._deadline = saved
+
+    def _wait(self) -> Deadline:
+        """The current step's deadline; before any data is read, one of --lock_timeout per call."""
+        return self._deadline or Deadline(self.lock_timeout, "--lock_timeout")
 
     # ------------------------------------------------------------ the life cycle, the same everywhere
 
@@ -307,10 +328,11 @@ class Warehouse(abc.ABC):
         }
         self._query(sql.insert_run(self.dialect, values))
 
-    def publish_night(self, run: RunRecord, staged: StagedResults, finished_at: datetime) -> dict[str, Any]:
+    def publish_night(self, run: RunRecord, staged: StagedResults) -> dict[str, Any]:
         """Audit the staged files and hold the night to its quality gates; then, in one transaction,
         either replace the date's rows and complete the run, or keep the night's rows in the refused
-        tables and mark the run refused (GateRefused). The date's published rows are untouched then."""
+        tables and mark the run refused (GateRefused). The date's published rows are untouched then.
+        The run's `finished_at` is the transaction's time, by the warehouse's clock."""
         try:
             self._check_still_running(run)
         except AlreadyPublished as done:  # a retried publishing step (Dataflow retries a failed bundle)
@@ -326,9 +348,7 @@ class Warehouse(abc.ABC):
                 [row] = self._query(sql.compare(self.dialect, tables.predictions))[1]
                 comparison = comparison_result(row)
             for attempt in range(REJUDGE_ATTEMPTS):
-                decision, completion, statements = self._judge(
-                    run, staged, tables, counts, comparison, finished_at, incomplete
-                )
+                decision, completion, statements = self._judge(run, staged, tables, counts, comparison, incomplete)
                 try:
                     with _TRANSACTION:
                         if _STOPPING.is_set():
@@ -351,7 +371,6 @@ class Warehouse(abc.ABC):
         tables: StagedTables,
         counts: dict[str, Any],
         comparison: dict[str, Any] | None,
-        finished_at: datetime,
         incomplete: list[tuple[str, str]],
     ) -> tuple[gates.Decision, dict[str, Any], list[Statement]]:
         """The gates' decision against the warehouse as it is now, and the transaction carrying it out."""
@@ -361,7 +380,7 @@ class Warehouse(abc.ABC):
         completion = {
             "status": SUCCEEDED if decision.publish else REFUSED,
             **{k: v for k, v in counts.items() if k != "prediction_rows"},
-            "finished_at": finished_at,
+            "finished_at": COMMIT_TIME,
             "comparison": json.dumps(comparison) if comparison else None,
             "gates": decision.to_json(),
             "statistics": staged.statistics,
@@ -431,6 +450,17 @@ class Warehouse(abc.ABC):
                 logging.warning("staging tables of reaped run %s stay until they expire: %s", row["run_id"], e)
             reaped.append({**row, "options": options})
         return reaped
+
+    def rejections(self, run_id: str) -> dict[str, int]:
+        """A judged run's rejected records per reason, duplicate keys included (resolved in publishing)."""
+        by_reason: dict[str, int] = {}
+        for row in self._records(sql.rejections_of_run(self.dialect, run_id)):
+            by_reason[row["reason"]] = by_reason.get(row["reason"], 0) + row["records"]
+        return by_reason
+
+    def drop_staging(self, run_id: str) -> None:
+        """Drop what the warehouse staged for a failed run (its staged files are the caller's)."""
+        self._drop_staging(run_id)
 
     def previous_statistics(self, score_date: date) -> str | None:
         """The last published night's statistics before `score_date` (base64), if any."""

@@ -1,9 +1,10 @@
 """The embedded default warehouse: one DuckDB database file (`--warehouse path/scores.duckdb`).
 
-What is DuckDB's own: a file that one process writes at a time (others wait for its lock, at most
---lock_timeout), staged Parquet files read in place rather than loaded, and a transaction on one
-connection. A path that cannot be a database file (a directory, a read-only file system, a file
-another process holds past the timeout) is a configuration error, said in one line.
+What is DuckDB's own: a file that one process writes at a time (others wait for its lock: at most
+--lock_timeout before any data is read, what is left of --publish_timeout after, saying so), staged
+Parquet files read in place rather than loaded, and a transaction on one connection. A path that
+cannot be a database file (a directory, a read-only file system, a file another process holds past
+--lock_timeout before any data is read) is a configuration error, said in one line.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pipelines.arguments import DEFAULT_LOCK_TIMEOUT
 from pipelines.warehouses import sql
 from pipelines.warehouses.contract import RunRecord, StagedResults, Warehouse, WarehouseConfigError
+from pipelines.warehouses.deadline import PublishTimeout, Waiting
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
 from schemas import FEATURE_DRIFT, SCORING_ERRORS, STAGED_PREDICTIONS, ColumnType, Field, TableSchema
 
@@ -56,7 +57,6 @@ _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?\(PID \d+\))( by use
 
 class DuckDBWarehouse(Warehouse):
     DEFAULT_LOCK_TIMEOUT = DEFAULT_LOCK_TIMEOUT  # --lock_timeout's default (pipelines.arguments)
-    PUBLISH_LOCK_TIMEOUT = 300.0  # after a whole night was scored: worth waiting for another publishing
     # Publishing copies the whole night into the table inside the scoring process; without a cap
     # DuckDB's buffer cache grows with the night's size. It spills to disk past the cap instead.
     MEMORY_LIMIT = "256MB"
@@ -98,15 +98,17 @@ class DuckDBWarehouse(Warehouse):
     def default_report_dir(self) -> str:
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), "reports")
 
-    def connect(self, read_only: bool = False, wait: float | None = None) -> duckdb.DuckDBPyConnection:
-        """A connection, waiting at most `wait` (default `lock_timeout`) for another process's lock."""
+    def connect(self, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+        """A connection, waiting for another process's lock as long as the step allows: --lock_timeout
+        before any data is read (then a configuration error), what is left of --publish_timeout after
+        (then PublishTimeout), saying while it waits who holds the file."""
         import duckdb
 
-        wait = self.lock_timeout if wait is None else wait
-        deadline = time.monotonic() + wait
+        deadline = self._wait()
+        waiting = Waiting(f"warehouse {self.path}")
         while True:
             try:
-                return duckdb.connect(
+                con = duckdb.connect(
                     self.path,
                     read_only=read_only,
                     config={
@@ -118,23 +120,29 @@ class DuckDBWarehouse(Warehouse):
                 message = str(e).splitlines()[0]
                 if "lock" not in message.lower():
                     raise WarehouseConfigError(f"--warehouse {self.path} cannot be opened: {message}") from None
-                if time.monotonic() > deadline:
-                    holder = _LOCK_HOLDER.search(message)
-                    by = f"held by {holder[1]}{holder[2] or ''}" if holder else message
-                    raise WarehouseConfigError(
+                holder = _LOCK_HOLDER.search(message)
+                by = f"held by {holder[1]}{holder[2] or ''}" if holder else message
+                if deadline.remaining() <= 0:
+                    error = WarehouseConfigError if self._deadline is None else PublishTimeout
+                    raise error(
                         f"--warehouse {self.path} is locked by another process ({by}); waited "
-                        f"{wait:g} s (--lock_timeout)"
+                        f"{deadline.seconds:g} s ({deadline.what})"
                     ) from None
+                if self._deadline is not None:  # before any data is read, the wait is short and silent
+                    waiting.failed(f"locked, {by}")
                 time.sleep(0.2)
+                continue
+            waiting.answered()
+            return con
 
     @contextlib.contextmanager
-    def _holding(self, read_only: bool = False, wait: float | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
+    def _holding(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """One connection for a whole step (preparing, publishing): the file is opened once, and the
         staged views of a publishing live on it. Within a step, the step's connection."""
         if self._held is not None:
             yield self._held
             return
-        with _PROCESS_LOCKS[os.path.abspath(self.path)], self.connect(read_only, wait) as con:
+        with _PROCESS_LOCKS[os.path.abspath(self.path)], self.connect(read_only) as con:
             self._held = con
             try:
                 yield con
@@ -165,12 +173,12 @@ class DuckDBWarehouse(Warehouse):
         with self._holding(read_only=not create):
             return super().prepare(create)
 
-    def publish_night(self, run: RunRecord, staged: StagedResults, finished_at: datetime) -> dict[str, Any]:
+    def publish_night(self, run: RunRecord, staged: StagedResults) -> dict[str, Any]:
         """Under the file's lock from the run's status check to the commit, so that nothing another process
-        writes can come between what the gates saw and what is published. Publishing comes after the whole
-        night was scored, so it waits longer than --lock_timeout for another run's publishing to end."""
-        with self._holding(wait=max(self.lock_timeout, self.PUBLISH_LOCK_TIMEOUT)):
-            return super().publish_night(run, staged, finished_at)
+        writes can come between what the gates saw and what is published. (How long it waits for the lock
+        is the step's: `within` --publish_timeout when the pipeline publishes.)"""
+        with self._holding():
+            return super().publish_night(run, staged)
 
     def _open(self, create: bool) -> bool:
         return create or os.path.exists(self.path)  # prepare() made the folder when creating

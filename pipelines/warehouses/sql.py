@@ -98,9 +98,19 @@ class StagedTables:
 # ---------------------------------------------------------------- run bookkeeping (scoring_runs)
 
 
+# A value of update_run: the warehouse's clock when the statement runs. The publishing transaction
+# stamps `finished_at` with it, so that the stamp is the commit's time however long publishing waited.
+class _CommitTime:
+    def __repr__(self) -> str:
+        return "COMMIT_TIME"
+
+
+COMMIT_TIME = _CommitTime()
+
+
 def run_params(values: Mapping[str, Any]) -> dict[str, Param]:
     """Values of `scoring_runs` columns, typed by their columns."""
-    return {name: (SCORING_RUNS.field(name).type, value) for name, value in values.items()}
+    return {name: (SCORING_RUNS.field(name).type, value) for name, value in values.items() if value is not COMMIT_TIME}
 
 
 def insert_run(d: Dialect, values: Mapping[str, Any]) -> Statement:
@@ -114,7 +124,10 @@ def update_run(
 ) -> Statement:
     """Set `values` on the run's row (or on each of several runs' rows: a range's nights, in one
     statement); with `while_status`, only while a run still has that status."""
-    assignments = ", ".join(f"{d.quote(name)} = {d.param(name)}" for name in values)
+    assignments = ", ".join(
+        f"{d.quote(name)} = {'CURRENT_TIMESTAMP' if value is COMMIT_TIME else d.param(name)}"
+        for name, value in values.items()
+    )
     if isinstance(run_id, str) or len(run_id) == 1:
         params = run_params({**values, "run_id": run_id if isinstance(run_id, str) else run_id[0]})
         where = f"{d.quote('run_id')} = {d.param('run_id')}"
