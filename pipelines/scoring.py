@@ -800,6 +800,12 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
     if failure is not None:
         reason = failure_reason(failure)
         which = f"run {run_ids[0]}" if len(run_ids) == 1 else f"the job of {len(run_ids)} nights"
+        published = [night["date"] for night in nights or [] if night["status"] == SUCCEEDED]
+        if published:  # its commit landed before the failure (a commit whose answer was lost, for one)
+            raise RunFailed(
+                f"{which} failed after publishing {', '.join(published)} (the other nights' previous results "
+                f"left as they were): {reason}"
+            ) from failure
         raise RunFailed(f"{which} failed, previous results left as they were: {reason}") from failure
     return summary
 

@@ -225,13 +225,6 @@ def test_a_report_is_written_again_from_the_warehouse_alone(model_root, warehous
     assert "no finished scoring run for 2026-11-24" in capsys.readouterr().err
 
 
-def test_a_remote_run_needs_a_shared_report_folder(model_root, tmp_path, capsys):
-    write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 10)
-    remote = ["--runner=DataflowRunner", "--project=p", "--region=us-central1", f"--report_dir={tmp_path}"]
-    assert score.main([*score_args(tmp_path, model_root, DAY), *remote]) == 2
-    assert "a remote runner's workers cannot share" in capsys.readouterr().err
-
-
 def test_the_report_stays_small_with_every_feature_flagged_over_sixty_nights(typed_trips):
     """The worst case the page can hold: its size depends on features and nights, never on records."""
     kinds = feature_kinds()
