@@ -56,8 +56,12 @@ _DROP_NOTICES = _DropNotices()
 
 
 class _DropFailureTracebacks(logging.Filter):
+    """A failing bundle's error with its traceback; other errors pass."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.ERROR
+        if record.levelno < logging.ERROR:
+            return True
+        return not (record.exc_info or "Traceback (most recent call last)" in record.getMessage())
 
 
 _DROP_FAILURE_TRACEBACKS = _DropFailureTracebacks()
@@ -88,16 +92,16 @@ class _WithoutTracebacks:
 
     def __init__(self, stream):
         self._stream = stream
-        self._dropped = False
+        self._dropped = threading.local()  # per thread: a print's text and its line end are two writes
 
     def write(self, text: str) -> int:
-        if text.startswith("Traceback (most recent call last):"):
-            self._dropped = True
+        if text.startswith("Traceback (most recent call last):") and "\n  File " in text:
+            self._dropped.last = True
             return len(text)
-        if self._dropped and text == "\n":  # the print's own line end
-            self._dropped = False
+        if getattr(self._dropped, "last", False) and text == "\n":  # the print's own line end
+            self._dropped.last = False
             return len(text)
-        self._dropped = False
+        self._dropped.last = False
         return self._stream.write(text)
 
     def __getattr__(self, name: str):

@@ -31,6 +31,7 @@ from pipelines.warehouses.deadline import Deadline
 from schemas import SCORING_ERRORS
 
 REPORTS_WRITTEN = "monitoring/reports_written"  # the counter, as the run summary reads it
+REPORT_WAIT_SECONDS = 120.0
 
 
 class AddRunColumns:
@@ -148,7 +149,8 @@ class PublishNights(beam.DoFn):
         if not self._monitoring.report_dir:
             return
         try:
-            with self._warehouse.within(Deadline(self._publish_timeout)):
+            # The night is settled: a silent warehouse holds it up a minute or two for its report, no more.
+            with self._warehouse.within(Deadline(min(self._publish_timeout, REPORT_WAIT_SECONDS))):
                 night = self._warehouse.night_report(run.score_date, REPORT_DAYS, run.run_id)
             path = report.write_report(night, self._monitoring.report_dir)
         except Exception as e:

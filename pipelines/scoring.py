@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
+import itertools
 import json
 import os
-import re
 import signal
 import socket
 import sys
@@ -357,20 +357,29 @@ LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
 STAGING_UNDER_TEMP = "batch-scoring-staging"  # a remote runner's default staging, under --temp_location
 
 
+def _loopback(address: str | None) -> bool:
+    host = (address or "").rsplit(":", 1)[0]
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
 def workers_here(options: PipelineOptions) -> bool:
     """Whether the job's workers run on this machine, and so share its local folders: the DirectRunner;
-    a portable runner whose SDK workers are this process (LOOPBACK), its children (PROCESS) or a pool at
-    a loopback address (EXTERNAL). Anything else (Dataflow, DOCKER containers) writes elsewhere."""
+    a portable runner whose job runs here (an embedded or loopback job server) with SDK workers that are
+    this process (LOOPBACK), its children (PROCESS) or a pool at a loopback address (EXTERNAL). Anything
+    else (Dataflow, DOCKER containers, a remote Flink or Spark cluster, whose task managers start the
+    PROCESS workers and host a sidecar pool at their own localhost) writes elsewhere."""
     every = options.get_all_options()
     if every.get("runner") in LOCAL_RUNNERS:
         return True
+    job_server = every.get("job_endpoint")
+    if job_server not in (None, "embed") and not _loopback(job_server):
+        return False
+    if every.get("flink_master") not in (None, "[local]", "[auto]") and not _loopback(every.get("flink_master")):
+        return False
     environment = (every.get("environment_type") or "").upper()
     if environment in LOCAL_ENVIRONMENTS:
         return True
-    if environment == "EXTERNAL":
-        host = (every.get("environment_config") or "").rsplit(":", 1)[0]
-        return host in LOOPBACK_HOSTS or host.startswith("127.")
-    return False
+    return environment == "EXTERNAL" and _loopback(every.get("environment_config"))
 
 
 def is_local_path(path: str) -> bool:
@@ -810,18 +819,22 @@ def run(argv: list[str] | None = None, pipeline: beam.Pipeline | None = None) ->
     return summary
 
 
-_RAISED = re.compile(r"^([A-Za-z_][\w.]*): (.*)$")
+TRACEBACK = "Traceback (most recent call last):"
 
 
 def failure_reason(failure: BaseException) -> str:
     """A failure in one line. A job's failure arrives wrapped by Beam with the worker's traceback in its
-    message; its last line is the exception raised where it happened, and says what went wrong."""
+    message; after the last traceback's frames (indented lines) comes the exception raised where it
+    happened, its message perhaps on several lines (Google's API errors end with the job's location
+    and id): that, joined, says what went wrong."""
     text = str(failure)
-    if "Traceback (most recent call last)" not in text:
+    if TRACEBACK not in text:
         return f"{type(failure).__name__}: {text}"
-    last = [line.strip() for line in text.splitlines() if line.strip()][-1]
-    raised = _RAISED.match(last)
-    return f"{raised[1].rsplit('.', 1)[-1]}: {raised[2]}" if raised else last
+    lines = text.rsplit(TRACEBACK, 1)[1].splitlines()
+    after = itertools.dropwhile(lambda line: not line or line[0].isspace(), lines)
+    raised = " ".join(line.strip() for line in after if line.strip())
+    name, _, message = raised.partition(": ")
+    return f"{name.rsplit('.', 1)[-1]}: {message}" if message else raised or text.strip().splitlines()[-1]
 
 
 def discard_failed(config: ScoringConfig, failure: BaseException) -> None:

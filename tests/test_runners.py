@@ -129,6 +129,14 @@ def test_a_local_folder_for_workers_elsewhere_is_refused_naming_the_option(
         (["--runner=PortableRunner", "--environment_type=EXTERNAL", "--environment_config=[::1]:5000"], True),
         (["--runner=PortableRunner", "--environment_type=EXTERNAL", "--environment_config=pool.internal:5000"], False),
         (["--runner=PortableRunner", "--environment_type=DOCKER"], False),
+        # A remote cluster's task managers start PROCESS workers and host sidecar pools at their localhost.
+        (["--runner=PortableRunner", "--job_endpoint=flink-jobserver:8099", "--environment_type=PROCESS"], False),
+        (
+            ["--runner=FlinkRunner", "--flink_master=flink:8081", "--environment_type=EXTERNAL"]
+            + ["--environment_config=localhost:50000"],
+            False,
+        ),
+        (["--runner=FlinkRunner", "--flink_master=[local]", "--environment_type=LOOPBACK"], True),
     ],
 )
 def test_which_workers_share_this_machines_folders(options, here):

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import os
 import re
 import tempfile
@@ -45,7 +46,7 @@ from pipelines.warehouses.contract import (
     Warehouse,
     WarehouseConfigError,
 )
-from pipelines.warehouses.deadline import Deadline, PublishTimeout, Waiting, patiently
+from pipelines.warehouses.deadline import SAY_EVERY, Deadline, PublishTimeout, Waiting, patiently
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
 from schemas import FEATURE_DRIFT, SCORING_ERRORS, STAGED_PREDICTIONS, WAREHOUSE_TABLES, ColumnType, Field, TableSchema
 
@@ -57,8 +58,18 @@ POLL_SECONDS = 0.5  # a running job's state is read this often
 T = TypeVar("T")
 
 
+log = logging.getLogger(__name__)
+
+
 class CommitUnknown(RuntimeError):
     """The commit was sent and BigQuery stopped answering before its outcome was known."""
+
+
+def retryable_job_failures() -> tuple[type[BaseException], ...]:
+    """A job that failed on BigQuery's side (backendError, rateLimitExceeded): worth running again."""
+    from google.api_core import exceptions
+
+    return (exceptions.ServerError, exceptions.TooManyRequests)
 
 
 def transient_errors() -> tuple[type[BaseException], ...]:
@@ -110,7 +121,7 @@ class BigQueryWarehouse(Warehouse):
         self._dataset_location = dataset_location
         self._partition_expiration_days = partition_expiration_days
         self.lock_timeout = lock_timeout
-        self._waiting = Waiting(f"warehouse {uri}")
+        self._job_location = dataset_location  # where jobs run: the dataset's location, read by _open
         self._client = None
 
     @property
@@ -124,18 +135,24 @@ class BigQueryWarehouse(Warehouse):
 
     # ------------------------------------------------------------------ calls, bounded
 
+    def _timeout(self) -> type[Exception]:
+        """Out of time: a configuration error before any data is read, PublishTimeout after."""
+        return WarehouseConfigError if self._deadline is None else PublishTimeout
+
     def _call(self, call: Callable[[float], T], deadline: Deadline | None = None) -> T:
         """One API call, each try bounded, retried while BigQuery does not answer, until `deadline` (the
-        step's by default): a configuration error before any data is read, PublishTimeout after."""
-        error = WarehouseConfigError if self._deadline is None else PublishTimeout
-        return patiently(call, deadline or self._wait(), self._waiting, transient_errors(), error)
+        step's by default)."""
+        waiting = Waiting(f"warehouse {self.location}")
+        return patiently(call, deadline or self._wait(), waiting, transient_errors(), self._timeout())
 
-    def _job(self, start: Callable[[str, float], Any], deadline: Deadline | None = None):
-        """A job started under an id of ours (`start(job_id, seconds)`) and waited for, every call bounded
-        by `deadline` (default the step's): a start retried after a lost answer finds the job BigQuery
-        received rather than running it twice. Returns the finished job; its errors are raised by
-        `result()`."""
+    def _job(self, start: Callable[[str, float], Any], deadline: Deadline | None = None, started=None):
+        """A job started under an id of ours (`start(job_id, seconds)`) within `deadline` (default the
+        step's) and waited for until it is done (within `started(job_id)`'s deadline, if given: the
+        commit's outcome is waited for as long again once it may have been sent). A start retried after a
+        lost answer finds the job BigQuery received rather than running it twice. A job that failed
+        raises its error here, once: it is BigQuery's answer, not a warehouse that does not answer."""
         from google.api_core import exceptions
+        from google.cloud.bigquery.job.base import _error_result_to_exception
 
         job_id = f"scoring_{uuid.uuid4().hex}"
 
@@ -143,12 +160,21 @@ class BigQueryWarehouse(Warehouse):
             try:
                 return start(job_id, seconds)
             except exceptions.Conflict:  # an earlier try reached BigQuery: that job it is
-                return self.client.get_job(job_id, timeout=seconds, retry=None)
+                return self.client.get_job(job_id, location=self._job_location, timeout=seconds, retry=None)
 
-        deadline = deadline or self._wait()  # one for the whole job: starting it and every poll
+        deadline = deadline or self._wait()
         job = self._call(begin, deadline)
-        while not self._call(lambda seconds: job.done(retry=None, timeout=seconds), deadline):
+        polls = started(job_id) if started else deadline
+        said = time.monotonic()
+        while not self._call(lambda seconds: job.done(retry=None, timeout=seconds), polls):
+            if polls.remaining() <= 0:
+                raise self._timeout()(f"BigQuery job {job_id} still not done after {polls.seconds:g} s ({polls.what})")
+            if time.monotonic() - said >= SAY_EVERY:
+                said = time.monotonic()
+                log.warning("warehouse %s: job %s still running, waiting (%s)", self.location, job_id, polls.what)
             time.sleep(POLL_SECONDS)
+        if job.error_result:
+            raise _error_result_to_exception(job.error_result, job.errors)
         return job
 
     def _delete_table(self, table: str) -> None:
@@ -168,7 +194,8 @@ class BigQueryWarehouse(Warehouse):
         from google.api_core import exceptions
 
         try:
-            self._call(lambda seconds: self.client.get_dataset(str(self.ref), retry=None, timeout=seconds))
+            dataset = self._call(lambda seconds: self.client.get_dataset(str(self.ref), retry=None, timeout=seconds))
+            self._job_location = dataset.location or self._job_location
         except exceptions.NotFound:
             if not (create and self._create_dataset):
                 raise WarehouseConfigError(
@@ -246,7 +273,13 @@ class BigQueryWarehouse(Warehouse):
         )
         job = self._job(
             lambda job_id, seconds: self.client.query(
-                statement.sql, job_config=config, job_id=job_id, retry=None, job_retry=None, timeout=seconds
+                statement.sql,
+                job_config=config,
+                job_id=job_id,
+                location=self._job_location,
+                retry=None,
+                job_retry=None,
+                timeout=seconds,
             )
         )
 
@@ -301,29 +334,27 @@ class BigQueryWarehouse(Warehouse):
         )
         remote = [f for f in files if f.startswith("gs://")]
         if remote:
-            self._loaded(
-                self._job(
-                    lambda job_id, seconds: self.client.load_table_from_uri(
-                        remote, definition.reference, job_config=config, job_id=job_id, retry=None, timeout=seconds
-                    )
+            self._job(
+                lambda job_id, seconds: self.client.load_table_from_uri(
+                    remote,
+                    definition.reference,
+                    job_config=config,
+                    job_id=job_id,
+                    location=self._job_location,
+                    retry=None,
+                    timeout=seconds,
                 )
             )
         for path in (f for f in files if not f.startswith("gs://")):
-            self._loaded(
-                self._job(lambda job_id, seconds, path=path: self._upload(path, definition, config, job_id, seconds))
-            )
+            self._job(lambda job_id, seconds, path=path: self._upload(path, definition, config, job_id, seconds))
         return name
 
     def _upload(self, path: str, definition, config, job_id: str, seconds: float):
         """One local file as a load job; the file is opened anew for each try."""
         with FileSystems.open(path) as f:
             return self.client.load_table_from_file(
-                f, definition.reference, job_config=config, job_id=job_id, timeout=seconds
+                f, definition.reference, job_config=config, job_id=job_id, location=self._job_location, timeout=seconds
             )
-
-    def _loaded(self, job) -> None:
-        """A finished load job's error, if it failed."""
-        self._call(lambda seconds: job.result(retry=None, timeout=seconds))
 
     def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:
         d, script = self.dialect, self.transaction_dialect
@@ -354,15 +385,13 @@ class BigQueryWarehouse(Warehouse):
         deadline = self._wait()
         if deadline.remaining() <= 0:
             raise PublishTimeout(f"{deadline.what} ({deadline.seconds:g} s) passed before the commit: nothing sent")
-        outcome = Deadline(deadline.seconds, f"{deadline.what}, again, waiting for the commit's outcome")
         try:
-            job = self._job(
+            self._job(
                 lambda job_id, seconds: self.client.query(
-                    script, job_id=job_id, retry=None, job_retry=None, timeout=seconds
+                    script, job_id=job_id, location=self._job_location, retry=None, job_retry=None, timeout=seconds
                 ),
-                deadline=outcome,
+                started=lambda job_id: Deadline(deadline.seconds, f"{deadline.what}, again, for the commit's outcome"),
             )
-            self._call(lambda seconds: job.result(retry=None, job_retry=None, timeout=seconds), outcome)
         except PublishTimeout as e:
             raise CommitUnknown(
                 f"the commit was sent but its outcome is unknown ({e}); scoring_runs says whether the night "
@@ -376,10 +405,15 @@ class BigQueryWarehouse(Warehouse):
             try:
                 self._commit(script)
                 return
-            except (exceptions.BadRequest, exceptions.Conflict) as e:
+            except (exceptions.BadRequest, exceptions.Conflict, *retryable_job_failures()) as e:
+                # The transaction failed: nothing of it committed, so it may run again (as a new job).
                 if sql.PUBLISHED_MEANWHILE in str(e):
                     raise PublishedMeanwhile(f"nothing published: {e}") from e
-                retryable = "concurrent" in str(e).lower() or "serialize" in str(e).lower()
+                retryable = (
+                    isinstance(e, retryable_job_failures())
+                    or "concurrent" in str(e).lower()
+                    or "serialize" in str(e).lower()
+                )
                 if not retryable or attempt == PUBLISH_ATTEMPTS - 1:
                     raise AuditError(f"publishing failed, nothing published: {e}") from e
                 time.sleep(2**attempt)

@@ -332,7 +332,8 @@ class Warehouse(abc.ABC):
         """Audit the staged files and hold the night to its quality gates; then, in one transaction,
         either replace the date's rows and complete the run, or keep the night's rows in the refused
         tables and mark the run refused (GateRefused). The date's published rows are untouched then.
-        The run's `finished_at` is the transaction's time, by the warehouse's clock."""
+        The run's `finished_at` is the transaction's time, by the warehouse's clock (CURRENT_TIMESTAMP in
+        it: DuckDB's transaction start, BigQuery's statement), however long publishing waited before."""
         try:
             self._check_still_running(run)
         except AlreadyPublished as done:  # a retried publishing step (Dataflow retries a failed bundle)

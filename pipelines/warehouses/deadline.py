@@ -58,12 +58,12 @@ class Waiting:
         self.since: datetime | None = None
         self._said = -math.inf
 
-    def failed(self, why: str, since: datetime | None = None) -> None:
+    def failed(self, why: str, since: datetime | None = None, then: str = "retrying") -> None:
         if self.since is None:
             self.since = since or datetime.now().astimezone()
         if time.monotonic() - self._said >= SAY_EVERY:
             self._said = time.monotonic()
-            log.warning("%s not answering since %s (%s), retrying", self._what, self.since.strftime("%H:%M:%S"), why)
+            log.warning("%s not answering since %s (%s), %s", self._what, self.since.strftime("%H:%M:%S"), why, then)
 
     def answered(self) -> None:
         if self.since is not None:
@@ -80,16 +80,24 @@ def patiently(
     timeout: type[Exception] = PublishTimeout,
 ) -> T:
     """`call(seconds)` (each try bounded by `seconds`) until it answers; a transient failure is retried
-    with backoff until the deadline, then raised as `timeout`. Only for calls that are safe to repeat."""
+    with backoff until the deadline, then raised as `timeout`. Only for calls that are safe to repeat.
+    `waiting` is the caller's own (one per call, or one per wait): it is not shared between threads."""
     backoff = 1.0
     while True:
         started = datetime.now().astimezone()
-        silence = threading.Timer(SAY_AFTER, waiting.failed, (f"no answer for {SAY_AFTER:g} s", started))
+        answered = threading.Event()
+
+        def say(started: datetime = started, answered: threading.Event = answered) -> None:
+            if not answered.is_set():  # not once the call has returned
+                waiting.failed(f"no answer for {SAY_AFTER:g} s", started, then="waiting")
+
+        silence = threading.Timer(SAY_AFTER, say)
         silence.daemon = True
         silence.start()
         try:
             answer = call(deadline.attempt())
         except transient as e:
+            answered.set()
             silence.cancel()
             why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no answer'}"[:300]
             if deadline.remaining() <= 0:
@@ -103,8 +111,10 @@ def patiently(
             backoff = min(backoff * 2, MAX_BACKOFF)
             continue
         except BaseException:
+            answered.set()
             silence.cancel()
             raise
+        answered.set()
         silence.cancel()
         waiting.answered()
         return answer
