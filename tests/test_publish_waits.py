@@ -22,8 +22,8 @@ from datetime import datetime, timezone
 import pytest
 
 from pipelines import score
-from tests.conftest import REPO, write_partition
-from tests.test_run_safety import DAY, args, staged_files
+from tests.conftest import write_partition
+from tests.test_run_safety import DAY, args, staged_files, start_scorer
 
 RECORDS = 30_000  # with 16 KiB blocks, files are staged seconds before publishing begins
 
@@ -83,22 +83,6 @@ def stall(warehouse, request):
     )
     yield made
     made.end()
-
-
-def start_scorer(tmp_path, model_root, warehouse, *extra) -> subprocess.Popen:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.score",
-            *args(tmp_path, model_root, warehouse, "--block_bytes=16384", *extra),
-        ],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": REPO},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def stall_once_staged(scorer: subprocess.Popen, warehouse, stall) -> None:

@@ -34,24 +34,27 @@ def args(tmp_path, model_root, warehouse, *extra):
     ]
 
 
+def start_scorer(tmp_path, model_root, warehouse, *extra) -> subprocess.Popen:
+    """The command in a process of its own, reading 16 KiB blocks (files are staged early), its output
+    piped."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.score", *args(tmp_path, model_root, warehouse, "--block_bytes=16384")]
+        + list(extra),
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": REPO},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def staged_files(warehouse) -> list[str]:
     return [p for p in glob.glob(f"{warehouse.staging}/**", recursive=True) if os.path.isfile(p)]
 
 
 def test_a_killed_run_is_reaped_by_the_next(model_root, tmp_path, warehouse):
     write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 60_000)
-    killed = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.score",
-            *args(tmp_path, model_root, warehouse, "--block_bytes=16384", "--stale_after=2s"),
-        ],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": REPO},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    killed = start_scorer(tmp_path, model_root, warehouse, "--stale_after=2s")
     deadline = time.monotonic() + 240
     while not staged_files(warehouse) and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)

@@ -145,8 +145,9 @@ class BigQueryWarehouse(Warehouse):
         waiting = Waiting(f"warehouse {self.location}")
         return patiently(call, deadline or self._wait(), waiting, transient_errors(), self._timeout())
 
-    def _job(self, start: Callable[[str, float], Any], deadline: Deadline | None = None, started=None):
-        """A job started under an id of ours (`start(job_id, seconds)`) within `deadline` (default the
+    def _job(self, start: Callable[[dict[str, Any]], Any], deadline: Deadline | None = None, started=None):
+        """A job started under an id of ours (`start(how)`, `how` the start's job id, location and timeout
+        as the client's keyword arguments) within `deadline` (default the
         step's) and waited for until it is done (within `started(job_id)`'s deadline, if given: the
         commit's outcome is waited for as long again once it may have been sent). A start retried after a
         lost answer finds the job BigQuery received rather than running it twice. A job that failed
@@ -158,7 +159,7 @@ class BigQueryWarehouse(Warehouse):
 
         def begin(seconds: float):
             try:
-                return start(job_id, seconds)
+                return start({"job_id": job_id, "location": self._job_location, "timeout": seconds})
             except exceptions.Conflict:  # an earlier try reached BigQuery: that job it is
                 return self.client.get_job(job_id, location=self._job_location, timeout=seconds, retry=None)
 
@@ -272,15 +273,7 @@ class BigQueryWarehouse(Warehouse):
             query_parameters=[bq.query_parameter(n, t, v) for n, (t, v) in statement.params.items()]
         )
         job = self._job(
-            lambda job_id, seconds: self.client.query(
-                statement.sql,
-                job_config=config,
-                job_id=job_id,
-                location=self._job_location,
-                retry=None,
-                job_retry=None,
-                timeout=seconds,
-            )
+            lambda how: self.client.query(statement.sql, job_config=config, retry=None, job_retry=None, **how)
         )
 
         def rows(seconds: float) -> tuple[list[str], list[tuple]]:
@@ -335,26 +328,18 @@ class BigQueryWarehouse(Warehouse):
         remote = [f for f in files if f.startswith("gs://")]
         if remote:
             self._job(
-                lambda job_id, seconds: self.client.load_table_from_uri(
-                    remote,
-                    definition.reference,
-                    job_config=config,
-                    job_id=job_id,
-                    location=self._job_location,
-                    retry=None,
-                    timeout=seconds,
+                lambda how: self.client.load_table_from_uri(
+                    remote, definition.reference, job_config=config, retry=None, **how
                 )
             )
         for path in (f for f in files if not f.startswith("gs://")):
-            self._job(lambda job_id, seconds, path=path: self._upload(path, definition, config, job_id, seconds))
+            self._job(lambda how, path=path: self._upload(path, definition, config, how))
         return name
 
-    def _upload(self, path: str, definition, config, job_id: str, seconds: float):
+    def _upload(self, path: str, definition, config, how: dict[str, Any]):
         """One local file as a load job; the file is opened anew for each try."""
         with FileSystems.open(path) as f:
-            return self.client.load_table_from_file(
-                f, definition.reference, job_config=config, job_id=job_id, location=self._job_location, timeout=seconds
-            )
+            return self.client.load_table_from_file(f, definition.reference, job_config=config, **how)
 
     def _transaction(self, run: RunRecord, statements: list[Statement]) -> None:
         d, script = self.dialect, self.transaction_dialect
@@ -387,9 +372,7 @@ class BigQueryWarehouse(Warehouse):
             raise PublishTimeout(f"{deadline.what} ({deadline.seconds:g} s) passed before the commit: nothing sent")
         try:
             self._job(
-                lambda job_id, seconds: self.client.query(
-                    script, job_id=job_id, location=self._job_location, retry=None, job_retry=None, timeout=seconds
-                ),
+                lambda how: self.client.query(script, retry=None, job_retry=None, **how),
                 started=lambda job_id: Deadline(deadline.seconds, f"{deadline.what}, again, for the commit's outcome"),
             )
         except PublishTimeout as e:

@@ -95,26 +95,22 @@ def patiently(
         silence.daemon = True
         silence.start()
         try:
-            answer = call(deadline.attempt())
+            answer, error = call(deadline.attempt()), None
         except transient as e:
+            answer, error = None, e
+        finally:  # whatever the call ended with: its timer says nothing any more
             answered.set()
             silence.cancel()
-            why = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else 'no answer'}"[:300]
-            if deadline.remaining() <= 0:
-                since = (waiting.since or started).strftime("%H:%M:%S")
-                raise timeout(
-                    f"the warehouse did not answer within {deadline.seconds:g} s ({deadline.what}); "
-                    f"not answering since {since}: {why}"
-                ) from None
-            waiting.failed(why)
-            time.sleep(min(backoff, max(deadline.remaining(), 0)))
-            backoff = min(backoff * 2, MAX_BACKOFF)
-            continue
-        except BaseException:
-            answered.set()
-            silence.cancel()
-            raise
-        answered.set()
-        silence.cancel()
-        waiting.answered()
-        return answer
+        if error is None:
+            waiting.answered()
+            return answer
+        why = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no answer'}"[:300]
+        if deadline.remaining() <= 0:
+            since = (waiting.since or started).strftime("%H:%M:%S")
+            raise timeout(
+                f"the warehouse did not answer within {deadline.seconds:g} s ({deadline.what}); "
+                f"not answering since {since}: {why}"
+            ) from None
+        waiting.failed(why)
+        time.sleep(min(backoff, max(deadline.remaining(), 0)))
+        backoff = min(backoff * 2, MAX_BACKOFF)
