@@ -20,14 +20,10 @@ from apache_beam.ml.inference.base import ModelHandler
 from models import quiet
 from models.devices import DEFAULT_BATCH_SIZE, ShardedModel
 from models.registry import ModelVersion
+from pipelines import metrics
 from schemas import CHAMPION, PREDICTIONS, PROVENANCE, InputSchema
 
-DEVICE_METRICS_NAMESPACE = "scoring_devices"
-# Each stage's own working time, microseconds summed over workers; the other stages count theirs
-# through pipelines/observe.py, which also reads them all back for the run summary.
-STAGE_MICROSECONDS = "stage_microseconds"
-
-# What the handler produces: the predictions table less the run-level columns the load stage adds.
+# What the handler produces: the predictions table less the run-level columns the load step adds.
 RUN_LEVEL_PREDICTION_FIELDS = ("score_date", "run_id", "scored_at")
 SCORED_SCHEMA = pa.schema([f for f in PREDICTIONS.arrow_schema if f.name not in RUN_LEVEL_PREDICTION_FIELDS])
 # Where each record came from and its content hash: carried through as validation made them, when it
@@ -82,9 +78,10 @@ class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedM
         for start in range(0, table.num_rows, size):
             chunk = table.slice(start, size)
             probabilities, device, (to_tensors, in_model) = model.predict_timed(chunk)
-            Metrics.counter(DEVICE_METRICS_NAMESPACE, f"{self._role}@{device}").inc(chunk.num_rows)
-            Metrics.counter(STAGE_MICROSECONDS, "to_tensors").inc(int(to_tensors * 1e6))
-            Metrics.counter(STAGE_MICROSECONDS, "model").inc(int(in_model * 1e6))
+            Metrics.counter(metrics.DEVICES, f"{self._role}@{device}").inc(chunk.num_rows)
+            # Each step's own working time; pipelines/observe.py reads them back for the run summary.
+            metrics.step_timer("to_tensors").inc(int(to_tensors * 1e6))
+            metrics.step_timer("model").inc(int(in_model * 1e6))
             parts.append(probabilities)
         scored = self._scored(table, np.concatenate(parts) if parts else np.zeros(0, np.float32))
         # RunInference wants one result per input element: slice the columns back apart.

@@ -1,1 +1,1 @@
-"""Beam pipelines (`score`, `train`) and their stages: extract -> validate -> score -> load."""
+"""Beam pipelines (`score`, `train`) and their steps: extract -> validate -> score -> monitor -> load."""

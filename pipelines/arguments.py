@@ -1,10 +1,10 @@
 """Every option of the commands, declared once, for people and for Beam, importing nothing heavy.
 
 A command builds its parser here and answers --help and a bad value (a date that is not real, a
-choice that does not exist, a number that is not one) before Beam, TensorFlow or any stage is
+choice that does not exist, a number that is not one) before Beam, TensorFlow or any step is
 imported; `pipelines.options` declares the same arguments as Beam `PipelineOptions`, so that they
-travel to remote workers. The defaults that stages use (block sizes, the lock wait, the quality
-gates' limits) are stated here once, and the stages import them from here.
+travel to remote workers. The defaults that steps use too (block sizes, the lock wait, the quality
+gates' limits) are stated once, in `pipelines.defaults`.
 
 `parser` builds a command's --help: options in sections in the order a user needs them, each with
 its default.
@@ -17,32 +17,9 @@ import re
 from datetime import date, timedelta
 
 from models.devices import ACCELERATORS, AUTO, DEFAULT_BATCH_SIZE
+from pipelines import defaults
+from pipelines.choices import DriftGate, InputFormat, MissingColumns, Switch, UnknownColumns, values
 
-DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
-DEFAULT_MAX_RECORD_BYTES = 16 << 20  # a record may make its block grow up to this, then it is rejected
-DEFAULT_SPLIT_BYTES = 256 << 20  # a larger uncompressed file is read as byte ranges
-DEFAULT_TEMP_DATASET = "scoring_tmp"  # where a query file's results are kept for the read
-DEFAULT_LOCK_TIMEOUT = 60.0  # DuckDB, before any data is read: a held file is said soon, nothing lost
-REFUSE, NULL = "refuse", "null"  # what to do with a file whose header lacks a nullable column
-DRIFT_GATES = ("off", "warn", "refuse")
-REPORT_DAYS = 60  # days of history on a night's report: a nightly job's last 60 nights
-# The quality gates' limits (README: Quality gates): GateLimits' defaults.
-MAX_REJECTED_FRACTION = 0.01
-MIN_RECORDS = 1
-MAX_VOLUME_RATIO = 2.0  # the night's input within [median / r, median * r] of the trailing nights
-MAX_VOLUME_Z = 5.0
-SHRINK_LIMIT = 0.5  # a re-run keeps at least this share of the date's published records
-DRIFT_GATE = "warn"  # off: not a gate; warn: reported and stored; refuse: a flagged feature refuses
-DEFAULT_MODEL_ROOT = "artifacts/models"
-DEFAULT_MODEL_NAME = "taxi_tipper"
-DEFAULT_SCORING_INPUT = "data/trips/dt={date}/*.csv"
-DEFAULT_TRAINING_INPUT = "data/chicago_taxi/trips.csv"
-DEFAULT_WAREHOUSE = "warehouse/scores.duckdb"
-DEFAULT_STALE_AFTER = "30m"
-# A night's publishing, after the whole night was scored: long enough to outlast another run's publishing
-# (seconds on DuckDB, a few minutes for tens of millions of rows on BigQuery) and a short outage of the
-# warehouse's API, short enough that a nightly schedule learns of a dead warehouse the same night.
-DEFAULT_PUBLISH_TIMEOUT = "15m"
 # The sections of --help, in the order a user needs them (`parser` titles WHAT by command).
 WHAT, MODEL, WAREHOUSE, GATES, MONITORING, SOURCES, RUNNING = (
     "what",
@@ -94,15 +71,15 @@ def duration(value: str) -> timedelta:
 
 def data_arguments(parser) -> None:
     """What both pipelines take: what to read, the model's name and root, the sources' details."""
-    what, model, sources = _group(parser, WHAT), _group(parser, MODEL), _group(parser, SOURCES)
+    what, sources = _group(parser, WHAT), _group(parser, SOURCES)
     what.add_argument(
         "--input",
         default=None,
         help=f"Where the records are: files (local or gs://, {{date}} substituted, "
         f"compressed files read by extension), a BigQuery table "
         f"bq://project.dataset.table (rows of the date), or a BigQuery query file "
-        f"*.sql using the @date parameter (default: {DEFAULT_SCORING_INPUT} when scoring, "
-        f"{DEFAULT_TRAINING_INPUT} when training).",
+        f"*.sql using the @date parameter (default: {defaults.DEFAULT_SCORING_INPUT} when scoring, "
+        f"{defaults.DEFAULT_TRAINING_INPUT} when training).",
     )
     sources.add_argument(
         "--date_column",
@@ -115,7 +92,7 @@ def data_arguments(parser) -> None:
     )
     sources.add_argument(
         "--bq_temp_dataset",
-        default=DEFAULT_TEMP_DATASET,
+        default=defaults.DEFAULT_TEMP_DATASET,
         help="BigQuery query-file input: the dataset (in --bq_project) holding the "
         "query's result, created if missing; its tables expire after a day.",
     )
@@ -125,24 +102,30 @@ def data_arguments(parser) -> None:
         default=0,
         help="BigQuery input: most parallel read streams (0: BigQuery decides).",
     )
+    _reading_arguments(parser)
+
+
+def _reading_arguments(parser) -> None:
+    """How files are read, the range of dates, and which model."""
+    what, model, sources = _group(parser, WHAT), _group(parser, MODEL), _group(parser, SOURCES)
     what.add_argument(
         "--input_format",
-        default="auto",
-        choices=["auto", "csv", "json"],
+        default=InputFormat.AUTO.value,
+        choices=values(InputFormat),
         help="Format of the input files; auto: from the name (.csv, .json, .jsonl, "
         ".ndjson, each optionally .gz/.bz2/.zst/.deflate/.xz).",
     )
     sources.add_argument(
         "--unknown_columns",
-        default="keep",
-        choices=["keep", "reject"],
+        default=UnknownColumns.KEEP.value,
+        choices=values(UnknownColumns),
         help="Records with columns the schema does not know: keep them (the extra "
         "columns are dropped) or reject them. Counted in the run summary either way.",
     )
     sources.add_argument(
         "--missing_nullable_columns",
-        default=REFUSE,
-        choices=[REFUSE, NULL],
+        default=MissingColumns.REFUSE.value,
+        choices=values(MissingColumns),
         help="A file (or table) lacking a nullable feature column: refuse it (one missing_column "
         "file error counting all its records) or score its records with that column null. A "
         "missing required column is always refused; a nullable column the run does not use (the "
@@ -151,7 +134,7 @@ def data_arguments(parser) -> None:
     sources.add_argument(
         "--max_record_bytes",
         type=int,
-        default=DEFAULT_MAX_RECORD_BYTES,
+        default=defaults.DEFAULT_MAX_RECORD_BYTES,
         help="Longest record a file may hold: a record longer than a block grows the block up to "
         "this; a longer one is rejected (record_too_large) and reading resumes at the next.",
     )
@@ -169,23 +152,22 @@ def data_arguments(parser) -> None:
     sources.add_argument(
         "--split_bytes",
         type=int,
-        default=DEFAULT_SPLIT_BYTES,
+        default=defaults.DEFAULT_SPLIT_BYTES,
         help="An uncompressed file larger than this is read as byte ranges of about this size by "
         "different workers, each starting at the first record boundary after its offset (0: every "
         "file read whole by one worker). Compressed files are always read whole.",
     )
     model.add_argument(
         "--model_root",
-        default=DEFAULT_MODEL_ROOT,
+        default=defaults.DEFAULT_MODEL_ROOT,
         help="Root of exported models, local or gs:// (TF Serving layout).",
     )
-    model.add_argument("--model_name", default=DEFAULT_MODEL_NAME, help="Model name under --model_root.")
+    model.add_argument("--model_name", default=defaults.DEFAULT_MODEL_NAME, help="Model name under --model_root.")
 
 
 def scoring_arguments(parser) -> None:
     """What only scoring takes."""
-    what, model, warehouse = _group(parser, WHAT), _group(parser, MODEL), _group(parser, WAREHOUSE)
-    monitoring, sources, running = _group(parser, MONITORING), _group(parser, SOURCES), _group(parser, RUNNING)
+    what, warehouse, monitoring = _group(parser, WHAT), _group(parser, WAREHOUSE), _group(parser, MONITORING)
     what.add_argument(
         "--date",
         default=None,
@@ -200,7 +182,7 @@ def scoring_arguments(parser) -> None:
     )
     warehouse.add_argument(
         "--warehouse",
-        default=DEFAULT_WAREHOUSE,
+        default=defaults.DEFAULT_WAREHOUSE,
         help="Warehouse: a local DuckDB database file, or BigQuery as bq://project.dataset.",
     )
     warehouse.add_argument(
@@ -209,7 +191,7 @@ def scoring_arguments(parser) -> None:
         default=False,
         help="Start a new warehouse where none is: create a missing BigQuery dataset, or a DuckDB "
         "file's missing folder (otherwise either is an error, so that a typo starts nothing; the default "
-        f"{DEFAULT_WAREHOUSE} is created without it; scripts/setup_bigquery.py creates a dataset "
+        f"{defaults.DEFAULT_WAREHOUSE} is created without it; scripts/setup_bigquery.py creates a dataset "
         "properly).",
     )
     warehouse.add_argument(
@@ -231,6 +213,12 @@ def scoring_arguments(parser) -> None:
         "beside a DuckDB warehouse, else warehouse/reports/; on a remote runner reports/ under "
         "--staging_dir, which must then be a gs://... folder; 'none': no report).",
     )
+    _model_arguments(parser)
+
+
+def _model_arguments(parser) -> None:
+    """Which versions score, on what, in batches of what size; the run's own output."""
+    model, sources, running = _group(parser, MODEL), _group(parser, SOURCES), _group(parser, RUNNING)
     model.add_argument("--model_version", default="latest", help="'latest' or an integer version.")
     model.add_argument(
         "--challenger_version",
@@ -268,7 +256,7 @@ def scoring_arguments(parser) -> None:
     sources.add_argument(
         "--block_bytes",
         type=int,
-        default=DEFAULT_BLOCK_BYTES,
+        default=defaults.DEFAULT_BLOCK_BYTES,
         help="Bytes of input parsed per batch (bounds memory per worker).",
     )
     running.add_argument(
@@ -283,37 +271,43 @@ def scoring_arguments(parser) -> None:
         default=None,
         help="Write the run summary (counts, model, timings) here as JSON (default: not written).",
     )
+    _publishing_arguments(parser)
+    gate_arguments(parser)
+
+
+def _publishing_arguments(parser) -> None:
+    """How long the warehouse is waited for, and when a silent run counts as killed."""
+    warehouse = _group(parser, WAREHOUSE)
     warehouse.add_argument(
         "--lock_timeout",
         type=float,
-        default=DEFAULT_LOCK_TIMEOUT,
+        default=defaults.DEFAULT_LOCK_TIMEOUT,
         help="Before any data is read: seconds to wait for a DuckDB file another process holds (another run "
         "publishing, an analyst's session), or for a BigQuery API that does not answer, before giving up "
         "with exit code 2.",
     )
     warehouse.add_argument(
         "--publish_timeout",
-        default=DEFAULT_PUBLISH_TIMEOUT,
+        default=defaults.DEFAULT_PUBLISH_TIMEOUT,
         help="Each night's publishing, after it was scored (90s, 30m, 2h): how long it waits for a busy or "
         "silent warehouse, saying so, before the run fails with exit code 1 and the date is left as it was. "
         "A commit already sent is waited for as long again.",
     )
     warehouse.add_argument(
         "--stale_after",
-        default=DEFAULT_STALE_AFTER,
+        default=defaults.DEFAULT_STALE_AFTER,
         help="A running run whose heartbeat is older than this (90s, 30m, 2h) was killed: every run first marks "
         "such runs abandoned and deletes their staged files. Runs heartbeat 6 times per this period.",
     )
-    gate_arguments(parser)
 
 
 def gate_arguments(parser) -> None:
     """The quality gates' limits (README: Quality gates); a night failing any is refused, exit code 3."""
-    gates, monitoring = _group(parser, GATES), _group(parser, MONITORING)
+    gates = _group(parser, GATES)
     gates.add_argument(
         "--max_rejected_fraction",
         type=float,
-        default=MAX_REJECTED_FRACTION,
+        default=defaults.MAX_REJECTED_FRACTION,
         help="Refuse the night when more than this share of its input records is rejected (file errors count "
         "their records).",
     )
@@ -326,29 +320,35 @@ def gate_arguments(parser) -> None:
     gates.add_argument(
         "--min_records",
         type=int,
-        default=MIN_RECORDS,
+        default=defaults.MIN_RECORDS,
         help="Refuse a night with fewer input records. A night with no scorable record is never published.",
     )
     gates.add_argument(
         "--max_volume_ratio",
         type=float,
-        default=MAX_VOLUME_RATIO,
+        default=defaults.MAX_VOLUME_RATIO,
         help="Once 7 nights are published, refuse a night whose input is outside [median / r, median * r] of "
         "the last 14 published nights.",
     )
     gates.add_argument(
         "--max_volume_z",
         type=float,
-        default=MAX_VOLUME_Z,
+        default=defaults.MAX_VOLUME_Z,
         help="Once 7 nights are published, refuse a night whose input count's robust z-score (median and MAD of "
         "the last 14 published nights) is above this.",
     )
     gates.add_argument(
         "--shrink_limit",
         type=float,
-        default=SHRINK_LIMIT,
+        default=defaults.SHRINK_LIMIT,
         help="Refuse re-scoring a published night so that it would hold less than this share of its records.",
     )
+    _drift_arguments(parser)
+
+
+def _drift_arguments(parser) -> None:
+    """Drift as a gate, monitoring itself, and publishing a night the gates refused."""
+    gates, monitoring = _group(parser, GATES), _group(parser, MONITORING)
     gates.add_argument(
         "--allow_shrink",
         action="store_true",
@@ -357,15 +357,15 @@ def gate_arguments(parser) -> None:
     )
     gates.add_argument(
         "--drift_gate",
-        default=DRIFT_GATE,
-        choices=DRIFT_GATES,
+        default=defaults.DRIFT_GATE.value,
+        choices=values(DriftGate),
         help="A feature (or the score) flagged as drifted against training or the previous night: off (not a "
         "gate), warn (reported and stored), or refuse the night (README: Monitoring).",
     )
     monitoring.add_argument(
         "--monitoring",
-        default="on",
-        choices=("on", "off"),
+        default=Switch.ON.value,
+        choices=values(Switch),
         help="off: no feature statistics and no drift for the night (they cost about 8%% of the pipeline's "
         "throughput at 1M records, README: Monitoring); --drift_gate refuse needs it on.",
     )

@@ -1,10 +1,10 @@
-"""What every stage exchanges: the columnar units, the output tags they travel under, the read count.
+"""What every step exchanges: the columnar units, the output tags they travel under, the read count.
 
-Stages exchange Arrow record batches, never one Python object per record: a raw batch holds a
+Steps exchange Arrow record batches, never one Python object per record: a raw batch holds a
 file's columns as text, a typed batch holds them as the schema's types, and rejected records travel
-as batches laid out like the `scoring_errors` table minus its run-level columns. A source's reader
-(files or BigQuery) emits its raw batches as the main output, and tags its rejected records and its
-per-source record counts, so every stage downstream reads sources the same way.
+as batches laid out like the `scoring_errors` table minus its run-level columns. Inside a step, a DoFn
+emits its main output and tags its rejected records and counts (`REJECTED`, `COUNTS`); the step's
+transform hands them on as a typed tuple (`sources.Read`, `validate.Checked`).
 """
 
 from __future__ import annotations
@@ -13,19 +13,18 @@ import json
 import re
 from dataclasses import dataclass
 
-import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
+from pipelines import metrics
 from schemas import INPUT, PROVENANCE, SCORING_ERRORS, STAGED_PREDICTIONS
 
-# Output tags of every reader and of validation: rejected records, and records read per source.
+# Output tags of a reader's and validation's DoFns: rejected records, and records read per source.
 REJECTED = "rejected"
 COUNTS = "counts"
-READ_BY_SOURCE = "read_by_source"  # metrics namespace: records read per file or table
 
-# Run-level columns that the load stage adds; everything else is known where a record is rejected.
+# Run-level columns that the load step adds; everything else is known where a record is rejected.
 RUN_LEVEL_ERROR_FIELDS = ("score_date", "run_id", "recorded_at")
 REJECTED_SCHEMA = pa.schema([f for f in SCORING_ERRORS.arrow_schema if f.name not in RUN_LEVEL_ERROR_FIELDS])
 
@@ -44,17 +43,6 @@ STAGED_PREDICTIONS_LAYOUT = pa.schema(
 
 # Staged prediction columns with a value per record (the rest repeat: run, model, source).
 STAGED_PER_RECORD = (INPUT.key.name, "probability", "label", "line_number", "content_hash")
-
-
-def merged_reads(reads: list, label: str) -> dict:
-    """Several reads' outputs (batches, rejected, counts: what a source's read transform returns) as one
-    read's, for the stages after it: train's dates, or a scoring range's nights on BigQuery."""
-    if len(reads) == 1:
-        return reads[0]
-    return {
-        tag: tuple(read[tag] for read in reads) | f"{label}{tag.title()}" >> beam.Flatten()
-        for tag in ("batches", REJECTED, COUNTS)
-    }
 
 
 RECORD_ERROR = "record"
@@ -89,8 +77,8 @@ REASONS = {
 
 def count_read(source: str, records: int) -> None:
     """Records read from one source (a file or a BigQuery table), in total and per source."""
-    Metrics.counter("extract", "records_read").inc(records)
-    Metrics.counter(READ_BY_SOURCE, source).inc(records)
+    metrics.RECORDS_READ.counter().inc(records)
+    Metrics.counter(metrics.READ_BY_SOURCE, source).inc(records)
 
 
 @dataclass(frozen=True)

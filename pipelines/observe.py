@@ -17,32 +17,25 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.metrics import Metrics
 
-from models.handler import STAGE_MICROSECONDS
+from pipelines.metrics import REJECTED_BY_REASON, REJECTED_BY_SOURCE, STEP_MICROSECONDS
 from pipelines.progress import Tally
 
-REJECTED_BY_REASON = "rejected_by_reason"
-REJECTED_BY_SOURCE = "rejected_by_source"
-STAGES = ("extract", "validate", "to_tensors", "model", "stage", "publish")  # as the summary lists them
-
-
-def stage_timer(stage: str):
-    """The counter a stage adds its own working time to (microseconds)."""
-    return Metrics.counter(STAGE_MICROSECONDS, stage)
+STEPS = ("extract", "validate", "to_tensors", "model", "stage", "publish")  # as the summary lists them
 
 
 def add_seconds(counter, seconds: float) -> None:
     counter.inc(int(seconds * 1e6))
 
 
-def stage_seconds(counters: dict[str, int]) -> dict[str, float]:
-    """Seconds of work per stage from the run's counters ('namespace/name': value), in STAGES order."""
-    spent = {k.split("/", 1)[1]: v / 1e6 for k, v in counters.items() if k.startswith(STAGE_MICROSECONDS + "/")}
-    return {stage: round(spent[stage], 3) for stage in STAGES if stage in spent}
+def step_seconds(counters: dict[str, int]) -> dict[str, float]:
+    """Seconds of work per step from the run's counters ('namespace/name': value), in STEPS order."""
+    spent = {k.split("/", 1)[1]: v / 1e6 for k, v in counters.items() if k.startswith(STEP_MICROSECONDS + "/")}
+    return {step: round(spent[step], 3) for step in STEPS if step in spent}
 
 
 def timed(counter, items: Iterator) -> Iterator:
     """Yields what `items` yields, adding to `counter` only the time spent making each item: in a
-    fused Beam stage a yield runs the next stages before it returns, and that is their time."""
+    fused Beam step a yield runs the next steps before it returns, and that is their time."""
     total, t = 0.0, time.perf_counter()
     for item in items:
         total += time.perf_counter() - t

@@ -16,7 +16,8 @@ import argparse
 import sys
 from datetime import date
 
-from pipelines.arguments import DEFAULT_WAREHOUSE, REPORT_DAYS, CommandParser, ShowDefaults, iso_date
+from pipelines.arguments import CommandParser, ShowDefaults, iso_date
+from pipelines.defaults import DEFAULT_WAREHOUSE, REPORT_DAYS
 
 
 def parser() -> argparse.ArgumentParser:
@@ -49,7 +50,7 @@ def run(argv: list[str] | None = None) -> str:
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines.monitoring import report
+    from pipelines.monitoring import page
     from pipelines.warehouses import WarehouseConfigError, open_warehouse
 
     if args.days < 1:
@@ -62,7 +63,7 @@ def run(argv: list[str] | None = None) -> str:
     night = warehouse.night_report(night_date, args.days, args.run_id)
     if night.run["score_date"] != night_date:
         raise ValueError(f"run {args.run_id} scored {night.run['score_date']}, not {night_date}")
-    return report.write_report(night, args.report_dir or warehouse.default_report_dir())
+    return page.write_page(night, args.report_dir or warehouse.default_report_dir())
 
 
 def main(argv: list[str]) -> int:

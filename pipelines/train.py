@@ -2,7 +2,7 @@
 
     python -m pipelines.train [--input data/chicago_taxi/trips.csv] [--model_root artifacts/models]
 
-Records go through the same extract and validate stages as scoring (the label required, the key
+Records go through the same extract and validate steps as scoring (the label required, the key
 not). tf.Transform analyses the training split once; the transform graph is exported inside the
 model, so scoring applies exactly what training computed.
 
@@ -47,7 +47,7 @@ def main(argv: list[str]) -> int:
     except SystemExit as answered:  # --help (0) or a bad argument (2), said already
         return answered.code
     except (ValueError, FileNotFoundError) as e:
-        from pipelines.extract import InputNotFoundError  # loaded by now: run got past the options
+        from pipelines.sources import InputNotFoundError  # loaded by now: run got past the options
 
         if isinstance(e, FileNotFoundError) and not isinstance(e, InputNotFoundError):
             raise

@@ -1,7 +1,7 @@
 """Training's work, behind `python -m pipelines.train` (pipelines/train.py): tf.Transform analysis on
 Beam, Keras training, export of a new version.
 
-Records go through the same extract and validate stages as scoring (the label required, the key
+Records go through the same extract and validate steps as scoring (the label required, the key
 not). tf.Transform analyses the training split once; the transform graph is exported inside the
 model, so scoring applies exactly what training computed. TensorFlow, tf.Transform and tfx-bsl are
 imported with this module, so the command imports it only once its options are checked.
@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from tensorflow_metadata.proto.v0 import statistics_pb2
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
@@ -34,15 +35,13 @@ import schemas
 from models import export, quiet
 from models import model as model_lib
 from models.registry import ModelVersion
-from pipelines import bigquery_source, extract, validate
-from pipelines.arguments import DEFAULT_TRAINING_INPUT
-from pipelines.batches import REJECTED, merged_reads
-from pipelines.bigquery_source import ReadBigQuery, ReadPlan
+from pipelines import metrics, validate
+from pipelines.defaults import DEFAULT_TRAINING_INPUT
 from pipelines.monitoring import statistics
 from pipelines.monitoring.statistics import EVAL_SCORES, TRAINING, feature_kinds
 from pipelines.options import DataOptions, TrainingOptions
-from pipelines.score import plan_source
-from pipelines.stage import WriteParquetFiles
+from pipelines.sources import InputNotFoundError, NightInput, ReadSettings, Source, open_source
+from pipelines.staged import WriteParquetFiles
 from schemas import ColumnType, InputSchema, Role
 from transforms import features as F
 from transforms.preprocessing import preprocessing_fn
@@ -80,12 +79,14 @@ def split_of(batch: pa.RecordBatch, eval_percent: int, columns: list[str]) -> np
     return (hashes % 100) < eval_percent
 
 
-class SplitBatches(beam.DoFn):
+class AssignSplits(beam.DoFn):
+    """Typed batches -> each record to the train or the eval split, in tf.Transform's layout."""
+
     def __init__(self, schema: InputSchema, eval_percent: int):
         self._schema = schema
         self._eval_percent = eval_percent
         self._event_time = schema.with_role(Role.EVENT_TIME)
-        self._time_range = Metrics.distribution("train", "event_time")
+        self._time_range = Metrics.distribution(*metrics.EVENT_TIME)
 
     def process(self, batch: pa.RecordBatch):
         for column in self._event_time:
@@ -98,49 +99,28 @@ class SplitBatches(beam.DoFn):
         yield beam.pvalue.TaggedOutput(TRAIN, converted.filter(pa.array(~is_eval)))
 
 
-def read_sources(pipeline: beam.Pipeline, sources: list, schema: InputSchema, data: DataOptions):
-    """Raw batches, rejected records and counts from files or from BigQuery read sessions (one per date)."""
-    reads = []
-    for i, source in enumerate(sources):
-        if isinstance(source, ReadPlan):
-            reads.append(pipeline | f"ReadTrips{i}" >> ReadBigQuery(source))
-        else:
-            reads.append(
-                pipeline
-                | f"ReadTrips{i}"
-                >> extract.ReadInputFiles(
-                    source,
-                    schema,
-                    input_format=data.input_format,
-                    max_record_bytes=data.max_record_bytes,
-                    missing_nullable_columns=data.missing_nullable_columns,
-                    split_bytes=data.split_bytes,
-                )
-            )
-    return merged_reads(reads, "Merge")
-
-
 def build_pipeline(
     pipeline: beam.Pipeline,
-    sources: list,
-    schema: InputSchema,
+    source: Source,
+    nights: list[NightInput],
     opts: TrainingOptions,
     transform_dir: str,
     data_dir: str,
 ) -> None:
     """Extract -> validate -> split -> analyse (train split) -> transform both splits -> Parquet; the train
     split's feature statistics (the version's drift baseline) beside the data."""
+    schema = source.schema
     config = tensor_adapter_config(schema)
     data = pipeline.options.view_as(DataOptions)
-    read = read_sources(pipeline, sources, schema, data)
-    checked = read["batches"] | "Validate" >> validate.ValidateRecords(schema, data.unknown_columns)
-    rejected = Metrics.counter("train", "records_rejected")
+    read = pipeline | "ReadTrips" >> source.reader(nights)
+    checked = read.batches | "Validate" >> validate.ValidateRecords(schema, data.unknown_columns)
+    rejected = metrics.TRAINING_REJECTED.counter()
     _ = (
-        (checked.rejected, read[REJECTED])
+        (checked.rejected, read.rejected)
         | "AllRejected" >> beam.Flatten()
         | "CountRejected" >> beam.Map(lambda batch: rejected.inc(pc.sum(batch.column("records")).as_py() or 0))
     )
-    splits = checked.valid | "Split" >> beam.ParDo(SplitBatches(schema, opts.eval_percent)).with_outputs(TRAIN, EVAL)
+    splits = checked.valid | "Split" >> beam.ParDo(AssignSplits(schema, opts.eval_percent)).with_outputs(TRAIN, EVAL)
     _ = (
         splits[TRAIN]
         | "TrainingStatistics" >> beam.CombineGlobally(statistics.ComputeStatistics(TRAINING, feature_kinds()))
@@ -154,8 +134,10 @@ def build_pipeline(
                 (splits[name], config),
                 transform_fn,
             ) | f"Transform{name.title()}" >> tft_beam.TransformDataset(output_record_batches=True)
-            _ = transformed | f"Write{name.title()}" >> beam.ParDo(
-                WriteParquetFiles(os.path.join(data_dir, name), name)
+            _ = (
+                transformed
+                | f"Key{name.title()}" >> beam.Map(lambda batch, split: (split, batch[0]), name)  # less passthrough
+                | f"Write{name.title()}" >> beam.ParDo(WriteParquetFiles({name: os.path.join(data_dir, name)}, name))
             )
 
 
@@ -165,29 +147,29 @@ def write_training_statistics(dataset, data_dir: str) -> None:
     )
 
 
-def training_sources(pattern: str, start: str | None, end: str | None, data: DataOptions) -> list:
-    """What to read: one file list for a fixed path, or a file list or BigQuery read per date in
-    [start, end] for a pattern with {date} or a BigQuery input. Dates without data are skipped."""
-    dated = "{date}" in pattern or bigquery_source.is_bigquery_input(pattern)
-    if not dated:
+def training_nights(pattern: str, start: str | None, end: str | None, schema: InputSchema, data: DataOptions):
+    """(the source, what to read of it): the whole input for a fixed path, or each date's in [start, end]
+    for a pattern with {date} or a BigQuery input. Dates without data are skipped."""
+    source = open_source(pattern, schema, ReadSettings.from_options(data))
+    if not source.dated:
         if start or end:
             raise ValueError("--start_date/--end_date need a {date} in --input, or a BigQuery input")
-        return [extract.match_input(pattern, "", data.input_format)]
+        return source, [source.plan_night(None)]
     if not (start and end):
         raise ValueError("--input is per date: give --start_date and --end_date")
     first, last = date.fromisoformat(start), date.fromisoformat(end)
     if last < first:
         raise ValueError(f"--end_date {end} is before --start_date {start}")
-    sources = []
+    nights = []
     for offset in range((last - first).days + 1):
         day = first + timedelta(days=offset)
         try:
-            sources.append(plan_source(pattern, day, data))
-        except extract.InputNotFoundError:
+            nights.append(source.plan_night(day))
+        except InputNotFoundError:
             logging.warning("no training input for %s; skipping that date", day)
-    if not sources:
-        raise extract.InputNotFoundError(f"no training input for any date from {start} to {end}: {pattern}")
-    return sources
+    if not nights:
+        raise InputNotFoundError(f"no training input for any date from {start} to {end}: {pattern}")
+    return source, source.distinct(nights)
 
 
 def load_split(directory: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
@@ -249,18 +231,66 @@ def train(pipeline_options: PipelineOptions) -> TrainingResult:
 
     FileSystems.set_options(pipeline_options)
     training_input = data.input or DEFAULT_TRAINING_INPUT
-    sources = training_sources(training_input, data.start_date, data.end_date, data)
+    source, nights = training_nights(training_input, data.start_date, data.end_date, schema, data)
     os.makedirs(opts.work_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="run-", dir=opts.work_dir)
     transform_dir, data_dir = os.path.join(work, "transform"), os.path.join(work, "data")
+    rejected, data_range = transform(pipeline_options, source, nights, transform_dir, data_dir)
+    model, fitted = fit(opts, transform_dir, data_dir)
+    metadata = {
+        "created_at": datetime.now(timezone.utc).isoformat(),
+        "metrics": fitted.metrics,
+        "threshold": fitted.threshold,
+        "threshold_rule": "maximises F1 on the evaluation split",
+        "training_input": training_input,
+        "training_data_range": data_range,
+        "training_records": fitted.training_records,
+        "eval_records": fitted.eval_records,
+        "rejected_records": rejected,
+        "epochs": opts.epochs,
+        "seed": opts.seed,
+    }
+    version = export.export_version(
+        model, transform_dir, data.model_root, data.model_name, schema, metadata, fitted.baseline.SerializeToString()
+    )
+    said = {"model": version.name, "version": version.version, "path": version.path}
+    print(json.dumps({**said, "threshold": fitted.threshold, "metrics": fitted.metrics}, indent=2))
+    return TrainingResult(version, fitted.metrics, transform_dir)
 
-    pipeline = beam.Pipeline(options=pipeline_options)
-    build_pipeline(pipeline, sources, schema, opts, transform_dir, data_dir)
+
+def transform(
+    options: PipelineOptions, source: Source, nights: list[NightInput], transform_dir: str, data_dir: str
+) -> tuple[int, dict[str, str]]:
+    """The Beam pipeline (`build_pipeline`), run to its end: (records rejected, the data's event-time range)."""
+    pipeline = beam.Pipeline(options=options)
+    build_pipeline(pipeline, source, nights, options.view_as(TrainingOptions), transform_dir, data_dir)
     result = pipeline.run()
     result.wait_until_finish()
     counters = {m.key.metric.name: m.committed for m in result.metrics().query(MetricsFilter())["counters"]}
-    time_range = result.metrics().query(MetricsFilter().with_name("event_time"))["distributions"]
+    time_range = result.metrics().query(MetricsFilter().with_name(metrics.EVENT_TIME.name))["distributions"]
+    data_range = {}
+    if time_range:
+        dist = time_range[0].committed
+        data_range = {
+            "start": datetime.fromtimestamp(dist.min, timezone.utc).isoformat(),
+            "end": datetime.fromtimestamp(dist.max, timezone.utc).isoformat(),
+        }
+    return int(counters.get(metrics.TRAINING_REJECTED.name, 0)), data_range
 
+
+@dataclass
+class Fitted:
+    """What training learnt beside the model's weights."""
+
+    threshold: float
+    metrics: dict[str, float]
+    baseline: statistics_pb2.DatasetFeatureStatisticsList  # the version's drift baseline
+    training_records: int
+    eval_records: int
+
+
+def fit(opts: TrainingOptions, transform_dir: str, data_dir: str):
+    """Keras training on the transformed train split, the threshold and metrics on the eval split."""
     tf.keras.utils.set_random_seed(opts.seed)
     tf.config.experimental.enable_op_determinism()
     train_x, train_y = load_split(os.path.join(data_dir, TRAIN))
@@ -272,44 +302,8 @@ def train(pipeline_options: PipelineOptions) -> TrainingResult:
         model.fit(train_x, train_y, batch_size=256, epochs=opts.epochs, shuffle=True, verbose=0)
     eval_probs = model.predict(eval_x, batch_size=4096, verbose=0)
     threshold = choose_threshold(eval_y, eval_probs)
-    metrics = evaluate(eval_y, eval_probs, threshold)
     # The drift baseline: the train split's features (from the pipeline) and the eval split's scores.
     baseline = statistics.read_statistics(FileSystems.join(data_dir, statistics.BASELINE_FILE))
     baseline.datasets.append(statistics.score_statistics(EVAL_SCORES, eval_probs, threshold))
-
-    data_range = {}
-    if time_range:
-        dist = time_range[0].committed
-        data_range = {
-            "start": datetime.fromtimestamp(dist.min, timezone.utc).isoformat(),
-            "end": datetime.fromtimestamp(dist.max, timezone.utc).isoformat(),
-        }
-    metadata = {
-        "created_at": datetime.now(timezone.utc).isoformat(),
-        "metrics": metrics,
-        "threshold": threshold,
-        "threshold_rule": "maximises F1 on the evaluation split",
-        "training_input": training_input,
-        "training_data_range": data_range,
-        "training_records": int(len(train_y)),
-        "eval_records": int(len(eval_y)),
-        "rejected_records": int(counters.get("records_rejected", 0)),
-        "epochs": opts.epochs,
-        "seed": opts.seed,
-    }
-    version = export.export_version(
-        model, transform_dir, data.model_root, data.model_name, schema, metadata, baseline.SerializeToString()
-    )
-    print(
-        json.dumps(
-            {
-                "model": version.name,
-                "version": version.version,
-                "path": version.path,
-                "threshold": threshold,
-                "metrics": metrics,
-            },
-            indent=2,
-        )
-    )
-    return TrainingResult(version, metrics, transform_dir)
+    measured = evaluate(eval_y, eval_probs, threshold)
+    return model, Fitted(threshold, measured, baseline, int(len(train_y)), int(len(eval_y)))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from decimal import Decimal, InvalidOperation
+from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
@@ -23,14 +24,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
+from pipelines import metrics
 from pipelines.batches import PROVENANCE_LAYOUT, REJECTED, RawBatch, raw_text, rejected_batch
-from pipelines.observe import stage_timer, timed
+from pipelines.choices import UnknownColumns
+from pipelines.observe import timed
 from schemas import Column, ColumnType, InputSchema
 
-VALID_COUNTS = "valid_counts"  # tagged output: (source, records valid) per batch
+VALID_COUNTS = "valid_counts"  # the DoFn's tagged output: (source, records valid) per batch
 FLOAT32_MAX = 3.4028234663852886e38
 INT64_BOUND = 2.0**63  # floats in [-2**63, 2**63) are int64s when whole
-KEEP, REJECT = "keep", "reject"  # what to do with records carrying columns the schema does not know
 DETAIL_CHARS = 200  # of an offending value, what `detail` shows
 
 _INTEGER = r"^[+-]?\d+$"
@@ -43,13 +45,11 @@ _Failure = tuple[pa.Array, str, "pa.Scalar | Callable[[], pa.Array]"]
 
 
 class SchemaValidator:
-    """Types a raw batch by the schema and splits it into valid records and rejected ones."""
+    """Types a raw batch by the schema and sorts its records into valid ones and rejected ones."""
 
-    def __init__(self, schema: InputSchema, unknown_columns: str = KEEP):
-        if unknown_columns not in (KEEP, REJECT):
-            raise ValueError(f"unknown_columns must be {KEEP} or {REJECT}, got {unknown_columns!r}")
+    def __init__(self, schema: InputSchema, unknown_columns: str = UnknownColumns.KEEP):
         self.schema = schema
-        self.unknown_columns = unknown_columns
+        self.unknown_columns = UnknownColumns(unknown_columns)  # a value it does not know: ValueError
         self.arrow_schema = pa.schema([pa.field(c.name, c.type.arrow) for c in schema.columns])
         self._names = set(schema.names)
 
@@ -63,15 +63,15 @@ class SchemaValidator:
 
     def validate(self, raw: RawBatch) -> tuple[pa.RecordBatch, pa.RecordBatch | None]:
         """(valid records, typed; rejected records or None)."""
-        valid, _, rejected = self.split(raw)
+        valid, _, rejected = self.check(raw)
         return valid, rejected
 
-    def split(self, raw: RawBatch) -> tuple[pa.RecordBatch, pa.Array | None, pa.RecordBatch | None]:
+    def check(self, raw: RawBatch) -> tuple[pa.RecordBatch, pa.Array | None, pa.RecordBatch | None]:
         """(valid records, typed; which of the batch's records they are, None for all; rejected ones)."""
         batch = raw.records
         reasons = _Reasons(batch.num_rows)
         unknown = [name for name in batch.schema.names if name not in self._names]
-        if unknown and self.unknown_columns == REJECT:
+        if unknown and self.unknown_columns == UnknownColumns.REJECT:
             carrying = pc.is_valid(batch.column(unknown[0]))
             for name in unknown[1:]:
                 carrying = pc.or_(carrying, pc.is_valid(batch.column(name)))
@@ -139,7 +139,7 @@ def _quoted(text: pa.Array | Callable[[], pa.Array], suffix: str) -> Callable[[]
     return detail
 
 
-def _as_text(values: pa.Array) -> Callable[[], pa.Array]:
+def _text_of(values: pa.Array) -> Callable[[], pa.Array]:
     return lambda: pc.cast(values, pa.string())
 
 
@@ -175,7 +175,7 @@ def _whole_floats(values: pa.Array) -> tuple[pa.Array, list[_Failure]]:
     not_integer = pc.invert(whole)
     out_of_range = pc.and_(whole, pc.invert(fits))
     keep = pc.and_(whole, fits)
-    text = _as_text(values)
+    text = _text_of(values)
     ints = pc.cast(pc.if_else(keep, values, pa.scalar(None, pa.float64())), pa.int64(), safe=False)
     return ints, [
         (not_integer, "not_integer", _quoted(text, "is not a whole number")),
@@ -233,7 +233,7 @@ def _checked(values: pa.Array, column: Column) -> tuple[pa.Array, list[_Failure]
     """Finite numbers the model can take, declared ranges and allowed values, required values present."""
     failures: list[_Failure] = []
     if column.type is ColumnType.FLOAT64:
-        text = _as_text(values)
+        text = _text_of(values)
         non_finite = pc.invert(pc.fill_null(pc.is_finite(values), True))
         # The model takes float32: a larger magnitude would reach it as infinity.
         too_big = pc.fill_null(pc.greater(pc.abs(values), FLOAT32_MAX), False)
@@ -251,7 +251,7 @@ def _checked(values: pa.Array, column: Column) -> tuple[pa.Array, list[_Failure]
         if column.maximum is not None:
             outside = pc.or_(outside, pc.fill_null(pc.greater(values, column.maximum), False))
         bounds = _bounds(column)
-        failures.append((outside, "out_of_range", _quoted(_as_text(values), bounds)))
+        failures.append((outside, "out_of_range", _quoted(_text_of(values), bounds)))
         if pc.any(outside).as_py():
             values = pc.if_else(outside, pa.scalar(None, values.type), values)
     if column.allowed is not None:
@@ -348,21 +348,21 @@ def _mix(h: np.ndarray) -> np.ndarray:
 class ValidateBatch(beam.DoFn):
     """Typed valid records out (with their provenance when scoring), rejections and valid counts tagged."""
 
-    def __init__(self, schema: InputSchema, unknown_columns: str = KEEP, provenance: bool = False):
+    def __init__(self, schema: InputSchema, unknown_columns: str = UnknownColumns.KEEP, provenance: bool = False):
         self._validator = SchemaValidator(schema, unknown_columns)
         self._schema = schema
         self._provenance = provenance
-        self._valid = Metrics.counter("validate", "records_valid")
-        self._rejected = Metrics.counter("validate", "records_rejected")
-        self._time = stage_timer("validate")
+        self._valid = metrics.RECORDS_VALID.counter()
+        self._rejected = metrics.RECORDS_REJECTED.counter()
+        self._time = metrics.step_timer("validate")
 
     def process(self, raw: RawBatch) -> Iterator:
         return timed(self._time, self._validate(raw))
 
     def _validate(self, raw: RawBatch) -> Iterator:
         for name, records in self._validator.unknown_column_counts(raw.records).items():
-            Metrics.counter("unknown_columns", name).inc(records)
-        valid, ok, rejected = self._validator.split(raw)
+            Metrics.counter(metrics.UNKNOWN_COLUMNS, name).inc(records)
+        valid, ok, rejected = self._validator.check(raw)
         if valid.num_rows:
             self._valid.inc(valid.num_rows)
             yield self._with_provenance(valid, raw, ok) if self._provenance else valid
@@ -382,16 +382,25 @@ class ValidateBatch(beam.DoFn):
         return pa.RecordBatch.from_arrays(columns, schema=pa.schema([*valid.schema, *PROVENANCE_LAYOUT]))
 
 
-class ValidateRecords(beam.PTransform):
-    """Raw batches -> typed batches (main), rejected records (tagged `rejected`), valid counts per source."""
+class Checked(NamedTuple):
+    """What validation gives the steps after it."""
 
-    def __init__(self, schema: InputSchema, unknown_columns: str = KEEP, provenance: bool = False):
+    valid: beam.PCollection  # typed record batches (with their provenance when scoring)
+    rejected: beam.PCollection  # record batches laid out as `batches.REJECTED_SCHEMA`
+    valid_counts: beam.PCollection  # (source, records valid) per batch
+
+
+class ValidateRecords(beam.PTransform):
+    """Raw batches -> `Checked`: typed batches, rejected records, valid counts per source."""
+
+    def __init__(self, schema: InputSchema, unknown_columns: str = UnknownColumns.KEEP, provenance: bool = False):
         super().__init__()
         self._schema = schema
         self._unknown_columns = unknown_columns
         self._provenance = provenance
 
-    def expand(self, raw_batches):
-        return raw_batches | "CheckSchema" >> beam.ParDo(
+    def expand(self, raw_batches) -> Checked:
+        checked = raw_batches | "CheckSchema" >> beam.ParDo(
             ValidateBatch(self._schema, self._unknown_columns, self._provenance)
         ).with_outputs(REJECTED, VALID_COUNTS, main="valid")
+        return Checked(checked.valid, checked[REJECTED], checked[VALID_COUNTS])

@@ -273,7 +273,7 @@ def measure_extract(args, fmt: str) -> dict:
     import apache_beam as beam
 
     import schemas
-    from pipelines.extract import ReadInputFiles
+    from pipelines.sources.file_source import ReadInputFiles
     from pipelines.validate import ValidateRecords
 
     files = args.files if fmt == "csv" else json_files(args)

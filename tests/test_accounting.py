@@ -82,15 +82,15 @@ def test_a_count_that_does_not_reconcile_fails_the_run_and_names_the_file(model_
 
     # A validation bug that silently drops one record: the parser-side numbers cannot see it, the
     # independent count does.
-    split = SchemaValidator.split
+    check = SchemaValidator.check
 
     def losing_one(self, raw):
-        valid, ok, rejected = split(self, raw)
+        valid, ok, rejected = check(self, raw)
         kept = np.ones(raw.records.num_rows, bool) if ok is None else ok.to_numpy(zero_copy_only=False).copy()
         kept[np.flatnonzero(kept)[0]] = False
         return valid.slice(1), pa.array(kept), rejected
 
-    monkeypatch.setattr(SchemaValidator, "split", losing_one)
+    monkeypatch.setattr(SchemaValidator, "check", losing_one)
     code, summary = run(tmp_path, model_root, path)
     assert code == 1 and summary["status"] == "failed"
     err = capsys.readouterr().err

@@ -40,9 +40,10 @@ from hypothesis import strategies as st
 import schemas
 from models.handler import ExportedModelHandler
 from pipelines import score
-from pipelines.arguments import MIN_RECORDS, SHRINK_LIMIT
 from pipelines.batches import RawBatch
-from pipelines.extract import ReadFiles
+from pipelines.defaults import MIN_RECORDS, SHRINK_LIMIT
+from pipelines.sources import ReadSettings
+from pipelines.sources.file_source import ReadFiles
 from pipelines.validate import SchemaValidator
 from tests.conftest import SAMPLE, query, write_partition
 from tests.float32 import assert_close_probabilities
@@ -186,7 +187,7 @@ def _build(spec: dict, pool: list[dict]) -> tuple[bytes, dict[str, dict], set[st
 
 def _read(path: str, spec: dict) -> tuple[int, pa.Table, int, list[str]]:
     """(independent count, valid records, records rejected, reasons)."""
-    reader = ReadFiles(SCHEMA, block_bytes=spec["block_bytes"], max_record_bytes=spec["max_record_bytes"])
+    reader = ReadFiles(SCHEMA, ReadSettings(block_bytes=spec["block_bytes"], max_record_bytes=spec["max_record_bytes"]))
     validator = SchemaValidator(SCHEMA)
     valid, rejected, counts, reasons = [], 0, [], []
     for item in reader.process(path):

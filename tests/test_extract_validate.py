@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 import schemas
 from pipelines.batches import FILE_ERROR, RECORD_ERROR, RawBatch
-from pipelines.extract import InputNotFoundError, ReadInputFiles, match_input
+from pipelines.sources import InputNotFoundError, ReadSettings
+from pipelines.sources.file_source import ReadInputFiles, match_input
 from pipelines.validate import SchemaValidator, ValidateRecords
 
 SCHEMA = schemas.INPUT.for_scoring()
@@ -164,7 +165,7 @@ def test_no_input_files_is_a_clear_error(tmp_path):
 
 def test_a_bad_value_late_in_a_file_loses_and_repeats_nothing(tmp_path):
     """Typed parsing fails on the block holding 'twelve'; that column is read as text from then on."""
-    from pipelines.extract import ReadFiles
+    from pipelines.sources.file_source import ReadFiles
 
     lines = [HEADER]
     for i in range(300):
@@ -176,7 +177,7 @@ def test_a_bad_value_late_in_a_file_loses_and_repeats_nothing(tmp_path):
         lines.append(line)
     path = tmp_path / "late.csv"
     path.write_text("\n".join(lines) + "\n")
-    reader = ReadFiles(SCHEMA, block_bytes=2048)  # about 20 records a block
+    reader = ReadFiles(SCHEMA, ReadSettings(block_bytes=2048))  # about 20 records a block
     validator = SchemaValidator(SCHEMA)
     kept, rejected, counts = [], [], []
     for item in reader.process(str(path)):
@@ -198,11 +199,11 @@ def test_a_bad_value_late_in_a_file_loses_and_repeats_nothing(tmp_path):
 
 
 def _read_all(path, schema=SCHEMA, **kwargs):
-    from pipelines.extract import ReadFiles
+    from pipelines.sources.file_source import ReadFiles
 
     validator = SchemaValidator(schema)
     kept, rejected, counts = [], [], []
-    for item in ReadFiles(schema, **kwargs).process(str(path)):
+    for item in ReadFiles(schema, ReadSettings(**kwargs)).process(str(path)):
         if isinstance(item, RawBatch):
             valid, bad = validator.validate(item)
             kept += valid.column("trip_id").to_pylist()
@@ -264,12 +265,13 @@ def test_an_object_or_array_in_a_string_column_is_wrong_type_not_json_text(tmp_p
 
 def test_batches_stay_whole_after_the_reader_moves_on(tmp_path):
     """The reader reuses one buffer for a whole file: batches already out must not change with it."""
-    from pipelines.extract import ReadFiles
+    from pipelines.sources.file_source import ReadFiles
 
     lines = [HEADER] + [GOOD.replace("t1,", f"t{i},", 1).replace("Flash Cab", f"Cab {i}") for i in range(400)]
     path = tmp_path / "many.csv"
     path.write_text("\n".join(lines) + "\n")
-    batches = [item for item in ReadFiles(SCHEMA, block_bytes=1024).process(str(path)) if isinstance(item, RawBatch)]
+    read = ReadFiles(SCHEMA, ReadSettings(block_bytes=1024)).process(str(path))
+    batches = [item for item in read if isinstance(item, RawBatch)]
     assert len(batches) > 10
     companies = [c for b in batches for c in b.records.column("company").to_pylist()]
     assert companies == [f"Cab {i}" for i in range(400)]

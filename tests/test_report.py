@@ -22,8 +22,9 @@ from PIL import Image
 
 from pipelines import report as report_cli
 from pipelines import score
-from pipelines.arguments import REPORT_DAYS
-from pipelines.monitoring import drift, report
+from pipelines.defaults import REPORT_DAYS
+from pipelines.monitoring import drift
+from pipelines.monitoring.page import render
 from pipelines.monitoring.statistics import (
     EVAL_SCORES,
     NIGHT,
@@ -34,7 +35,7 @@ from pipelines.monitoring.statistics import (
     score_statistics,
     statistics_list,
 )
-from pipelines.warehouses.contract import NightReport
+from pipelines.warehouses.records import NightReport
 from tests.conftest import GCS_BUCKET, write_partition
 
 DAY = "2026-11-23"
@@ -289,6 +290,6 @@ def test_the_report_stays_small_with_every_feature_flagged_over_sixty_nights(typ
         "statistics": base64.b64encode(stored.SerializeToString()).decode(),
     }
     rejections = [{"reason": f"reason_{i}", "error_kind": "record", "records": 10**6 - i} for i in range(300)]
-    page = report.render(NightReport(run, quality, rejections, drift_rows, run["statistics"]))
+    page = render(NightReport(run, quality, rejections, drift_rows, run["statistics"]))
     assert len(page.encode("utf-8")) < MAX_BYTES
     assert len(re.findall(r"<h3>", page)) == len(kinds) + 1 + 2  # every feature and the score, and the Scores plots

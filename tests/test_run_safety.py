@@ -132,7 +132,7 @@ def test_a_refused_night_fails_a_remote_job(model_root, tmp_path):
     """On Dataflow nobody waits for the launcher: the job's own state must say the night was refused."""
     write_partition(tmp_path / "trips" / f"dt={DAY}", DAY, 20)
     warehouse = tmp_path / "wh" / "scores.duckdb"
-    options = score.parse(
+    options = score.options(
         [
             f"--date={DAY}",
             f"--input={tmp_path}/trips/dt={{date}}/*.csv",
@@ -140,12 +140,11 @@ def test_a_refused_night_fails_a_remote_job(model_root, tmp_path):
             f"--warehouse={warehouse}",
             "--create_dataset",
             "--min_records=100",
-        ],
-        score.__doc__,
-        score.DataOptions,
-        score.ScoringOptions,
+        ]
     )
-    config = dataclasses.replace(score.plan(options), local=False)  # as on a remote runner
+    planned = score.plan(options)
+    remote = dataclasses.replace(planned.publishing, fail_job_on_refusal=True)
+    config = dataclasses.replace(planned, local=False, publishing=remote)  # as on a remote runner
     config.warehouse.prepare()
     config.warehouse.record_run(config.run)
     with pytest.raises(Exception, match="GateRefused|refused by quality gates: min_records"):
@@ -237,7 +236,7 @@ def test_a_reaped_runs_files_on_gcs_are_deleted(gcs):
     """On Dataflow a run stages under gs://, where a folder is only a prefix: every object goes."""
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines.stage import delete_tree, run_folder
+    from pipelines.staged import delete_tree, run_folder
 
     folder = run_folder(f"gs://{GCS_BUCKET}/staging", "2026-11-23-killed")
     keep = f"gs://{GCS_BUCKET}/staging/2026-11-23-other/predictions/a.parquet"

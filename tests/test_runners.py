@@ -91,8 +91,8 @@ def test_a_remote_runner_stages_under_temp_location_and_reports_beside(model_roo
         *DATAFLOW,
         "--temp_location=gs://bucket/tmp",
     )
-    assert config.staging_dir == "gs://bucket/tmp/batch-scoring-staging"
-    assert config.report_dir == "gs://bucket/tmp/batch-scoring-staging/reports"
+    assert config.publishing.staging_dir == "gs://bucket/tmp/batch-scoring-staging"
+    assert config.monitoring.monitor.page_dir == "gs://bucket/tmp/batch-scoring-staging/reports"
     assert config.runs[0].options["staging"].startswith("gs://bucket/tmp/batch-scoring-staging/")
 
 

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from datetime import date, datetime, timedelta, timezone
@@ -22,8 +21,15 @@ from google.cloud import bigquery as bq
 
 import schemas
 from pipelines import score
-from pipelines.warehouses import AuditError, RunRecord, StagedResults, Warehouse, open_warehouse, sql
-from pipelines.warehouses import contract as contract_module
+from pipelines.warehouses import (
+    AuditError,
+    PublishingStopped,
+    RunRecord,
+    StagedResults,
+    Warehouse,
+    open_warehouse,
+    sql,
+)
 from schemas import WAREHOUSE_TABLES
 from tests.conftest import BQ_PROJECT, REPO, BigQueryUnderTest, write_partition
 
@@ -394,7 +400,7 @@ def test_a_jobs_runs_are_stamped_alive_in_one_statement(warehouse):
     assert contract.run_row("night-2")["heartbeat_at"] == now
 
 
-def test_a_process_that_is_stopping_publishes_nothing(warehouse, tmp_path, monkeypatch):
+def test_a_process_that_is_stopping_publishes_nothing(warehouse, tmp_path):
     """SIGTERM reaches the main thread while a worker thread may be about to publish: once the process
     is stopping, no publishing transaction starts, and the night stays as it was."""
     contract, run = begin_run(warehouse, "stopping-run")
@@ -402,10 +408,14 @@ def test_a_process_that_is_stopping_publishes_nothing(warehouse, tmp_path, monke
     staged = StagedResults(
         [(staged_predictions(rows, tmp_path / "stopping.parquet"), 3)], [], {"f.csv": 3}, {"f.csv": 3}
     )
-    monkeypatch.setattr(contract_module, "_STOPPING", threading.Event())  # this test process is not stopping
-    with contract_module.stop_publishing():  # as the main thread does on SIGTERM
-        pass
-    with pytest.raises(contract_module.PublishingStopped, match="is stopping: its night is not published"):
-        contract.publish_night(run, staged)
+
+    class Stopping:
+        """The guard of a process that received SIGTERM: no publishing transaction starts."""
+
+        def transaction(self, run_id: str):
+            raise PublishingStopped(f"run {run_id} is stopping: its night is not published")
+
+    with pytest.raises(PublishingStopped, match="is stopping: its night is not published"):
+        contract.publish_night(run, staged, Stopping())
     assert contract.run_row(run.run_id)["status"] == "running"  # the main thread marks it failed next
     assert warehouse.rows("SELECT count(*) FROM predictions") == [(0,)]

@@ -1,10 +1,11 @@
-"""Where nights are published: one contract (`contract.Warehouse`), one SQL (`sql`), two engines.
+"""Where nights are published: one contract (`contract.Warehouse`, exchanging `records`), one SQL (`sql`),
+two engines.
 
     warehouse = open_warehouse("warehouse/scores.duckdb")        # or "bq://project.dataset"
     warehouse.prepare(); warehouse.reap(stale_after, now, by=run.run_id); warehouse.record_run(run)
     ... the pipeline stages files; the run heartbeats its row ...
     with warehouse.within(Deadline(publish_timeout)):   # after the data was read: waits, saying so
-        warehouse.publish_night(run, staged)             # or GateRefused: kept apart, not published
+        warehouse.publish_night(run, staged, guard)      # or GateRefused: kept apart, not published
 
 `open_warehouse` is the one way in; a third engine is a `Warehouse` subclass with a `Dialect`, added
 there (README: "Adding a warehouse").
@@ -19,17 +20,20 @@ from pipelines.warehouses.contract import (
     REFUSED,
     RUNNING,
     SUCCEEDED,
-    AuditError,
-    GateRefused,
-    RunRecord,
-    StagedResults,
+    UNGUARDED,
+    PublishGuard,
     Warehouse,
-    WarehouseConfigError,
-    stop_publishing,
-    stopping,
 )
 from pipelines.warehouses.duckdb_warehouse import DuckDBWarehouse
 from pipelines.warehouses.gates import GateLimits
+from pipelines.warehouses.records import (
+    AuditError,
+    GateRefused,
+    PublishingStopped,
+    RunRecord,
+    StagedResults,
+    WarehouseConfigError,
+)
 
 
 def open_warehouse(
@@ -59,12 +63,13 @@ __all__ = [
     "GateRefused",
     "BigQueryWarehouse",
     "DuckDBWarehouse",
+    "PublishGuard",
+    "PublishingStopped",
     "RunRecord",
     "StagedResults",
+    "UNGUARDED",
     "Warehouse",
     "WarehouseConfigError",
     "is_bigquery_warehouse",
     "open_warehouse",
-    "stop_publishing",
-    "stopping",
 ]

@@ -35,18 +35,12 @@ from typing import Any, TypeVar
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import bigquery as bq
-from pipelines.arguments import DEFAULT_LOCK_TIMEOUT
 from pipelines.bigquery import SCHEME, DatasetRef
+from pipelines.defaults import DEFAULT_LOCK_TIMEOUT
 from pipelines.warehouses import sql
-from pipelines.warehouses.contract import (
-    AuditError,
-    PublishedMeanwhile,
-    RunRecord,
-    StagedResults,
-    Warehouse,
-    WarehouseConfigError,
-)
+from pipelines.warehouses.contract import Warehouse
 from pipelines.warehouses.deadline import SAY_EVERY, Deadline, PublishTimeout, Waiting, patiently
+from pipelines.warehouses.records import AuditError, PublishedMeanwhile, RunRecord, StagedResults, WarehouseConfigError
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
 from schemas import FEATURE_DRIFT, SCORING_ERRORS, STAGED_PREDICTIONS, WAREHOUSE_TABLES, ColumnType, Field, TableSchema
 

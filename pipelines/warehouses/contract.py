@@ -19,229 +19,56 @@ import abc
 import contextlib
 import json
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from pipelines.arguments import DEFAULT_LOCK_TIMEOUT
+from pipelines.defaults import DEFAULT_LOCK_TIMEOUT
 from pipelines.warehouses import gates, sql
 from pipelines.warehouses.deadline import Deadline
-from pipelines.warehouses.gates import GateLimits
+from pipelines.warehouses.records import (
+    AlreadyPublished,
+    AuditError,
+    GateRefused,
+    NightReport,
+    PublishedMeanwhile,
+    RunRecord,
+    StagedCounts,
+    StagedResults,
+    WarehouseConfigError,
+    check_staged,
+    comparison_result,
+    published_counts,
+)
 from pipelines.warehouses.sql import COMMIT_TIME, RUNNING, SUCCEEDED, Dialect, StagedTables, Statement
 from schemas import REFUSED_ERRORS, REFUSED_FEATURE_DRIFT, REFUSED_PREDICTIONS, WAREHOUSE_TABLES, Field, TableSchema
 
 FAILED, REFUSED, ABANDONED = "failed", "refused", "abandoned"
 DEFAULT_REPORT_DIR = "warehouse/reports"  # beside the default DuckDB warehouse, warehouse/scores.duckdb
 MAX_ERROR_CHARS = 4000  # a failed run's error as stored; the rest is in the job's log
-
-
-class WarehouseConfigError(ValueError):
-    """The warehouse cannot be used as configured; raised before any data is read."""
-
-
-class AuditError(RuntimeError):
-    """Staged results failed their audit; nothing was published."""
-
-
-class PublishedMeanwhile(AuditError):
-    """Another run published the date between this run's gates and its transaction: judge again."""
-
-
 REJUDGE_ATTEMPTS = 5  # overlapping runs of one date: each lost race re-reads what the other published
 
 
-class PublishingStopped(AuditError):
-    """This process is stopping (SIGTERM): no night of it publishes any more."""
+class PublishGuard(Protocol):
+    """Held by the caller around each publishing transaction. A run stopped by SIGTERM must leave its
+    night as it was; where the pipeline runs on threads of the process, the signal reaches the main
+    thread while a worker thread may be publishing. Stopping is the process's business, not the
+    warehouse's: the caller's guard refuses a transaction once the process is stopping, and lets the
+    main thread wait for one in flight before it marks the run failed."""
+
+    def transaction(self, run_id: str) -> AbstractContextManager[None]:
+        """Held around a publishing transaction; raises PublishingStopped where this process is stopping."""
 
 
-# A run stopped by SIGTERM must leave its night as it was. Where the pipeline runs on threads of the
-# process, the signal reaches the main thread while a worker thread may be publishing: the worker checks
-# the flag just before its transaction, and the main thread waits for a transaction in flight to end
-# before it marks the run failed (stop_publishing).
-_STOPPING = threading.Event()
-_TRANSACTION = threading.Lock()
+class _Unguarded:
+    """Nothing stops publishing: the guard of a caller that handles no signal (a test, a script)."""
+
+    def transaction(self, run_id: str) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
 
 
-def stopping() -> None:
-    """Called from the signal handler: from now on, this process starts no publishing transaction."""
-    _STOPPING.set()
-
-
-@contextlib.contextmanager
-def stop_publishing() -> Iterator[None]:
-    """No publishing transaction of this process runs or starts while the block runs."""
-    _STOPPING.set()
-    with _TRANSACTION:
-        yield
-
-
-class GateRefused(RuntimeError):
-    """The night failed a quality gate: not published, its rows kept in the refused tables."""
-
-
-@dataclass(frozen=True)
-class NightReport:
-    """A night's report, as read from the warehouse: the run's row, per published night its quality
-    (`night_quality`'s columns), the run's rejections per reason, drift rows (`feature_drift`'s
-    columns; the run's own when it was refused), and the previous published night's statistics."""
-
-    run: dict[str, Any]
-    quality: list[dict[str, Any]]
-    rejections: list[dict[str, Any]]
-    drift: list[dict[str, Any]]
-    previous_statistics: str | None
-
-
-class AlreadyPublished(Exception):
-    """The run's night is published already: what it published, for a retried publishing step."""
-
-    def __init__(self, counts: dict[str, Any]):
-        super().__init__("already published")
-        self.counts = counts
-
-
-def published_counts(run: RunRecord, row: dict[str, Any]) -> dict[str, Any]:
-    """The counts `publish_night` returned, from the run's row."""
-    names = ("input_records", "scored_records", "rejected_records", "rejected_files", "duplicates_dropped")
-    counts = {name: row[name] for name in names} | {"input_files": row["input_files"]}
-    return counts | {"prediction_rows": row["scored_records"] * (2 if run.challenger_version is not None else 1)}
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunRecord:
-    """What the warehouse needs to know about a run, fixed when it starts."""
-
-    run_id: str
-    score_date: date
-    model_name: str
-    model_version: int
-    input: str
-    started_at: datetime
-    options: dict[str, Any] = field(default_factory=dict)
-    challenger_version: int | None = None
-    limits: GateLimits = GateLimits()
-
-
-@dataclass(frozen=True)
-class StagedResults:
-    """Files the pipeline staged, with the row counts their writers reported, and per input source
-    (file or table) its records by the independent count and the records validation passed."""
-
-    prediction_files: list[tuple[str, int]]
-    error_files: list[tuple[str, int]]
-    input_counts: dict[str, int]
-    valid_counts: dict[str, int]
-    # What monitoring measured (README: Monitoring): drift metrics staged as files, the features flagged,
-    # and the night's statistics (base64), kept with the run for the next night to compare with.
-    drift_files: list[tuple[str, int]] = field(default_factory=list)
-    drift_flagged: tuple[str, ...] = ()
-    statistics: str | None = None
-
-    @property
-    def input_records(self) -> int:
-        return sum(self.input_counts.values())
-
-    @property
-    def prediction_paths(self) -> list[str]:
-        return [path for path, _ in self.prediction_files]
-
-    @property
-    def error_paths(self) -> list[str]:
-        return [path for path, _ in self.error_files]
-
-    @property
-    def drift_paths(self) -> list[str]:
-        return [path for path, _ in self.drift_files]
-
-
-@dataclass(frozen=True)
-class StagedCounts:
-    """What the audit query found in the staged rows."""
-
-    prediction_rows: int = 0
-    null_fields: int = 0
-    out_of_range: int = 0
-    other_runs: int = 0
-    champion: int = 0
-    challenger: int = 0
-    rejected_records: int = 0
-    rejected_files: int = 0
-    duplicates_dropped: int = 0  # champion records that were identical copies of another
-    conflicting: int = 0  # champion records whose key has copies of different content
-    repeated_keys: int = 0  # (role, key) pairs the published night would still hold twice
-
-
-def check_staged(
-    run: RunRecord, staged: StagedResults, found: StagedCounts, rejected_by_source: dict[str, int]
-) -> dict[str, Any]:
-    """What is staged must be whole and sane before anyone can see it; AuditError says why not.
-
-    Every source must reconcile on its own: records by the independent count = records valid +
-    records rejected. Then the valid records must all have been scored, and the night as a whole:
-    input = scored + rejected + duplicates dropped.
-    """
-    problems = []
-    files = {}
-    for source in sorted(staged.input_counts.keys() | staged.valid_counts.keys() | rejected_by_source.keys()):
-        counted = staged.input_counts.get(source)
-        valid, rejected = staged.valid_counts.get(source, 0), rejected_by_source.get(source, 0)
-        files[source] = {"records": counted, "valid": valid, "rejected": rejected}
-        if counted != valid + rejected:
-            problems.append(
-                f"{source} does not reconcile: {counted} records by the independent count, "
-                f"{valid} valid + {rejected} rejected"
-            )
-    if sum(staged.valid_counts.values()) != found.champion:
-        problems.append(
-            f"validation passed {sum(staged.valid_counts.values())} records but the champion scored {found.champion}"
-        )
-    written = sum(n for _, n in staged.prediction_files)
-    if found.prediction_rows != written:
-        problems.append(f"staged predictions hold {found.prediction_rows} rows but {written} were written")
-    if found.null_fields:
-        problems.append(f"{found.null_fields} staged predictions have a null key or probability")
-    if found.out_of_range:
-        problems.append(f"{found.out_of_range} staged probabilities are outside [0, 1]")
-    if found.other_runs:
-        problems.append(f"{found.other_runs} staged rows belong to another run or date")
-    if run.challenger_version is not None and found.challenger != found.champion:
-        problems.append(f"the challenger scored {found.challenger} records but the champion {found.champion}")
-    if run.challenger_version is None and found.challenger:
-        problems.append(f"{found.challenger} challenger rows staged but no challenger was asked for")
-    if found.repeated_keys:
-        problems.append(f"{found.repeated_keys} (model role, key) pairs would be published more than once")
-    scored = found.champion - found.duplicates_dropped - found.conflicting
-    rejected = found.rejected_records + found.conflicting
-    if staged.input_records != scored + rejected + found.duplicates_dropped:
-        problems.append(
-            f"counts do not reconcile: input {staged.input_records} != scored {scored} + rejected {rejected} "
-            f"+ duplicates dropped {found.duplicates_dropped}"
-        )
-    if problems:
-        raise AuditError("audit failed, nothing published: " + "; ".join(problems))
-    return {
-        "input_records": staged.input_records,
-        "scored_records": scored,
-        "rejected_records": rejected,
-        "rejected_files": found.rejected_files,
-        "duplicates_dropped": found.duplicates_dropped,
-        "input_files": json.dumps(files, sort_keys=True),
-        "prediction_rows": scored * (2 if run.challenger_version is not None else 1),
-    }
-
-
-def comparison_result(row: tuple) -> dict[str, float | int | None]:
-    records, champion_mean, challenger_mean, differ, spearman = row
-    return {
-        "records": records,
-        "champion_mean_probability": champion_mean,
-        "challenger_mean_probability": challenger_mean,
-        "label_disagreement": differ,
-        "rank_correlation": spearman,
-    }
+UNGUARDED: PublishGuard = _Unguarded()
 
 
 class Warehouse(abc.ABC):
@@ -328,12 +155,13 @@ class Warehouse(abc.ABC):
         }
         self._query(sql.insert_run(self.dialect, values))
 
-    def publish_night(self, run: RunRecord, staged: StagedResults) -> dict[str, Any]:
+    def publish_night(self, run: RunRecord, staged: StagedResults, guard: PublishGuard = UNGUARDED) -> dict[str, Any]:
         """Audit the staged files and hold the night to its quality gates; then, in one transaction,
         either replace the date's rows and complete the run, or keep the night's rows in the refused
         tables and mark the run refused (GateRefused). The date's published rows are untouched then.
         The run's `finished_at` is the transaction's time, by the warehouse's clock (CURRENT_TIMESTAMP in
-        it: DuckDB's transaction start, BigQuery's statement), however long publishing waited before."""
+        it: DuckDB's transaction start, BigQuery's statement), however long publishing waited before.
+        `guard` is held around each transaction: PublishingStopped where the caller's process is stopping."""
         try:
             self._check_still_running(run)
         except AlreadyPublished as done:  # a retried publishing step (Dataflow retries a failed bundle)
@@ -351,14 +179,12 @@ class Warehouse(abc.ABC):
             for attempt in range(REJUDGE_ATTEMPTS):
                 decision, completion, statements = self._judge(run, staged, tables, counts, comparison, incomplete)
                 try:
-                    with _TRANSACTION:
-                        if _STOPPING.is_set():
-                            raise PublishingStopped(f"run {run.run_id} is stopping: its night is not published")
+                    with guard.transaction(run.run_id):
                         self._transaction(run, statements)
                     break
                 except PublishedMeanwhile:
-                    # No lock spans the gates and the transaction on BigQuery: the guard in the
-                    # transaction saw another run's night land, so the gates see it now.
+                    # No lock spans the gates and the transaction on BigQuery: the check in the
+                    # transaction (sql.still_as_seen) saw another run's night land, so the gates see it now.
                     if attempt == REJUDGE_ATTEMPTS - 1:
                         raise
         if not decision.publish:

@@ -18,10 +18,11 @@ from collections import defaultdict
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pipelines.arguments import DEFAULT_LOCK_TIMEOUT
+from pipelines.defaults import DEFAULT_LOCK_TIMEOUT
 from pipelines.warehouses import sql
-from pipelines.warehouses.contract import RunRecord, StagedResults, Warehouse, WarehouseConfigError
+from pipelines.warehouses.contract import UNGUARDED, PublishGuard, Warehouse
 from pipelines.warehouses.deadline import PublishTimeout, Waiting
+from pipelines.warehouses.records import RunRecord, StagedResults, WarehouseConfigError
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
 from schemas import FEATURE_DRIFT, SCORING_ERRORS, STAGED_PREDICTIONS, ColumnType, Field, TableSchema
 
@@ -173,12 +174,12 @@ class DuckDBWarehouse(Warehouse):
         with self._holding(read_only=not create):
             return super().prepare(create)
 
-    def publish_night(self, run: RunRecord, staged: StagedResults) -> dict[str, Any]:
+    def publish_night(self, run: RunRecord, staged: StagedResults, guard: PublishGuard = UNGUARDED) -> dict[str, Any]:
         """Under the file's lock from the run's status check to the commit, so that nothing another process
         writes can come between what the gates saw and what is published. (How long it waits for the lock
         is the step's: `within` --publish_timeout when the pipeline publishes.)"""
         with self._holding():
-            return super().publish_night(run, staged)
+            return super().publish_night(run, staged, guard)
 
     def _open(self, create: bool) -> bool:
         return create or os.path.exists(self.path)  # prepare() made the folder when creating

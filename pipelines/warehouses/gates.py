@@ -19,8 +19,8 @@ import statistics
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from pipelines import arguments
-from pipelines.arguments import DRIFT_GATES
+from pipelines import defaults
+from pipelines.choices import DriftGate
 
 # The volume gate compares a night with up to VOLUME_HISTORY trailing published nights, and only
 # once VOLUME_MIN_HISTORY exist: with fewer, a median and a MAD say little about what is normal.
@@ -35,16 +35,16 @@ MAX_NAMED_FILES = 5  # incomplete files named in the complete_input gate's detai
 class GateLimits:
     """The limits a night is held to (each one a `pipelines.score` option; README: Quality gates)."""
 
-    max_rejected_fraction: float = arguments.MAX_REJECTED_FRACTION
+    max_rejected_fraction: float = defaults.MAX_REJECTED_FRACTION
     max_rejected_records: int | None = None
-    min_records: int = arguments.MIN_RECORDS
-    max_volume_ratio: float = arguments.MAX_VOLUME_RATIO  # input within [median / r, median * r] of the trailing
-    max_volume_z: float = arguments.MAX_VOLUME_Z
-    shrink_limit: float = arguments.SHRINK_LIMIT  # a re-run keeps at least this share of the date's records
+    min_records: int = defaults.MIN_RECORDS
+    max_volume_ratio: float = defaults.MAX_VOLUME_RATIO  # input within [median / r, median * r] of the trailing
+    max_volume_z: float = defaults.MAX_VOLUME_Z
+    shrink_limit: float = defaults.SHRINK_LIMIT  # a re-run keeps at least this share of the date's records
     allow_shrink: bool = False
     accept_failures: str | None = None  # why a night that fails its gates is published anyway
     accepted_by: str | None = None
-    drift_gate: str = arguments.DRIFT_GATE  # off: not a gate; warn: reported; refuse: a flagged feature refuses
+    drift_gate: str = defaults.DRIFT_GATE.value  # off: not a gate; warn: reported; refuse: a flagged feature refuses
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_rejected_fraction <= 1:
@@ -59,8 +59,8 @@ class GateLimits:
             raise ValueError("--max_volume_z must be positive")
         if not 0 <= self.shrink_limit <= 1:
             raise ValueError("--shrink_limit must be between 0 and 1")
-        if self.drift_gate not in DRIFT_GATES:
-            raise ValueError(f"--drift_gate must be one of {', '.join(DRIFT_GATES)}")
+        if self.drift_gate not in list(DriftGate):
+            raise ValueError(f"--drift_gate must be one of {', '.join(DriftGate)}")
         if self.accept_failures is not None and not self.accept_failures.strip():
             raise ValueError("--accept_gate_failures needs a reason: it is stored with the night")
 
@@ -128,12 +128,12 @@ def decide(
         )
     gates.extend(_volume(inputs, trailing_inputs[:VOLUME_HISTORY], limits))
     gates.append(_shrink(scored, published_records, limits))
-    if limits.drift_gate != "off":
+    if limits.drift_gate != DriftGate.OFF:
         flagged = sorted(set(drift_flagged or []))
         detail = f"drifted: {', '.join(flagged)}" if flagged else "no feature drifted"
-        if flagged and limits.drift_gate == "warn":
+        if flagged and limits.drift_gate == DriftGate.WARN:
             detail += " (--drift_gate warn: reported, not refused)"
-        passed = not flagged or limits.drift_gate == "warn"
+        passed = not flagged or limits.drift_gate == DriftGate.WARN
         gates.append(Gate("drift", len(flagged), limits.drift_gate, passed, detail))
     failed = {g.name for g in gates if not g.passed}
     publish = not failed or (limits.accept_failures is not None and EMPTY_NIGHT not in failed)

@@ -1,15 +1,15 @@
-"""Large files read in parallel: byte ranges that begin and end where records do.
+"""Large files read in parallel: shards, byte ranges of a file that begin and end where records do.
 
 The unit of parallelism is otherwise a file, and a night delivered as one 50 GB file would be read by
 one worker while the others wait. A file larger than `--split_bytes` is cut at every multiple of it;
-each cut moves forward to the first record boundary after it, and each range is read by whichever
+each cut moves forward to the first record boundary after it, and each shard is read by whichever
 worker gets it, from its boundary to the next one (so it ends with the record that crosses its end).
 
 For CSV a newline ends a record only outside quotes (a quoted field may hold newlines), and whether a
 byte is inside quotes depends on every quote before it in the file. So reading is done in two passes
-over the ranges, both in parallel: the first counts each range's quotes and newlines (numpy, at memory
+over the shards, both in parallel: the first counts each shard's quotes and newlines (numpy, at memory
 speed), a prefix sum of those gives every cut its quote parity and line number, and the second reads
-each range from the first newline at even parity on or after its cut. Both sides of a cut compute the
+each shard from the first newline at even parity on or after its cut. Both sides of a cut compute the
 same boundary from the same bytes, so every record is read exactly once, wherever the cuts fall. A file
 whose records are damaged (a quote opened and never closed) can split differently from a whole read
 (the sequential reader contains such a quote, the parity does not), but never loses or repeats a record.
@@ -28,15 +28,15 @@ import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines.blocks import NEWLINE, QUOTE
+from pipelines.sources.blocks import NEWLINE, QUOTE
 
-MIN_SPLIT_BYTES = 1 << 10  # smaller ranges cost more in seeks and boundary scans than they spread
+MIN_SPLIT_BYTES = 1 << 10  # smaller shards cost more in seeks and boundary scans than they spread
 SCAN_BYTES = 1 << 20  # read at a time while counting or looking for a boundary
 
 
 @dataclass(frozen=True)
-class InputRange:
-    """Range `index` of the `count` a file is read in; a file read whole is range 0 of 1."""
+class Shard:
+    """Shard `index` of the `count` a file is read in; a file read whole is shard 0 of 1."""
 
     path: str
     index: int = 0
@@ -64,19 +64,19 @@ class Cut:
     newlines: int
 
 
-def plan_ranges(files: list[str], split_bytes: int) -> list[InputRange]:
-    """Each file as one range, or as about size / split_bytes ranges when it is larger than
+def plan_shards(files: list[str], split_bytes: int) -> list[Shard]:
+    """Each file as one shard, or as about size / split_bytes shards when it is larger than
     `split_bytes` and not compressed (0: never split)."""
     sizes = file_sizes(files)
-    ranges = []
+    shards = []
     for path in files:
         size = sizes.get(path, 0)
         if not split_bytes or size <= split_bytes or compressed(path):
-            ranges.append(InputRange(path, size=size))
+            shards.append(Shard(path, size=size))
             continue
         count = -(-size // split_bytes)
-        ranges.extend(InputRange(path, i, count, size) for i in range(count))
-    return ranges
+        shards.extend(Shard(path, i, count, size) for i in range(count))
+    return shards
 
 
 def file_sizes(files: list[str]) -> dict[str, int]:
@@ -93,18 +93,18 @@ def compressed(path: str) -> bool:
     return CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
 
 
-def open_range(path: str):
+def open_seekable(path: str):
     """The file's raw bytes, seekable (never decompressed: only uncompressed files are split)."""
     return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
-class CountRange(beam.DoFn):
-    """First pass: a split range's quotes and newlines, between its cuts (not its boundaries)."""
+class CountShard(beam.DoFn):
+    """First pass: a split shard's quotes and newlines, between its cuts (not its boundaries)."""
 
-    def process(self, part: InputRange) -> Iterable[tuple[str, tuple[int, int, int]]]:
+    def process(self, part: Shard) -> Iterable[tuple[str, tuple[int, int, int]]]:
         start, stop = part.span
         quotes = newlines = 0
-        with open_range(part.path) as stream:
+        with open_seekable(part.path) as stream:
             stream.seek(start)
             left = stop - start
             while left > 0:
@@ -128,7 +128,7 @@ def cuts(counted: Iterable[tuple[int, int, int]]) -> list[Cut]:
     return found
 
 
-def boundary(stream, part: InputRange, index: int, cuts: list[Cut], csv: bool) -> tuple[int, int]:
+def boundary(stream, part: Shard, index: int, cuts: list[Cut], csv: bool) -> tuple[int, int]:
     """(position, line) of the record boundary for cut `index` of `part`'s file: the first position on or
     after the cut that follows a newline outside quotes (any newline for JSON); the file's end if none.
     `line` is the line number of the record starting there (not needed, and not known, at the end)."""
@@ -166,7 +166,7 @@ def boundary(stream, part: InputRange, index: int, cuts: list[Cut], csv: bool) -
 
 
 class Bounded:
-    """A stream's bytes up to `size` of them: a range's reader sees its range end as the file's end."""
+    """A stream's bytes up to `size` of them: a shard's reader sees its shard end as the file's end."""
 
     def __init__(self, stream, size: int):
         self._stream = stream

@@ -1,4 +1,4 @@
-"""Large files read as byte ranges (pipelines/ranges.py): the same records, lines and counts as a whole read,
+"""Large files read as byte ranges (pipelines/sources/shards.py): the same records, lines and counts as a whole read,
 wherever the cuts fall, and the same predictions from a split night on two worker processes."""
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 import schemas
 from pipelines import score
 from pipelines.batches import COUNTS, REJECTED, RawBatch
-from pipelines.extract import ReadFiles
-from pipelines.ranges import CountRange, cuts, plan_ranges
+from pipelines.sources import ReadSettings
+from pipelines.sources.file_source import ReadFiles
+from pipelines.sources.shards import CountShard, cuts, plan_shards
 from tests.conftest import query, write_partition
 from tests.float32 import assert_same_predictions
 
@@ -26,14 +27,14 @@ DAY = "2026-11-23"
 
 def read(path: str, split_bytes: int, block_bytes: int = 2048) -> dict:
     """What ReadInputFiles does, in this process: the first pass over split ranges, then every range."""
-    ranges = plan_ranges([path], split_bytes)
+    ranges = plan_shards([path], split_bytes)
     counted: dict[str, list] = {}
     for part in ranges:
         if not part.whole:
-            for file, found in CountRange().process(part):
+            for file, found in CountShard().process(part):
                 counted.setdefault(file, []).append(found)
     found_cuts = {file: cuts(found) for file, found in counted.items()}
-    reader = ReadFiles(SCHEMA, block_bytes=block_bytes)
+    reader = ReadFiles(SCHEMA, ReadSettings(block_bytes=block_bytes))
     out = {"ranges": len(ranges), "keys": [], "lines": [], "rejected": [], "counted": 0}
     for part in ranges:
         for item in reader.process(part, found_cuts):

@@ -1,4 +1,5 @@
-"""Stage record batches as Parquet files, one file per bundle, and emit what was written.
+"""Staged files: record batches written as Parquet files, one file per bundle and key, and emitted; a
+run's folder of them, and its deletion.
 
 Downstream steps consume exactly the files emitted here (never a directory listing), so files left
 by a retried bundle or a killed run are never published.
@@ -18,7 +19,8 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
-from pipelines.observe import add_seconds, stage_timer
+from pipelines import metrics
+from pipelines.observe import add_seconds
 
 
 def run_folder(staging_dir: str, run_id: str) -> str:
@@ -87,88 +89,41 @@ class ParquetFile:
 
 
 class WriteParquetFiles(beam.DoFn):
-    """Batches in, `(path, rows)` out once per bundle.
+    """`(key, batch)` in, `(key, path, rows)` out once per bundle and key: each key's batches (a night's,
+    a training split's) go to files of their own, under the key's folder.
 
-    `prepare` (optional) turns each incoming batch into the batch to write, e.g. adding run-level
-    columns; `schema` fixes the file layout (a batch of another layout is an error), or the first
-    batch's layout is used. `dictionary` names the columns worth a Parquet dictionary (values that
+    `prepare` (optional, per key) turns each incoming batch into the batch to write, e.g. adding a
+    night's run columns; `schema` fixes the file layout (a batch of another layout is an error), or the
+    first batch's layout is used. `dictionary` names the columns worth a Parquet dictionary (values that
     repeat); by default every column gets one, which for a value per record (a key, a score) is work
     thrown away: the writer builds the dictionary, finds it too large and falls back to plain.
     """
 
     def __init__(
         self,
-        directory: str,
-        prefix: str,
-        schema: pa.Schema | None = None,
-        prepare: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None,
-        dictionary: list[str] | None = None,
-    ):
-        self._directory = directory
-        self._prefix = prefix
-        self._schema = schema
-        self._prepare = prepare
-        self._dictionary = True if dictionary is None else dictionary
-        self._time = stage_timer("stage")
-
-    def start_bundle(self) -> None:
-        self._file = None
-
-    def process(self, batch) -> Iterator:
-        t0 = time.perf_counter()
-        if isinstance(batch, tuple):  # tf.Transform emits (record batch, passthrough features)
-            batch = batch[0]
-        if self._prepare is not None:
-            batch = self._prepare(batch)
-        if self._file is None:
-            self._file = ParquetFile(self._directory, self._prefix, self._schema, self._dictionary)
-        self._file.write(batch)
-        add_seconds(self._time, time.perf_counter() - t0)
-        return iter(())
-
-    def teardown(self) -> None:
-        if getattr(self, "_file", None) is not None:
-            self._file.abandon()
-            self._file = None
-
-    def finish_bundle(self) -> Iterator:
-        if self._file is None:
-            return
-        t0 = time.perf_counter()
-        self._file.close()
-        add_seconds(self._time, time.perf_counter() - t0)
-        yield GlobalWindows.windowed_value((self._file.path, self._file.rows))
-        self._file = None
-
-
-class WriteNightFiles(beam.DoFn):
-    """`(night, batch)` in, `(night, path, rows)` out once per bundle and night: each night's batches
-    go to files of their own, under the night's folder, with the night's run columns (`prepare`)."""
-
-    def __init__(
-        self,
         directories: Mapping[Any, str],
         prefix: str,
-        schema: pa.Schema,
-        prepare: Mapping[Any, Callable[[pa.RecordBatch], pa.RecordBatch]],
+        schema: pa.Schema | None = None,
+        prepare: Mapping[Any, Callable[[pa.RecordBatch], pa.RecordBatch]] | None = None,
         dictionary: list[str] | None = None,
     ):
         self._directories = dict(directories)
         self._prefix = prefix
         self._schema = schema
-        self._prepare = dict(prepare)
+        self._prepare = dict(prepare or {})
         self._dictionary = True if dictionary is None else dictionary
-        self._time = stage_timer("stage")
+        self._time = metrics.step_timer("stage")
 
     def start_bundle(self) -> None:
         self._files: dict[Any, ParquetFile] = {}
 
     def process(self, element: tuple[Any, pa.RecordBatch]) -> Iterator:
         t0 = time.perf_counter()
-        night, batch = element
-        if night not in self._files:
-            self._files[night] = ParquetFile(self._directories[night], self._prefix, self._schema, self._dictionary)
-        self._files[night].write(self._prepare[night](batch))
+        key, batch = element
+        if key not in self._files:
+            self._files[key] = ParquetFile(self._directories[key], self._prefix, self._schema, self._dictionary)
+        prepare = self._prepare.get(key)
+        self._files[key].write(batch if prepare is None else prepare(batch))
         add_seconds(self._time, time.perf_counter() - t0)
         return iter(())
 
@@ -182,6 +137,6 @@ class WriteNightFiles(beam.DoFn):
         for file in self._files.values():
             file.close()
         add_seconds(self._time, time.perf_counter() - t0)
-        for night, file in self._files.items():
-            yield GlobalWindows.windowed_value((night, file.path, file.rows))
+        for key, file in self._files.items():
+            yield GlobalWindows.windowed_value((key, file.path, file.rows))
         self._files = {}

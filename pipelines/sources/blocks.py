@@ -125,16 +125,7 @@ def _scan_quoted(buffer: Bytes, size: int, fields: int, final: bool, force: bool
         width = WINDOW
         # A record spans lines where consecutive closing newlines are not adjacent.
         previous = np.concatenate(([start - 1], closing[:-1]))
-        broken = next(
-            (
-                i
-                for i in np.flatnonzero(closing - previous > 1)
-                if not well_formed(
-                    buffer[newlines[previous[i]] + 1 if previous[i] >= 0 else 0 : newlines[closing[i]]], fields
-                )
-            ),
-            None,
-        )
+        broken = _first_broken(buffer, newlines, previous, closing, fields)
         if broken is not None:
             boundaries.append(closing[:broken])
             cut_at = previous[broken] + 1  # the broken record's first line is a record of its own
@@ -150,7 +141,21 @@ def _scan_quoted(buffer: Bytes, size: int, fields: int, final: bool, force: bool
         boundaries.append(np.array([cut_at]))
         start, base = cut_at + 1, before[cut_at]
     closed = np.concatenate(boundaries) if boundaries else np.zeros(0, np.int64)
-    closed = closed[closed < len(newlines)]
+    return _records(arr, newlines, real_newlines, closed[closed < len(newlines)], size)
+
+
+def _first_broken(buffer: Bytes, newlines: np.ndarray, previous: np.ndarray, closing: np.ndarray, fields: int):
+    """The first record spanning lines (its closing newline not next to the previous one) that does not
+    parse into `fields` fields; None if every one does."""
+    for i in np.flatnonzero(closing - previous > 1):
+        start = newlines[previous[i]] + 1 if previous[i] >= 0 else 0
+        if not well_formed(buffer[start : newlines[closing[i]]], fields):
+            return i
+    return None
+
+
+def _records(arr: np.ndarray, newlines: np.ndarray, real_newlines: int, closed: np.ndarray, size: int) -> Records:
+    """The records ending at the `closed` newlines, blank lines left out."""
     ends = newlines[closed]
     starts = np.concatenate(([0], ends[:-1] + 1)) if len(ends) else ends
     cut = int(min(ends[-1] + 1, size)) if len(ends) else 0

@@ -1,57 +1,47 @@
-"""A night's report: one self-contained HTML page of aggregates, written after every run.
+"""The night's report page: one self-contained HTML page of aggregates, written after every run
+(`write_page`, named by `page_name`) and written again from the warehouse by `python -m pipelines.report`.
 
 Everything on the page comes from the warehouse (`Warehouse.night_report`): the run's row (its
 gates, counts and statistics, the training baseline's included), the published nights' quality
 and drift, the run's rejections per reason. It holds no record, so its size is bounded by the number
-of features and nights (under 2 MB, tested), whatever the night's volume.
-
-The plots are matplotlib figures inlined as SVG: no script and no style from the network, so the
-page opens offline, in a mail attachment or a bucket's browser. (Plotly or Vega would need a
-few MB of JavaScript embedded in every page or fetched from a CDN, which a page for every night
-cannot afford.)
+of features and nights (under 2 MB, tested), whatever the night's volume. Its plots are drawn by
+`charts`, as inline SVG: the page opens offline.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 import math
-from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from datetime import date
+from typing import Any
 
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from pipelines.monitoring import drift
+from pipelines.monitoring import charts, drift
 from pipelines.monitoring.statistics import EVAL_SCORES, NIGHT, NIGHT_SCORES, SCORE, TRAINING, dataset, feature
-from pipelines.warehouses.contract import ABANDONED, FAILED, REFUSED, SUCCEEDED, NightReport
-from pipelines.warehouses.sql import SCORE_PERCENTILES
+from pipelines.warehouses.contract import ABANDONED, FAILED, REFUSED, SUCCEEDED
+from pipelines.warehouses.records import NightReport
 from schemas import DRIFT_NOT_FLAGGED
 
-if TYPE_CHECKING:  # matplotlib is imported where a page is drawn: a command's --help does not wait for it
-    from matplotlib.figure import Figure
-
 MAX_REJECTION_REASONS = 15
-TOP_CATEGORIES = 12  # values drawn for a flagged category
-HISTOGRAM_BINS = 30
 # Heat map colour: a metric's value over its threshold (1 = at the threshold), capped here.
 HEAT_CAP = 3.0
 STATUS_COLOURS = {SUCCEEDED: "#1b7f3b", REFUSED: "#b3261e", FAILED: "#b3261e", ABANDONED: "#8a6d00"}
-PALETTE = {"baseline": "#6b7280", "previous_night": "#9bb0d6", "tonight": "#d9480f"}
-_SVG_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "night-report", "font.size": 9}
 
 
-def report_name(score_date: date) -> str:
+def page_name(score_date: date) -> str:
+    """The page's file name: one per date, replaced when the date is scored again."""
     return f"report-{score_date.isoformat()}.html"
 
 
-def write_report(report: NightReport, report_dir: str) -> str:
-    """Renders the report and writes it under `report_dir` (a local folder or gs://...), replacing
-    the date's previous report only once the new one is whole."""
-    path = FileSystems.join(report_dir, report_name(report.run["score_date"]))
+def write_page(report: NightReport, report_dir: str) -> str:
+    """Renders the page and writes it under `report_dir` (a local folder or gs://...), replacing
+    the date's previous page only once the new one is whole."""
+    path = FileSystems.join(report_dir, page_name(report.run["score_date"]))
     partial = f"{path}.partial"
     with FileSystems.create(partial, mime_type="text/html") as f:
         f.write(render(report).encode("utf-8"))
@@ -76,7 +66,7 @@ def render(report: NightReport) -> str:
     flagged = sorted({r["feature"] for r in tonight if r["flagged"]})
     sections = [
         _banner(run, tonight),
-        _section("Volume, rejections and mean score", _svg(_history(report.quality, run["score_date"]))),
+        _section("Volume, rejections and mean score", charts.svg(charts.history(report.quality, run["score_date"]))),
         _section("Rejected records by reason", _rejections(report.rejections)),
         _section("Drift against training, per feature and night", _heat_map(report.drift, run)),
         _section("Flagged features", _flagged(flagged, tonight, stored, previous)),
@@ -203,82 +193,6 @@ def _gate_figures(gate: dict[str, Any]) -> list[Any]:
     return [f"{flagged} feature{'' if flagged == 1 else 's'} flagged", f"gate: {mode}"]
 
 
-# ---------------------------------------------------------------- plots
-
-
-def _svg(figure: Figure | None) -> str:
-    """The figure as inline SVG (text kept as text, no external reference), or a note when empty."""
-    if figure is None:
-        return '<p class="note">Nothing to plot yet.</p>'
-    from matplotlib import rc_context
-
-    buffer = io.StringIO()
-    with rc_context(_SVG_STYLE):
-        figure.savefig(buffer, format="svg", metadata={"Date": None})
-    text = buffer.getvalue()
-    return text[text.index("<svg") :]  # no XML prolog or DOCTYPE inside HTML
-
-
-def _figure(
-    width: float, height: float, rows: int = 1, left: float = 0.8, bottom: float = 0.55, right: float = 0.2, **kwargs
-) -> tuple[Figure, Any]:
-    """A figure with fixed margins, in inches: a layout engine or a tight bounding box would lay the
-    figure out by drawing it, which costs more than the drawing itself."""
-    from matplotlib import rc_context
-    from matplotlib.figure import Figure
-
-    with rc_context(_SVG_STYLE):
-        figure = Figure(figsize=(width, height))
-        axes = figure.subplots(rows, 1, squeeze=False, **kwargs)
-        figure.subplots_adjust(
-            left=left / width, right=1 - right / width, bottom=bottom / height, top=1 - 0.15 / height, hspace=0.12
-        )
-    return figure, axes
-
-
-def _label_inches(labels: list[str]) -> float:
-    """Room for the longest tick label, at the page's 9-point font."""
-    return 0.3 + 0.065 * max((len(label) for label in labels), default=4)
-
-
-def _nightly_axis(ax: Any, nights: list[date]) -> None:
-    """Dates as days, about ten labels whatever the span (a single night too: half a day either side)."""
-    from matplotlib import dates as mdates
-
-    first, last = (datetime.combine(d, datetime.min.time()) for d in (nights[0], nights[-1]))
-    ax.set_xlim(first - timedelta(hours=12), last + timedelta(hours=12))
-    ax.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, len(nights) // 10)))
-    ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m-%d"))
-    ax.tick_params(axis="x", labelrotation=45)
-
-
-def _history(quality: list[dict[str, Any]], score_date: date) -> Figure | None:
-    if not quality:
-        return None
-    nights = [q["score_date"] for q in quality]
-    figure, axes = _figure(10, 5.4, 3, bottom=0.95, sharex=True)
-    volume, rejection, mean = axes[:, 0]
-    volume.bar(nights, [q["input_records"] or 0 for q in quality], color="#4c78a8", width=0.8)
-    volume.set_ylabel("input records")
-    rejection.plot(nights, [100 * (q["rejection_rate"] or 0.0) for q in quality], marker=".", color="#b3261e")
-    rejection.set_ylabel("rejected %")
-    mean.plot(nights, [q["score_mean"] for q in quality], marker=".", color="#1f2328", label="mean score")
-    mean.plot(nights, [q["positive_rate"] for q in quality], marker=".", color="#d9480f", label="labelled positive")
-    mean.set_ylabel("share")
-    mean.legend(loc="upper left", fontsize=8)
-    # Counts, percentages and shares: no axis goes below 0, however flat the history (a first night's
-    # 0% rejected would otherwise centre the axis on 0, from -0.05 to 0.05).
-    volume.set_ylim(bottom=0)
-    rejection.set_ylim(0, max(1.0, 1.1 * max(100 * (q["rejection_rate"] or 0.0) for q in quality)))
-    mean.set_ylim(0, 1)
-    for ax in axes[:, 0]:
-        ax.grid(alpha=0.3)
-        if score_date in nights:
-            ax.axvline(score_date, color="#d9480f", linestyle="--", linewidth=1)
-    _nightly_axis(mean, nights)
-    return figure
-
-
 def _rejections(rejections: list[dict[str, Any]]) -> str:
     if not rejections:
         return '<p class="note">No record was rejected.</p>'
@@ -286,14 +200,8 @@ def _rejections(rejections: list[dict[str, Any]]) -> str:
     rest = sum(r["records"] for r in rejections[MAX_REJECTION_REASONS:])
     labels = [f"{r['reason']} ({r['error_kind']})" for r in shown] + (["other reasons"] if rest else [])
     counts = [r["records"] for r in shown] + ([rest] if rest else [])
-    figure, axes = _figure(8, 0.35 * len(labels) + 0.8, left=_label_inches(labels), right=0.6)
-    ax = axes[0, 0]
-    ax.barh(labels[::-1], counts[::-1], color="#b3261e")
-    ax.set_xlabel("records rejected")
-    for y, count in enumerate(counts[::-1]):
-        ax.annotate(f"{count:,}", (count, y), xytext=(3, 0), textcoords="offset points", va="center", fontsize=8)
     table = _table(["reason", "kind", "records"], [[r["reason"], r["error_kind"], r["records"]] for r in rejections])
-    return _svg(figure) + table
+    return charts.svg(charts.rejections(labels, counts)) + table
 
 
 def _heat_map(rows: list[dict[str, Any]], run: dict[str, Any]) -> str:
@@ -384,7 +292,11 @@ def _flagged(
             [["", "", "", "", "fail" if r["flagged"] else "", ""] for r in metrics],
         )
         drawn = {k: v for k, v in distributions.items() if v is not None}
-        plot = _svg(_overlay(name, drawn)) if len(drawn) > 1 else '<p class="note">No baseline statistics stored.</p>'
+        plot = (
+            charts.svg(charts.overlay(name, drawn))
+            if len(drawn) > 1
+            else '<p class="note">No baseline statistics stored.</p>'
+        )
         parts.append(f"<h3>{_e(name)}</h3>{plot}{table}")
     return "".join(parts)
 
@@ -397,63 +309,6 @@ def _feature(statistics: statistics_pb2.DatasetFeatureStatisticsList, name: str,
         return feature(found, feature_name)
     except KeyError:
         return None
-
-
-def _overlay(name: str, distributions: dict[str, statistics_pb2.FeatureNameStatistics]) -> Figure:
-    if all(d.HasField("num_stats") for d in distributions.values()):
-        figure, axes = _figure(8, 2.8)
-        ax = axes[0, 0]
-        edges = {k: drift.quantile_edges(d) for k, d in distributions.items()}
-        _histograms(ax, {k: e for k, e in edges.items() if len(e)}, HISTOGRAM_BINS)
-        ax.set_xlabel(name)
-        ax.set_ylabel("share of values")
-    else:
-        shares = {k: drift.category_frequencies(d) for k, d in distributions.items()}
-        values = sorted(
-            {v for s in shares.values() for v in s}, key=lambda v: -max(s.get(v, 0.0) for s in shares.values())
-        )[:TOP_CATEGORIES]
-        labels = [str(v)[:40] for v in values]
-        figure, axes = _figure(8, 0.3 * len(values) + 1.0, left=_label_inches(labels))
-        ax = axes[0, 0]
-        width = 0.8 / len(shares)
-        for n, (label, share) in enumerate(shares.items()):
-            ax.barh(
-                np.arange(len(values)) + n * width,
-                [share.get(v, 0.0) for v in values],
-                height=width,
-                color=PALETTE[label],
-                label=label.replace("_", " "),
-            )
-        ax.set_yticks(np.arange(len(values)) + 0.4 - width / 2, labels)
-        ax.invert_yaxis()
-        ax.set_xlabel("share of values")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    return figure
-
-
-def _histograms(
-    ax: Any, edges: dict[str, np.ndarray], bins: int, low: float | None = None, high: float | None = None
-) -> None:
-    """Each distribution's share per equal-width bin, from its quantiles (drift.share_below)."""
-    # The 1st to 99th percentiles of every side: one extreme value must not squash the rest.
-    low = np.min([np.quantile(e, 0.01) for e in edges.values()]) if low is None else low
-    high = np.max([np.quantile(e, 0.99) for e in edges.values()]) if high is None else high
-    if not high > low:
-        everything = np.concatenate(list(edges.values()))  # one value throughout: a bin around it
-        low, high = float(everything.min()) - 0.5, float(everything.max()) + 0.5
-    cuts = np.linspace(low, high, bins + 1)
-    for label, e in edges.items():
-        shares = np.diff(drift.share_below(e, cuts))
-        ax.stairs(
-            shares,
-            cuts,
-            label=label.replace("_", " "),
-            color=PALETTE[label],
-            linewidth=1.6,
-            fill=label == "baseline",
-            alpha=0.45 if label == "baseline" else 1.0,
-        )
 
 
 def _scores(
@@ -470,32 +325,8 @@ def _scores(
     }
     edges = {k: e for k, e in edges.items() if len(e)}
     if edges:
-        figure, axes = _figure(8, 2.8)
-        ax = axes[0, 0]
-        _histograms(ax, edges, 20, 0.0, 1.0)
-        ax.set_xlabel("score (baseline: the training run's eval split)")
-        ax.set_ylabel("share of records")
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        parts.append("<h3>Tonight's scores against training</h3>" + _svg(figure))
+        parts.append("<h3>Tonight's scores against training</h3>" + charts.svg(charts.score_histogram(edges)))
     if quality:
-        nights = [q["score_date"] for q in quality]
-        figure, axes = _figure(10, 3.2, bottom=0.95)
-        ax = axes[0, 0]
-        outer, inner = (SCORE_PERCENTILES[0], SCORE_PERCENTILES[-1]), (SCORE_PERCENTILES[1], SCORE_PERCENTILES[-2])
-        for (low, high), colour, width in ((outer, "#9bb0d6", 4), (inner, "#4c78a8", 10)):
-            lows, highs = [q[f"score_p{low}"] for q in quality], [q[f"score_p{high}"] for q in quality]
-            if len(nights) > 1:
-                ax.fill_between(nights, lows, highs, color=colour, alpha=0.5, label=f"p{low}-p{high}")
-            else:  # a band needs two nights: one night's spread is drawn as a bar
-                ax.vlines(nights, lows, highs, color=colour, linewidth=width, label=f"p{low}-p{high}")
-        ax.plot(nights, [q["score_p50"] for q in quality], color="#1f2328", marker="o", markersize=3, label="median")
-        ax.set_ylim(0, 1)
-        if score_date in nights:
-            ax.axvline(score_date, color="#d9480f", linestyle="--", linewidth=1)
-        ax.set_ylabel("score")
-        ax.legend(loc="upper left", fontsize=8)
-        ax.grid(alpha=0.3)
-        _nightly_axis(ax, nights)
-        parts.append("<h3>Score percentiles per published night</h3>" + _svg(figure))
+        figure = charts.score_percentiles(quality, score_date)
+        parts.append("<h3>Score percentiles per published night</h3>" + charts.svg(figure))
     return "".join(parts) or '<p class="note">No scores yet.</p>'

@@ -1,4 +1,4 @@
-"""Extract a date's records from BigQuery: a table, or a query file with a `@date` parameter.
+"""BigQuery as a source: a date's rows of a table, or of a query file with a `@date` parameter.
 
 A query file's result is first written to an expiring table of a scratch dataset (as Beam's own
 BigQuery reads do), then read like any table.
@@ -12,17 +12,18 @@ by the page size. Clients and names come from `pipelines.bigquery`, shared with 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 import apache_beam as beam
 
 from pipelines import bigquery as bq
-from pipelines.arguments import DEFAULT_TEMP_DATASET
-from pipelines.batches import COUNTS, REJECTED, TABLE, RawBatch, count_read
+from pipelines.batches import REJECTED, TABLE, RawBatch, count_read
 from pipelines.bigquery import IDENTIFIER, SCHEME, TableRef, standard_type
-from pipelines.extract import InputNotFoundError
+from pipelines.choices import MissingColumns
+from pipelines.sources.contract import InputNotFoundError, NightInput, Read, ReadSettings, Source, SourceConfigError
 from schemas import ColumnType, InputSchema, Role
 
 TEMP_TABLE_HOURS = 24
@@ -38,13 +39,38 @@ _COMPATIBLE = {
 }
 
 
-class BigQueryInputError(ValueError):
+class BigQueryInputError(SourceConfigError):
     """The BigQuery input cannot be read as configured; raised before any data is read."""
 
 
-def is_bigquery_input(location: str) -> bool:
-    """A BigQuery table (bq://project.dataset.table) or a query file (*.sql), not files to read."""
-    return location.startswith(SCHEME) or location.endswith(".sql")
+class BigQuerySource(Source):
+    """A BigQuery table (bq://project.dataset.table), each night's rows by its date column; or a query
+    file (*.sql) selecting a night's rows with @date."""
+
+    kind = "BigQuery"
+
+    @staticmethod
+    def claims(location: str) -> bool:
+        return location.startswith(SCHEME) or location.endswith(".sql")
+
+    @property
+    def dated(self) -> bool:
+        return True
+
+    def plan_night(self, day: date | None) -> TableNight:
+        if day is None:
+            raise BigQueryInputError(f"{self.location} is read a date at a time: give --start_date and --end_date")
+        return plan_read(self.location, day, self.schema, self.settings)
+
+    def distinct(self, nights: list[NightInput]) -> list[NightInput]:
+        """One table, many nights: each night's read is named for its night, so that its records,
+        rejections and counts stay its own."""
+        if len(nights) == 1:
+            return nights
+        return [dataclasses.replace(night, source=f"{night.source}@{night.day.isoformat()}") for night in nights]
+
+    def reader(self, nights: Sequence[NightInput], progress_dir: str | None = None) -> beam.PTransform:
+        return ReadBigQuery(nights[0]) if len(nights) == 1 else ReadNights(nights)
 
 
 def parse_table(text: str) -> TableRef:
@@ -74,31 +100,31 @@ def date_restriction(column: str, bq_type: str, day: date) -> str:
 
 
 @dataclass(frozen=True)
-class ReadPlan:
-    """An open read session: what the workers need to read a day's rows."""
+class TableNight(NightInput):
+    """A night's open read session: what the workers need to read the night's rows."""
 
-    source: str
+    day: date
+    source: str  # the name its records carry
     session: bytes  # the serialized ReadSession (streams, Arrow schema)
     streams: list[str]
     expected_rows: int  # COUNT(*) of the same rows by a query: the independent count reads reconcile to
 
+    def names(self) -> list[str]:
+        return [self.source]
 
-def plan_read(
-    location: str,
-    day: date,
-    schema: InputSchema,
-    date_column: str | None,
-    project: str | None,
-    max_streams: int = 0,
-    temp_dataset: str = DEFAULT_TEMP_DATASET,
-    missing_nullable_columns: str = "refuse",
-) -> ReadPlan:
+    def recorded(self) -> dict[str, int]:
+        return {"streams": len(self.streams)}
+
+
+def plan_read(location: str, day: date, schema: InputSchema, settings: ReadSettings) -> TableNight:
     """Check the table (or the query's result) against the schema and open a read session for the day."""
     from google.api_core import exceptions
     from google.cloud.bigquery_storage_v1 import types
 
+    project, date_column = settings.bq_project, settings.date_column
+
     if location.endswith(".sql"):
-        ref = _materialize_query(location, day, project, temp_dataset)
+        ref = _materialize_query(location, day, project, settings.bq_temp_dataset)
         client, restriction = bq.client(project), None
     else:
         ref = parse_table(location)
@@ -108,7 +134,7 @@ def plan_read(
     except exceptions.NotFound:
         raise BigQueryInputError(f"BigQuery table {ref} does not exist") from None
     bq_types = {f.name: standard_type(f.field_type) for f in table.schema}
-    _check_types(schema, bq_types, str(ref), missing_nullable_columns)
+    _check_types(schema, bq_types, str(ref), settings.missing_nullable_columns)
     if not location.endswith(".sql"):  # a query file selects its date itself, through @date
         column = date_column or _event_time_column(schema)
         if column not in bq_types:
@@ -118,14 +144,14 @@ def plan_read(
     session = bq.read_client().create_read_session(
         parent=f"projects/{project or ref.project}",
         read_session=types.ReadSession(table=ref.path, data_format=types.DataFormat.ARROW, read_options=options),
-        max_stream_count=max_streams,
+        max_stream_count=settings.bq_max_streams,
     )
     streams = [s.name for s in session.streams]
     if not streams:
         raise InputNotFoundError(f"no input rows for date {day.isoformat()} in {location}")
     where = f" WHERE {restriction}" if restriction else ""
     [(expected,)] = client.query(f"SELECT COUNT(*) FROM `{ref}`{where}").result()
-    return ReadPlan(f"{SCHEME}{ref}", types.ReadSession.serialize(session), streams, expected)
+    return TableNight(day, f"{SCHEME}{ref}", types.ReadSession.serialize(session), streams, expected)
 
 
 def _materialize_query(location: str, day: date, project: str | None, temp_dataset: str) -> TableRef:
@@ -174,7 +200,7 @@ def _check_types(schema: InputSchema, bq_types: dict[str, str], table: str, miss
         if bq_type is None:
             if column.required:
                 problems.append(f"required column {column.name} is missing")
-            elif column.role is Role.FEATURE and missing_nullable != "null":
+            elif column.role is Role.FEATURE and missing_nullable != MissingColumns.NULL:
                 problems.append(
                     f"nullable column {column.name} is missing (--missing_nullable_columns null scores its rows "
                     "with it null)"
@@ -188,9 +214,9 @@ def _check_types(schema: InputSchema, bq_types: dict[str, str], table: str, miss
 class ReadStream(beam.DoFn):
     """One Storage API stream in, Arrow record batches out (one per page of rows)."""
 
-    def __init__(self, plan: ReadPlan):
-        self._source = plan.source
-        self._session = plan.session
+    def __init__(self, night: TableNight):
+        self._source = night.source
+        self._session = night.session
 
     def setup(self) -> None:
         from google.cloud.bigquery_storage_v1 import types
@@ -209,19 +235,31 @@ class ReadStream(beam.DoFn):
 
 
 class ReadBigQuery(beam.PTransform):
-    """Read streams -> raw batches; `rejected` (always empty: rows arrive typed) and `counts`: the table's
-    rows by the planning query's COUNT(*), for the rows read to reconcile against."""
+    """A night's read streams -> a `Read`: raw batches; rejected records (always none: rows arrive typed);
+    the table's rows by the planning query's COUNT(*), for the rows read to reconcile against."""
 
-    def __init__(self, plan: ReadPlan):
+    def __init__(self, night: TableNight):
         super().__init__()
-        self._plan = plan
+        self._night = night
 
-    def expand(self, pbegin):
+    def expand(self, pbegin) -> Read:
         read = (
             pbegin
-            | "ListStreams" >> beam.Create(self._plan.streams)
+            | "ListStreams" >> beam.Create(self._night.streams)
             | "SpreadStreams" >> beam.Reshuffle()
-            | "ReadStreams" >> beam.ParDo(ReadStream(self._plan)).with_outputs(REJECTED, main="batches")
+            | "ReadStreams" >> beam.ParDo(ReadStream(self._night)).with_outputs(REJECTED, main="batches")
         )
-        counted = pbegin | "CountRows" >> beam.Create([(self._plan.source, self._plan.expected_rows)])
-        return {"batches": read.batches, REJECTED: read[REJECTED], COUNTS: counted}
+        counted = pbegin | "CountRows" >> beam.Create([(self._night.source, self._night.expected_rows)])
+        return Read(read.batches, read[REJECTED], counted)
+
+
+class ReadNights(beam.PTransform):
+    """Several nights' read sessions (a range of nights on one table), each read under its night's name."""
+
+    def __init__(self, nights: Sequence[TableNight]):
+        super().__init__()
+        self._nights = list(nights)
+
+    def expand(self, pbegin) -> Read:
+        reads = [pbegin | f"Read{night.day:%Y%m%d}" >> ReadBigQuery(night) for night in self._nights]
+        return Read.merged(reads, "AllNights")
