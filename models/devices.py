@@ -22,13 +22,11 @@ import numpy as np
 import pyarrow as pa
 
 from models import quiet
+from pipelines.choices import Accelerator
 from schemas import InputSchema
 
-AUTO, CPU, GPU, TPU = "auto", "cpu", "gpu", "tpu"
+AUTO, CPU, GPU, TPU = (accelerator.value for accelerator in Accelerator)
 ACCELERATORS = (AUTO, CPU, GPU, TPU)
-# Records per model call when --batch_size is not given: large enough to amortise the call, small
-# enough for a copy's activations to fit beside other processes' copies.
-DEFAULT_BATCH_SIZE = {CPU: 65536, GPU: 262144, TPU: 131072}
 CLAIMS_DIR_ENV = "SCORING_DEVICE_CLAIMS_DIR"
 
 _claims: list[int] = []  # open lock files: this process's device claims, held for its lifetime

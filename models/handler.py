@@ -18,9 +18,10 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler
 
 from models import quiet
-from models.devices import DEFAULT_BATCH_SIZE, ShardedModel
+from models.devices import ShardedModel
 from models.registry import ModelVersion
 from pipelines import metrics
+from pipelines.defaults import DEFAULT_BATCH_SIZE
 from schemas import CHAMPION, PREDICTIONS, PROVENANCE, InputSchema
 
 # What the handler produces: the predictions table less the run-level columns the load step adds.

@@ -16,10 +16,10 @@ import argparse
 import re
 from datetime import date, timedelta
 
-from models.devices import ACCELERATORS, AUTO, DEFAULT_BATCH_SIZE
 from pipelines import defaults
-from pipelines.choices import DriftGate, InputFormat, MissingColumns, Switch, UnknownColumns, values
+from pipelines.choices import Accelerator, DriftGate, InputFormat, MissingColumns, Switch, UnknownColumns, values
 
+TERMINATED = 143  # the exit code of a command stopped by SIGTERM (128 + 15)
 # The sections of --help, in the order a user needs them (`parser` titles WHAT by command).
 WHAT, MODEL, WAREHOUSE, GATES, MONITORING, SOURCES, RUNNING = (
     "what",
@@ -228,8 +228,8 @@ def _model_arguments(parser) -> None:
     )
     model.add_argument(
         "--accelerator",
-        default=AUTO,
-        choices=ACCELERATORS,
+        default=Accelerator.AUTO.value,
+        choices=values(Accelerator),
         help="Where the model runs: auto uses GPUs when present, else CPUs.",
     )
     model.add_argument(
@@ -237,7 +237,7 @@ def _model_arguments(parser) -> None:
         type=int,
         default=None,
         help="Records per model call (default by device: "
-        + ", ".join(f"{k} {v}" for k, v in DEFAULT_BATCH_SIZE.items())
+        + ", ".join(f"{k} {v}" for k, v in defaults.DEFAULT_BATCH_SIZE.items())
         + ").",
     )
     model.add_argument(

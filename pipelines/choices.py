@@ -10,6 +10,12 @@ from __future__ import annotations
 from enum import StrEnum
 
 
+class Accelerator(StrEnum):
+    """--accelerator: where the model runs (auto: GPUs when present, else CPUs)."""
+
+    AUTO, CPU, GPU, TPU = "auto", "cpu", "gpu", "tpu"
+
+
 class InputFormat(StrEnum):
     """--input_format: what the input files hold (auto: told by their names)."""
 

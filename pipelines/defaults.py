@@ -1,6 +1,6 @@
 """The defaults of the commands' options that the steps use too, stated once.
 
-The steps (sources, warehouses, monitoring) take these values from here rather than from the command
+The steps and the warehouses take these values from here rather than from the command
 line's declarations (`pipelines.arguments`), so that a step never imports the layer that parses options.
 """
 
@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from pipelines.choices import DriftGate
 
+# Records per model call when --batch_size is not given: large enough to amortise the call, small
+# enough for a copy's activations to fit beside other processes' copies.
+DEFAULT_BATCH_SIZE = {"cpu": 65536, "gpu": 262144, "tpu": 131072}
 DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
 DEFAULT_MAX_RECORD_BYTES = 16 << 20  # a record may make its block grow up to this, then it is rejected
 DEFAULT_SPLIT_BYTES = 256 << 20  # a larger uncompressed file is read as byte ranges

@@ -1,6 +1,6 @@
 """Every Beam metric the pipelines count, named once: the steps that count and the summary that reads.
 
-A counter is a namespace and a name. Where the name is fixed it is a `Counter` here; where it varies
+A metric is a namespace and a name. Where the name is fixed it is a `Metric` here; where it varies
 (per reason, per column, per device) only its namespace is, and the summary reads the namespace whole.
 These names reach users (the run summary, `scoring_runs.metrics`, Dataflow's job page), so they stay
 as they are when code moves.
@@ -13,7 +13,9 @@ from typing import NamedTuple
 from apache_beam.metrics import Metrics
 
 
-class Counter(NamedTuple):
+class Metric(NamedTuple):
+    """A counter (or a distribution) of a fixed name."""
+
     namespace: str
     name: str
 
@@ -38,16 +40,16 @@ UNKNOWN_COLUMNS = "unknown_columns"  # records carrying a column the schema lack
 # refusal names as the likely cause (README: Every record is accounted for).
 LOOKS_LIKE = "input_looks_like"
 
-RECORDS_READ = Counter("extract", "records_read")
-MALFORMED_RECORDS = Counter("extract", "malformed_records")
-FILES_REJECTED = Counter("extract", "files_rejected")
-INPUT_SHARDS = Counter("extract", "input_ranges")  # files read whole, plus shards of split files
-RECORDS_VALID = Counter("validate", "records_valid")
-RECORDS_REJECTED = Counter("validate", "records_rejected")
-ROWS_PUBLISHED = Counter("load", "rows_published")
-REPORTS_WRITTEN = Counter("monitoring", "reports_written")
-TRAINING_REJECTED = Counter("train", "records_rejected")
-EVENT_TIME = Counter("train", "event_time")  # a distribution: the training data's event times
+RECORDS_READ = Metric("extract", "records_read")
+MALFORMED_RECORDS = Metric("extract", "malformed_records")
+FILES_REJECTED = Metric("extract", "files_rejected")
+INPUT_SHARDS = Metric("extract", "input_ranges")  # files read whole, plus shards of split files
+RECORDS_VALID = Metric("validate", "records_valid")
+RECORDS_REJECTED = Metric("validate", "records_rejected")
+ROWS_PUBLISHED = Metric("load", "rows_published")
+REPORTS_WRITTEN = Metric("monitoring", "reports_written")
+TRAINING_REJECTED = Metric("train", "records_rejected")
+EVENT_TIME = Metric("train", "event_time")  # a distribution: the training data's event times
 
 
 def step_timer(step: str):

@@ -36,14 +36,3 @@ class CommandOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser) -> None:
         arguments.command_arguments(parser)
-
-
-def parse(
-    argv: list[str] | None, description: str, *option_classes, prog: str | None = None, what: str | None = None
-) -> PipelineOptions:
-    """Parse our options (so --help lists them and typos fail) and hand the rest to Beam."""
-    declare = [cls._add_argparse_args for cls in option_classes]
-    arguments.parser(
-        description, *declare, prog=prog, what=what or arguments.SECTIONS[arguments.WHAT]
-    ).parse_known_args(argv)
-    return PipelineOptions(argv)

@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 
 PROG = "python -m pipelines.score"
 WHAT = "what to score"
-TERMINATED = 143  # the exit code of a run stopped by SIGTERM (128 + 15); pipelines/scoring/job.py's too
 
 
 def options(argv: list[str] | None) -> PipelineOptions:
@@ -72,7 +71,7 @@ def __getattr__(name: str) -> Any:
 
 if __name__ == "__main__":
     code = main(sys.argv[1:])
-    if code == TERMINATED:
+    if code == arguments.TERMINATED:
         # A stopped run's pipeline threads may still be in native code (TensorFlow, pyarrow, DuckDB), and
         # finalising the interpreter under them can crash it: leave at once, the runs marked failed.
         sys.stdout.flush()

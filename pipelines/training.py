@@ -112,7 +112,7 @@ def build_pipeline(
     schema = source.schema
     config = tensor_adapter_config(schema)
     data = pipeline.options.view_as(DataOptions)
-    read = pipeline | "ReadTrips" >> source.reader(nights)
+    read = pipeline | "ReadTrips" >> source.read(nights)
     checked = read.batches | "Validate" >> validate.ValidateRecords(schema, data.unknown_columns)
     rejected = metrics.TRAINING_REJECTED.counter()
     _ = (
@@ -266,7 +266,8 @@ def transform(
     build_pipeline(pipeline, source, nights, options.view_as(TrainingOptions), transform_dir, data_dir)
     result = pipeline.run()
     result.wait_until_finish()
-    counters = {m.key.metric.name: m.committed for m in result.metrics().query(MetricsFilter())["counters"]}
+    queried = result.metrics().query(MetricsFilter())["counters"]
+    counters = {f"{m.key.metric.namespace}/{m.key.metric.name}": m.committed for m in queried}
     time_range = result.metrics().query(MetricsFilter().with_name(metrics.EVENT_TIME.name))["distributions"]
     data_range = {}
     if time_range:
@@ -275,7 +276,7 @@ def transform(
             "start": datetime.fromtimestamp(dist.min, timezone.utc).isoformat(),
             "end": datetime.fromtimestamp(dist.max, timezone.utc).isoformat(),
         }
-    return int(counters.get(metrics.TRAINING_REJECTED.name, 0)), data_range
+    return int(counters.get(metrics.TRAINING_REJECTED.key, 0)), data_range
 
 
 @dataclass

@@ -65,12 +65,13 @@ def measure_ceiling(args) -> dict:
     import schemas
     from models import devices, registry, signature
     from pipelines.batches import RawBatch
+    from pipelines.defaults import DEFAULT_BATCH_SIZE
     from pipelines.validate import SchemaValidator
 
     model = registry.resolve(args.model_root, "taxi_tipper", "latest", schemas.INPUT)
     kind = devices.resolve_kind(args.accelerator)
     device = devices.visible_devices(kind)[0]
-    batch_size = args.batch_size or devices.DEFAULT_BATCH_SIZE[kind]
+    batch_size = args.batch_size or DEFAULT_BATCH_SIZE[kind]
     validator = SchemaValidator(schemas.INPUT.for_scoring())
     prepared = []
     with tf.device(device):
@@ -110,10 +111,11 @@ def measure_fused(args) -> dict:
 
     import schemas
     from models import devices, registry, signature
+    from pipelines.defaults import DEFAULT_BATCH_SIZE
 
     kind = devices.resolve_kind(args.accelerator)
     device = devices.visible_devices(kind)[0]
-    batch_size = args.batch_size or devices.DEFAULT_BATCH_SIZE[kind]
+    batch_size = args.batch_size or DEFAULT_BATCH_SIZE[kind]
     schema = schemas.INPUT.for_scoring()
     convert = pacsv.ConvertOptions(
         column_types={c.name: c.type.arrow for c in schema.columns}, strings_can_be_null=True, null_values=[""]
@@ -240,7 +242,7 @@ def measure_pipeline(args, *extra: str) -> dict:
     }
 
 
-# ---------------------------------------------------------------- extraction (issue: extract stage)
+# ---------------------------------------------------------------- extraction (the extract step alone)
 
 
 def json_files(args) -> list[str]:
@@ -538,10 +540,10 @@ def main(argv: list[str] | None = None) -> None:
             f"{report[f'{name}_peak_memory_bytes'] / 2**20:,.0f} |"
         )
     if "pipeline" in results:
-        # Each stage's own work, summed over threads and workers: more than the wall time when they overlap.
-        print("\n| stage | seconds of work |\n|---|---:|")
-        for stage, spent in results["pipeline"]["stage_seconds"].items():
-            print(f"| {stage} | {spent:.2f} |")
+        # Each step's own work, summed over threads and workers: more than the wall time when they overlap.
+        print("\n| step | seconds of work |\n|---|---:|")
+        for step, spent in results["pipeline"]["stage_seconds"].items():
+            print(f"| {step} | {spent:.2f} |")
     for ratio in (
         "ratio_vs_ceiling",
         "ratio_vs_baseline",

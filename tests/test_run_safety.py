@@ -278,3 +278,23 @@ def test_a_reaped_run_cannot_publish(warehouse):
     # Nor can a run publish over a date that another run published after this one's gates read it.
     with pytest.raises(Exception, match="published by another run since this one checked it"):
         contract._transaction(run, [sql.still_as_seen(contract.transaction_dialect, run.score_date, 7)])
+
+
+def test_the_sigterm_guard_a_local_runner_unpickles_is_the_launchers_own():
+    """A local runner unpickles the publishing step for its worker threads: the copy of the guard must
+    see the launcher's SIGTERM, or a night could publish after its run was marked failed."""
+    from apache_beam.internal import pickler
+
+    from pipelines.scoring import SigtermGuard
+    from pipelines.warehouses import PublishingStopped
+
+    copy = pickler.loads(pickler.dumps(SigtermGuard()))
+    with copy.transaction("r1"):  # not stopping: the transaction runs
+        pass
+    try:
+        SigtermGuard.stop()
+        with pytest.raises(PublishingStopped, match="run r1 is stopping"):
+            with copy.transaction("r1"):
+                pass
+    finally:
+        SigtermGuard._stopping.clear()  # this test process goes on publishing

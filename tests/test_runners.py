@@ -17,7 +17,6 @@ import sys
 import pytest
 
 from pipelines import score, scoring
-from pipelines.options import DataOptions, ScoringOptions, parse
 from tests.conftest import BQ_PROJECT, REPO, free_port, wait_for_port, write_partition
 from tests.test_run_safety import DAY, staged_files
 
@@ -72,7 +71,7 @@ def test_a_portable_runner_with_a_worker_pool_on_loopback_scores_with_the_defaul
 
 
 def plan_for(*argv: str) -> scoring.ScoringConfig:
-    options = parse(list(argv), "", DataOptions, ScoringOptions)
+    options = score.options(list(argv))
     return scoring.plan(options)
 
 
@@ -140,4 +139,4 @@ def test_a_local_folder_for_workers_elsewhere_is_refused_naming_the_option(
     ],
 )
 def test_which_workers_share_this_machines_folders(options, here):
-    assert scoring.workers_here(parse(options, "", DataOptions, ScoringOptions)) is here
+    assert scoring.workers_here(score.options(options)) is here

@@ -63,7 +63,7 @@ def quoted_trips(tmp_path_factory) -> pa.Table:
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(split=st.integers(1024, 60_000), block=st.sampled_from([1024, 4096, 1 << 20]), as_json=st.booleans())
-def test_ranges_read_what_a_whole_read_reads(quoted_trips, tmp_path, split, block, as_json):
+def test_shards_read_what_a_whole_read_reads(quoted_trips, tmp_path, split, block, as_json):
     path = str(tmp_path / ("trips.json" if as_json else "trips.csv"))
     if as_json:
         with open(path, "w") as f:

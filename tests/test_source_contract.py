@@ -229,7 +229,7 @@ def test_reading_accounts_for_every_record_exactly(source):
     assert sum(reads["TwoNights"][1].values()) == NIGHT_RECORDS + OTHER_RECORDS  # no two nights share a name
     with BeamTestPipeline() as pipeline:
         for label, (nights, truth) in reads.items():
-            read = pipeline | f"Read{label}" >> opened_source.reader(nights)
+            read = pipeline | f"Read{label}" >> opened_source.read(nights)
             assert isinstance(read, Read)
             parsed, counted = _by_name(read, label)
             assert_that(parsed, equal_to(list(truth.items())), label=f"{label}ParsedPerName")

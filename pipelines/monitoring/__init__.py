@@ -1,1 +1,2 @@
-"""Watching the nights: feature statistics (`statistics`) and how far they drift from a baseline (`drift`)."""
+"""Watching the nights: each night described (`measure`, `statistics`), how far it drifts from a baseline
+(`drift`), and its page (`page`, `charts`)."""

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from pipelines.scoring.config import ScoringConfig
 from pipelines.scoring.graph import build_pipeline
-from pipelines.scoring.job import TERMINATED, Refused, RunFailed, SigtermGuard, main, run_job
+from pipelines.scoring.job import Refused, RunFailed, SigtermGuard, main, run_job
 from pipelines.scoring.placement import workers_here
 from pipelines.scoring.plan import parse_date, plan, who_runs
 
 __all__ = [
-    "TERMINATED",
     "Refused",
     "RunFailed",
     "ScoringConfig",

@@ -1,8 +1,9 @@
 """A scoring job, fully checked: what the graph and the job need, nothing they have to look up.
 
 The configuration is in parts that the steps take whole: the source and how it reads, the model and
-how it runs, monitoring, publishing. The options a run records in `scoring_runs.options` are derived
-from those parts (`recorded_options`), not restated.
+how it runs, monitoring, publishing. The options a run records in `scoring_runs.options` come from
+those parts (`ReadSettings.recorded`, `InferenceSettings.recorded`) and the job's own (the runner, the
+heartbeat's period), assembled once in `plan.py`.
 """
 
 from __future__ import annotations

@@ -27,26 +27,26 @@ from models import quiet
 from models.devices import AcceleratorError
 from models.registry import ModelVersionError
 from pipelines import progress
+from pipelines.arguments import TERMINATED
 from pipelines.options import CommandOptions, ScoringOptions
 from pipelines.scoring.config import ScoringConfig
 from pipelines.scoring.graph import build_pipeline
 from pipelines.scoring.placement import LOCAL_RUNNERS
 from pipelines.scoring.plan import plan
 from pipelines.scoring.summary import causes, job_metrics, print_summary, range_summary, summarize, write_summary
-from pipelines.sources import SourceConfigError
+from pipelines.sources import InputNotFoundError, SourceConfigError
 from pipelines.staged import delete_tree, run_folder
 from pipelines.warehouses import REFUSED, RUNNING, SUCCEEDED, PublishingStopped, WarehouseConfigError, heartbeat
 from pipelines.warehouses.deadline import Deadline
 
 CONFIG_ERRORS = (
-    FileNotFoundError,  # no input for the date (sources.InputNotFoundError)
+    InputNotFoundError,
     SourceConfigError,
     ModelVersionError,
     WarehouseConfigError,
     AcceleratorError,
     ValueError,
 )
-TERMINATED = 143  # the exit code of a run stopped by SIGTERM (128 + 15)
 LOCAL_THREADS = 2  # bundles a local run works on at once, unless told otherwise (overlap_locally)
 TRACEBACK = "Traceback (most recent call last):"
 

@@ -56,11 +56,9 @@ def plan(options: PipelineOptions, guard: PublishGuard | None = None) -> Scoring
     data = options.view_as(DataOptions)
     opts = options.view_as(ScoringOptions)
     runner = options.get_all_options().get("runner")
-    source = open_source(
-        data.input or DEFAULT_SCORING_INPUT,
-        schemas.INPUT.for_scoring(),
-        ReadSettings.from_options(data, opts.block_bytes),
-    )
+    local = runner in LOCAL_RUNNERS  # this process runs the pipeline: its machine is the worker
+    settings = ReadSettings.from_options(data, opts.block_bytes)
+    source = open_source(data.input or DEFAULT_SCORING_INPUT, schemas.INPUT.for_scoring(), settings)
     dates = score_dates(opts, data, source)
     check_options(data, opts)
     limits = gate_limits(opts, options)
@@ -72,8 +70,8 @@ def plan(options: PipelineOptions, guard: PublishGuard | None = None) -> Scoring
         dataset_location=opts.dataset_location,
         lock_timeout=opts.lock_timeout,
     )
-    if runner in LOCAL_RUNNERS:  # this machine is the worker: check its accelerator now, not mid-run (last of
-        devices.visible_devices(devices.resolve_kind(opts.accelerator))  # the checks: it loads TensorFlow)
+    if local:  # check the accelerator now, not mid-run (last of the checks: it loads TensorFlow)
+        devices.visible_devices(devices.resolve_kind(opts.accelerator))
     here = workers_here(options)
     staging_dir = staging_folder(opts.staging_dir, warehouse, options, here)
     recorded = {
@@ -87,8 +85,9 @@ def plan(options: PipelineOptions, guard: PublishGuard | None = None) -> Scoring
         warehouse,
         staging_dir,
         duration(opts.publish_timeout).total_seconds(),
-        fail_job_on_refusal=runner not in LOCAL_RUNNERS,
-        guard=guard or UNGUARDED,
+        fail_job_on_refusal=not local,
+        # A remote worker's process never sees this launcher's SIGTERM: the guard stays here.
+        guard=guard if guard is not None and local else UNGUARDED,
     )
     monitor = NightMonitor(
         statistics.read_baseline(inference.model.path),
@@ -107,8 +106,8 @@ def plan(options: PipelineOptions, guard: PublishGuard | None = None) -> Scoring
         monitoring=MonitoringSettings(opts.monitoring == Switch.ON, monitor),
         publishing=publishing,
         stale_after=duration(opts.stale_after),
-        progress_seconds=opts.progress_seconds if runner in LOCAL_RUNNERS else 0,
-        local=runner in LOCAL_RUNNERS,
+        progress_seconds=opts.progress_seconds if local else 0,
+        local=local,
     )
 
 

@@ -2,7 +2,7 @@
 
     source = open_source(input, schema, ReadSettings.from_options(data))
     nights = source.plan_nights(days)            # checked before anything is written; or InputNotFoundError
-    read = pipeline | "ReadTrips" >> source.reader(nights)    # Read(batches, rejected, counts)
+    read = pipeline | "ReadTrips" >> source.read(nights)    # Read(batches, rejected, counts)
 
 `open_source` picks the first source that claims `--input`, in the order of SOURCES; a third source
 (Kafka, PostgreSQL) is a `Source` subclass in a module of its own and one entry there (README: "Adding
@@ -11,7 +11,7 @@ a source").
 
 from __future__ import annotations
 
-from pipelines.sources.bigquery_source import BigQueryInputError, BigQuerySource
+from pipelines.sources.bigquery_source import BigQuerySource
 from pipelines.sources.contract import InputNotFoundError, NightInput, Read, ReadSettings, Source, SourceConfigError
 from pipelines.sources.file_source import FileSource
 from schemas import InputSchema
@@ -27,7 +27,6 @@ def open_source(location: str, schema: InputSchema, settings: ReadSettings | Non
 
 __all__ = [
     "SOURCES",
-    "BigQueryInputError",
     "BigQuerySource",
     "FileSource",
     "InputNotFoundError",

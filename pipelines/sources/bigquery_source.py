@@ -47,8 +47,6 @@ class BigQuerySource(Source):
     """A BigQuery table (bq://project.dataset.table), each night's rows by its date column; or a query
     file (*.sql) selecting a night's rows with @date."""
 
-    kind = "BigQuery"
-
     @staticmethod
     def claims(location: str) -> bool:
         return location.startswith(SCHEME) or location.endswith(".sql")
@@ -69,7 +67,7 @@ class BigQuerySource(Source):
             return nights
         return [dataclasses.replace(night, source=f"{night.source}@{night.day.isoformat()}") for night in nights]
 
-    def reader(self, nights: Sequence[NightInput], progress_dir: str | None = None) -> beam.PTransform:
+    def read(self, nights: Sequence[NightInput], progress_dir: str | None = None) -> beam.PTransform:
         return ReadBigQuery(nights[0]) if len(nights) == 1 else ReadNights(nights)
 
 

@@ -9,7 +9,7 @@ in a job has three steps, each a method here:
    counted by `blocks.py` apart from the parser). Several nights are made distinct (`plan_nights`).
 2. Saying what it planned (`NightInput`): the names its records carry in `scoring_errors.source` and
    `input_files`, and how it describes itself in the run's recorded options.
-3. Reading (`reader`): one `PTransform` from the pipeline's start to a `Read` of raw batches, rejected
+3. Reading (`read`): one `PTransform` from the pipeline's start to a `Read` of raw batches, rejected
    records and per-source counts, which every step downstream takes the same way.
 
 A new source is one module with a `Source` subclass and one line in `pipelines/sources/__init__.py`
@@ -22,7 +22,7 @@ import abc
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, ClassVar, NamedTuple
+from typing import Any, NamedTuple
 
 import apache_beam as beam
 
@@ -126,9 +126,8 @@ class NightInput(abc.ABC):
 
 
 class Source(abc.ABC):
-    """Where `--input` points. `location` may hold `{date}`, substituted per night."""
-
-    kind: ClassVar[str]  # the word for it in messages: "files", "BigQuery"
+    """Where `--input` points. `location` may hold `{date}`, substituted per night. Making one does no
+    I/O and no check (`open_source` makes it before the job's options are checked): planning does."""
 
     def __init__(self, location: str, schema: InputSchema, settings: ReadSettings):
         self.location = location
@@ -151,7 +150,7 @@ class Source(abc.ABC):
         """The night's input, checked and found, or InputNotFoundError (SourceConfigError: unusable)."""
 
     @abc.abstractmethod
-    def reader(self, nights: Sequence[NightInput], progress_dir: str | None = None) -> beam.PTransform:
+    def read(self, nights: Sequence[NightInput], progress_dir: str | None = None) -> beam.PTransform:
         """The pipeline's start -> a `Read` of every night's records. `progress_dir`: where the workers
         tally bytes read for a progress bar (None: no bar)."""
 

@@ -42,7 +42,7 @@ class CsvReader(FileReader):
         self.missing: list = []  # schema columns the header lacks
 
     def read_header(self, blocks: BlockBuffer) -> None:
-        """Only the header: for a range that starts after it."""
+        """Only the header: for a shard that starts after it."""
         while not self.header and self.refusal is None and not blocks.last:
             blocks.read()
             self._take_header(blocks)

@@ -102,8 +102,6 @@ class FileNight(NightInput):
 class FileSource(Source):
     """Files matched by a pattern; `{date}` in it selects each night's."""
 
-    kind = "files"
-
     @staticmethod
     def claims(location: str) -> bool:
         return True  # whatever no other source claims is a file pattern
@@ -127,7 +125,7 @@ class FileSource(Source):
                 seen[path] = night.day
         return nights
 
-    def reader(self, nights: Sequence[NightInput], progress_dir: str | None = None) -> beam.PTransform:
+    def read(self, nights: Sequence[NightInput], progress_dir: str | None = None) -> beam.PTransform:
         """One read over every night's files: the night of a record is its file's."""
         files = [path for night in nights for path in night.names()]
         return ReadInputFiles(files, self.schema, self.settings, progress_dir)

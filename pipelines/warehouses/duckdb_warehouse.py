@@ -57,7 +57,7 @@ _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?\(PID \d+\))( by use
 
 
 class DuckDBWarehouse(Warehouse):
-    DEFAULT_LOCK_TIMEOUT = DEFAULT_LOCK_TIMEOUT  # --lock_timeout's default (pipelines.arguments)
+    DEFAULT_LOCK_TIMEOUT = DEFAULT_LOCK_TIMEOUT  # --lock_timeout's default (pipelines.defaults)
     # Publishing copies the whole night into the table inside the scoring process; without a cap
     # DuckDB's buffer cache grows with the night's size. It spills to disk past the cap instead.
     MEMORY_LIMIT = "256MB"

@@ -4,7 +4,7 @@ champion/challenger comparison (`comparison_result`), a night's report as read b
 and the errors publishing can end in.
 
 Kept out of `contract` (the `Warehouse` life cycle that makes and consumes them) because they are plain
-values and pure functions: the pipeline's stages, the report and the tests hold and check them without
+values and pure functions: the pipeline's steps, the report and the tests hold and check them without
 a warehouse.
 """
 
