@@ -3,8 +3,11 @@ and `warehouse`: each warehouse scenario runs against DuckDB and against BigQuer
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,8 +28,10 @@ quiet.configure(verbose=False)  # as the commands do: TensorFlow's start-up noti
 quiet.tensorflow()
 
 import schemas  # noqa: E402
+from models import registry  # noqa: E402
 from pipelines import train, training  # noqa: E402
 from pipelines.batches import RawBatch  # noqa: E402
+from pipelines.defaults import DEFAULT_MODEL_NAME  # noqa: E402
 from pipelines.validate import SchemaValidator  # noqa: E402
 from scripts import make_trips  # noqa: E402
 
@@ -34,13 +39,32 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(REPO, "data", "chicago_taxi", "trips.csv")
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> training.TrainingResult:
+def train_sample(root: Path) -> training.TrainingResult:
     """A real model trained on the bundled sample (2 epochs: the tests check plumbing, not skill)."""
-    root = tmp_path_factory.mktemp("train")
     return train.run(
         [f"--input={SAMPLE}", f"--model_root={root / 'models'}", f"--work_dir={root / 'work'}", "--epochs=2"]
     )
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, worker_id) -> training.TrainingResult:
+    """The sample's model, trained once per session: under xdist the first worker trains it into the
+    session's shared folder while the others wait, then each worker scores from its own copy (tests add
+    versions beside it). Training is seeded, so every worker's copy is the model it would have trained."""
+    root = tmp_path_factory.mktemp("train")
+    if worker_id == "master":  # not under xdist
+        return train_sample(root)
+    shared = tmp_path_factory.getbasetemp().parent / "trained"  # this session's, shared by its workers
+    with open(f"{shared}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (shared / "result.json").exists():
+            result = train_sample(shared)
+            transform = os.path.relpath(result.transform_dir, shared)
+            (shared / "result.json").write_text(json.dumps({"metrics": result.metrics, "transform_dir": transform}))
+    shutil.copytree(shared, root, dirs_exist_ok=True)
+    said = json.loads((root / "result.json").read_text())
+    version = registry.resolve(str(root / "models"), DEFAULT_MODEL_NAME, "latest", schemas.INPUT)
+    return training.TrainingResult(version, said["metrics"], str(root / said["transform_dir"]))
 
 
 @pytest.fixture()
