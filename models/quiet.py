@@ -12,6 +12,9 @@ whatever the level, which say nothing to act on:
   imported and its devices listed. On a machine that has a GPU they are real news and pass.
 - "NodeDef mentions attribute use_unbounded_threadpool" (an error-level line: TensorFlow's Python
   writes a tf.data attribute its own C++ does not know and ignores), while Keras trains.
+- "oneDNN custom operations are on" (an info line TensorFlow 2.21 writes through absl's logging, which
+  TF_CPP_MIN_LOG_LEVEL does not reach), on CPUs where oneDNN is used (AVX-512 VNNI and newer, say),
+  while TensorFlow is imported.
 C++ writes these straight to file descriptor 2, so that is caught in a file for those steps and every
 other line passed on afterwards: a real error is still seen, a few seconds late. What remains at the
 default level: TensorFlow's error lines, and Beam's and the project's warnings; not the traceback Beam
@@ -38,6 +41,7 @@ _NO_GPU_NOISE = (
     r"All log messages before absl::InitializeLog\(\) is called|Could not find cuda drivers|failed call to cuInit"
 )
 _TF_DATA_NOISE = r"NodeDef mentions attribute use_unbounded_threadpool"
+_ONEDNN_NOTICE = r"port\.cc:\d+\] oneDNN custom operations are on"
 _BEAM_NOISE = ("Resource module is not available",)
 # Where Beam logs a failing bundle's traceback before the job fails with the same exception, which the
 # command then reports in one line (README: exit codes).
@@ -149,7 +153,9 @@ def muffled() -> Iterator[None]:
     if os.environ.get(VERBOSE_ENV) == "1":
         yield
         return
-    noise = _TF_DATA_NOISE if has_nvidia_device() else f"{_NO_GPU_NOISE}|{_TF_DATA_NOISE}"
+    noise = f"{_TF_DATA_NOISE}|{_ONEDNN_NOTICE}"
+    if not has_nvidia_device():
+        noise = f"{_NO_GPU_NOISE}|{noise}"
     with _filtered_stderr(re.compile(noise)):
         yield
 
