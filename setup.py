@@ -15,6 +15,7 @@ REQUIRED = [
     "google-cloud-bigquery==3.47.0",
     "matplotlib==3.11.2",  # the nightly report's plots, drawn as inline SVG (README: Monitoring)
     "tqdm==4.70.1",  # the progress bar of a local run on a terminal (README: Progress)
+    "google-crc32c==1.9.0",  # a TFRecord's checksums: statistics for tfdv.load_statistics (export_statistics)
 ]
 TEST = [
     "pytest==9.2.0",

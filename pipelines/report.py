@@ -16,27 +16,16 @@ import argparse
 import sys
 from datetime import date
 
-from pipelines.arguments import CommandParser, ShowDefaults, iso_date
-from pipelines.defaults import DEFAULT_WAREHOUSE, REPORT_DAYS
+from pipelines.defaults import REPORT_DAYS
+from pipelines.warehouse_cli import existing_warehouse, exit_code, night_parser
 
 
 def parser() -> argparse.ArgumentParser:
-    built = CommandParser(
-        prog="python -m pipelines.report",
-        usage="python -m pipelines.report --date YYYY-MM-DD [options]",
-        description=__doc__,
-        formatter_class=ShowDefaults,
-        epilog="Other options (gs:// settings such as --project) go to Beam's file systems.",
-    )
-    built.add_argument("--date", required=True, type=iso_date, help="The night, YYYY-MM-DD.")
-    built.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="A DuckDB file or bq://project.dataset.")
+    built = night_parser("pipelines.report", "--date YYYY-MM-DD [options]", __doc__, "Describe")
     built.add_argument(
         "--report_dir",
         default=None,
         help="A local folder or gs://... (default: reports/ beside a DuckDB warehouse, else warehouse/reports/).",
-    )
-    built.add_argument(
-        "--run_id", default=None, help="Describe this run of the date, not its latest (default: the latest)."
     )
     built.add_argument("--days", type=int, default=REPORT_DAYS, help="Days of history plotted.")
     return built
@@ -47,19 +36,11 @@ def run(argv: list[str] | None = None) -> str:
     warehouse client is imported."""
     args, rest = parser().parse_known_args(argv)
     night_date = date.fromisoformat(args.date)  # checked as parsed (iso_date)
-    from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions
-
     from pipelines.monitoring import page
-    from pipelines.warehouses import WarehouseConfigError, open_warehouse
 
     if args.days < 1:
         raise ValueError("--days must be at least 1")
-    FileSystems.set_options(PipelineOptions(rest))  # gs:// settings, as the scoring job takes them
-    warehouse = open_warehouse(args.warehouse)
-    if not warehouse.exists():
-        raise WarehouseConfigError(f"{args.warehouse}: no such warehouse")
-    warehouse.prepare(create=False)  # its tables as schemas/ defines them, or a clear error
+    warehouse = existing_warehouse(args.warehouse, rest)
     night = warehouse.night_report(night_date, args.days, args.run_id)
     if night.run["score_date"] != night_date:
         raise ValueError(f"run {args.run_id} scored {night.run['score_date']}, not {night_date}")
@@ -67,15 +48,7 @@ def run(argv: list[str] | None = None) -> str:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        path = run(argv)
-    except SystemExit as answered:  # --help (0) or a bad argument (2), said already
-        return answered.code
-    except (ValueError, LookupError) as e:  # WarehouseConfigError is a ValueError
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(path)
-    return 0
+    return exit_code(run, argv)
 
 
 if __name__ == "__main__":

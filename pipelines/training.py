@@ -38,7 +38,8 @@ from models.registry import ModelVersion
 from pipelines import metrics, validate
 from pipelines.defaults import DEFAULT_TRAINING_INPUT
 from pipelines.monitoring import statistics
-from pipelines.monitoring.statistics import EVAL_SCORES, TRAINING, feature_kinds
+from pipelines.monitoring.datasets import EVAL_SCORES, TRAINING
+from pipelines.monitoring.statistics import feature_kinds
 from pipelines.options import DataOptions, TrainingOptions
 from pipelines.sources import InputNotFoundError, NightInput, ReadSettings, Source, open_source
 from pipelines.staged import WriteParquetFiles

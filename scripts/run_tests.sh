@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to the whole test suite: installs the project with its test
-# dependencies (and, in .venv-airflow, the pinned Airflow the DAG test loads the DAG with, installed
-# at the same time), checks lint and format with ruff (ruff.toml; a finding fails the run), and runs
+# dependencies (and, at the same time: in .venv-airflow, the pinned Airflow the DAG test loads the DAG
+# with; and, once per machine, the pinned TFDV the statistics are checked with, scripts/tfdv_env.sh), checks lint and format with ruff (ruff.toml; a finding fails the run), and runs
 # pytest on two worker processes (pytest-xdist; extra arguments go to pytest). Exit code 5 (no tests
 # collected) is reported, not hidden as success.
 set -euo pipefail
@@ -19,10 +19,13 @@ if [ ! -x .venv-airflow/bin/airflow ]; then
   ) &
   airflow=$!
 fi
+bash scripts/tfdv_env.sh > /dev/null &  # a failure is the TFDV test's, which says why again
+tfdv=$!
 EXTRAS=test source scripts/env.sh
 if [ -n "$airflow" ]; then
   wait "$airflow"
 fi
+wait "$tfdv" || true
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 set +e

@@ -16,7 +16,7 @@ import pyarrow.csv as pacsv
 import pytest
 
 from models import quiet
-from pipelines import report, score
+from pipelines import export_statistics, report, score
 from pipelines.arguments import ShowDefaults, data_arguments, parser, scoring_arguments, training_arguments
 from tests.conftest import REPO, write_partition
 
@@ -64,7 +64,7 @@ def test_help_is_in_sections_in_the_order_a_user_needs_them_with_every_default()
     training = parser(
         "train", data_arguments, training_arguments, prog="python -m pipelines.train", what="what to train on"
     )
-    for built in (scoring, training, report.parser()):
+    for built in (scoring, training, report.parser(), export_statistics.parser()):
         formatter = ShowDefaults(built.prog)
         for action in built._actions:
             if action.option_strings and action.default is not False and not action.required and action.dest != "help":
@@ -77,6 +77,7 @@ def test_help_is_in_sections_in_the_order_a_user_needs_them_with_every_default()
         (["pipelines.score", "--help"], 0, None, True),
         (["pipelines.train", "--help"], 0, None, True),
         (["pipelines.report", "--help"], 0, None, True),
+        (["pipelines.export_statistics", "--help"], 0, None, True),
         (
             ["pipelines.score", "--date", "2026-13-01"],
             2,
@@ -86,16 +87,19 @@ def test_help_is_in_sections_in_the_order_a_user_needs_them_with_every_default()
         (["pipelines.score", "--accelerator", "xpu"], 2, "invalid choice: 'xpu'", True),
         (["pipelines.train", "--epochs", "many"], 2, "invalid int value: 'many'", True),
         (["pipelines.report", "--date", "2026-02-30"], 2, "'2026-02-30' is not a real date", True),
+        (["pipelines.export_statistics", "--date", DAY, "--out=x", "--format=csv"], 2, "invalid choice: 'csv'", True),
         (["pipelines.score", "--date", DAY, "--max_rejected_fraction=2"], 2, "--max_rejected_fraction must be", False),
     ],
     ids=[
         "score-help",
         "train-help",
         "report-help",
+        "export-help",
         "bad-date",
         "bad-choice",
         "train-bad-int",
         "report-date",
+        "export-format",
         "bad-gate",
     ],
 )

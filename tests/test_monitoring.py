@@ -15,16 +15,18 @@ import pytest
 from apache_beam.testing.util import assert_that
 
 import schemas
-from pipelines import score
+from pipelines import export_statistics, score
 from pipelines.batches import RawBatch
 from pipelines.monitoring import drift
+from pipelines.monitoring.datasets import EVAL_SCORES, TRAINING
 from pipelines.monitoring.statistics import (
     BASELINE_FILE,
-    EVAL_SCORES,
     NUM_QUANTILES,
     QUANTILES_EPS,
+    STANDARD_BUCKETS,
+    STANDARD_RESOLUTION,
     TOP_BUCKETS,
-    TRAINING,
+    TOP_VALUES,
     ComputeStatistics,
     DatasetSketch,
     feature,
@@ -98,6 +100,55 @@ def test_statistics_agree_with_an_exact_computation(sample):
                 # tfx-bsl's Misra-Gries reports a count plus its error bound: high by at most n / buckets.
                 assert exact[top.value] <= top.frequency <= exact[top.value] + len(values) / TOP_BUCKETS, name
             assert got.string_stats.unique == pytest.approx(len(exact), rel=0.05), name
+
+
+def test_what_tfdv_reads_agrees_with_an_exact_computation(sample):
+    """The fields TFDV's comparators and viewers read (README: Monitoring, "Statistics for TFDV"): every
+    category's rank histogram, every number's STANDARD histogram, median and zeros, and the value counts."""
+    stats = statistics(sample)
+    for name, kind in feature_kinds().items():
+        column = sample.column(name)
+        got = feature(stats, name)
+        if kind == "numeric":
+            values = pc.drop_null(column).to_numpy().astype(np.float32).astype(np.float64)
+            num = got.num_stats
+            common = num.common_stats
+            assert num.num_zeros == np.count_nonzero(values == 0), name
+            ordered = np.sort(values)
+            rank = np.searchsorted(ordered, num.median, "right") / len(values)
+            assert abs(rank - 0.5) <= 2 * QUANTILES_EPS + np.mean(ordered == num.median), name
+            [standard] = [h for h in num.histograms if h.type == h.STANDARD]
+            assert [h.type for h in num.histograms] == [standard.STANDARD, standard.QUANTILES]  # TFDV's order
+            assert len(standard.buckets) == STANDARD_BUCKETS, name
+            cuts = np.linspace(values.min(), values.max(), STANDARD_BUCKETS + 1)
+            assert [b.low_value for b in standard.buckets] == pytest.approx(cuts[:-1]), name
+            # TFDV's buckets: above the low edge up to the high edge, the first from the minimum.
+            exact = np.diff(np.concatenate([[0], np.searchsorted(ordered, cuts[1:], "right")]))
+            got_counts = np.array([b.sample_count for b in standard.buckets])
+            assert got_counts.sum() == pytest.approx(len(values)), name
+            # Each edge's rank within the sketch's error and one of STANDARD_RESOLUTION's quantiles.
+            slack = (2 * QUANTILES_EPS + 2 / STANDARD_RESOLUTION) * len(values) + 1
+            assert np.abs(got_counts - exact).max() <= slack, (name, got_counts, exact)
+        else:
+            values = pc.drop_null(column).cast(pa.string()).to_pylist()
+            exact = collections.Counter(values)
+            string = got.string_stats
+            common = string.common_stats
+            ranked = [(b.label, b.sample_count) for b in string.rank_histogram.buckets]
+            assert [b.low_rank for b in string.rank_histogram.buckets] == list(range(len(exact))), name
+            assert dict(ranked) == pytest.approx(dict(exact)), name  # fewer values than the sketch's counters
+            assert [c for _, c in ranked] == sorted((c for _, c in ranked), reverse=True), name
+            assert [(t.value, t.frequency) for t in string.top_values] == ranked[:TOP_VALUES], name
+            assert string.avg_length == pytest.approx(np.mean([len(v.encode()) for v in values] or [0])), name
+        if not len(values):  # a feature missing throughout (as TFDV writes it): no values to count
+            assert (common.tot_num_values, common.max_num_values, len(common.num_values_histogram.buckets)) == (0, 0, 0)
+            continue
+        assert (common.tot_num_values, common.avg_num_values) == (len(values), 1.0), name
+        assert (common.min_num_values, common.max_num_values) == (1, 1), name
+        histogram = common.num_values_histogram
+        assert histogram.type == histogram.QUANTILES and len(histogram.buckets) == 10, name
+        assert {(b.low_value, b.high_value) for b in histogram.buckets} == {(1.0, 1.0)}, name
+        assert sum(b.sample_count for b in histogram.buckets) == pytest.approx(len(values)), name
 
 
 def test_training_list_columns_are_described_as_the_typed_columns_of_a_night(sample):
@@ -283,6 +334,11 @@ def test_monitoring_off_publishes_the_same_night_without_statistics(model_root, 
     summary = json.load(open(tmp_path / f"summary-{day}.json"))
     assert {g["name"]: g["value"] for g in summary["gates"]}["drift"] == 0
     assert "No drift measured yet" in open(summary["report"]).read()
+    # Nothing to export: said in one line, naming the way out.
+    out = [f"--date={day}", f"--warehouse={db}", f"--out={tmp_path / 'night.pb'}"]
+    assert export_statistics.main(out) == 2
+    assert "kept no statistics (--monitoring off" in capsys.readouterr().err
+    assert not (tmp_path / "night.pb").exists()
 
 
 def test_tripled_fares_are_flagged_and_refused_when_asked(model_root, tmp_path):

@@ -24,12 +24,9 @@ from pipelines import report as report_cli
 from pipelines import score
 from pipelines.defaults import REPORT_DAYS
 from pipelines.monitoring import drift
+from pipelines.monitoring.datasets import EVAL_SCORES, NIGHT, NIGHT_SCORES, TRAINING
 from pipelines.monitoring.page import render
 from pipelines.monitoring.statistics import (
-    EVAL_SCORES,
-    NIGHT,
-    NIGHT_SCORES,
-    TRAINING,
     DatasetSketch,
     feature_kinds,
     score_statistics,

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from pipelines.monitoring import drift
+from pipelines.monitoring import drift, quantiles
 from pipelines.warehouses.sql import SCORE_PERCENTILES
 
 if TYPE_CHECKING:  # matplotlib is imported where a page is drawn: a command's --help does not wait for it
@@ -150,7 +150,7 @@ def overlay(name: str, distributions: dict[str, statistics_pb2.FeatureNameStatis
 def _histograms(
     ax: Any, edges: dict[str, np.ndarray], bins: int, low: float | None = None, high: float | None = None
 ) -> None:
-    """Each distribution's share per equal-width bin, from its quantiles (drift.share_below)."""
+    """Each distribution's share per equal-width bin, from its quantiles (quantiles.share_below)."""
     # The 1st to 99th percentiles of every side: one extreme value must not squash the rest.
     low = np.min([np.quantile(e, 0.01) for e in edges.values()]) if low is None else low
     high = np.max([np.quantile(e, 0.99) for e in edges.values()]) if high is None else high
@@ -159,7 +159,7 @@ def _histograms(
         low, high = float(everything.min()) - 0.5, float(everything.max()) + 0.5
     cuts = np.linspace(low, high, bins + 1)
     for label, e in edges.items():
-        shares = np.diff(drift.share_below(e, cuts))
+        shares = np.diff(quantiles.share_below(e, cuts))
         ax.stairs(
             shares,
             cuts,

@@ -19,7 +19,9 @@ import numpy as np
 import pyarrow as pa
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
-from pipelines.monitoring.statistics import EVAL_SCORES, NIGHT, NIGHT_SCORES, TRAINING, dataset
+from pipelines.monitoring.datasets import EVAL_SCORES, NIGHT, NIGHT_SCORES, TRAINING
+from pipelines.monitoring.quantiles import share_below
+from pipelines.monitoring.statistics import dataset
 from schemas import FEATURE_DRIFT
 
 DRIFT_BINS = 10  # the baseline's quantiles, pooled into this many equal-mass bins
@@ -71,27 +73,6 @@ def quantile_edges(stats: statistics_pb2.FeatureNameStatistics) -> np.ndarray:
             lows = [b.low_value for b in histogram.buckets]
             return np.array([*lows, histogram.buckets[-1].high_value])
     return np.array([])
-
-
-def share_below(edges: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """The share of values at or below each point, from equal-mass quantiles: linear between distinct
-    quantiles, and a step at a repeated one (a value many records hold), whose whole mass sits at it."""
-    ranks = np.linspace(0.0, 1.0, len(edges))
-    unique = np.unique(edges)
-    first = ranks[np.searchsorted(edges, unique, side="left")]  # the CDF just below each distinct value
-    last = ranks[np.searchsorted(edges, unique, side="right") - 1]  # and at it
-    points = np.asarray(points, dtype=np.float64)
-    i = np.searchsorted(unique, points, side="right") - 1  # the largest distinct quantile <= point
-    shares = np.zeros(len(points))
-    inside = (i >= 0) & (i < len(unique) - 1)
-    at = inside & (points == unique[np.clip(i, 0, None)])
-    between = inside & ~at
-    j = i[between]
-    fraction = (points[between] - unique[j]) / (unique[j + 1] - unique[j])
-    shares[between] = last[j] + fraction * (first[j + 1] - last[j])
-    shares[at] = last[i[at]]
-    shares[i >= len(unique) - 1] = 1.0
-    return shares
 
 
 def numeric_bins(baseline: statistics_pb2.FeatureNameStatistics, tonight: statistics_pb2.FeatureNameStatistics):

@@ -23,6 +23,7 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 from pipelines import metrics
 from pipelines.defaults import REPORT_DAYS
 from pipelines.monitoring import drift, page, statistics
+from pipelines.monitoring.datasets import NIGHT, NIGHT_SCORES
 from pipelines.nights import Nights
 from pipelines.warehouses import RunRecord, Warehouse
 from pipelines.warehouses.deadline import Deadline
@@ -47,8 +48,7 @@ class MeasureNight(beam.PTransform):
         night_input = (
             valid
             | "InputByNight" >> beam.Map(self._nights.keyed)
-            | "InputStatistics"
-            >> beam.CombinePerKey(statistics.ComputeStatistics(statistics.NIGHT, kinds, vocabularies))
+            | "InputStatistics" >> beam.CombinePerKey(statistics.ComputeStatistics(NIGHT, kinds, vocabularies))
         )
         night_scores = (
             scored
@@ -56,7 +56,7 @@ class MeasureNight(beam.PTransform):
             | "ScoreStatistics"
             >> beam.CombinePerKey(
                 statistics.ComputeStatistics(
-                    statistics.NIGHT_SCORES,
+                    NIGHT_SCORES,
                     {statistics.SCORE: statistics.NUMERIC},
                     columns={statistics.SCORE: "probability"},
                 )

@@ -22,7 +22,8 @@ from apache_beam.io.filesystems import FileSystems
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from pipelines.monitoring import charts, drift
-from pipelines.monitoring.statistics import EVAL_SCORES, NIGHT, NIGHT_SCORES, SCORE, TRAINING, dataset, feature
+from pipelines.monitoring.datasets import EVAL_SCORES, NIGHT, NIGHT_SCORES, TRAINING
+from pipelines.monitoring.statistics import SCORE, dataset, feature
 from pipelines.warehouses.contract import ABANDONED, FAILED, REFUSED, SUCCEEDED
 from pipelines.warehouses.records import NightReport
 from schemas import DRIFT_NOT_FLAGGED

@@ -5,8 +5,13 @@ version) and every night. They are sketches, so that they merge across Beam work
 pass over the batches with no Python per record: tfx-bsl's `QuantilesSketch` for numbers (rank
 error `QUANTILES_EPS`), `MisraGriesSketch` for the most frequent values of a category (tfx-bsl
 reports each count over-estimated by at most n / `TOP_BUCKETS`) and `KmvSketch` for its number of distinct values.
-Counts, missing values, sums, minimum and maximum are exact. The result is a tensorflow-metadata
-`DatasetFeatureStatistics` (one per data set, in a `DatasetFeatureStatisticsList`).
+Counts, missing values, zeros, sums, minimum, maximum and string lengths are exact. The result is a
+tensorflow-metadata `DatasetFeatureStatistics` (one per data set, in a `DatasetFeatureStatisticsList`)
+carrying what TFDV's own generator writes and its comparators read (README: Monitoring): for a
+category, `top_values` and the `rank_histogram` TFDV's L-infinity distance reads; for a number, the
+QUANTILES histogram drift reads and the STANDARD one TFDV's Jensen-Shannon divergence reads; for
+both, the common statistics' value counts (`tot_num_values`, `avg_num_values`,
+`num_values_histogram`: every feature here holds one value where present).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from models import registry
+from pipelines.monitoring import quantiles
 from transforms import features as F
 
 if TYPE_CHECKING:
@@ -33,6 +39,10 @@ QUANTILES_EPS = 0.001  # the quantiles' rank error, as a fraction of the count
 NUM_QUANTILES = 100  # equal-mass buckets kept: drift is measured on (merged) buckets of these
 TOP_BUCKETS = 1000  # Misra-Gries counters: a reported count is high by at most count / TOP_BUCKETS
 TOP_VALUES = 50  # top values kept in the statistics
+RANK_BUCKETS = TOP_BUCKETS  # rank histogram: every value the sketch holds, as TFDV's 1,000 by default
+STANDARD_BUCKETS = 10  # equal-width buckets between minimum and maximum, as TFDV's default
+STANDARD_RESOLUTION = 1000  # quantiles the STANDARD histogram is read from: the sketch's rank error
+NUM_VALUES_BUCKETS = 10  # num_values_histogram's buckets, as TFDV's default
 DISTINCT_BUCKETS = 4096  # KMV: relative error about 1 / sqrt(4096), under 2%
 REPEATED_SHARE = 0.5  # numbers with fewer distinct values than this share go to the sketch weighted
 
@@ -54,6 +64,8 @@ class FeatureSketch:
     missing: int = 0
     total: float = 0.0
     total_squares: float = 0.0
+    zeros: int = 0
+    total_length: int = 0  # a category's values' lengths in bytes (UTF-8), for avg_length
     low: float = math.inf
     high: float = -math.inf
     quantiles: sketches.QuantilesSketch | None = None
@@ -94,6 +106,7 @@ class FeatureSketch:
             return
         self.total += float(array.sum())
         self.total_squares += float(np.dot(array, array))
+        self.zeros += len(array) - int(np.count_nonzero(array))
         self.low, self.high = min(self.low, float(array.min())), max(self.high, float(array.max()))
         values, counts = _repeated(pa.array(array))
         if counts is None:
@@ -114,6 +127,7 @@ class FeatureSketch:
         elif not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
             values = pc.cast(values, pa.string())
         self.top.AddValues(values, pc.cast(counts, pa.float32()))
+        self.total_length += pc.sum(pc.multiply(pc.binary_length(values), counts)).as_py() or 0
         self.distinct.AddValues(values)
         if self.vocabulary is not None:
             known = pc.sum(pc.if_else(pc.is_in(values, self.vocabulary), counts, 0)).as_py() or 0
@@ -126,54 +140,95 @@ class FeatureSketch:
         if self.kind == NUMERIC:
             self.total += other.total
             self.total_squares += other.total_squares
+            self.zeros += other.zeros
             self.low, self.high = min(self.low, other.low), max(self.high, other.high)
             self.quantiles.Merge(other.quantiles)
         else:
+            self.total_length += other.total_length
             self.top.Merge(other.top)
             self.distinct.Merge(other.distinct)
 
     def to_proto(self, name: str) -> statistics_pb2.FeatureNameStatistics:
         out = statistics_pb2.FeatureNameStatistics()
         out.path.step.append(name)
-        common = statistics_pb2.CommonStatistics(
-            num_non_missing=self.count, num_missing=self.missing, min_num_values=1, max_num_values=1
-        )
         if self.kind == NUMERIC:
             out.type = statistics_pb2.FeatureNameStatistics.FLOAT
             stats = out.num_stats
-            stats.common_stats.CopyFrom(common)
+            stats.common_stats.CopyFrom(self._common_proto())
             if self.count:
                 mean = self.total / self.count
                 stats.mean = mean
                 stats.std_dev = math.sqrt(max(self.total_squares / self.count - mean * mean, 0.0))
                 stats.min, stats.max = self.low, self.high
-                stats.histograms.append(self._quantiles_histogram())
+                stats.num_zeros = self.zeros
+                self._add_histograms(stats)
             return out
         out.type = statistics_pb2.FeatureNameStatistics.STRING
         stats = out.string_stats
-        stats.common_stats.CopyFrom(common)
+        stats.common_stats.CopyFrom(self._common_proto())
         stats.unique = int(round(self.distinct.Estimate())) if self.count else 0
+        if self.count:
+            stats.avg_length = self.total_length / self.count
         estimate = self.top.Estimate()
         values, counts = estimate.field(0).to_pylist(), estimate.field(1).to_numpy()
-        for value, count in sorted(zip(values, counts, strict=True), key=lambda vc: (-vc[1], vc[0]))[:TOP_VALUES]:
-            stats.top_values.add(value=value.decode() if isinstance(value, bytes) else value, frequency=float(count))
+        ranked = sorted(zip(values, counts, strict=True), key=lambda vc: (-vc[1], vc[0]))[:RANK_BUCKETS]
+        for rank, (value, count) in enumerate(ranked):
+            label = value.decode() if isinstance(value, bytes) else value
+            if rank < TOP_VALUES:
+                stats.top_values.add(value=label, frequency=float(count))
+            stats.rank_histogram.buckets.add(low_rank=rank, high_rank=rank, label=label, sample_count=float(count))
         if self.vocabulary is not None:
             out.custom_stats.add(name="out_of_vocabulary", num=self.out_of_vocabulary)
         return out
 
-    def _quantiles_histogram(self) -> statistics_pb2.Histogram:
-        """NUM_QUANTILES equal-mass buckets between the sketch's quantiles (TFDV's QUANTILES histogram)."""
+    def _common_proto(self) -> statistics_pb2.CommonStatistics:
+        """Presence and value counts. A feature here holds exactly one value where present (a scalar
+        column, or tf.Transform's [value]), so the number of values per record is 1 throughout."""
+        common = statistics_pb2.CommonStatistics(num_non_missing=self.count, num_missing=self.missing)
+        if self.count:
+            common.min_num_values = common.max_num_values = 1
+            common.tot_num_values = self.count
+            common.avg_num_values = 1.0
+            common.num_values_histogram.type = statistics_pb2.Histogram.QUANTILES
+            for _ in range(NUM_VALUES_BUCKETS):
+                common.num_values_histogram.buckets.add(
+                    low_value=1.0, high_value=1.0, sample_count=self.count / NUM_VALUES_BUCKETS
+                )
+        return common
+
+    def _add_histograms(self, stats: statistics_pb2.NumericStatistics) -> None:
+        """The STANDARD histogram, then the QUANTILES one (TFDV's order), and the median, all from a
+        compacted copy of the sketch: compacting is final, and the accumulator must stay mergeable."""
         from tfx_bsl import sketches
 
-        sketch = self.quantiles
         copy = sketches.QuantilesSketch(QUANTILES_EPS, 1 << 32, 1)
-        copy.Merge(sketch)  # compacting is final: keep the accumulator mergeable
+        copy.Merge(self.quantiles)
         copy.Compact()
+        fine = copy.GetQuantiles(STANDARD_RESOLUTION).flatten().to_numpy()
+        stats.median = float(fine[STANDARD_RESOLUTION // 2])
+        if math.isfinite(self.low) and math.isfinite(self.high):  # validation admits finite numbers only
+            stats.histograms.append(self._standard_histogram(fine))
         edges = copy.GetQuantiles(NUM_QUANTILES).flatten().to_numpy()
-        histogram = statistics_pb2.Histogram(type=statistics_pb2.Histogram.QUANTILES)
+        histogram = stats.histograms.add(type=statistics_pb2.Histogram.QUANTILES)
         share = self.count / NUM_QUANTILES
         for low, high in zip(edges[:-1], edges[1:], strict=True):
             histogram.buckets.add(low_value=float(low), high_value=float(high), sample_count=share)
+
+    def _standard_histogram(self, fine: np.ndarray) -> statistics_pb2.Histogram:
+        """STANDARD_BUCKETS equal-width buckets from the minimum to the maximum, as TFDV builds its own:
+        each bucket's count is the count times the share of values in it, read from the sketch's
+        STANDARD_RESOLUTION quantiles (linear between quantiles, a step at a value many records hold),
+        within the sketch's rank error. A bucket holds the values above its low edge up to its high
+        edge, the first also those at the minimum; one value throughout is one bucket."""
+        histogram = statistics_pb2.Histogram(type=statistics_pb2.Histogram.STANDARD)
+        if self.low == self.high:
+            histogram.buckets.add(low_value=self.low, high_value=self.high, sample_count=self.count)
+            return histogram
+        cuts = np.linspace(self.low, self.high, STANDARD_BUCKETS + 1)
+        below = quantiles.share_below(fine, cuts[1:-1])
+        shares = np.diff(np.concatenate([[0.0], below, [1.0]]))
+        for low, high, share in zip(cuts[:-1], cuts[1:], shares, strict=True):
+            histogram.buckets.add(low_value=float(low), high_value=float(high), sample_count=self.count * float(share))
         return histogram
 
 
@@ -267,9 +322,6 @@ def feature(dataset: statistics_pb2.DatasetFeatureStatistics, name: str) -> stat
     raise KeyError(f"data set {dataset.name} has no statistics for {name}")
 
 
-# The data sets of a model version's baseline (`BASELINE_FILE` in the version's folder), and of a night.
-TRAINING, EVAL_SCORES = "training", "eval_scores"
-NIGHT, NIGHT_SCORES = "night", "night_scores"
 BASELINE_FILE = registry.BASELINE_STATISTICS_FILE
 SCORE = "score"
 

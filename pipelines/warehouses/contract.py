@@ -300,13 +300,7 @@ class Warehouse(abc.ABC):
     def night_report(self, score_date: date, days: int, run_id: str | None = None) -> NightReport:
         """What a night's report shows, read from the warehouse alone: the run (`run_id`, or the date's
         latest finished run), and the history of the published nights of the `days` days up to the date."""
-        if run_id is None:
-            latest = self._records(sql.latest_finished_run(self.dialect, score_date))
-            if not latest:
-                raise LookupError(f"{self.location}: no finished scoring run for {score_date}")
-            run = latest[0]
-        else:
-            run = self.run_row(run_id)
+        run = self.night_run(score_date, run_id)
         since = score_date - timedelta(days=days)
         return NightReport(
             run=run,
@@ -315,6 +309,15 @@ class Warehouse(abc.ABC):
             drift=self._records(sql.drift_between(self.dialect, since, score_date, run["run_id"])),
             previous_statistics=self.previous_statistics(score_date),
         )
+
+    def night_run(self, score_date: date, run_id: str | None = None) -> dict[str, Any]:
+        """A night's run row: `run_id`, or the date's latest finished run (published, refused or failed)."""
+        if run_id is None:
+            latest = self._records(sql.latest_finished_run(self.dialect, score_date))
+            if not latest:
+                raise LookupError(f"{self.location}: no finished scoring run for {score_date}")
+            return latest[0]
+        return self.run_row(run_id)
 
     def run_row(self, run_id: str) -> dict[str, Any]:
         rows = self._records(sql.select_run(self.dialect, run_id))

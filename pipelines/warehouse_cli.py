@@ -1,0 +1,62 @@
+"""What the commands that only read a warehouse share (`pipelines.report`, `pipelines.export_statistics`):
+the warehouse opened as it is, never created, and one line and exit code 2 for anything it lacks."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pipelines.arguments import CommandParser, ShowDefaults, iso_date
+from pipelines.defaults import DEFAULT_WAREHOUSE
+
+if TYPE_CHECKING:
+    from pipelines.warehouses import Warehouse
+
+
+def night_parser(module: str, usage: str, description: str, what: str) -> argparse.ArgumentParser:
+    """A command's parser with the options every such command takes: the night, the warehouse, the run
+    (`what` says what the command does with it); the command adds its own."""
+    built = CommandParser(
+        prog=f"python -m {module}",
+        usage=f"python -m {module} {usage}",
+        description=description,
+        formatter_class=ShowDefaults,
+        epilog="Other options (gs:// settings such as --project) go to Beam's file systems.",
+    )
+    built.add_argument("--date", required=True, type=iso_date, help="The night, YYYY-MM-DD.")
+    built.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="A DuckDB file or bq://project.dataset.")
+    latest = f"{what} this run of the date, not its latest (default: the latest)."
+    built.add_argument("--run_id", default=None, help=latest)
+    return built
+
+
+def existing_warehouse(location: str, beam_args: list[str]) -> Warehouse:
+    """The warehouse at `location`, its tables as schemas/ defines them, or a clear error; the other
+    arguments (gs:// settings such as --project) go to Beam's file systems, as the scoring job takes them."""
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.warehouses import WarehouseConfigError, open_warehouse
+
+    FileSystems.set_options(PipelineOptions(beam_args))
+    warehouse = open_warehouse(location)
+    if not warehouse.exists():
+        raise WarehouseConfigError(f"{location}: no such warehouse")
+    warehouse.prepare(create=False)
+    return warehouse
+
+
+def exit_code(run: Callable[[list[str]], str], argv: list[str]) -> int:
+    """Runs a command: what it wrote on stdout and 0, or one line on stderr and 2 for a bad configuration
+    or what the warehouse does not hold."""
+    try:
+        written = run(argv)
+    except SystemExit as answered:  # --help (0) or a bad argument (2), said already
+        return answered.code
+    except (ValueError, LookupError) as e:  # WarehouseConfigError is a ValueError
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(written)
+    return 0
