@@ -3,6 +3,7 @@
 Three signatures: `serving_default` takes serialized tf.Example records (what an online server
 receives), `score_raw` takes raw feature columns (what batch scoring sends), and `transform_raw`
 returns the transformed features, so tests can prove the exported graph matches tf.Transform's own.
+The version's metadata names its use case, so that scoring with another use case's options refuses it.
 """
 
 from __future__ import annotations
@@ -13,24 +14,25 @@ from apache_beam.io.filesystems import FileSystems
 
 from models import registry, signature
 from models.registry import ModelVersion
-from schemas import InputSchema
-from transforms import features as F
+from schemas import UseCase
 
 
 class ScoringModule(tf.Module):
-    """Holds the transform layer and the Keras model so both are saved, assets included."""
+    """Holds the transform layer and the Keras model so both are saved, assets included. The signatures
+    take the use case's raw features only: scoring has no label, and the transformed label is dropped."""
 
-    def __init__(self, model, tft_output: tft.TFTransformOutput, schema: InputSchema):
+    def __init__(self, model, tft_output: tft.TFTransformOutput, use_case: UseCase):
         super().__init__()
         self.model = model
         self.tft_layer = tft_output.transform_features_layer()
-        self._schema = schema
-        feature_names = {c.name for c in schema.features}
-        self._example_spec = {k: v for k, v in schema.raw_feature_spec().items() if k in feature_names}
+        self._label = use_case.label
+        self._schema = use_case.input
+        feature_names = {c.name for c in self._schema.features}
+        self._example_spec = {k: v for k, v in self._schema.raw_feature_spec().items() if k in feature_names}
 
     def transform(self, raw_features: dict) -> dict:
         transformed = self.tft_layer(raw_features)
-        return {k: v for k, v in transformed.items() if k != F.LABEL_KEY}
+        return {k: v for k, v in transformed.items() if k != self._label}
 
     def probability(self, raw_features: dict) -> tf.Tensor:
         transformed = self.transform(raw_features)
@@ -65,16 +67,19 @@ def export_version(
     transform_dir: str,
     model_root: str,
     name: str,
-    schema: InputSchema,
+    use_case: UseCase,
     metadata: dict,
     baseline_statistics: bytes | None = None,
 ) -> ModelVersion:
     """Save model + transform graph as the next version, with the training data's feature statistics
     (`baseline_statistics`, a serialized DatasetFeatureStatisticsList: what nights' drift is measured
-    against) as `statistics.pb`; metadata, with the manifest of every file, is written last (see registry)."""
+    against) as `statistics.pb`; metadata, with the manifest of every file, is written last (see registry).
+    The metadata records the use case's name beside its input's fingerprint: two use cases may share an
+    input schema, and a model of one must not score for the other."""
     version = registry.next_version(model_root, name)
     path = FileSystems.join(model_root, name, str(version))
-    module = ScoringModule(model, tft.TFTransformOutput(transform_dir), schema)
+    schema = use_case.input
+    module = ScoringModule(model, tft.TFTransformOutput(transform_dir), use_case)
     tf.saved_model.save(module, path, signatures=module.signatures())
     if baseline_statistics is not None:
         with FileSystems.create(FileSystems.join(path, registry.BASELINE_STATISTICS_FILE)) as f:
@@ -83,6 +88,7 @@ def export_version(
         **metadata,
         "model_name": name,
         "version": version,
+        registry.USE_CASE_KEY: use_case.name,
         "schema_fingerprint": schema.fingerprint(),
         "schema_name": schema.name,
         "signatures": {

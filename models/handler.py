@@ -5,6 +5,9 @@ Each RunInference element is a whole typed record batch, so batching counts reco
 RunInference loads the model once per process and shares it between the process's threads; with
 `large_model` one copy serves every process on the machine. The loaded model is a `ShardedModel`:
 one copy per claimed device, calls spread round robin, rows counted per device.
+
+What it emits is the use case's predictions table less the run-level columns (`scored_schema`), built
+by column name: the key column is the use case's, so no position in it can be assumed.
 """
 
 from __future__ import annotations
@@ -22,14 +25,18 @@ from models.devices import ShardedModel
 from models.registry import ModelVersion
 from pipelines import metrics
 from pipelines.defaults import DEFAULT_BATCH_SIZE
-from schemas import CHAMPION, PREDICTIONS, PROVENANCE, InputSchema
+from schemas import CHAMPION, PROVENANCE, UseCase, predictions
 
-# What the handler produces: the predictions table less the run-level columns the load step adds.
+# The predictions table's columns the load step adds: one value per run, known only where the run is.
 RUN_LEVEL_PREDICTION_FIELDS = ("score_date", "run_id", "scored_at")
-SCORED_SCHEMA = pa.schema([f for f in PREDICTIONS.arrow_schema if f.name not in RUN_LEVEL_PREDICTION_FIELDS])
 # Where each record came from and its content hash: carried through as validation made them, when it
 # did, for publishing to resolve duplicate keys with.
 PROVENANCE_NAMES = [f.name for f in PROVENANCE]
+
+
+def scored_schema(use_case: UseCase) -> pa.Schema:
+    """What the handler produces: the use case's predictions table less the run-level columns."""
+    return pa.schema([f for f in predictions(use_case).arrow_schema if f.name not in RUN_LEVEL_PREDICTION_FIELDS])
 
 
 def batch_rows(batch: pa.RecordBatch) -> int:
@@ -40,7 +47,7 @@ class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedM
     def __init__(
         self,
         model: ModelVersion,
-        schema: InputSchema,
+        use_case: UseCase,
         *,
         batch_size: int | None = None,
         accelerator: str = "auto",
@@ -49,14 +56,16 @@ class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedM
         role: str = CHAMPION,
         verbose: bool = False,
     ):
-        """`batch_size` None picks the device's default once the device kind is known (on the worker).
+        """`use_case`: what the records are (its input, for scoring) and what a scored row holds (its key).
+        `batch_size` None picks the device's default once the device kind is known (on the worker).
         `verbose`: the worker's TensorFlow and Beam log everything (models/quiet.py)."""
         self._verbose = verbose
         self._batch_size = batch_size
         self._accelerator = accelerator
         self._copies = models_per_process
         self._model = model
-        self._schema = schema
+        self._schema = use_case.input.for_scoring()
+        self._scored_schema = scored_schema(use_case)
         self._role = role
         # BatchElements sums element sizes, so these bounds are in records, not elements. Batches
         # are formed before the model (and so the device) is known: use the requested size, or the
@@ -95,29 +104,29 @@ class ExportedModelHandler(ModelHandler[pa.RecordBatch, pa.RecordBatch, ShardedM
     def _scored(self, table, probabilities: np.ndarray) -> pa.RecordBatch:
         n = len(probabilities)
         probs = pa.array(probabilities.astype(np.float64))
-        key = table.column(self._schema.key.name)
-        if isinstance(key, pa.ChunkedArray):
-            key = key.combine_chunks()
         threshold = self._model.threshold
-        columns = [
-            key,
-            probs,
-            pc.greater_equal(probs, threshold),
-            pa.repeat(threshold, n),
-            pa.repeat(self._model.name, n),
-            pa.repeat(self._model.version, n),
-            pa.repeat(self._role, n),
-        ]
-        if PROVENANCE_NAMES[0] not in table.column_names:
-            return pa.RecordBatch.from_arrays(columns, schema=SCORED_SCHEMA)
-        for name in PROVENANCE_NAMES:
-            column = table.column(name)
-            columns.append(column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column)
-        fields = [table.schema.field(name) for name in PROVENANCE_NAMES]
-        return pa.RecordBatch.from_arrays(columns, schema=pa.schema([*SCORED_SCHEMA, *fields]))
+        by_name = {
+            self._schema.key.name: _whole(table.column(self._schema.key.name)),
+            "probability": probs,
+            "label": pc.greater_equal(probs, threshold),
+            "threshold": pa.repeat(threshold, n),
+            "model_name": pa.repeat(self._model.name, n),
+            "model_version": pa.repeat(self._model.version, n),
+            "model_role": pa.repeat(self._role, n),
+        }
+        schema = self._scored_schema
+        if PROVENANCE_NAMES[0] in table.column_names:
+            by_name |= {name: _whole(table.column(name)) for name in PROVENANCE_NAMES}
+            schema = pa.schema([*schema, *(table.schema.field(name) for name in PROVENANCE_NAMES)])
+        return pa.RecordBatch.from_arrays([by_name[f.name] for f in schema], schema=schema)
 
     def get_num_bytes(self, batch: Sequence[pa.RecordBatch]) -> int:
         return sum(b.nbytes for b in batch)  # the default pickles the whole batch to measure it
 
     def get_metrics_namespace(self) -> str:
         return f"RunInference-{self._role}"
+
+
+def _whole(column: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """One array: a record batch's columns cannot be chunked."""
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column

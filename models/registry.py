@@ -1,8 +1,9 @@
 """Model versions in TF Serving's layout: `<model_root>/<name>/<version>/`, integer versions.
 
 A version counts only once its `metadata.json` exists; export writes it last, so a half-written
-export is never picked as `latest`. Resolution refuses a version trained on another schema before
-any data is read.
+export is never picked as `latest`. Resolution refuses a version trained on another schema, or for
+another use case, before any data is read: two use cases may share an input schema (or a model name),
+and a model of one scoring the other's records would publish plausible numbers that mean nothing.
 
 A complete version can still be broken afterwards: a truncated upload, a deleted file, a flipped bit
 on disk. Such a version would otherwise fail only once the workers load it, after the run has been
@@ -26,11 +27,12 @@ from typing import Any
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
-from schemas import InputSchema
+from schemas import UseCase
 
 METADATA_FILE = "metadata.json"
 BASELINE_STATISTICS_FILE = "statistics.pb"  # the training data's feature statistics (pipelines.monitoring)
 MANIFEST_KEY = "manifest"
+USE_CASE_KEY = "use_case"  # absent from versions exported before use cases were plug-ins
 MANIFEST_FIELDS = {"path", "size", "sha256"}
 SAVED_MODEL_FILE = "saved_model.pb"
 REQUIRED_METADATA = ("schema_fingerprint", "threshold")
@@ -39,11 +41,16 @@ CHUNK_BYTES = 8 << 20
 
 
 class ModelVersionError(ValueError):
-    """The requested model version cannot be used: missing, incomplete, broken or for another schema."""
+    """The requested model version cannot be used: missing, incomplete, broken, or for another schema or use
+    case."""
 
 
 class BrokenVersionError(ModelVersionError):
     """A version's metadata is unreadable or its files do not match its manifest; the message says which."""
+
+
+class OtherUseCaseError(ModelVersionError):
+    """A version trained for another use case: refused, not skipped, since no newer version is at fault."""
 
 
 @dataclass(frozen=True)
@@ -62,6 +69,11 @@ class ModelVersion:
     @property
     def schema_fingerprint(self) -> str:
         return self.metadata["schema_fingerprint"]
+
+    @property
+    def use_case(self) -> str | None:
+        """The use case it was trained for; None for a version exported before use cases were named."""
+        return self.metadata.get(USE_CASE_KEY)
 
 
 def list_versions(model_root: str, name: str) -> list[int]:
@@ -163,11 +175,12 @@ def _check_files(path: str, metadata: dict[str, Any]) -> dict[str, Any]:
     return metadata
 
 
-def resolve(model_root: str, name: str, version: str | int, schema: InputSchema) -> ModelVersion:
+def resolve(model_root: str, name: str, version: str | int, use_case: UseCase) -> ModelVersion:
     """`latest` or a pinned version -> a usable ModelVersion, or ModelVersionError saying why not.
 
     `latest` is the newest version that checks out (see check_version), the broken ones newer than it
-    listed in `skipped`; a pinned version must check out itself. Either must be on `schema`."""
+    listed in `skipped`; a pinned version must check out itself. Either must be for `use_case` (or name
+    none) and on its input schema."""
     versions = list_versions(model_root, name)
     if not versions:
         raise ModelVersionError(f"no exported versions of model '{name}' under {model_root}")
@@ -187,14 +200,25 @@ def resolve(model_root: str, name: str, version: str | int, schema: InputSchema)
             model = ModelVersion(name, chosen, path, check_version(path))
         except BrokenVersionError as e:
             raise BrokenVersionError(f"model '{name}' version {chosen} under {model_root} is broken: {e}") from None
-    expected = schema.fingerprint()
+    check_fits(model, use_case)
+    return model
+
+
+def check_fits(model: ModelVersion, use_case: UseCase) -> None:
+    """The use case first: where it differs the schema usually does too, and the use case is what to change.
+    A version that names no use case (exported before they were named) is judged by its schema alone."""
+    if model.use_case is not None and model.use_case != use_case.name:
+        raise OtherUseCaseError(
+            f"model '{model.name}' version {model.version} was trained for use case {model.use_case}, "
+            f"not {use_case.name}: --use_case {model.use_case}, or another --model_name"
+        )
+    expected = use_case.input.fingerprint()
     if model.schema_fingerprint != expected:
         raise ModelVersionError(
-            f"model '{name}' version {model.version} was trained on another input schema "
-            f"(fingerprint {model.schema_fingerprint[:12]}, schemas/ has {expected[:12]}); "
+            f"model '{model.name}' version {model.version} was trained on another input schema "
+            f"(fingerprint {model.schema_fingerprint[:12]}, use case {use_case.name}'s input has {expected[:12]}); "
             "retrain it or pin a version trained on the current schema"
         )
-    return model
 
 
 def newest_intact(model_root: str, name: str, versions: list[int]) -> ModelVersion:

@@ -22,8 +22,14 @@ EXAMPLES_SIGNATURE = "serving_default"
 PROBABILITY = "probability"
 PRESENT_SUFFIX = "__present"
 
-_TF_TYPES = {ColumnType.STRING: tf.string, ColumnType.INT64: tf.int64, ColumnType.FLOAT64: tf.float32}
-_ARROW_INPUT_TYPES = {ColumnType.INT64: pa.int64(), ColumnType.FLOAT64: pa.float32()}
+# A BOOL feature travels as 0/1 int64, as training hands it to tf.Transform: tf.Example has no booleans.
+_TF_TYPES = {
+    ColumnType.STRING: tf.string,
+    ColumnType.INT64: tf.int64,
+    ColumnType.FLOAT64: tf.float32,
+    ColumnType.BOOL: tf.int64,
+}
+_ARROW_INPUT_TYPES = {ColumnType.INT64: pa.int64(), ColumnType.FLOAT64: pa.float32(), ColumnType.BOOL: pa.int64()}
 
 
 def input_spec(schema: InputSchema) -> dict[str, tf.TensorSpec]:

@@ -13,11 +13,10 @@ its default.
 from __future__ import annotations
 
 import argparse
-import re
-from datetime import date, timedelta
 
 from pipelines import defaults
 from pipelines.choices import Accelerator, DriftGate, InputFormat, MissingColumns, Switch, UnknownColumns, values
+from pipelines.parsing import CommandParser, ShowDefaults, iso_date
 
 TERMINATED = 143  # the exit code of a command stopped by SIGTERM (128 + 15)
 # The sections of --help, in the order a user needs them (`parser` titles WHAT by command).
@@ -39,47 +38,31 @@ SECTIONS = {
     SOURCES: "sources' details",
     RUNNING: "running",
 }
-FIRST = ("date", "start_date", "end_date", "input", "model_root", "model_name", "model_version")  # in a section
+# Listed first in their sections, in this order.
+FIRST = ("use_case", "date", "start_date", "end_date", "input", "model_root", "model_name", "model_version")
+USE_CASE_HELP = (
+    "Whose data and model: a bundled use case by name, or an importable module defining USE_CASE "
+    "(README: Bringing your own data and model)."
+)
 RUNNER_HELP = """\
 Every other option goes to Beam, for example:
   --runner DataflowRunner --project P --region R --temp_location gs://...   run on Dataflow
   --dry_run                                     check everything and build the job, run nothing
   --direct_num_workers N --direct_running_mode multi_processing   local parallelism
 (default: DirectRunner on this machine). README: Run on Dataflow."""
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*$")
-_UNITS = {"s": 1, "": 60, "m": 60, "h": 3600}
-
-
-def iso_date(value: str) -> str:
-    """A date option, checked as it is parsed (a bad one is answered before anything loads) and kept
-    as the text it was given."""
-    if value:
-        try:
-            date.fromisoformat(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{value!r} is not a real date in YYYY-MM-DD form") from None
-    return value
-
-
-def duration(value: str) -> timedelta:
-    """'90s', '30m', '2h', or plain minutes."""
-    match = _DURATION.match(value)
-    if not match:
-        raise ValueError(f"{value!r} is not a duration such as 90s, 30m or 2h")
-    return timedelta(seconds=float(match[1]) * _UNITS[match[2]])
 
 
 def data_arguments(parser) -> None:
     """What both pipelines take: what to read, the model's name and root, the sources' details."""
     what, sources = _group(parser, WHAT), _group(parser, SOURCES)
+    what.add_argument("--use_case", default=defaults.DEFAULT_USE_CASE, help=USE_CASE_HELP)
     what.add_argument(
         "--input",
         default=None,
-        help=f"Where the records are: files (local or gs://, {{date}} substituted, "
-        f"compressed files read by extension), a BigQuery table "
-        f"bq://project.dataset.table (rows of the date), or a BigQuery query file "
-        f"*.sql using the @date parameter (default: {defaults.DEFAULT_SCORING_INPUT} when scoring, "
-        f"{defaults.DEFAULT_TRAINING_INPUT} when training).",
+        help="Where the records are: files (local or gs://, {date} substituted, "
+        "compressed files read by extension), a BigQuery table "
+        "bq://project.dataset.table (rows of the date), or a BigQuery query file "
+        "*.sql using the @date parameter (default: the use case's input for scoring or for training).",
     )
     sources.add_argument(
         "--date_column",
@@ -162,7 +145,7 @@ def _reading_arguments(parser) -> None:
         default=defaults.DEFAULT_MODEL_ROOT,
         help="Root of exported models, local or gs:// (TF Serving layout).",
     )
-    model.add_argument("--model_name", default=defaults.DEFAULT_MODEL_NAME, help="Model name under --model_root.")
+    model.add_argument("--model_name", default=None, help="Model name under --model_root (default: the use case's).")
 
 
 def scoring_arguments(parser) -> None:
@@ -380,7 +363,9 @@ def _drift_arguments(parser) -> None:
 def training_arguments(parser) -> None:
     """What only training takes."""
     model, running = _group(parser, MODEL), _group(parser, RUNNING)
-    model.add_argument("--epochs", type=int, default=8, help="Passes over the training split.")
+    model.add_argument(
+        "--epochs", type=int, default=None, help="Passes over the training split (default: the use case's)."
+    )
     model.add_argument(
         "--eval_percent",
         type=int,
@@ -402,24 +387,6 @@ def command_arguments(parser) -> None:
         help="Everything TensorFlow and Beam log (default: warnings and errors only, TensorFlow's start-up "
         "notices about CUDA on a machine without a GPU left out; README: Output).",
     )
-
-
-class CommandParser(argparse.ArgumentParser):
-    """argparse, with a bad argument said in one line (argparse prints the usage first): what is wrong
-    and where the options are listed."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {message} ({self.prog} --help lists the options)\n")
-
-
-class ShowDefaults(argparse.RawDescriptionHelpFormatter):
-    """Every option's default in its help: appended where the help does not already say it."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        text = action.help or ""
-        if "default" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)):
-            return text
-        return f"{text} (default: %(default)s)"
 
 
 def _group(parser: argparse.ArgumentParser, key: str):

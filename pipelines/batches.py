@@ -18,7 +18,7 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 
 from pipelines import metrics
-from schemas import INPUT, PROVENANCE, SCORING_ERRORS, STAGED_PREDICTIONS
+from schemas import PROVENANCE, SCORING_ERRORS, UseCase, staged_predictions
 
 # Output tags of a reader's and validation's DoFns: rejected records, and records read per source.
 REJECTED = "rejected"
@@ -37,12 +37,18 @@ PROVENANCE_LAYOUT = pa.schema(
         for f in PROVENANCE
     ]
 )
-STAGED_PREDICTIONS_LAYOUT = pa.schema(
-    [f for f in STAGED_PREDICTIONS.arrow_schema if f.name not in PROVENANCE_LAYOUT.names] + list(PROVENANCE_LAYOUT)
-)
 
-# Staged prediction columns with a value per record (the rest repeat: run, model, source).
-STAGED_PER_RECORD = (INPUT.key.name, "probability", "label", "line_number", "content_hash")
+
+def staged_predictions_layout(use_case: UseCase) -> pa.Schema:
+    """The use case's staged predictions as files hold them: provenance laid out as validation made it."""
+    table = staged_predictions(use_case).arrow_schema
+    return pa.schema([f for f in table if f.name not in PROVENANCE_LAYOUT.names] + list(PROVENANCE_LAYOUT))
+
+
+def staged_per_record(use_case: UseCase) -> tuple[str, ...]:
+    """Staged prediction columns with a value per record (the rest repeat: run, model, source), which a
+    Parquet dictionary would not shrink."""
+    return (use_case.input.key.name, "probability", "label", "line_number", "content_hash")
 
 
 RECORD_ERROR = "record"

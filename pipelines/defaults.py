@@ -11,7 +11,7 @@ from pipelines.choices import DriftGate
 # Records per model call when --batch_size is not given: large enough to amortise the call, small
 # enough for a copy's activations to fit beside other processes' copies.
 DEFAULT_BATCH_SIZE = {"cpu": 65536, "gpu": 262144, "tpu": 131072}
-DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 taxi records per batch
+DEFAULT_BLOCK_BYTES = 8 << 20  # about 80,000 records of the bundled example per batch
 DEFAULT_MAX_RECORD_BYTES = 16 << 20  # a record may make its block grow up to this, then it is rejected
 DEFAULT_SPLIT_BYTES = 256 << 20  # a larger uncompressed file is read as byte ranges
 DEFAULT_TEMP_DATASET = "scoring_tmp"  # where a query file's results are kept for the read
@@ -25,9 +25,7 @@ MAX_VOLUME_Z = 5.0
 SHRINK_LIMIT = 0.5  # a re-run keeps at least this share of the date's published records
 DRIFT_GATE = DriftGate.WARN
 DEFAULT_MODEL_ROOT = "artifacts/models"
-DEFAULT_MODEL_NAME = "taxi_tipper"
-DEFAULT_SCORING_INPUT = "data/trips/dt={date}/*.csv"
-DEFAULT_TRAINING_INPUT = "data/chicago_taxi/trips.csv"
+DEFAULT_USE_CASE = "taxi"  # the bundled example (schemas/taxi.py); stated here so that --help imports no schema
 DEFAULT_WAREHOUSE = "warehouse/scores.duckdb"
 DEFAULT_STALE_AFTER = "30m"
 # A night's publishing, after the whole night was scored: long enough to outlast another run's publishing

@@ -13,8 +13,8 @@ side view. The formats are those TFDV reads and writes: `binary`, the serialized
 StatisticsGen's `FeatureStats.pb`; `tfdv.load_stats_binary`); `tfrecord`, a file of one TFRecord
 holding it (what `tfdv.generate_statistics_from_csv` writes; `tfdv.load_statistics`); `text`, protobuf's
 text format (`tfdv.load_stats_text`, `tfdv.load_statistics`); `json`, protobuf's JSON mapping, field for
-field what `MessageToJson` writes. It describes the date's latest finished run (or --run_id),
-published or refused.
+field what `MessageToJson` writes. It describes the date's latest finished run (or --run_id), whatever
+its outcome: published, refused, or failed after measuring.
 
 Exit codes: 0 written, 2 bad configuration, no finished run for the date, or a run without statistics.
 """
@@ -33,7 +33,7 @@ FORMATS = ("binary", "tfrecord", "text", "json")
 
 
 def parser() -> argparse.ArgumentParser:
-    built = night_parser("pipelines.export_statistics", "--date YYYY-MM-DD --out PATH [options]", __doc__, "Write")
+    built = night_parser("pipelines.export_statistics", "--date YYYY-MM-DD --out PATH [options]", __doc__, "Export")
     built.add_argument("--out", required=True, help="The file to write: a local path or gs://...")
     built.add_argument("--dataset", default=NIGHT, choices=(*DATASETS, ALL), help="Which data set.")
     built.add_argument("--format", default=FORMATS[0], choices=FORMATS, help="How the message is written (see above).")
@@ -47,10 +47,11 @@ def run(argv: list[str] | None = None) -> str:
     night_date = date.fromisoformat(args.date)  # checked as parsed (iso_date)
     import base64
 
+    from apache_beam.io.filesystem import BeamIOError
     from apache_beam.io.filesystems import FileSystems
     from tensorflow_metadata.proto.v0 import statistics_pb2
 
-    warehouse = existing_warehouse(args.warehouse, rest)
+    warehouse = existing_warehouse(args.warehouse, args.use_case, rest)
     night = warehouse.night_run(night_date, args.run_id)
     if night["score_date"] != night_date:
         raise ValueError(f"run {args.run_id} scored {night['score_date']}, not {night_date}")
@@ -64,23 +65,26 @@ def run(argv: list[str] | None = None) -> str:
     if not chosen:
         found = ", ".join(d.name for d in kept.datasets)
         raise LookupError(f"run {night['run_id']} kept no {args.dataset} statistics (it kept: {found})")
-    out = statistics_pb2.DatasetFeatureStatisticsList(datasets=chosen)
-    with FileSystems.create(args.out, compression_type="uncompressed") as f:
-        f.write(encoded(out, args.format))
+    content = encoded(statistics_pb2.DatasetFeatureStatisticsList(datasets=chosen), args.format)
+    try:
+        with FileSystems.create(args.out, compression_type="uncompressed") as f:
+            f.write(content)
+    except (OSError, BeamIOError) as e:  # a folder, no permission, a bucket that refuses
+        raise ValueError(f"--out {args.out}: cannot be written: {e}") from None
     names = ", ".join(d.name for d in chosen)
     return f"{args.out}: {names} statistics of run {night['run_id']} ({night['status']}, {night_date})"
 
 
-def encoded(message, format: str) -> bytes:
-    """The message as a file of that format holds it."""
+def encoded(message, kind: str) -> bytes:
+    """The message as a file of that format (`kind`) holds it."""
     from google.protobuf import json_format, text_format
 
-    if format == "json":
+    if kind == "json":
         return json_format.MessageToJson(message).encode("utf-8")
-    if format == "text":
+    if kind == "text":
         return text_format.MessageToString(message).encode("utf-8")
     data = message.SerializeToString()
-    return tfrecord(data) if format == "tfrecord" else data
+    return tfrecord(data) if kind == "tfrecord" else data
 
 
 def tfrecord(data: bytes) -> bytes:

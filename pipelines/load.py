@@ -18,13 +18,13 @@ import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import metrics
-from pipelines.batches import STAGED_PER_RECORD, STAGED_PREDICTIONS_LAYOUT
+from pipelines.batches import staged_per_record, staged_predictions_layout
 from pipelines.nights import Nights
 from pipelines.observe import add_seconds
 from pipelines.staged import WriteParquetFiles, delete_tree, run_folder
 from pipelines.warehouses import UNGUARDED, GateRefused, PublishGuard, RunRecord, StagedResults, Warehouse
 from pipelines.warehouses.deadline import Deadline
-from schemas import SCORING_ERRORS
+from schemas import SCORING_ERRORS, UseCase
 
 if TYPE_CHECKING:
     from pipelines.monitoring.measure import NightMonitor
@@ -137,8 +137,16 @@ class LoadToWarehouse(beam.PTransform):
     """`NightResults` -> the published nights' counts. Each night is staged under its own run's folder
     and published as its own run."""
 
-    def __init__(self, publishing: PublishSettings, nights: Nights, monitor: NightMonitor):
+    def __init__(self, publishing: PublishSettings, nights: Nights, monitor: NightMonitor, *, use_case: UseCase):
+        """`use_case`: whose predictions are staged (their key); the warehouse must hold that use case's
+        tables, or every night would fail its audit after the whole job had run."""
         super().__init__()
+        if publishing.warehouse.use_case.name != use_case.name:
+            raise ValueError(
+                f"use case {use_case.name}: the warehouse {publishing.warehouse.location} was opened for use case "
+                f"{publishing.warehouse.use_case.name}"
+            )
+        self._use_case = use_case
         self._publishing = publishing
         self._nights = nights
         self._monitor = monitor
@@ -167,7 +175,9 @@ class LoadToWarehouse(beam.PTransform):
             results.scored
             | "PredictionsByNight" >> beam.Map(self._nights.keyed)
             | "StagePredictions"
-            >> self._stage(STAGED_PREDICTIONS_LAYOUT, "predictions", "scored_at", STAGED_PER_RECORD)
+            >> self._stage(
+                staged_predictions_layout(self._use_case), "predictions", "scored_at", staged_per_record(self._use_case)
+            )
         )
         errors = (
             results.rejected

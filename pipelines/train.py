@@ -1,6 +1,6 @@
-"""Train the tipper model: tf.Transform analysis on Beam, Keras training, export a new version.
+"""Train a use case's model: tf.Transform analysis on Beam, Keras training, export a new version.
 
-    python -m pipelines.train [--input data/chicago_taxi/trips.csv] [--model_root artifacts/models]
+    python -m pipelines.train [--use_case NAME] [--input FILE] [--model_root artifacts/models]
 
 Records go through the same extract and validate steps as scoring (the label required, the key
 not). tf.Transform analyses the training split once; the transform graph is exported inside the
@@ -31,14 +31,19 @@ def run(argv: list[str] | None = None) -> TrainingResult:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from models import quiet
-    from pipelines.options import CommandOptions  # its import registers the pipelines' options with Beam
+    from pipelines.options import (
+        CommandOptions,  # its import registers the pipelines' options with Beam
+        DataOptions,
+    )
+    from schemas import load_use_case
 
     options = PipelineOptions(argv)  # checked above: not parsed a second time for errors
+    use_case = load_use_case(options.view_as(DataOptions).use_case)  # a wrong name answered before TensorFlow
     quiet.configure(options.view_as(CommandOptions).verbose)
     quiet.tensorflow()  # first, so that its start-up notices are filtered
     from pipelines import training
 
-    return training.train(options)
+    return training.train(options, use_case)
 
 
 def main(argv: list[str]) -> int:

@@ -5,12 +5,17 @@ Records go through the same extract and validate steps as scoring (the label req
 not). tf.Transform analyses the training split once; the transform graph is exported inside the
 model, so scoring applies exactly what training computed. TensorFlow, tf.Transform and tfx-bsl are
 imported with this module, so the command imports it only once its options are checked.
+
+Everything particular to a use case comes from the `UseCase` the command hands over: its input, its
+preprocessing and model builder, its label, its training settings (epochs, batch size, class weights,
+how the decision threshold is chosen), so the same code trains any use case.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -31,24 +36,26 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 from tensorflow_transform.tf_metadata import schema_utils
 from tfx_bsl.tfxio import tensor_adapter, tensor_representation_util
 
-import schemas
 from models import export, quiet
 from models import model as model_lib
 from models.registry import ModelVersion
 from pipelines import metrics, validate
-from pipelines.defaults import DEFAULT_TRAINING_INPUT
 from pipelines.monitoring import statistics
 from pipelines.monitoring.datasets import EVAL_SCORES, TRAINING
-from pipelines.monitoring.statistics import feature_kinds
 from pipelines.options import DataOptions, TrainingOptions
 from pipelines.sources import InputNotFoundError, NightInput, ReadSettings, Source, open_source
 from pipelines.staged import WriteParquetFiles
-from schemas import ColumnType, InputSchema, Role
-from transforms import features as F
-from transforms.preprocessing import preprocessing_fn
+from schemas import ColumnType, InputSchema, Role, ThresholdRule, UseCase
 
-_TFXIO_TYPES = {ColumnType.STRING: pa.large_binary(), ColumnType.INT64: pa.int64(), ColumnType.FLOAT64: pa.float32()}
+# A BOOL column (a yes/no label) travels as 0/1: tf.Example and tf.Transform have no booleans.
+_TFXIO_TYPES = {
+    ColumnType.STRING: pa.large_binary(),
+    ColumnType.INT64: pa.int64(),
+    ColumnType.FLOAT64: pa.float32(),
+    ColumnType.BOOL: pa.int64(),
+}
 TRAIN, EVAL = "train", "eval"
+_TICKS_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 
 
 def tensor_adapter_config(schema: InputSchema) -> tensor_adapter.TensorAdapterConfig:
@@ -80,6 +87,36 @@ def split_of(batch: pa.RecordBatch, eval_percent: int, columns: list[str]) -> np
     return (hashes % 100) < eval_percent
 
 
+def unix_seconds(value: pa.Scalar) -> int:
+    """An event time as whole unix seconds (floored): a Beam distribution takes integers, and `transform`
+    reads them back as dates. INT64 event times are unix seconds already; DATE and TIMESTAMP are counted
+    from their stored days and ticks, whatever the unit, without a Python datetime per value."""
+    kind = value.type
+    if pa.types.is_timestamp(kind):
+        return value.value // _TICKS_PER_SECOND[kind.unit]
+    if pa.types.is_date32(kind):
+        return value.value * 86_400
+    if pa.types.is_date64(kind):  # milliseconds
+        return value.value // 1_000
+    return math.floor(value.as_py())
+
+
+def event_time_range(column: pa.Array) -> tuple[int, int] | None:
+    """(earliest, latest) of one batch's event-time column in unix seconds; None when it holds none."""
+    bounds = pc.min_max(column)
+    if not bounds["min"].is_valid:
+        return None
+    return unix_seconds(bounds["min"]), unix_seconds(bounds["max"])
+
+
+def data_range(earliest: int, latest: int) -> dict[str, str]:
+    """The training data's event-time range in ISO 8601 (UTC), for people reading a version's metadata."""
+    return {
+        "start": datetime.fromtimestamp(earliest, timezone.utc).isoformat(),
+        "end": datetime.fromtimestamp(latest, timezone.utc).isoformat(),
+    }
+
+
 class AssignSplits(beam.DoFn):
     """Typed batches -> each record to the train or the eval split, in tf.Transform's layout."""
 
@@ -91,9 +128,10 @@ class AssignSplits(beam.DoFn):
 
     def process(self, batch: pa.RecordBatch):
         for column in self._event_time:
-            bounds = pc.min_max(batch.column(column.name))
-            self._time_range.update(bounds["min"].as_py())
-            self._time_range.update(bounds["max"].as_py())
+            bounds = event_time_range(batch.column(column.name))
+            if bounds is not None:
+                self._time_range.update(bounds[0])
+                self._time_range.update(bounds[1])
         is_eval = split_of(batch, self._eval_percent, [c.name for c in self._schema.model_columns])
         converted = to_tfxio_batch(batch, self._schema)
         yield beam.pvalue.TaggedOutput(EVAL, converted.filter(pa.array(is_eval)))
@@ -105,6 +143,7 @@ def build_pipeline(
     source: Source,
     nights: list[NightInput],
     opts: TrainingOptions,
+    use_case: UseCase,
     transform_dir: str,
     data_dir: str,
 ) -> None:
@@ -124,9 +163,11 @@ def build_pipeline(
     splits = checked.valid | "Split" >> beam.ParDo(AssignSplits(schema, opts.eval_percent)).with_outputs(TRAIN, EVAL)
     _ = (
         splits[TRAIN]
-        | "TrainingStatistics" >> beam.CombineGlobally(statistics.ComputeStatistics(TRAINING, feature_kinds()))
+        | "TrainingStatistics"
+        >> beam.CombineGlobally(statistics.ComputeStatistics(TRAINING, statistics.feature_kinds(use_case)))
         | "WriteTrainingStatistics" >> beam.Map(write_training_statistics, data_dir)
     )
+    preprocessing_fn = use_case.preprocessing_fn()
     with tft_beam.Context(temp_dir=os.path.join(transform_dir, "tmp"), force_tf_compat_v1=False):
         transform_fn = (splits[TRAIN], config) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(transform_dir)
@@ -173,7 +214,7 @@ def training_nights(pattern: str, start: str | None, end: str | None, schema: In
     return source, source.distinct(nights)
 
 
-def load_split(directory: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def load_split(directory: str, label: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
     table = pq.read_table(directory)
     arrays = {}
     for name in table.column_names:
@@ -185,23 +226,66 @@ def load_split(directory: str) -> tuple[dict[str, np.ndarray], np.ndarray]:
         ):
             column = column.flatten()
         arrays[name] = column.to_numpy(zero_copy_only=False)
-    label = arrays.pop(F.LABEL_KEY).astype(np.float32)
-    return arrays, label
+    labels = arrays.pop(label).astype(np.float32)
+    return arrays, labels
 
 
-def choose_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
-    """The decision threshold maximising F1 on the evaluation split."""
-    candidates = np.unique(np.round(probs, 3))
-    best, best_f1 = 0.5, -1.0
-    for t in candidates:
-        predicted = probs >= t
-        tp = float(np.sum(predicted & (labels == 1)))
-        precision = tp / max(predicted.sum(), 1)
-        recall = tp / max((labels == 1).sum(), 1)
-        f1 = 2 * precision * recall / max(precision + recall, 1e-12)
-        if f1 > best_f1:
-            best, best_f1 = float(t), f1
-    return best
+def _counts(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """(candidate thresholds, true positives and predicted positives at each, positives): the candidates
+    are the evaluation probabilities to 3 places; a record is predicted positive at `t` when its
+    probability >= t. Counted from sorted probabilities rather than a pass over the split per candidate."""
+    thresholds = np.unique(np.round(probs, 3))
+    everything, positives = np.sort(probs), np.sort(probs[labels == 1])
+    predicted = everything.size - np.searchsorted(everything, thresholds, side="left")
+    true_positives = positives.size - np.searchsorted(positives, thresholds, side="left")
+    return thresholds, true_positives, predicted, positives.size
+
+
+def choose_threshold(
+    labels: np.ndarray, probs: np.ndarray, rule: ThresholdRule = ThresholdRule.MAX_F1, target: float | None = None
+) -> float:
+    """The decision threshold by `rule` on the evaluation split (ThresholdRule says each); ties go to the
+    lowest threshold. ValueError where no threshold reaches a PRECISION or RECALL target: a version that
+    does not meet what its use case asks of it is not exported."""
+    if rule is not ThresholdRule.MAX_F1 and target is None:
+        raise ValueError(f"threshold rule {rule.value} needs a target")
+    thresholds, tp, predicted, positives = _counts(labels, probs)
+    precision = tp / np.maximum(predicted, 1)
+    recall = tp / max(positives, 1)
+    if rule is ThresholdRule.MAX_F1:
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        return float(thresholds[np.argmax(f1)]) if thresholds.size else 0.5
+    if not thresholds.size:
+        raise ValueError(f"the evaluation split is empty: threshold rule {rule.value} has nothing to choose from")
+    if rule is ThresholdRule.COST:
+        return float(thresholds[np.argmin(target * (predicted - tp) + (positives - tp))])
+    reached = (precision if rule is ThresholdRule.PRECISION else recall) >= target
+    if not reached.any():
+        best = float((precision if rule is ThresholdRule.PRECISION else recall).max(initial=0.0))
+        raise ValueError(
+            f"no threshold reaches {rule.value} {target:g} on the evaluation split (at most {best:.4f}): "
+            "lower the use case's threshold_target, or train on more data"
+        )
+    chosen = thresholds[reached]
+    return float(chosen[0] if rule is ThresholdRule.PRECISION else chosen[-1])
+
+
+def threshold_rule_words(use_case: UseCase) -> str:
+    """The use case's threshold rule in words, as the version's metadata records it; checked before any
+    data is read, so that a rule without a usable target fails in seconds rather than after training."""
+    settings = use_case.training
+    rule, target = settings.threshold_rule, settings.threshold_target
+    if rule is ThresholdRule.MAX_F1:
+        return "maximises F1 on the evaluation split"
+    if rule is ThresholdRule.COST:
+        if target is None or not target > 0:
+            raise ValueError(f"use case {use_case.name}: threshold rule cost needs a threshold_target above 0")
+        return f"minimises {target:g} x false positives + false negatives on the evaluation split"
+    if target is None or not 0 < target <= 1:
+        raise ValueError(f"use case {use_case.name}: threshold rule {rule.value} needs a threshold_target in (0, 1]")
+    if rule is ThresholdRule.PRECISION:
+        return f"the lowest threshold whose precision on the evaluation split reaches {target:g}"
+    return f"the highest threshold whose recall on the evaluation split reaches {target:g}"
 
 
 def evaluate(labels: np.ndarray, probs: np.ndarray, threshold: float) -> dict[str, float]:
@@ -224,60 +308,73 @@ class TrainingResult:
     transform_dir: str  # tf.Transform's analysis output, kept for inspection and skew checks
 
 
-def train(pipeline_options: PipelineOptions) -> TrainingResult:
-    """Train and export a version from parsed options (`pipelines.train.run` parses them)."""
+def train(pipeline_options: PipelineOptions, use_case: UseCase) -> TrainingResult:
+    """Train and export a version of `use_case` from parsed options (`pipelines.train.run` parses them and
+    loads the use case)."""
     data = pipeline_options.view_as(DataOptions)
     opts = pipeline_options.view_as(TrainingOptions)
-    schema = schemas.INPUT.for_training()
-
+    rule = threshold_rule_words(use_case)
+    training_input = data.input or use_case.training_input
+    if not training_input:
+        raise ValueError(f"use case {use_case.name} declares no default training input: give --input")
     FileSystems.set_options(pipeline_options)
-    training_input = data.input or DEFAULT_TRAINING_INPUT
+    schema = use_case.input.for_training()
     source, nights = training_nights(training_input, data.start_date, data.end_date, schema, data)
     os.makedirs(opts.work_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="run-", dir=opts.work_dir)
     transform_dir, data_dir = os.path.join(work, "transform"), os.path.join(work, "data")
-    rejected, data_range = transform(pipeline_options, source, nights, transform_dir, data_dir)
-    model, fitted = fit(opts, transform_dir, data_dir)
+    rejected, time_range = transform(pipeline_options, source, nights, use_case, transform_dir, data_dir)
+    model, fitted = fit(opts, use_case, transform_dir, data_dir)
+    settings = use_case.training
     metadata = {
         "created_at": datetime.now(timezone.utc).isoformat(),
         "metrics": fitted.metrics,
         "threshold": fitted.threshold,
-        "threshold_rule": "maximises F1 on the evaluation split",
+        "threshold_rule": rule,
         "training_input": training_input,
-        "training_data_range": data_range,
+        "training_data_range": time_range,
         "training_records": fitted.training_records,
         "eval_records": fitted.eval_records,
         "rejected_records": rejected,
-        "epochs": opts.epochs,
+        "epochs": fitted.epochs,
+        "batch_size": settings.batch_size,
+        "class_weights": list(settings.class_weights) if settings.class_weights else None,
         "seed": opts.seed,
     }
-    version = export.export_version(
-        model, transform_dir, data.model_root, data.model_name, schema, metadata, fitted.baseline.SerializeToString()
-    )
+    name = data.model_name or use_case.model_name
+    baseline = fitted.baseline.SerializeToString()
+    version = export.export_version(model, transform_dir, data.model_root, name, use_case, metadata, baseline)
     said = {"model": version.name, "version": version.version, "path": version.path}
     print(json.dumps({**said, "threshold": fitted.threshold, "metrics": fitted.metrics}, indent=2))
     return TrainingResult(version, fitted.metrics, transform_dir)
 
 
 def transform(
-    options: PipelineOptions, source: Source, nights: list[NightInput], transform_dir: str, data_dir: str
+    options: PipelineOptions,
+    source: Source,
+    nights: list[NightInput],
+    use_case: UseCase,
+    transform_dir: str,
+    data_dir: str,
 ) -> tuple[int, dict[str, str]]:
     """The Beam pipeline (`build_pipeline`), run to its end: (records rejected, the data's event-time range)."""
     pipeline = beam.Pipeline(options=options)
-    build_pipeline(pipeline, source, nights, options.view_as(TrainingOptions), transform_dir, data_dir)
+    build_pipeline(pipeline, source, nights, options.view_as(TrainingOptions), use_case, transform_dir, data_dir)
     result = pipeline.run()
     result.wait_until_finish()
     queried = result.metrics().query(MetricsFilter())["counters"]
     counters = {f"{m.key.metric.namespace}/{m.key.metric.name}": m.committed for m in queried}
+    return int(counters.get(metrics.TRAINING_REJECTED.key, 0)), training_data_range(result)
+
+
+def training_data_range(result) -> dict[str, str]:
+    """The event-time range AssignSplits measured, from a finished pipeline's metrics; {} where the records
+    held no event time (none declared, or every one null), rather than a range nothing supports."""
     time_range = result.metrics().query(MetricsFilter().with_name(metrics.EVENT_TIME.name))["distributions"]
-    data_range = {}
-    if time_range:
-        dist = time_range[0].committed
-        data_range = {
-            "start": datetime.fromtimestamp(dist.min, timezone.utc).isoformat(),
-            "end": datetime.fromtimestamp(dist.max, timezone.utc).isoformat(),
-        }
-    return int(counters.get(metrics.TRAINING_REJECTED.key, 0)), data_range
+    if not time_range or time_range[0].committed is None or not time_range[0].committed.count:
+        return {}
+    dist = time_range[0].committed
+    return data_range(dist.min, dist.max)
 
 
 @dataclass
@@ -289,23 +386,37 @@ class Fitted:
     baseline: statistics_pb2.DatasetFeatureStatisticsList  # the version's drift baseline
     training_records: int
     eval_records: int
+    epochs: int
 
 
-def fit(opts: TrainingOptions, transform_dir: str, data_dir: str):
-    """Keras training on the transformed train split, the threshold and metrics on the eval split."""
+def fit(opts: TrainingOptions, use_case: UseCase, transform_dir: str, data_dir: str):
+    """Keras training on the transformed train split, the threshold and metrics on the eval split. --epochs
+    overrides the use case's epochs (a quick test run); the rest of its training settings are its own."""
+    settings = use_case.training
+    epochs = opts.epochs if opts.epochs is not None else settings.epochs
+    weights = dict(enumerate(settings.class_weights)) if settings.class_weights else None
     tf.keras.utils.set_random_seed(opts.seed)
     tf.config.experimental.enable_op_determinism()
-    train_x, train_y = load_split(os.path.join(data_dir, TRAIN))
-    eval_x, eval_y = load_split(os.path.join(data_dir, EVAL))
+    train_x, train_y = load_split(os.path.join(data_dir, TRAIN), use_case.label)
+    eval_x, eval_y = load_split(os.path.join(data_dir, EVAL), use_case.label)
     from tensorflow_transform import TFTransformOutput
 
-    model = model_lib.build_model(model_lib.categorical_sizes(TFTransformOutput(transform_dir)))
+    categorical = model_lib.categorical_sizes(TFTransformOutput(transform_dir), use_case)
+    model = use_case.build_model()(use_case, categorical)
     with quiet.muffled():
-        model.fit(train_x, train_y, batch_size=256, epochs=opts.epochs, shuffle=True, verbose=0)
-    eval_probs = model.predict(eval_x, batch_size=4096, verbose=0)
-    threshold = choose_threshold(eval_y, eval_probs)
+        model.fit(
+            train_x,
+            train_y,
+            batch_size=settings.batch_size,
+            epochs=epochs,
+            class_weight=weights,
+            shuffle=True,
+            verbose=0,
+        )
+    eval_probs = np.ravel(model.predict(eval_x, batch_size=4096, verbose=0))
+    threshold = choose_threshold(eval_y, eval_probs, settings.threshold_rule, settings.threshold_target)
     # The drift baseline: the train split's features (from the pipeline) and the eval split's scores.
     baseline = statistics.read_statistics(FileSystems.join(data_dir, statistics.BASELINE_FILE))
     baseline.datasets.append(statistics.score_statistics(EVAL_SCORES, eval_probs, threshold))
     measured = evaluate(eval_y, eval_probs, threshold)
-    return model, Fitted(threshold, measured, baseline, int(len(train_y)), int(len(eval_y)))
+    return model, Fitted(threshold, measured, baseline, int(len(train_y)), int(len(eval_y)), epochs)

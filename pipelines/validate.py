@@ -308,7 +308,9 @@ def _column_hash(values: pa.Array) -> np.ndarray:
     elif pa.types.is_boolean(values.type):
         hashed = pc.fill_null(values, False).to_numpy(zero_copy_only=False).astype(np.uint64)
     else:  # integers, dates, timestamps
-        hashed = pc.cast(pc.fill_null(values, 0), pa.int64()).to_numpy(zero_copy_only=False).view(np.uint64)
+        if pa.types.is_date32(values.type):  # days since 1970: Arrow casts a date to int32, not int64
+            values = pc.cast(values, pa.int32())
+        hashed = pc.fill_null(pc.cast(values, pa.int64()), 0).to_numpy(zero_copy_only=False).view(np.uint64)
     if values.null_count:
         hashed = np.where(values.is_null().to_numpy(zero_copy_only=False), _NULL, hashed)
     return hashed

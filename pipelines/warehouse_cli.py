@@ -4,12 +4,14 @@ the warehouse opened as it is, never created, and one line and exit code 2 for a
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pipelines.arguments import CommandParser, ShowDefaults, iso_date
-from pipelines.defaults import DEFAULT_WAREHOUSE
+from pipelines.arguments import USE_CASE_HELP
+from pipelines.defaults import DEFAULT_USE_CASE, DEFAULT_WAREHOUSE
+from pipelines.parsing import CommandParser, ShowDefaults, iso_date
 
 if TYPE_CHECKING:
     from pipelines.warehouses import Warehouse
@@ -26,22 +28,34 @@ def night_parser(module: str, usage: str, description: str, what: str) -> argpar
         epilog="Other options (gs:// settings such as --project) go to Beam's file systems.",
     )
     built.add_argument("--date", required=True, type=iso_date, help="The night, YYYY-MM-DD.")
+    built.add_argument("--use_case", default=DEFAULT_USE_CASE, help=USE_CASE_HELP)
     built.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="A DuckDB file or bq://project.dataset.")
     latest = f"{what} this run of the date, not its latest (default: the latest)."
     built.add_argument("--run_id", default=None, help=latest)
     return built
 
 
-def existing_warehouse(location: str, beam_args: list[str]) -> Warehouse:
-    """The warehouse at `location`, its tables as schemas/ defines them, or a clear error; the other
-    arguments (gs:// settings such as --project) go to Beam's file systems, as the scoring job takes them."""
+def existing_warehouse(location: str, use_case: str, beam_args: list[str]) -> Warehouse:
+    """The use case's warehouse at `location`, its tables as schemas/ defines them, or a clear error; the
+    other arguments (gs:// settings such as --project) go to Beam's file systems, as the scoring job takes them."""
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.warehouses import WarehouseConfigError, open_warehouse
+    from schemas import load_use_case
 
-    FileSystems.set_options(PipelineOptions(beam_args))
-    warehouse = open_warehouse(location)
+    options = PipelineOptions(beam_args)
+    beam_logger = logging.getLogger("apache_beam.options.pipeline_options")
+    level, beam_logger.level = beam_logger.level, logging.ERROR  # its "Discarding unparseable args": said below
+    try:
+        known = set(options.get_all_options())
+    finally:
+        beam_logger.setLevel(level)
+    unknown = sorted(set(options.get_all_options(retain_unknown_options=True)) - known)
+    if unknown:  # a misspelt option of the command's own would otherwise be dropped without a word
+        raise ValueError(f"unknown option --{unknown[0]} (--help lists the options)")
+    FileSystems.set_options(options)
+    warehouse = open_warehouse(location, load_use_case(use_case))
     if not warehouse.exists():
         raise WarehouseConfigError(f"{location}: no such warehouse")
     warehouse.prepare(create=False)

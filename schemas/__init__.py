@@ -1,34 +1,34 @@
 """The one source of truth for input records and warehouse tables.
 
-The pipelines read the active use case's schemas from here; a team with its own data points these
-names at its own module.
+`core` has the building blocks, `platform` the platform's own tables (and the predictions table, derived
+from a use case's key), `use_case` what a use case declares and how one is chosen by name; each use case
+declares its input in a module of its own (`taxi`, the bundled example).
 """
 
 from schemas.core import CHALLENGER, CHAMPION, Column, ColumnType, Field, InputSchema, Role, TableSchema
-from schemas.taxi import (
-    DRIFT_NOT_FLAGGED,
-    DRIFT_THRESHOLDS,
+from schemas.platform import (
     FEATURE_DRIFT,
-    PREDICTIONS,
     PROVENANCE,
     REFUSED_ERRORS,
     REFUSED_FEATURE_DRIFT,
-    REFUSED_PREDICTIONS,
     SCORING_ERRORS,
     SCORING_RUNS,
-    STAGED_PREDICTIONS,
-    TRIPS,
+    predictions,
+    refused_predictions,
+    staged_predictions,
+    warehouse_tables,
 )
-
-INPUT = TRIPS
-WAREHOUSE_TABLES = (
-    PREDICTIONS,
-    SCORING_ERRORS,
-    SCORING_RUNS,
-    REFUSED_PREDICTIONS,
-    REFUSED_ERRORS,
-    FEATURE_DRIFT,
-    REFUSED_FEATURE_DRIFT,
+from schemas.use_case import (
+    DEFAULT_USE_CASE,
+    DriftSettings,
+    Feature,
+    FeatureKind,
+    ThresholdRule,
+    TrainingSettings,
+    UseCase,
+    UseCaseError,
+    Words,
+    load_use_case,
 )
 
 __all__ = [
@@ -40,17 +40,24 @@ __all__ = [
     "InputSchema",
     "Role",
     "TableSchema",
-    "INPUT",
-    "DRIFT_NOT_FLAGGED",
-    "DRIFT_THRESHOLDS",
     "FEATURE_DRIFT",
-    "PREDICTIONS",
     "PROVENANCE",
     "REFUSED_ERRORS",
     "REFUSED_FEATURE_DRIFT",
-    "REFUSED_PREDICTIONS",
     "SCORING_ERRORS",
     "SCORING_RUNS",
-    "STAGED_PREDICTIONS",
-    "WAREHOUSE_TABLES",
+    "predictions",
+    "refused_predictions",
+    "staged_predictions",
+    "warehouse_tables",
+    "DEFAULT_USE_CASE",
+    "DriftSettings",
+    "Feature",
+    "FeatureKind",
+    "ThresholdRule",
+    "TrainingSettings",
+    "UseCase",
+    "UseCaseError",
+    "Words",
+    "load_use_case",
 ]

@@ -140,7 +140,7 @@ class InputSchema:
         return InputSchema(self.name, tuple(cols))
 
     def for_scoring(self) -> InputSchema:
-        """Scoring never needs the label: tonight's trips have no tips yet."""
+        """Scoring never needs the label: tonight's records have no outcome yet."""
         return InputSchema(
             self.name,
             tuple(c.with_required(False) if c.role is Role.LABEL else c for c in self.columns),
@@ -173,9 +173,20 @@ class InputSchema:
         """
         import tensorflow as tf  # imported here so schema users without TF (operators) stay light
 
-        dtypes = {ColumnType.STRING: tf.string, ColumnType.INT64: tf.int64, ColumnType.FLOAT64: tf.float32}
+        # A BOOL label reaches the preprocessing as 0/1: tf.Example features hold no booleans.
+        dtypes = {
+            ColumnType.STRING: tf.string,
+            ColumnType.INT64: tf.int64,
+            ColumnType.FLOAT64: tf.float32,
+            ColumnType.BOOL: tf.int64,
+        }
         spec = {}
         for c in self.model_columns:
+            if c.type not in dtypes:
+                raise ValueError(
+                    f"column {c.name}: a model column of type {c.type.value} is not supported (features and labels "
+                    "are STRING, INT64, FLOAT64; a label may be BOOL): make it the event time, or convert it upstream"
+                )
             dtype = dtypes[c.type]
             spec[c.name] = tf.io.FixedLenFeature([], dtype) if c.required else tf.io.VarLenFeature(dtype)
         return spec

@@ -54,6 +54,13 @@ MEASUREMENTS = {
 }
 
 
+def latest_model(args):
+    """The use case's newest usable version: what every measurement scores with."""
+    from models import registry
+
+    return registry.resolve(args.model_root, args.case.model_name, "latest", args.case)
+
+
 # ---------------------------------------------------------------- (a) the ceiling
 
 
@@ -62,17 +69,16 @@ def measure_ceiling(args) -> dict:
     import pyarrow.csv as pacsv
     import tensorflow as tf
 
-    import schemas
-    from models import devices, registry, signature
+    from models import devices, signature
     from pipelines.batches import RawBatch
     from pipelines.defaults import DEFAULT_BATCH_SIZE
     from pipelines.validate import SchemaValidator
 
-    model = registry.resolve(args.model_root, "taxi_tipper", "latest", schemas.INPUT)
+    model, schema = latest_model(args), args.case.input
     kind = devices.resolve_kind(args.accelerator)
     device = devices.visible_devices(kind)[0]
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE[kind]
-    validator = SchemaValidator(schemas.INPUT.for_scoring())
+    validator = SchemaValidator(schema.for_scoring())
     prepared = []
     with tf.device(device):
         loaded = tf.saved_model.load(model.path)
@@ -81,14 +87,14 @@ def measure_ceiling(args) -> dict:
             raw = pacsv.read_csv(
                 path,
                 convert_options=pacsv.ConvertOptions(
-                    column_types={n: pa.string() for n in schemas.INPUT.names},
+                    column_types={n: pa.string() for n in schema.names},
                     strings_can_be_null=True,
                     null_values=[""],
                 ),
             )
             valid, _ = validator.validate(RawBatch(path, raw.combine_chunks().to_batches()[0]))
             for start in range(0, valid.num_rows, batch_size):
-                prepared.append(signature.batch_to_inputs(valid.slice(start, batch_size), schemas.INPUT))
+                prepared.append(signature.batch_to_inputs(valid.slice(start, batch_size), schema))
         score(**prepared[0])[signature.PROBABILITY].numpy()  # warm-up: trace and allocate once
         rows = 0
         t0 = time.perf_counter()
@@ -109,23 +115,23 @@ def measure_fused(args) -> dict:
     import pyarrow.parquet as pq
     import tensorflow as tf
 
-    import schemas
-    from models import devices, registry, signature
+    from models import devices, signature
     from pipelines.defaults import DEFAULT_BATCH_SIZE
 
     kind = devices.resolve_kind(args.accelerator)
     device = devices.visible_devices(kind)[0]
     batch_size = args.batch_size or DEFAULT_BATCH_SIZE[kind]
-    schema = schemas.INPUT.for_scoring()
+    schema = args.case.input.for_scoring()
     convert = pacsv.ConvertOptions(
         column_types={c.name: c.type.arrow for c in schema.columns}, strings_can_be_null=True, null_values=[""]
     )
-    out_schema = pa.schema([("trip_id", pa.string()), ("probability", pa.float32()), ("label", pa.bool_())])
+    key = (schema.key.name, schema.key.type.arrow)
+    out_schema = pa.schema([key, ("probability", pa.float32()), ("label", pa.bool_())])
     out = os.path.join(args.work_dir, "fused")
     os.makedirs(out, exist_ok=True)
     rows = 0
     t0 = time.perf_counter()
-    model = registry.resolve(args.model_root, "taxi_tipper", "latest", schemas.INPUT)
+    model = latest_model(args)
     with tf.device(device):
         score = tf.saved_model.load(model.path).signatures[signature.RAW_SIGNATURE]
         for i, path in enumerate(args.files):
@@ -157,12 +163,11 @@ def measure_baseline(args) -> dict:
     import numpy as np
     from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
 
-    import schemas
-    from models import registry, signature
+    from models import signature
 
-    model = registry.resolve(args.model_root, "taxi_tipper", "latest", schemas.INPUT)
+    model, key = latest_model(args), args.case.input.key.name
     header = next(csv.reader(open(args.files[0])))
-    features = schemas.INPUT.features
+    features = args.case.input.features
     dtypes = {"STRING": object, "INT64": np.int64, "FLOAT64": np.float32}
 
     def parse(line: str) -> dict:
@@ -201,7 +206,7 @@ def measure_baseline(args) -> dict:
             | "ReadTrips" >> beam.io.ReadFromText(args.input_glob, skip_header_lines=1)
             | "Parse" >> beam.Map(parse)
             | "RunInference" >> RunInference(DictHandler())
-            | "Format" >> beam.Map(lambda r: f"{r.example['trip_id']},{r.inference:.6f}")
+            | "Format" >> beam.Map(lambda r: f"{r.example[key]},{r.inference:.6f}")
             | "WriteScores" >> beam.io.WriteToText(out)
         )
     seconds = time.perf_counter() - t0
@@ -218,6 +223,7 @@ def measure_pipeline(args, *extra: str) -> dict:
     from pipelines import score
 
     argv = [
+        f"--use_case={args.use_case}",
         f"--date={DAY}",
         f"--input={args.input_glob}",
         f"--model_root={args.model_root}",
@@ -250,8 +256,6 @@ def json_files(args) -> list[str]:
     import duckdb
     import pyarrow.csv as pacsv
 
-    import schemas
-
     paths = []
     for path in args.files:
         target = os.path.join(args.work_dir, "json", os.path.basename(path).replace(".csv", ".jsonl"))
@@ -260,7 +264,7 @@ def json_files(args) -> list[str]:
             trips = pacsv.read_csv(
                 path,
                 convert_options=pacsv.ConvertOptions(
-                    column_types={c.name: c.type.arrow for c in schemas.INPUT.columns}
+                    column_types={c.name: c.type.arrow for c in args.case.input.columns}
                 ),
             )
             with duckdb.connect() as con:
@@ -274,12 +278,11 @@ def measure_extract(args, fmt: str) -> dict:
     """Extraction as the pipeline does it: read, type and validate into Arrow batches, on Beam."""
     import apache_beam as beam
 
-    import schemas
     from pipelines.sources.file_source import ReadInputFiles
     from pipelines.validate import ValidateRecords
 
     files = args.files if fmt == "csv" else json_files(args)
-    schema = schemas.INPUT.for_scoring()
+    schema = args.case.input.for_scoring()
     out = os.path.join(args.work_dir, f"extract_{fmt}", "count")
     t0 = time.perf_counter()
     with beam.Pipeline(argv=["--runner=DirectRunner"]) as p:
@@ -318,6 +321,7 @@ def staged_predictions(args) -> tuple[list[tuple[str, int]], dict[str, int]]:
 
     import schemas
 
+    key = args.case.input.key
     folder = os.path.join(args.work_dir, f"staged_{args.rows}")
     rng = np.random.default_rng(0)
     keys = np.arange(args.rows)
@@ -335,11 +339,13 @@ def staged_predictions(args) -> tuple[list[tuple[str, int]], dict[str, int]]:
         if not os.path.exists(path):
             columns = {
                 "score_date": pa.repeat(pa.scalar(date.fromisoformat(DAY), pa.date32()), n),
-                "trip_id": pc.binary_join_element_wise("trip-", pc.cast(pa.array(k), pa.string()), ""),
+                key.name: pc.binary_join_element_wise("trip-", pc.cast(pa.array(k), pa.string()), "")
+                if key.type.arrow == pa.string()
+                else pa.array(k),
                 "probability": pa.array(rng.random(n)),
                 "label": pa.array(rng.random(n) > 0.5),
                 "threshold": pa.repeat(0.5, n),
-                "model_name": pa.repeat("taxi_tipper", n),
+                "model_name": pa.repeat(args.case.model_name, n),
                 "model_version": pa.repeat(1, n),
                 "model_role": pa.repeat("champion", n),
                 "run_id": pa.repeat("benchmark", n),
@@ -348,7 +354,7 @@ def staged_predictions(args) -> tuple[list[tuple[str, int]], dict[str, int]]:
                 "line_number": pa.array(np.arange(n) + 2),
                 "content_hash": pa.array(h),
             }
-            pq.write_table(pa.table(columns, schema=schemas.STAGED_PREDICTIONS.arrow_schema), path)
+            pq.write_table(pa.table(columns, schema=schemas.staged_predictions(args.case).arrow_schema), path)
         files.append((path, n))
         counts[name] = n
     return files, counts
@@ -360,18 +366,18 @@ def measure_publish(args, resolve: bool) -> dict:
     from datetime import datetime, timezone
 
     from pipelines.warehouses import RunRecord, StagedResults, open_warehouse, sql
-    from schemas import PREDICTIONS
+    from schemas import predictions
 
     files, counts = staged_predictions(args)
     path = os.path.join(args.work_dir, f"publish_{'resolved' if resolve else 'plain'}.duckdb")
     if os.path.exists(path):
         os.remove(path)
-    warehouse = open_warehouse(path)
+    warehouse = open_warehouse(path, args.case)
     warehouse.prepare()
     run = RunRecord(
         run_id="benchmark",
         score_date=date.fromisoformat(DAY),
-        model_name="taxi_tipper",
+        model_name=args.case.model_name,
         model_version=1,
         input="benchmark",
         started_at=datetime.fromtimestamp(0, timezone.utc),
@@ -383,8 +389,8 @@ def measure_publish(args, resolve: bool) -> dict:
         warehouse.publish_night(run, staged)
     else:
         with warehouse._staged(run, staged) as tables:
-            warehouse._query(sql.audit(warehouse.dialect, tables, run.run_id, run.score_date))
-            columns = ", ".join(PREDICTIONS.names)
+            warehouse._query(sql.audit(warehouse.dialect, tables, warehouse.key, run.run_id, run.score_date))
+            columns = ", ".join(predictions(args.case).names)
             warehouse._transaction(
                 run, [sql.Statement(f"INSERT INTO predictions ({columns}) SELECT {columns} FROM {tables.predictions}")]
             )
@@ -400,6 +406,7 @@ def run_measurement(name: str, args) -> dict:
         sys.executable,
         os.path.abspath(__file__),
         f"--measure={name}",
+        f"--use_case={args.use_case}",
         f"--rows={args.rows}",
         f"--work_dir={args.work_dir}",
         f"--model_root={args.model_root}",
@@ -421,9 +428,9 @@ def ensure_inputs(args) -> None:
     from models import registry
     from scripts import make_trips
 
-    if not registry.list_versions(args.model_root, "taxi_tipper"):
+    if not registry.list_versions(args.model_root, args.case.model_name):
         subprocess.run(
-            [sys.executable, "-m", "pipelines.train", f"--model_root={args.model_root}"],
+            [sys.executable, "-m", "pipelines.train", f"--use_case={args.use_case}", f"--model_root={args.model_root}"],
             cwd=REPO,
             check=True,
             env={**os.environ, "PYTHONPATH": REPO},
@@ -442,7 +449,10 @@ def ensure_inputs(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    from schemas import DEFAULT_USE_CASE, load_use_case
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--use_case", default=DEFAULT_USE_CASE, help="Whose data and model (as the scorer's).")
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--json", default=None, help="Write the results here.")
     parser.add_argument(
@@ -461,6 +471,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--model_root", default=os.path.join(REPO, "artifacts", "models"))
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     args, args.pipeline_args = parser.parse_known_args(argv)
+    args.case = load_use_case(args.use_case)
     args.input_glob = os.path.join(args.work_dir, "trips", f"dt={DAY}", "*.csv")
     args.files = sorted(glob.glob(args.input_glob))
 

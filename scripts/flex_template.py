@@ -34,6 +34,7 @@ REGEXES = {
     "report_dir": r"^(gs://.+|none)$",
     "model_root": r"^(gs://|/).+$",
     "model_name": r"^[A-Za-z0-9_.-]+$",
+    "use_case": r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$",  # a name, or a module's dotted path
     "model_version": r"^(latest|[0-9]+)$",
     "challenger_version": r"^[0-9]+$",
     "summary_json": r"^(gs://|/).+\.json$",

@@ -24,14 +24,14 @@ import pyarrow.csv as pacsv
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import schemas  # noqa: E402
+from schemas.taxi import TRIPS  # noqa: E402
 
 DEFAULT_SOURCE = "data/chicago_taxi/trips.csv"
 CHUNK_ROWS = 500_000  # generated and written a chunk at a time, so 10 million rows fit in memory easily
 
 
 def read_source(path: str) -> pa.Table:
-    names = [n for n in schemas.INPUT.names if n != schemas.INPUT.key.name]
+    names = [n for n in TRIPS.names if n != TRIPS.key.name]
     return pacsv.read_csv(
         path,
         convert_options=pacsv.ConvertOptions(

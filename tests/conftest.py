@@ -23,15 +23,15 @@ import pyarrow.csv as pacsv
 import pytest
 
 from models import quiet  # noqa: E402
+from schemas.taxi import TRIPS
+from schemas.taxi import USE_CASE as TAXI
 
 quiet.configure(verbose=False)  # as the commands do: TensorFlow's start-up notices left out of test output
 quiet.tensorflow()
 
-import schemas  # noqa: E402
 from models import registry  # noqa: E402
 from pipelines import train, training  # noqa: E402
 from pipelines.batches import RawBatch  # noqa: E402
-from pipelines.defaults import DEFAULT_MODEL_NAME  # noqa: E402
 from pipelines.validate import SchemaValidator  # noqa: E402
 from scripts import make_trips  # noqa: E402
 
@@ -63,7 +63,7 @@ def trained(tmp_path_factory, worker_id) -> training.TrainingResult:
             (shared / "result.json").write_text(json.dumps({"metrics": result.metrics, "transform_dir": transform}))
     shutil.copytree(shared, root, dirs_exist_ok=True)
     said = json.loads((root / "result.json").read_text())
-    version = registry.resolve(str(root / "models"), DEFAULT_MODEL_NAME, "latest", schemas.INPUT)
+    version = registry.resolve(str(root / "models"), TAXI.model_name, "latest", TAXI)
     return training.TrainingResult(version, said["metrics"], str(root / said["transform_dir"]))
 
 
@@ -78,7 +78,7 @@ def typed_trips(tmp_path_factory) -> pa.Table:
     tmp = tmp_path_factory.mktemp("trips")
     [path] = write_partition(tmp, "2026-11-23", 4000)
     raw = read_as_text(path)
-    valid, rejected = SchemaValidator(schemas.INPUT.for_scoring()).validate(
+    valid, rejected = SchemaValidator(TRIPS.for_scoring()).validate(
         RawBatch(path, raw.combine_chunks().to_batches()[0])
     )
     assert rejected is None
@@ -90,7 +90,7 @@ def read_as_text(path: str) -> pa.Table:
     return pacsv.read_csv(
         path,
         convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True, null_values=[""]
+            column_types={n: pa.string() for n in TRIPS.names}, strings_can_be_null=True, null_values=[""]
         ),
     )
 

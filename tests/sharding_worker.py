@@ -25,28 +25,29 @@ def main() -> None:
     from apache_beam.metrics.metric import MetricsFilter
     from apache_beam.ml.inference.base import RunInference
 
-    import schemas
     from models.devices import ShardedModel
     from models.handler import ExportedModelHandler
     from models.registry import ModelVersion, read_metadata
+    from schemas.taxi import TRIPS
+    from schemas.taxi import USE_CASE as TAXI
 
     version = ModelVersion("taxi_tipper", 1, model_path, read_metadata(model_path))
     if mode == "claim":  # one copy, held until the test says every process has claimed
-        model = ShardedModel(model_path, schemas.INPUT.for_scoring(), "cpu", 1)
+        model = ShardedModel(model_path, TRIPS.for_scoring(), "cpu", 1)
         print(json.dumps({"devices": model.devices}), flush=True)
         release = args[0]
         while not os.path.exists(release):
             time.sleep(0.05)
         return
     if mode == "copies":  # ask for more copies than devices
-        model = ShardedModel(model_path, schemas.INPUT.for_scoring(), "cpu", int(args[0]))
+        model = ShardedModel(model_path, TRIPS.for_scoring(), "cpu", int(args[0]))
         print(json.dumps({"devices": model.devices}), flush=True)
         return
     if mode == "pipeline":  # score a batch file with N copies in this process
         copies, batch_size, batches_path, out_path = int(args[0]), int(args[1]), args[2], args[3]
         table = pq.read_table(batches_path)
         handler = ExportedModelHandler(
-            version, schemas.INPUT.for_scoring(), batch_size=batch_size, accelerator="cpu", models_per_process=copies
+            version, TAXI, batch_size=batch_size, accelerator="cpu", models_per_process=copies
         )
         with beam.Pipeline() as p:
             scored = (

@@ -27,6 +27,8 @@ from pipelines.validate import SchemaValidator
 from pipelines.warehouses import AuditError, RunRecord, StagedResults, open_warehouse
 from pipelines.warehouses.contract import StagedCounts, check_staged
 from schemas import SCORING_ERRORS, SCORING_RUNS, TableSchema
+from schemas.taxi import TRIPS
+from schemas.taxi import USE_CASE as TAXI
 from tests.conftest import BQ_PROJECT, SAMPLE, query, read_as_text, write_partition
 from tests.float32 import assert_same_scores
 from tests.test_sources import bq_schema, load_table, to_json_lines
@@ -160,7 +162,7 @@ def exponent(value: int) -> str:
 def pandas_style(header: list[str], rows: list[list[str]]) -> list[list[str]]:
     """Integer columns as pandas writes those holding a missing value (480.0, 17031839100.0), and some in
     exponent form (4.80e+02)."""
-    ints = {c.name for c in schemas.INPUT.columns if c.type is schemas.ColumnType.INT64}
+    ints = {c.name for c in TRIPS.columns if c.type is schemas.ColumnType.INT64}
     return [
         [
             (f"{int(v)}.0" if i % 2 else exponent(int(v))) if name in ints and v else v
@@ -305,11 +307,11 @@ def previous_release(table: TableSchema) -> TableSchema:
 def test_a_warehouse_of_the_previous_release_is_migrated(model_root, warehouse, tmp_path):
     old = {t.name: previous_release(t) for t in (SCORING_ERRORS, SCORING_RUNS)}
     assert old["scoring_errors"].names[-1] == "recorded_at" and old["scoring_runs"].names[-1] == "options"
-    contract = open_warehouse(warehouse.location)
+    contract = open_warehouse(warehouse.location, TAXI)
     contract._open(True)
-    for table in schemas.WAREHOUSE_TABLES:
+    for table in schemas.warehouse_tables(TAXI):
         warehouse.drop(table.name, "table")
-    for table in (schemas.PREDICTIONS, SCORING_ERRORS, SCORING_RUNS):  # the tables that release had
+    for table in (schemas.predictions(TAXI), SCORING_ERRORS, SCORING_RUNS):  # the tables that release had
         contract._create_table(old.get(table.name, table))
     timestamp = contract.dialect.type_name(schemas.ColumnType.TIMESTAMP)
     warehouse.execute(
@@ -322,7 +324,7 @@ def test_a_warehouse_of_the_previous_release_is_migrated(model_root, warehouse, 
         f.write("cut,short\n")
     code, summary = run(tmp_path, model_root, part, warehouse=warehouse)
     assert code == 0 and summary["rejected_records"] == 1
-    for table in schemas.WAREHOUSE_TABLES:
+    for table in schemas.warehouse_tables(TAXI):
         assert [name for name, _ in warehouse.columns(table.name)] == table.names
     assert sorted(warehouse.rows("SELECT run_id, reason, column_name, detail, records FROM scoring_errors")) == [
         (summary["run_id"], "malformed_line", None, "expected 19 fields, found 2", 1),
@@ -345,7 +347,7 @@ def test_the_bundled_sample_loses_nothing_to_the_declared_ranges():
     table = read_as_text(SAMPLE)
     from pipelines.batches import RawBatch
 
-    _, rejected = SchemaValidator(schemas.INPUT.for_training()).validate(
+    _, rejected = SchemaValidator(TRIPS.for_training()).validate(
         RawBatch(SAMPLE, table.combine_chunks().to_batches()[0])
     )
     assert rejected is None and table.num_rows == 15002

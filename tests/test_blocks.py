@@ -20,12 +20,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import schemas
 from pipelines.batches import RawBatch
 from pipelines.sources import ReadSettings
 from pipelines.sources.blocks import BOM, COUNT_SLICE, Records, count_newlines, exact, json_lines, scan_csv
 from pipelines.sources.csv_reader import CsvReader
 from pipelines.sources.reader import BlockBuffer
+from schemas.taxi import TRIPS
 from tests.conftest import write_partition
 
 
@@ -152,7 +152,7 @@ def test_a_header_with_or_without_a_bom_is_read_the_same(tmp_path):
     [path] = write_partition(tmp_path, "2026-11-23", 25)
     plain = open(path, "rb").read()
     assert not plain.startswith(BOM)
-    schema = schemas.INPUT.for_scoring()
+    schema = TRIPS.for_scoring()
     read = {}
     for name, data in (("plain", plain), ("bom", BOM + plain)):
         reader = CsvReader(name, schema, ReadSettings(block_bytes=1 << 12))

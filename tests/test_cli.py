@@ -17,7 +17,8 @@ import pytest
 
 from models import quiet
 from pipelines import export_statistics, report, score
-from pipelines.arguments import ShowDefaults, data_arguments, parser, scoring_arguments, training_arguments
+from pipelines.arguments import data_arguments, parser, scoring_arguments, training_arguments
+from pipelines.parsing import ShowDefaults
 from tests.conftest import REPO, write_partition
 
 DAY = "2026-11-23"
@@ -60,7 +61,8 @@ def test_help_is_in_sections_in_the_order_a_user_needs_them_with_every_default()
         "running",
     ]
     [first] = [g._group_actions for g in scoring._action_groups if g.title == "what to score"]
-    assert [a.dest for a in first[:3]] == ["date", "start_date", "end_date"]
+    assert [a.dest for a in first[:4]] == ["use_case", "date", "start_date", "end_date"]  # whose, then when
+    assert "--use_case" in scoring.format_help()
     training = parser(
         "train", data_arguments, training_arguments, prog="python -m pipelines.train", what="what to train on"
     )

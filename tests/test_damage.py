@@ -37,7 +37,6 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-import schemas
 from models.handler import ExportedModelHandler
 from pipelines import score
 from pipelines.batches import RawBatch
@@ -45,10 +44,12 @@ from pipelines.defaults import MIN_RECORDS, SHRINK_LIMIT
 from pipelines.sources import ReadSettings
 from pipelines.sources.file_source import ReadFiles
 from pipelines.validate import SchemaValidator
+from schemas.taxi import TRIPS
+from schemas.taxi import USE_CASE as TAXI
 from tests.conftest import SAMPLE, query, write_partition
 from tests.float32 import assert_close_probabilities
 
-SCHEMA = schemas.INPUT.for_scoring()
+SCHEMA = TRIPS.for_scoring()
 NAMES = SCHEMA.names
 POOL_SIZE = 200
 # Clean values of `company` that need quoting; none starts with a quote's neighbour (a delimiter or a
@@ -83,7 +84,7 @@ def pool() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def model(trained):
-    return ExportedModelHandler(trained.version, SCHEMA).load_model()
+    return ExportedModelHandler(trained.version, TAXI).load_model()
 
 
 def _encode(record: dict) -> bytes:

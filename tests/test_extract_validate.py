@@ -10,13 +10,13 @@ from apache_beam.testing.util import assert_that, equal_to
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import schemas
 from pipelines.batches import FILE_ERROR, RECORD_ERROR, RawBatch
 from pipelines.sources import InputNotFoundError, ReadSettings
 from pipelines.sources.file_source import ReadInputFiles, match_input
 from pipelines.validate import SchemaValidator, ValidateRecords
+from schemas.taxi import TRIPS
 
-SCHEMA = schemas.INPUT.for_scoring()
+SCHEMA = TRIPS.for_scoring()
 HEADER = ",".join(SCHEMA.names)
 GOOD = "t1,8,12.5,11,15,2,1795446000,41.88,-87.63,,,1.5,,17031839100,Cash,Flash Cab,540,32,0.0"
 
@@ -106,7 +106,7 @@ def test_nullable_columns_may_be_empty_but_not_wrong():
 
 
 def test_training_view_requires_the_label_and_not_the_key():
-    training = schemas.INPUT.for_training()
+    training = TRIPS.for_training()
     valid, rejected = SchemaValidator(training).validate(raw(trip_id="", tips=""))
     assert valid.num_rows == 0
     assert rejected.column("reason")[0].as_py() == "missing_required"

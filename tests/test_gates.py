@@ -15,6 +15,7 @@ import pytest
 from pipelines import score
 from pipelines.warehouses import GateLimits, open_warehouse, sql
 from pipelines.warehouses.gates import VOLUME_MIN_HISTORY, decide
+from schemas.taxi import USE_CASE as TAXI
 from tests.conftest import write_partition
 
 DAY = "2026-11-23"
@@ -190,7 +191,7 @@ def test_an_empty_night_is_never_published(model_root, tmp_path, warehouse):
 
 def seed_history(warehouse, nights: int, records: int) -> None:
     """Published nights before DAY, as their runs' rows say (the volume gate reads nothing else)."""
-    contract = open_warehouse(warehouse.location)
+    contract = open_warehouse(warehouse.location, TAXI)
     contract.prepare()
     for back in range(1, nights + 1):
         day = date.fromisoformat(DAY) - timedelta(days=back)

@@ -6,6 +6,7 @@ import shutil
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
 import pytest
 import tensorflow as tf
 from apache_beam.ml.inference.base import RunInference
@@ -14,9 +15,10 @@ from apache_beam.testing.util import assert_that
 
 import schemas
 from models import registry, signature
-from models.handler import SCORED_SCHEMA, ExportedModelHandler
+from models.handler import ExportedModelHandler, scored_schema
 from pipelines import score
-from schemas import CHALLENGER, CHAMPION
+from schemas import CHALLENGER, CHAMPION, ColumnType, Role
+from schemas.taxi import USE_CASE as TAXI
 from tests.conftest import query, write_partition
 from tests.float32 import PROBABILITY_ATOL, assert_close_probabilities
 
@@ -25,9 +27,9 @@ DAY = "2026-11-23"
 
 def test_handler_scores_columnar_batches(trained, typed_trips):
     batches = typed_trips.to_batches(max_chunksize=700)  # 4000 rows: 6 batches, the last one short
-    handler = ExportedModelHandler(trained.version, schemas.INPUT.for_scoring(), batch_size=1500)
+    handler = ExportedModelHandler(trained.version, TAXI, batch_size=1500)
     model = tf.saved_model.load(trained.version.path)
-    direct = model.signatures[signature.RAW_SIGNATURE](**signature.batch_to_inputs(typed_trips, schemas.INPUT))
+    direct = model.signatures[signature.RAW_SIGNATURE](**signature.batch_to_inputs(typed_trips, TAXI.input))
     expected = dict(
         zip(typed_trips.column("trip_id").to_pylist(), direct[signature.PROBABILITY].numpy().tolist(), strict=True)
     )
@@ -36,7 +38,7 @@ def test_handler_scores_columnar_batches(trained, typed_trips):
     def check(outputs):
         assert sorted(b.num_rows for b in outputs) == sorted(b.num_rows for b in batches)
         for out in outputs:
-            assert out.schema == SCORED_SCHEMA
+            assert out.schema == scored_schema(TAXI)
             got = dict(zip(out.column("trip_id").to_pylist(), out.column("probability").to_pylist(), strict=True))
             assert_close_probabilities(list(got.values()), [expected[k] for k in got], "through the handler")
             assert out.column("label").to_pylist() == [p >= threshold for p in got.values()]
@@ -48,7 +50,7 @@ def test_handler_scores_columnar_batches(trained, typed_trips):
 
 
 def test_batches_never_exceed_the_batch_size(trained, typed_trips):
-    handler = ExportedModelHandler(trained.version, schemas.INPUT.for_scoring(), batch_size=512)
+    handler = ExportedModelHandler(trained.version, TAXI, batch_size=512)
     model = handler.load_model()
     calls = []
     original = model.predict_timed
@@ -61,11 +63,32 @@ def test_label_uses_the_threshold_stored_with_the_version(trained, typed_trips):
     batch = typed_trips.to_batches()[0].slice(0, 500)
     for threshold in (0.0, 0.5, 1.01):
         version = dataclasses.replace(trained.version, metadata={**trained.version.metadata, "threshold": threshold})
-        handler = ExportedModelHandler(version, schemas.INPUT.for_scoring())
+        handler = ExportedModelHandler(version, TAXI)
         [out] = handler.run_inference([batch], handler.load_model())
         probs = np.array(out.column("probability").to_pylist())
         assert out.column("label").to_pylist() == list(probs >= threshold)
         assert set(out.column("threshold").to_pylist()) == {threshold}
+
+
+def test_scored_rows_follow_the_use_cases_key_by_name():
+    """Another use case's key, of another type: the handler's rows are its predictions table's columns,
+    by name, with validation's provenance after them when there is any."""
+    key = schemas.Column("loan_id", ColumnType.INT64, True, Role.KEY, "Another use case's key.")
+    columns = tuple(key if c.role is Role.KEY else c for c in TAXI.input.columns)
+    loans = dataclasses.replace(TAXI, name="loans", input=dataclasses.replace(TAXI.input, columns=columns))
+    handler = ExportedModelHandler(registry.ModelVersion("loan_model", 3, "unused", {"threshold": 0.5}), loans)
+    table = pa.table({"fare": [1.0, 2.0], "loan_id": pa.array([7, 8], pa.int64())})
+    out = handler._scored(table, np.array([0.25, 0.75], np.float32))
+    assert out.schema == scored_schema(loans) and out.schema.field("loan_id").type == pa.int64()
+    common = {"threshold": 0.5, "model_name": "loan_model", "model_version": 3, "model_role": CHAMPION}
+    assert out.to_pylist() == [
+        {"loan_id": 7, "probability": 0.25, "label": False, **common},
+        {"loan_id": 8, "probability": 0.75, "label": True, **common},
+    ]
+    provenance = {"source": ["f.csv", "f.csv"], "line_number": [2, 3], "content_hash": [11, 12]}
+    out = handler._scored(pa.table({**provenance, "loan_id": [7, 8]}), np.array([0.25, 0.75], np.float32))
+    assert out.schema.names == [*scored_schema(loans).names, *provenance]
+    assert out.column("line_number").to_pylist() == [2, 3] and out.column("loan_id").to_pylist() == [7, 8]
 
 
 def test_champion_and_challenger_score_the_same_records(trained, tmp_path):

@@ -2,7 +2,7 @@
 
 Scoring end to end (`tests/test_score.py`, `tests/test_backfill.py`) reaches load only after a model
 has scored; here the scored batches are made by hand, laid out exactly as the model handler makes them
-(`SCORED_SCHEMA`) with the provenance columns validation adds (`PROVENANCE_LAYOUT`: the source
+(`scored_schema`) with the provenance columns validation adds (`PROVENANCE_LAYOUT`: the source
 dictionary-encoded, its line, a content hash), so that what load itself promises is checked
 directly and fast: each night's batches are found by their source (`Nights`), staged under the
 night's own run, published under the night's own date and run id; each night's counts reconcile; its
@@ -27,14 +27,15 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from models.handler import SCORED_SCHEMA
-from pipelines.batches import PROVENANCE_LAYOUT, STAGED_PREDICTIONS_LAYOUT, rejected_batch
+from models.handler import scored_schema
+from pipelines.batches import PROVENANCE_LAYOUT, rejected_batch, staged_predictions_layout
 from pipelines.load import AddRunColumns, LoadToWarehouse, NightResults, PublishSettings
 from pipelines.monitoring.measure import NightMonitor
 from pipelines.nights import Nights
 from pipelines.staged import run_folder
 from pipelines.warehouses import GateLimits, RunRecord, open_warehouse
 from schemas import CHAMPION
+from schemas.taxi import USE_CASE as TAXI
 from tests.conftest import query
 
 FIRST, SECOND = date(2026, 11, 22), date(2026, 11, 23)
@@ -52,7 +53,7 @@ REJECTED_LINE = 7  # the second night's line 7 was rejected while reading
 
 
 def scored_batch(source: str, trips: list[tuple[str, float, int]]) -> pa.RecordBatch:
-    """Scored records as the handler emits them: SCORED_SCHEMA, then validation's provenance columns."""
+    """Scored records as the handler emits them: `scored_schema`, then validation's provenance columns."""
     n = len(trips)
     keys, probabilities, lines = zip(*trips, strict=True)
     columns = {
@@ -67,7 +68,7 @@ def scored_batch(source: str, trips: list[tuple[str, float, int]]) -> pa.RecordB
         "line_number": pa.array(lines, pa.int64()),
         "content_hash": pa.array([zlib.crc32(k.encode()) for k in keys], pa.int64()),  # distinct contents
     }
-    schema = pa.schema([*SCORED_SCHEMA, *PROVENANCE_LAYOUT])
+    schema = pa.schema([*scored_schema(TAXI), *PROVENANCE_LAYOUT])
     return pa.RecordBatch.from_arrays([columns[f.name] for f in schema], schema=schema)
 
 
@@ -93,7 +94,7 @@ def load(tmp_path, runs: tuple[RunRecord, ...], published: list[dict]) -> tuple[
     (tmp_path / "wh").mkdir()
     location = str(tmp_path / "wh" / "scores.duckdb")
     staging = str(tmp_path / "staging")
-    warehouse = open_warehouse(location)
+    warehouse = open_warehouse(location, TAXI)
     warehouse.prepare()
     for run in runs:
         warehouse.record_run(run)
@@ -115,7 +116,8 @@ def load(tmp_path, runs: tuple[RunRecord, ...], published: list[dict]) -> tuple[
         counts = results | "Load" >> LoadToWarehouse(
             PublishSettings(warehouse, staging, timeout=60, fail_job_on_refusal=False),
             nights,
-            NightMonitor(None, {}, {}, None),
+            NightMonitor(None, TAXI.drift, None),
+            use_case=TAXI,
         )
         assert_that(counts, equal_to(published), label="Published")
     return location, staging
@@ -212,8 +214,9 @@ def test_a_night_refused_by_its_gates_leaves_the_other_published(tmp_path):
 def test_add_run_columns_lays_a_batch_out_as_the_table_with_the_runs_values():
     run = run_of(SECOND)
     batch = scored_batch(SOURCE[SECOND], SECOND_LATE + [("b8", 0.25, 10)])
-    out = AddRunColumns(STAGED_PREDICTIONS_LAYOUT, run, "scored_at")(batch)
-    assert out.schema == STAGED_PREDICTIONS_LAYOUT
+    layout = staged_predictions_layout(TAXI)
+    out = AddRunColumns(layout, run, "scored_at")(batch)
+    assert out.schema == layout
     assert out.column("score_date").to_pylist() == [SECOND, SECOND]
     assert out.column("run_id").to_pylist() == [run.run_id] * 2
     assert out.column("scored_at").to_pylist() == [STARTED] * 2

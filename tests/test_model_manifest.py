@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import schemas
 from models import registry, signature
 from models.registry import ModelVersionError
 from pipelines import score
+from schemas.taxi import USE_CASE
 from tests.conftest import GCS_BUCKET, write_partition
 from tests.float32 import assert_close_probabilities
 
@@ -49,7 +49,7 @@ def flip_a_byte(path: str) -> None:
 
 
 def resolve(root, version="latest") -> registry.ModelVersion:
-    return registry.resolve(str(root), NAME, version, schemas.INPUT)
+    return registry.resolve(str(root), NAME, version, USE_CASE)
 
 
 def manifest_size(trained, relative: str) -> int:
@@ -127,7 +127,7 @@ def test_a_pinned_broken_version_is_refused_naming_the_file(trained, tmp_path, d
     [
         (b'{"schema_fingerprint": ', "metadata.json is not valid JSON"),
         (b"[1, 2]", "metadata.json is not a JSON object"),
-        (json.dumps({"schema_fingerprint": schemas.INPUT.fingerprint()}).encode(), "metadata.json lacks threshold"),
+        (json.dumps({"schema_fingerprint": USE_CASE.input.fingerprint()}).encode(), "metadata.json lacks threshold"),
         (
             json.dumps({"threshold": 0.5, "schema_fingerprint": "x", "manifest": [{"path": "a"}]}).encode(),
             "metadata.json has a malformed manifest",
@@ -153,8 +153,8 @@ def test_a_version_from_before_the_manifest_still_resolves_and_scores(trained, t
     rows = typed_trips.slice(0, 200)
     old = tf.saved_model.load(model.path).signatures[signature.RAW_SIGNATURE]
     new = tf.saved_model.load(trained.version.path).signatures[signature.RAW_SIGNATURE]
-    got = old(**signature.batch_to_inputs(rows, schemas.INPUT))[signature.PROBABILITY].numpy()
-    want = new(**signature.batch_to_inputs(rows, schemas.INPUT))[signature.PROBABILITY].numpy()
+    got = old(**signature.batch_to_inputs(rows, USE_CASE.input))[signature.PROBABILITY].numpy()
+    want = new(**signature.batch_to_inputs(rows, USE_CASE.input))[signature.PROBABILITY].numpy()
     assert got.shape == (200,) and np.all((got >= 0) & (got <= 1))
     assert_close_probabilities(got, want, "a version without a manifest")
 

@@ -14,7 +14,6 @@ import pyarrow.csv as pacsv
 import pytest
 from apache_beam.testing.util import assert_that
 
-import schemas
 from pipelines import export_statistics, score
 from pipelines.batches import RawBatch
 from pipelines.monitoring import drift
@@ -34,6 +33,8 @@ from pipelines.monitoring.statistics import (
     read_statistics,
 )
 from pipelines.validate import SchemaValidator
+from schemas.taxi import TRIPS
+from schemas.taxi import USE_CASE as TAXI
 from tests.conftest import query, read_as_text, write_partition
 
 NIGHT = 100_000
@@ -44,14 +45,14 @@ def sample(tmp_path_factory) -> pa.Table:
     """The real sample's 15,000 trips, typed as validation types them."""
     [path] = write_partition(tmp_path_factory.mktemp("sample"), "2026-11-23", 15_000)
     batch = read_as_text(path).combine_chunks().to_batches()[0]
-    valid, rejected = SchemaValidator(schemas.INPUT.for_scoring()).validate(RawBatch(path, batch))
+    valid, rejected = SchemaValidator(TRIPS.for_scoring()).validate(RawBatch(path, batch))
     assert rejected is None
     return pa.Table.from_batches([valid])
 
 
 def statistics(table: pa.Table, vocabularies=None, pieces: int = 4):
     """Statistics of `table` computed in `pieces` sketches, pickled and merged as Beam would."""
-    kinds = feature_kinds()
+    kinds = feature_kinds(TAXI)
     sketches = []
     for chunk in np.array_split(np.arange(table.num_rows), pieces):
         sketch = DatasetSketch(kinds, vocabularies)
@@ -72,7 +73,7 @@ def test_statistics_agree_with_an_exact_computation(sample):
     stats = statistics(sample)
     n = sample.num_rows
     assert stats.num_examples == n
-    for name, kind in feature_kinds().items():
+    for name, kind in feature_kinds(TAXI).items():
         column = sample.column(name)
         got = feature(stats, name)
         if kind == "numeric":
@@ -106,7 +107,7 @@ def test_what_tfdv_reads_agrees_with_an_exact_computation(sample):
     """The fields TFDV's comparators and viewers read (README: Monitoring, "Statistics for TFDV"): every
     category's rank histogram, every number's STANDARD histogram, median and zeros, and the value counts."""
     stats = statistics(sample)
-    for name, kind in feature_kinds().items():
+    for name, kind in feature_kinds(TAXI).items():
         column = sample.column(name)
         got = feature(stats, name)
         if kind == "numeric":
@@ -122,6 +123,7 @@ def test_what_tfdv_reads_agrees_with_an_exact_computation(sample):
             assert len(standard.buckets) == STANDARD_BUCKETS, name
             cuts = np.linspace(values.min(), values.max(), STANDARD_BUCKETS + 1)
             assert [b.low_value for b in standard.buckets] == pytest.approx(cuts[:-1]), name
+            assert [b.high_value for b in standard.buckets] == pytest.approx(cuts[1:]), name
             # TFDV's buckets: above the low edge up to the high edge, the first from the minimum.
             exact = np.diff(np.concatenate([[0], np.searchsorted(ordered, cuts[1:], "right")]))
             got_counts = np.array([b.sample_count for b in standard.buckets])
@@ -151,6 +153,38 @@ def test_what_tfdv_reads_agrees_with_an_exact_computation(sample):
         assert sum(b.sample_count for b in histogram.buckets) == pytest.approx(len(values)), name
 
 
+def test_what_tfdv_reads_at_the_edges_one_value_none_and_bytes_merged_from_pieces():
+    """A number holding one value throughout (one STANDARD bucket), a number missing throughout (counts
+    only), a category read as bytes (labels as text), each merged from two pickled pieces as Beam would."""
+    kinds = {"constant": "numeric", "absent": "numeric", "raw": "categorical"}
+    pieces = [
+        pa.record_batch(
+            {
+                "constant": pa.array([2.5] * n, pa.float64()),
+                "absent": pa.nulls(n, pa.float64()),
+                "raw": pa.array([b"b", b"a", b"b"][:n] * (n // 3 or 1), pa.binary())[:n],
+            }
+        )
+        for n in (3, 300)
+    ]
+    sketches = []
+    for batch in pieces:
+        sketch = DatasetSketch(kinds)
+        sketch.add(batch)
+        sketches.append(pickle.loads(pickle.dumps(sketch)))
+    stats = sketches[0].merge(sketches[1]).to_proto("night")
+    constant = feature(stats, "constant").num_stats
+    [standard] = [h for h in constant.histograms if h.type == h.STANDARD]
+    assert [(b.low_value, b.high_value, b.sample_count) for b in standard.buckets] == [(2.5, 2.5, 303)]
+    assert (constant.median, constant.num_zeros, constant.common_stats.tot_num_values) == (2.5, 0, 303)
+    absent = feature(stats, "absent").num_stats
+    assert (absent.common_stats.num_missing, absent.common_stats.num_non_missing) == (303, 0)
+    assert not absent.histograms and not absent.common_stats.num_values_histogram.buckets
+    raw = feature(stats, "raw").string_stats
+    assert [(b.label, b.sample_count) for b in raw.rank_histogram.buckets] == [("b", 202), ("a", 101)]
+    assert raw.avg_length == 1.0 and raw.common_stats.tot_num_values == 303
+
+
 def test_training_list_columns_are_described_as_the_typed_columns_of_a_night(sample):
     """Training's converted batches hold [value] or [] per record (tf.Transform's layout), a night's
     typed batches a value or a null: the same records must give the same statistics, missing included."""
@@ -160,7 +194,7 @@ def test_training_list_columns_are_described_as_the_typed_columns_of_a_night(sam
         offsets = np.concatenate([[0], np.cumsum(present)]).astype(np.int32)
         return pa.ListArray.from_arrays(pa.array(offsets), pc.drop_null(column))
 
-    kinds = feature_kinds()
+    kinds = feature_kinds(TAXI)
     typed = statistics(sample.select(list(kinds)), pieces=1)
     listed = statistics(pa.table({n: as_lists(sample.column(n).combine_chunks()) for n in kinds}), pieces=1)
     assert listed == typed
@@ -174,7 +208,7 @@ def test_statistics_combine_across_bundles_in_a_pipeline(sample):
         b for i in range(0, sample.num_rows, 1000) for b in sample.take(pa.array(range(i, i + 1000))).to_batches()
     ]
     with beam.Pipeline() as p:
-        stats = p | beam.Create(batches) | beam.CombineGlobally(ComputeStatistics("night", feature_kinds()))
+        stats = p | beam.Create(batches) | beam.CombineGlobally(ComputeStatistics("night", feature_kinds(TAXI)))
 
         def check(outputs):
             [out] = outputs
@@ -189,7 +223,8 @@ def flagged(metrics) -> set[str]:
 
 
 def drift_of(baseline, tonight) -> list[drift.Metric]:
-    return [m for name in feature_kinds() for m in drift.compare(name, feature(baseline, name), feature(tonight, name))]
+    pairs = [(name, feature(baseline, name), feature(tonight, name)) for name in feature_kinds(TAXI)]
+    return [m for name, before, after in pairs for m in drift.compare(name, before, after)]
 
 
 def test_nights_resampled_from_the_baseline_flag_nothing(sample):
@@ -267,7 +302,7 @@ def test_training_stores_the_baseline_with_the_version(trained):
     assert [d.name for d in baseline.datasets] == [TRAINING, EVAL_SCORES]
     training, scores = baseline.datasets
     assert training.num_examples == trained.version.metadata["training_records"]
-    assert {tuple(f.path.step)[0] for f in training.features} == set(feature_kinds())
+    assert {tuple(f.path.step)[0] for f in training.features} == set(feature_kinds(TAXI))
     assert scores.num_examples == trained.version.metadata["eval_records"]
     [score] = scores.features
     positive = {c.name: c.num for c in score.custom_stats}["positive_rate"]
@@ -299,7 +334,7 @@ def test_every_metric_is_stored_every_night_and_a_normal_night_flags_nothing(mod
         "SELECT baseline, feature, metric, flagged FROM feature_drift WHERE score_date = ?", date(2026, 11, 23)
     )
     assert {b for b, *_ in rows} == {"training", "previous_night"}
-    assert {f for _, f, *_ in rows} == {*feature_kinds(), "score"}
+    assert {f for _, f, *_ in rows} == {*feature_kinds(TAXI), "score"}
     assert {m for *_, m, _ in rows} == {
         "jensen_shannon",
         "psi",
@@ -310,7 +345,7 @@ def test_every_metric_is_stored_every_night_and_a_normal_night_flags_nothing(mod
     assert sorted(r for r in rows if r[3]) == []  # resampled from the training data: nothing drifted
     # The view and the analysts' heat map query: one row per night and feature against training.
     heat = warehouse.rows(warehouse.example_queries()["drift_heat_map"])
-    assert len(heat) == 2 * len({*feature_kinds(), "score"}) and not any(r[-1] for r in heat)
+    assert len(heat) == 2 * len({*feature_kinds(TAXI), "score"}) and not any(r[-1] for r in heat)
     assert {str(r[0]) for r in heat} == {"2026-11-22", "2026-11-23"}
     first = warehouse.rows("SELECT DISTINCT baseline FROM feature_drift WHERE score_date = ?", date(2026, 11, 22))
     assert first == [("training",)]  # the first night has no previous night

@@ -1,4 +1,5 @@
-"""The preprocessing_fn on known rows, with exact expected outputs (as tf.Transform's tft_unit does)."""
+"""The taxi use case's preprocessing_fn (the platform's treatments by declared kind, and its label) on known
+rows, with exact expected outputs (as tf.Transform's tft_unit does)."""
 
 import dataclasses
 import json
@@ -10,19 +11,19 @@ import pyarrow as pa
 import pytest
 import tensorflow_transform.beam as tft_beam
 
-import schemas
 from pipelines.batches import RawBatch
 from pipelines.training import tensor_adapter_config, to_tfxio_batch
 from pipelines.validate import SchemaValidator
 from schemas import InputSchema
-from transforms import features as F
-from transforms.preprocessing import preprocessing_fn
+from schemas.taxi import USE_CASE
+
+TRIPS = USE_CASE.input
 
 # Without the declared ranges, which would reject the out-of-range rows below before the transform saw
 # them: the transform must still clip and bucket them for a schema that declares none.
 SCHEMA = InputSchema(
-    schemas.INPUT.name,
-    tuple(dataclasses.replace(c, minimum=None, maximum=None) for c in schemas.INPUT.for_training().columns),
+    TRIPS.name,
+    tuple(dataclasses.replace(c, minimum=None, maximum=None) for c in TRIPS.for_training().columns),
 )
 
 # Six trips chosen so every treatment has a hand-computable answer (no ties in vocabulary counts).
@@ -59,7 +60,7 @@ def transformed(tmp_path_factory):
     work = tmp_path_factory.mktemp("tft")
     with beam.Pipeline() as p, tft_beam.Context(temp_dir=str(work / "tmp")):
         data = p | beam.Create([to_tfxio_batch(valid, SCHEMA)])
-        (out, _), _ = (data, config) | tft_beam.AnalyzeAndTransformDataset(preprocessing_fn)
+        (out, _), _ = (data, config) | tft_beam.AnalyzeAndTransformDataset(USE_CASE.preprocessing_fn())
         _ = (
             out
             | beam.Map(lambda row: json.dumps({k: np.asarray(v).item() for k, v in row.items()}))
@@ -105,11 +106,16 @@ def test_coordinates_are_bucketized_in_order(transformed):
     buckets = transformed["pickup_latitude_xf"]
     assert buckets == sorted(buckets) and len(set(buckets)) == 6  # six distinct values, six buckets
     assert transformed["pickup_longitude_xf"] == sorted(transformed["pickup_longitude_xf"], reverse=True)
-    assert all(0 <= b <= F.BUCKET_COUNT for b in buckets)
+    [feature] = [f for f in USE_CASE.features if f.name == "pickup_latitude"]
+    assert all(0 <= b <= feature.buckets for b in buckets)
     # Missing dropoff coordinates are filled with 0, below every real latitude.
     assert transformed["dropoff_latitude_xf"][0] < transformed["dropoff_latitude_xf"][1]
 
 
 def test_label_is_big_tipper(transformed):
     # tips > 20% of fare: 2.5 > 2; 0 > 4 no; 7 > 6; 8 > 8 no; 10.01 > 10; 0 no.
-    assert transformed[F.LABEL_KEY] == [1, 0, 1, 0, 1, 0]
+    assert transformed[USE_CASE.label] == [1, 0, 1, 0, 1, 0]
+
+
+def test_every_declared_feature_is_made_and_nothing_else(transformed):
+    assert set(transformed) == {f.transformed for f in USE_CASE.features} | {USE_CASE.label}

@@ -33,6 +33,7 @@ from pipelines.monitoring.statistics import (
     statistics_list,
 )
 from pipelines.warehouses.records import NightReport
+from schemas.taxi import USE_CASE as TAXI
 from tests.conftest import GCS_BUCKET, write_partition
 
 DAY = "2026-11-23"
@@ -162,7 +163,7 @@ def test_every_run_writes_its_report_and_a_browser_draws_it_offline(model_root, 
     assert flagged_features == ["fare", "score"]
     assert dom.count("<svg") == 6  # history, rejections, two overlays, scores against training, score band
     heat = dom.split('<table class="heat">', 1)[1].split("</table>", 1)[0]
-    assert heat.count("×") == 2 and heat.count("<tr>") == 1 + len(feature_kinds()) + 1  # fare and score tonight
+    assert heat.count("×") == 2 and heat.count("<tr>") == 1 + len(feature_kinds(TAXI)) + 1  # fare and score tonight
     assert "malformed_line" in dom  # the rejection reason, in its table
 
     found, console = probe(chromium, page, tmp_path)
@@ -225,7 +226,7 @@ def test_a_report_is_written_again_from_the_warehouse_alone(model_root, warehous
 
 def test_the_report_stays_small_with_every_feature_flagged_over_sixty_nights(typed_trips):
     """The worst case the page can hold: its size depends on features and nights, never on records."""
-    kinds = feature_kinds()
+    kinds = feature_kinds(TAXI)
     rng = np.random.default_rng(5)
 
     def described(name: str, table: pa.Table):

@@ -16,8 +16,10 @@ from datetime import date, datetime, timedelta, timezone
 import apache_beam as beam
 import pytest
 
+import schemas
 from pipelines import score
 from pipelines.warehouses import AuditError, RunRecord, StagedResults, heartbeat, open_warehouse, sql
+from schemas.taxi import USE_CASE as TAXI
 from tests.conftest import GCS_BUCKET, REPO, write_partition
 
 DAY = "2026-11-23"
@@ -81,7 +83,7 @@ def test_a_killed_run_is_reaped_by_the_next(model_root, tmp_path, warehouse):
 
 
 def test_a_heartbeating_run_is_not_reaped_and_a_silent_one_is(tmp_path):
-    warehouse = open_warehouse(str(tmp_path / "scores.duckdb"))
+    warehouse = open_warehouse(str(tmp_path / "scores.duckdb"), TAXI)
     warehouse.prepare()
     hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
     runs = [
@@ -277,7 +279,8 @@ def test_a_reaped_run_cannot_publish(warehouse):
     assert warehouse.rows("SELECT status FROM scoring_runs") == [("abandoned",)]
     # Nor can a run publish over a date that another run published after this one's gates read it.
     with pytest.raises(Exception, match="published by another run since this one checked it"):
-        contract._transaction(run, [sql.still_as_seen(contract.transaction_dialect, run.score_date, 7)])
+        still = sql.still_as_seen(contract.transaction_dialect, schemas.predictions(TAXI), run.score_date, 7)
+        contract._transaction(run, [still])
 
 
 def test_the_sigterm_guard_a_local_runner_unpickles_is_the_launchers_own():

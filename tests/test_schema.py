@@ -1,23 +1,26 @@
-"""schemas/ drives the feature spec, the validation and the staged files (the tables: test_warehouses)."""
+"""schemas/ drives the feature spec, the validation and the staged files (the tables: test_warehouses);
+a use case's features name its input's columns."""
 
 import dataclasses
 
+import pytest
 import tensorflow as tf
 
-import schemas
-from models.handler import SCORED_SCHEMA
+from models.handler import scored_schema
 from models.signature import PRESENT_SUFFIX, input_spec
 from pipelines.batches import REJECTED_SCHEMA
-from schemas import PREDICTIONS, SCORING_ERRORS, ColumnType, Role
-from transforms import features as F
+from schemas import SCORING_ERRORS, ColumnType, Feature, FeatureKind, Role, predictions
+from schemas.taxi import USE_CASE
+
+TRIPS = USE_CASE.input
 
 
 def test_feature_spec_is_derived_from_the_schema():
-    spec = schemas.INPUT.raw_feature_spec()
-    expected = {c.name for c in schemas.INPUT.columns if c.role in (Role.FEATURE, Role.LABEL)}
+    spec = TRIPS.raw_feature_spec()
+    expected = {c.name for c in TRIPS.columns if c.role in (Role.FEATURE, Role.LABEL)}
     assert set(spec) == expected
     dtypes = {ColumnType.STRING: tf.string, ColumnType.INT64: tf.int64, ColumnType.FLOAT64: tf.float32}
-    for column in schemas.INPUT.model_columns:
+    for column in TRIPS.model_columns:
         feature = spec[column.name]
         kind = tf.io.FixedLenFeature if column.required else tf.io.VarLenFeature
         assert isinstance(feature, kind), column.name
@@ -25,24 +28,29 @@ def test_feature_spec_is_derived_from_the_schema():
 
 
 def test_raw_signature_inputs_are_derived_from_the_schema():
-    spec = input_spec(schemas.INPUT)
-    for column in schemas.INPUT.features:
+    spec = input_spec(TRIPS)
+    for column in TRIPS.features:
         assert column.name in spec
         assert (column.name + PRESENT_SUFFIX in spec) == (not column.required)
-    assert schemas.INPUT.key.name not in spec and "tips" not in spec
+    assert TRIPS.key.name not in spec and "tips" not in spec
 
 
-def test_feature_lists_name_schema_columns():
-    names = {c.name for c in schemas.INPUT.model_columns}
-    used = set(F.DENSE_FLOAT_FEATURES) | set(F.BUCKET_FEATURES) | set(F.VOCAB_FEATURES)
-    used |= {n for n, _ in F.CATEGORICAL_FEATURES} | {F.LABEL_SOURCE}
+def test_features_name_schema_columns():
+    names = {c.name for c in TRIPS.features}
+    used = {column for feature in USE_CASE.features for column in feature.raw_columns}
     assert used <= names
-    assert schemas.INPUT.label.name == F.LABEL_SOURCE
+    assert TRIPS.label.name == "tips"  # the label is derived from it (transforms/taxi.py)
+    assert USE_CASE.label not in TRIPS.names and USE_CASE.label not in {f.transformed for f in USE_CASE.features}
+
+
+def test_a_feature_of_an_unknown_column_is_refused():
+    with pytest.raises(ValueError, match=r"feature tip_rate reads unknown columns \['tip'\]"):
+        dataclasses.replace(USE_CASE, features=(Feature("tip_rate", FeatureKind.NUMERIC, sources=("fare", "tip")),))
 
 
 def test_staged_layouts_are_the_tables_less_run_level_columns():
-    assert [f.name for f in SCORED_SCHEMA] == [
-        n for n in PREDICTIONS.names if n not in ("score_date", "run_id", "scored_at")
+    assert [f.name for f in scored_schema(USE_CASE)] == [
+        n for n in predictions(USE_CASE).names if n not in ("score_date", "run_id", "scored_at")
     ]
     assert [f.name for f in REJECTED_SCHEMA] == [
         n for n in SCORING_ERRORS.names if n not in ("score_date", "run_id", "recorded_at")
@@ -50,7 +58,7 @@ def test_staged_layouts_are_the_tables_less_run_level_columns():
 
 
 def test_fingerprint_tracks_what_the_model_depends_on():
-    base = schemas.INPUT
+    base = TRIPS
     reworded = dataclasses.replace(
         base, columns=tuple(dataclasses.replace(c, description="other words") for c in base.columns)
     )

@@ -17,11 +17,11 @@ import pytest
 import tensorflow as tf
 from tqdm import tqdm
 
-import schemas
 from models import signature
 from pipelines import score
 from pipelines.batches import RawBatch
 from pipelines.validate import SchemaValidator
+from schemas.taxi import TRIPS
 from tests.conftest import query, write_partition
 from tests.float32 import assert_same_scores
 
@@ -80,12 +80,12 @@ def test_scores_a_date_end_to_end(trained, model_root, tmp_path):
     raw = pacsv.read_csv(
         tmp_path / "trips" / f"dt={DAY}" / "part-00000.csv",
         convert_options=pacsv.ConvertOptions(
-            column_types={n: pa.string() for n in schemas.INPUT.names}, strings_can_be_null=True, null_values=[""]
+            column_types={n: pa.string() for n in TRIPS.names}, strings_can_be_null=True, null_values=[""]
         ),
     )
-    valid, _ = SchemaValidator(schemas.INPUT.for_scoring()).validate(RawBatch("x", raw.to_batches()[0]))
+    valid, _ = SchemaValidator(TRIPS.for_scoring()).validate(RawBatch("x", raw.to_batches()[0]))
     model = tf.saved_model.load(trained.version.path)
-    direct = model.signatures[signature.RAW_SIGNATURE](**signature.batch_to_inputs(valid, schemas.INPUT))
+    direct = model.signatures[signature.RAW_SIGNATURE](**signature.batch_to_inputs(valid, TRIPS))
     expected = dict(
         zip(valid.column("trip_id").to_pylist(), direct[signature.PROBABILITY].numpy().tolist(), strict=True)
     )

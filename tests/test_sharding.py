@@ -9,10 +9,10 @@ import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 
-import schemas
 from models import devices, signature
 from models.devices import CLAIMS_DIR_ENV, AcceleratorError
 from pipelines import score
+from schemas.taxi import TRIPS
 from tests.conftest import REPO, write_partition
 from tests.float32 import assert_same_scores
 
@@ -41,7 +41,7 @@ def test_every_device_gets_work_and_predictions_match_one_device(trained, typed_
 
     sharded = dict(json.loads(line) for line in (tmp_path / "out").read_text().splitlines())
     model = tf.saved_model.load(trained.version.path)
-    single = model.signatures[signature.RAW_SIGNATURE](**signature.batch_to_inputs(typed_trips, schemas.INPUT))
+    single = model.signatures[signature.RAW_SIGNATURE](**signature.batch_to_inputs(typed_trips, TRIPS))
     expected = dict(
         zip(typed_trips.column("trip_id").to_pylist(), single[signature.PROBABILITY].numpy().tolist(), strict=True)
     )

@@ -12,16 +12,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import schemas
 from pipelines import score
 from pipelines.batches import COUNTS, REJECTED, RawBatch
 from pipelines.sources import ReadSettings
 from pipelines.sources.file_source import ReadFiles
 from pipelines.sources.shards import CountShard, cuts, plan_shards
+from schemas.taxi import TRIPS
 from tests.conftest import query, write_partition
 from tests.float32 import assert_same_predictions
 
-SCHEMA = schemas.INPUT.for_scoring()
+SCHEMA = TRIPS.for_scoring()
 DAY = "2026-11-23"
 
 

@@ -31,7 +31,6 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline
 from apache_beam.testing.util import assert_that, equal_to, is_empty
 
-import schemas
 from pipelines.sources import (
     SOURCES,
     BigQuerySource,
@@ -44,13 +43,14 @@ from pipelines.sources import (
     SourceConfigError,
     open_source,
 )
+from schemas.taxi import TRIPS
 from tests.conftest import BQ_PROJECT, write_partition
 from tests.test_sources import bq_schema, load_table, to_json_lines
 
 NIGHT, OTHER, EMPTY = date(2026, 11, 23), date(2026, 11, 22), date(2026, 11, 1)
 NIGHT_RECORDS, OTHER_RECORDS = 300, 120
 RECORDS_PER_FILE = 200  # the night is two files: 200 + 100 records
-SCHEMA = schemas.INPUT.for_scoring()
+SCHEMA = TRIPS.for_scoring()
 # Blocks of 8 KiB: a file of these records is read in several blocks, each cut where a record ends.
 SETTINGS = ReadSettings(block_bytes=8 << 10)
 

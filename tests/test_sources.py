@@ -13,8 +13,8 @@ import pyarrow.csv as pacsv
 import pytest
 from google.cloud import bigquery as bq
 
-import schemas
 from pipelines import score, train
+from schemas.taxi import TRIPS
 from tests.conftest import BQ_PROJECT, SAMPLE, query, write_partition
 from tests.conftest import GCS_BUCKET as BUCKET
 from tests.float32 import assert_same_scores
@@ -26,7 +26,7 @@ def to_json_lines(csv_path: str) -> bytes:
     """The same records as newline-delimited JSON, typed, with missing values left out."""
     table = pacsv.read_csv(
         csv_path,
-        convert_options=pacsv.ConvertOptions(column_types={c.name: c.type.arrow for c in schemas.INPUT.columns}),
+        convert_options=pacsv.ConvertOptions(column_types={c.name: c.type.arrow for c in TRIPS.columns}),
     )
     return b"".join(
         json.dumps({k: v for k, v in row.items() if v is not None}).encode() + b"\n" for row in table.to_pylist()
@@ -34,7 +34,7 @@ def to_json_lines(csv_path: str) -> bytes:
 
 
 def bq_schema(extra: tuple = ()) -> list:
-    return [bq.SchemaField(c.name, c.type.value, mode="NULLABLE") for c in schemas.INPUT.columns] + list(extra)
+    return [bq.SchemaField(c.name, c.type.value, mode="NULLABLE") for c in TRIPS.columns] + list(extra)
 
 
 def load_table(client, table: str, json_lines: bytes, schema: list) -> None:

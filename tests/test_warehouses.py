@@ -4,6 +4,7 @@ BigQuery is a real BigQuery API server (bqemulator) on loopback. Results are rea
 read them: with DuckDB's own client, and with the real google-cloud-bigquery client.
 """
 
+import dataclasses
 import json
 import os
 import shutil
@@ -23,17 +24,18 @@ import schemas
 from pipelines import score
 from pipelines.warehouses import (
     AuditError,
+    GateLimits,
     PublishingStopped,
     RunRecord,
     StagedResults,
     Warehouse,
     open_warehouse,
-    sql,
 )
-from schemas import WAREHOUSE_TABLES
-from tests.conftest import BQ_PROJECT, REPO, BigQueryUnderTest, write_partition
+from schemas.taxi import USE_CASE as TAXI
+from tests.conftest import BQ_PROJECT, REPO, BigQueryUnderTest, query, write_partition
 
 DAY = "2026-11-23"
+TABLES = schemas.warehouse_tables(TAXI)
 
 
 def score_args(tmp_path, model_root, warehouse, day=DAY, *extra):
@@ -70,7 +72,7 @@ def start(tmp_path, model_root, warehouse, *extra):
 
 def begin_run(warehouse, run_id: str, challenger_version: int | None = None) -> tuple[Warehouse, RunRecord]:
     """A run recorded through the public contract, as the scorer records one, for publishing by hand."""
-    contract = open_warehouse(warehouse.location)
+    contract = open_warehouse(warehouse.location, TAXI)
     run = RunRecord(
         run_id=run_id,
         score_date=date.fromisoformat(DAY),
@@ -87,7 +89,7 @@ def begin_run(warehouse, run_id: str, challenger_version: int | None = None) -> 
 
 def staged_predictions(rows: list[dict], path) -> str:
     """A Parquet file laid out as the load stage stages predictions."""
-    pq.write_table(pa.Table.from_pylist(rows, schema=schemas.STAGED_PREDICTIONS.arrow_schema), path)
+    pq.write_table(pa.Table.from_pylist(rows, schema=schemas.staged_predictions(TAXI).arrow_schema), path)
     return str(path)
 
 
@@ -112,13 +114,13 @@ def prediction(
 
 
 def test_tables_and_views_are_made_from_the_schema(warehouse):
-    contract = open_warehouse(warehouse.location)
-    for view in sql.views(contract.dialect):  # from nothing: the set-up script may have made them
+    contract = open_warehouse(warehouse.location, TAXI)
+    for view in contract.views():  # from nothing: the set-up script may have made them
         warehouse.drop(view.name, "VIEW")
-    for table in WAREHOUSE_TABLES:
+    for table in TABLES:
         warehouse.drop(table.name)
     contract.prepare()
-    for table in WAREHOUSE_TABLES:
+    for table in TABLES:
         assert warehouse.columns(table.name) == [(f.name, not f.required) for f in table.fields], table.name
     assert warehouse.rows("SELECT COUNT(*) FROM latest_predictions") == [(0,)]
     assert warehouse.rows("SELECT COUNT(*) FROM daily_score_summary") == [(0,)]
@@ -290,7 +292,7 @@ def test_bad_configuration_fails_before_anything_is_written(model_root, warehous
     assert not warehouse.exists() or warehouse.rows("SELECT COUNT(*) FROM scoring_runs") == [(0,)]
 
     # A table that drifted from schemas/ is refused before any data is read.
-    dialect = open_warehouse(warehouse.location).dialect
+    dialect = open_warehouse(warehouse.location, TAXI).dialect
     string, number = (dialect.type_name(t) for t in (schemas.ColumnType.STRING, schemas.ColumnType.FLOAT64))
     warehouse.drop("predictions")
     warehouse.execute(
@@ -360,7 +362,9 @@ def test_bigquery_tables_are_partitioned_clustered_and_described(model_root, big
     score.run(score_args(tmp_path, model_root, warehouse))
     table = bigquery.get_table(f"{BQ_PROJECT}.{warehouse.dataset}.predictions")
     assert table.time_partitioning.field == "score_date" and table.clustering_fields == ["model_role", "trip_id"]
-    assert {f.name: f.description for f in table.schema} == {f.name: f.description for f in schemas.PREDICTIONS.fields}
+    assert {f.name: f.description for f in table.schema} == {
+        f.name: f.description for f in schemas.predictions(TAXI).fields
+    }
     # Staging tables are gone once published.
     assert [
         t.table_id for t in bigquery.list_tables(f"{BQ_PROJECT}.{warehouse.dataset}") if t.table_id.startswith("_")
@@ -419,3 +423,51 @@ def test_a_process_that_is_stopping_publishes_nothing(warehouse, tmp_path):
         contract.publish_night(run, staged, Stopping())
     assert contract.run_row(run.run_id)["status"] == "running"  # the main thread marks it failed next
     assert warehouse.rows("SELECT count(*) FROM predictions") == [(0,)]
+
+
+# ---------------------------------------------------------------- what is the use case's
+
+
+def keyed_by(name: str, type_: schemas.ColumnType) -> schemas.UseCase:
+    """Taxi with another key column: whatever the warehouse does by key, it must do by this one."""
+    key = schemas.Column(name, type_, True, schemas.Role.KEY, "Another use case's key.")
+    columns = tuple(key if c.role is schemas.Role.KEY else c for c in TAXI.input.columns)
+    return dataclasses.replace(TAXI, name=f"keyed_by_{name}", input=dataclasses.replace(TAXI.input, columns=columns))
+
+
+def test_another_use_cases_key_is_what_its_warehouse_publishes_and_resolves_by(tmp_path):
+    """Nothing in a warehouse names taxi's key: one opened for another use case makes its predictions
+    table with that key (and its type), resolves duplicate keys by it, and names it in their errors.
+    DuckDB only: the warehouse suite's BigQuery datasets are made for taxi."""
+    loans = keyed_by("loan_id", schemas.ColumnType.INT64)
+    location = str(tmp_path / "loans.duckdb")
+    contract = open_warehouse(location, loans)
+    contract.prepare()
+    run = RunRecord(
+        run_id="loans",
+        score_date=date.fromisoformat(DAY),
+        model_name=loans.model_name,
+        model_version=1,
+        input="x",
+        started_at=datetime.now(timezone.utc),
+        limits=GateLimits(max_rejected_fraction=1),  # the two conflicting copies are 40% of the night
+    )
+    contract.record_run(run)
+    rows = []  # key 1 once; key 2 twice alike (one copy dropped); key 3 twice unlike (both rejected)
+    for line, (key, content) in enumerate([(1, 0), (2, 5), (2, 5), (3, 6), (3, 7)], start=2):
+        row = prediction(run.run_id, "", 0.7, True, content=content, line=line)
+        rows.append({**{k: v for k, v in row.items() if k != "trip_id"}, "loan_id": key})
+    path = str(tmp_path / "loans.parquet")
+    pq.write_table(pa.Table.from_pylist(rows, schema=schemas.staged_predictions(loans).arrow_schema), path)
+    counts = contract.publish_night(run, StagedResults([(path, 5)], [], {"f.csv": 5}, {"f.csv": 5}))
+    assert (counts["scored_records"], counts["rejected_records"], counts["duplicates_dropped"]) == (2, 2, 1)
+    assert query(location, "SELECT loan_id FROM predictions ORDER BY loan_id") == [(1,), (2,)]
+    assert query(location, "SELECT loan_id FROM latest_predictions ORDER BY loan_id") == [(1,), (2,)]
+    assert query(
+        location,
+        "SELECT data_type FROM information_schema.columns WHERE table_name = 'predictions' AND ordinal_position = 2",
+    ) == [("BIGINT",)]
+    assert (
+        query(location, "SELECT reason, column_name, detail FROM scoring_errors")
+        == [("duplicate_key", "loan_id", "key 3 has 2 copies with different content")] * 2
+    )

@@ -1,14 +1,17 @@
-"""The `preprocessing_fn`: analysed once over the training data, then shipped inside the model.
+"""The platform's preprocessing: each model input made from its raw column by its declared kind, inside
+the tf.Transform graph (analysed once over the training data, then shipped inside the model).
 
-Only preprocessing lives here. Missing values arrive as sparse (absent) values, because the raw
-feature spec in `schemas` declares nullable columns `VarLenFeature`, and are filled here, so filling
-is part of the exported graph and cannot drift between training and scoring.
+A use case's `preprocessing_fn` (its `preprocessing`, e.g. `transforms/taxi.py`) calls
+`transform_features` for its declared features and adds its label (and any feature of its own). Missing
+values arrive as sparse (absent) values, because the raw feature spec declares nullable columns
+`VarLenFeature`, and are filled here, so filling is part of the exported graph and cannot drift
+between training and scoring.
 """
 
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from transforms import features as F
+from schemas.use_case import FeatureKind, UseCase
 
 
 def fill_in_missing(x: tf.Tensor | tf.SparseTensor, default=None) -> tf.Tensor:
@@ -21,32 +24,25 @@ def fill_in_missing(x: tf.Tensor | tf.SparseTensor, default=None) -> tf.Tensor:
     return tf.squeeze(dense, axis=1)
 
 
-def preprocessing_fn(inputs: dict) -> dict:
+def transform_features(inputs: dict, use_case: UseCase) -> dict:
+    """Every declared feature of one column (not a derived one: its use case makes those), by kind."""
     outputs = {}
-    for name in F.DENSE_FLOAT_FEATURES:
-        value = tf.cast(fill_in_missing(inputs[name]), tf.float32)
-        outputs[F.transformed_name(name)] = tft.scale_to_z_score(value)
-
-    for name in F.BUCKET_FEATURES:
-        value = tf.cast(fill_in_missing(inputs[name]), tf.float32)
-        outputs[F.transformed_name(name)] = tft.bucketize(value, F.BUCKET_COUNT)
-
-    for name in F.VOCAB_FEATURES:
-        value = fill_in_missing(inputs[name])
-        if value.dtype != tf.string:
-            # Ids such as census tracts: a missing one (filled with 0) must not look like a real id.
-            value = tf.where(tf.equal(value, 0), tf.constant(""), tf.strings.as_string(value))
-        outputs[F.transformed_name(name)] = tft.compute_and_apply_vocabulary(
-            value, top_k=F.VOCAB_SIZE, num_oov_buckets=F.OOV_BUCKETS, vocab_filename=name
-        )
-
-    for name, size in F.CATEGORICAL_FEATURES:
-        value = fill_in_missing(inputs[name])
-        in_range = tf.logical_and(value >= 0, value < size)
-        outputs[F.transformed_name(name)] = tf.where(in_range, value, tf.zeros_like(value))
-
-    if F.LABEL_SOURCE in inputs:
-        tips = tf.cast(fill_in_missing(inputs[F.LABEL_SOURCE]), tf.float32)
-        fare = tf.cast(fill_in_missing(inputs["fare"]), tf.float32)
-        outputs[F.LABEL_KEY] = tf.cast(tf.greater(tips, F.TIP_SHARE * fare), tf.int64)
+    for feature in use_case.features:
+        if feature.sources:
+            continue
+        value = fill_in_missing(inputs[feature.name])
+        if feature.kind is FeatureKind.NUMERIC:
+            outputs[feature.transformed] = tft.scale_to_z_score(tf.cast(value, tf.float32))
+        elif feature.kind is FeatureKind.BUCKETIZED:
+            outputs[feature.transformed] = tft.bucketize(tf.cast(value, tf.float32), feature.buckets)
+        elif feature.kind is FeatureKind.VOCABULARY:
+            if value.dtype != tf.string:
+                # Ids such as census tracts: a missing one (filled with 0) must not look like a real id.
+                value = tf.where(tf.equal(value, 0), tf.constant(""), tf.strings.as_string(value))
+            outputs[feature.transformed] = tft.compute_and_apply_vocabulary(
+                value, top_k=feature.vocabulary_size, num_oov_buckets=feature.oov_buckets, vocab_filename=feature.name
+            )
+        else:  # INTEGER_CATEGORY: out-of-range ids map to 0
+            in_range = tf.logical_and(value >= 0, value < feature.ids)
+            outputs[feature.transformed] = tf.where(in_range, value, tf.zeros_like(value))
     return outputs

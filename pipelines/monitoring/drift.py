@@ -22,12 +22,12 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 from pipelines.monitoring.datasets import EVAL_SCORES, NIGHT, NIGHT_SCORES, TRAINING
 from pipelines.monitoring.quantiles import share_below
 from pipelines.monitoring.statistics import dataset
-from schemas import FEATURE_DRIFT
+from schemas import FEATURE_DRIFT, DriftSettings
 
 DRIFT_BINS = 10  # the baseline's quantiles, pooled into this many equal-mass bins
 DEFAULT_THRESHOLD = 0.1  # Jensen-Shannon, L-infinity, missing rate and out-of-vocabulary share
 PSI_THRESHOLD = 0.25  # the usual "significant shift" level of the population stability index
-MIN_VALUES = 1000  # fewer values present on either side: measured, never flagged
+MIN_VALUES = DriftSettings().min_values  # the default: fewer values present on either side, never flagged
 _FLOOR = 1e-6  # keeps PSI finite where a bin is empty on one side
 OTHER = "__other__"
 
@@ -117,9 +117,11 @@ def compare(
     tonight: statistics_pb2.FeatureNameStatistics,
     thresholds: dict[str, float] | None = None,
     not_flagged: str | None = None,
+    min_values: int = MIN_VALUES,
 ) -> list[Metric]:
-    """Every drift metric of one feature; `thresholds` overrides the defaults per metric name, and
-    `not_flagged` (a reason) keeps the feature from ever being flagged."""
+    """Every drift metric of one feature; `thresholds` overrides the defaults per metric name,
+    `not_flagged` (a reason) keeps the feature from ever being flagged, and with fewer than `min_values`
+    values on a side it is measured but not flagged."""
     limits = {
         "jensen_shannon": DEFAULT_THRESHOLD,
         "psi": PSI_THRESHOLD,
@@ -128,13 +130,13 @@ def compare(
         "out_of_vocabulary_share": DEFAULT_THRESHOLD,
         **(thresholds or {}),
     }
-    enough = min(present(baseline), present(tonight)) >= MIN_VALUES and not not_flagged
+    enough = min(present(baseline), present(tonight)) >= min_values and not not_flagged
     # The missing rate is judged on all records, present or not: a feature gone all missing is the change to catch.
-    whole = min(records_of(baseline), records_of(tonight)) >= MIN_VALUES and not not_flagged
+    whole = min(records_of(baseline), records_of(tonight)) >= min_values and not not_flagged
     why = (
         f" (never flagged: {not_flagged})"
         if not_flagged
-        else f" (fewer than {MIN_VALUES} values on a side: not flagged)"
+        else f" (fewer than {min_values} values on a side: not flagged)"
     )
 
     def metric(kind: str, value: float, detail: str, judged: bool = enough) -> Metric:
@@ -171,13 +173,14 @@ def night_drift(
     night: statistics_pb2.DatasetFeatureStatisticsList,
     training: statistics_pb2.DatasetFeatureStatisticsList | None,
     previous: statistics_pb2.DatasetFeatureStatisticsList | None,
-    thresholds: dict[str, dict[str, float]] | None = None,
-    not_flagged: dict[str, str] | None = None,
+    settings: DriftSettings | None = None,
 ) -> list[Metric]:
     """Every metric of every feature and of the score, against the training data (the version's
-    baseline: its train split and its eval split's scores) and against the last published night.
+    baseline: its train split and its eval split's scores) and against the last published night, with
+    the use case's `settings` (thresholds, features never flagged, the fewest values to flag).
     A baseline that is missing (a version exported before baselines, a first night) is skipped."""
-    thresholds, not_flagged = thresholds or {}, not_flagged or {}
+    settings = settings or DriftSettings()
+    thresholds, not_flagged = settings.thresholds, settings.not_flagged
     pairs = []
     if training is not None:
         pairs += [(TRAINING_BASELINE, dataset(training, TRAINING), dataset(night, NIGHT))]
@@ -193,7 +196,10 @@ def night_drift(
         for stats in before.features:
             name = tuple(stats.path.step)[0]
             if name in tonight:
-                for m in compare(name, stats, tonight[name], thresholds.get(name), not_flagged.get(name)):
+                judged = compare(
+                    name, stats, tonight[name], thresholds.get(name), not_flagged.get(name), settings.min_values
+                )
+                for m in judged:
                     metrics.append(Metric(**{**m.__dict__, "baseline": baseline_name}))
     return metrics
 

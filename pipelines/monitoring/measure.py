@@ -27,6 +27,7 @@ from pipelines.monitoring.datasets import NIGHT, NIGHT_SCORES
 from pipelines.nights import Nights
 from pipelines.warehouses import RunRecord, Warehouse
 from pipelines.warehouses.deadline import Deadline
+from schemas import DriftSettings, UseCase
 
 PAGE_WAIT_SECONDS = 120.0  # a settled night waits this long at most for the warehouse to draw its page
 
@@ -37,14 +38,16 @@ class MeasureNight(beam.PTransform):
     first would carry the batches themselves to a new step), keyed by night so that each night of a
     range is described by its own records."""
 
-    def __init__(self, nights: Nights, model_path: str):
+    def __init__(self, nights: Nights, model_path: str, use_case: UseCase):
         super().__init__()
         self._nights = nights
         self._model_path = model_path
+        self._use_case = use_case
 
     def expand(self, inputs):
         valid, scored = inputs
-        kinds, vocabularies = statistics.feature_kinds(), statistics.vocabularies(self._model_path)
+        kinds = statistics.feature_kinds(self._use_case)
+        vocabularies = statistics.vocabularies(self._model_path, self._use_case)
         night_input = (
             valid
             | "InputByNight" >> beam.Map(self._nights.keyed)
@@ -68,12 +71,12 @@ class MeasureNight(beam.PTransform):
 @dataclass(frozen=True)
 class NightMonitor:
     """What a night's drift is measured against and where its page goes: the model version's training
-    statistics (serialized; None for a version exported before baselines), per-feature thresholds and
-    features never flagged (schemas/), the page's folder (None: no page)."""
+    statistics (serialized; None for a version exported before baselines), the use case's drift settings
+    (thresholds per feature, features never flagged, the fewest values to flag), the page's folder
+    (None: no page)."""
 
     training: bytes | None
-    thresholds: dict[str, dict[str, float]]
-    not_flagged: dict[str, str]
+    drift: DriftSettings
     page_dir: str | None = None
 
     def measure(self, warehouse: Warehouse, run: RunRecord, datasets: list, staging: str) -> dict[str, Any]:
@@ -86,8 +89,7 @@ class NightMonitor:
             night,
             baseline,
             statistics_pb2.DatasetFeatureStatisticsList.FromString(base64.b64decode(previous)) if previous else None,
-            self.thresholds,
-            self.not_flagged,
+            self.drift,
         )
         path = FileSystems.join(staging, "drift", f"drift-{uuid.uuid4().hex}.parquet")
         with FileSystems.create(path) as f:
@@ -112,7 +114,7 @@ class NightMonitor:
             # The night is settled: a silent warehouse holds it up a minute or two for its page, no more.
             with warehouse.within(Deadline(min(publish_timeout, PAGE_WAIT_SECONDS))):
                 night = warehouse.night_report(run.score_date, REPORT_DAYS, run.run_id)
-            path = page.write_page(night, self.page_dir)
+            path = page.write_page(night, self.page_dir, self.drift.not_flagged.keys())
         except Exception as e:
             logging.warning("run %s: its report was not written: %s: %s", run.run_id, type(e).__name__, e)
             return

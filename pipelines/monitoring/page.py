@@ -14,6 +14,7 @@ import base64
 import html
 import json
 import math
+from collections.abc import Collection
 from datetime import date
 from typing import Any
 
@@ -26,7 +27,6 @@ from pipelines.monitoring.datasets import EVAL_SCORES, NIGHT, NIGHT_SCORES, TRAI
 from pipelines.monitoring.statistics import SCORE, dataset, feature
 from pipelines.warehouses.contract import ABANDONED, FAILED, REFUSED, SUCCEEDED
 from pipelines.warehouses.records import NightReport
-from schemas import DRIFT_NOT_FLAGGED
 
 MAX_REJECTION_REASONS = 15
 # Heat map colour: a metric's value over its threshold (1 = at the threshold), capped here.
@@ -39,13 +39,14 @@ def page_name(score_date: date) -> str:
     return f"report-{score_date.isoformat()}.html"
 
 
-def write_page(report: NightReport, report_dir: str) -> str:
+def write_page(report: NightReport, report_dir: str, not_flagged: Collection[str] = ()) -> str:
     """Renders the page and writes it under `report_dir` (a local folder or gs://...), replacing
-    the date's previous page only once the new one is whole."""
+    the date's previous page only once the new one is whole. `not_flagged`: the use case's features
+    measured but never judged (listed last in the heat map, blank)."""
     path = FileSystems.join(report_dir, page_name(report.run["score_date"]))
     partial = f"{path}.partial"
     with FileSystems.create(partial, mime_type="text/html") as f:
-        f.write(render(report).encode("utf-8"))
+        f.write(render(report, not_flagged).encode("utf-8"))
     if FileSystems.exists(path):
         FileSystems.delete([path])
     FileSystems.rename([partial], [path])
@@ -55,7 +56,7 @@ def write_page(report: NightReport, report_dir: str) -> str:
 # ---------------------------------------------------------------- the page
 
 
-def render(report: NightReport) -> str:
+def render(report: NightReport, not_flagged: Collection[str] = ()) -> str:
     run = report.run
     stored = statistics_pb2.DatasetFeatureStatisticsList()
     if run.get("statistics"):
@@ -69,7 +70,7 @@ def render(report: NightReport) -> str:
         _banner(run, tonight),
         _section("Volume, rejections and mean score", charts.svg(charts.history(report.quality, run["score_date"]))),
         _section("Rejected records by reason", _rejections(report.rejections)),
-        _section("Drift against training, per feature and night", _heat_map(report.drift, run)),
+        _section("Drift against training, per feature and night", _heat_map(report.drift, run, set(not_flagged))),
         _section("Flagged features", _flagged(flagged, tonight, stored, previous)),
         _section("Scores", _scores(stored, report.quality, run["score_date"])),
     ]
@@ -205,7 +206,7 @@ def _rejections(rejections: list[dict[str, Any]]) -> str:
     return charts.svg(charts.rejections(labels, counts)) + table
 
 
-def _heat_map(rows: list[dict[str, Any]], run: dict[str, Any]) -> str:
+def _heat_map(rows: list[dict[str, Any]], run: dict[str, Any], not_flagged: set[str]) -> str:
     """Per feature and night, the largest of its training metrics over their thresholds; a refused
     run's own metrics stand for its night."""
     by_night: dict[date, dict[str, tuple[float, bool]]] = {}
@@ -224,14 +225,16 @@ def _heat_map(rows: list[dict[str, Any]], run: dict[str, Any]) -> str:
             "or --monitoring off).</p>"
         )
     nights = sorted(by_night)
-    # Features never judged (schemas.DRIFT_NOT_FLAGGED: constant within a night by construction) are
-    # listed last and left blank: their large values would say nothing.
+    # Features never judged (the use case's: constant within a night by construction, say) are listed
+    # last and left blank: their large values would say nothing.
     measured = {f for cells in by_night.values() for f in cells}
-    features = sorted(measured - DRIFT_NOT_FLAGGED.keys()) + sorted(measured & DRIFT_NOT_FLAGGED.keys())
-    return _heat_table(features, nights, by_night)
+    features = sorted(measured - not_flagged) + sorted(measured & not_flagged)
+    return _heat_table(features, nights, by_night, not_flagged)
 
 
-def _heat_table(features: list[str], nights: list[date], cells: dict[date, dict[str, tuple[float, bool]]]) -> str:
+def _heat_table(
+    features: list[str], nights: list[date], cells: dict[date, dict[str, tuple[float, bool]]], not_flagged: set[str]
+) -> str:
     """The heat map as an HTML table: a coloured cell per feature and night, its value in the cell's
     title (shown on hover, no script), x where flagged. Cheaper to make than a figure, and crisp."""
     from matplotlib import colormaps
@@ -245,7 +248,7 @@ def _heat_table(features: list[str], nights: list[date], cells: dict[date, dict[
     head = "".join(f'<th class="night">{_e(n.isoformat())}</th>' for n in nights)
     rows = []
     for name in features:
-        judged = name not in DRIFT_NOT_FLAGGED
+        judged = name not in not_flagged
         tds = []
         for night in nights:
             if not judged or name not in cells[night]:

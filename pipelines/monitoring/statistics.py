@@ -29,7 +29,7 @@ from tensorflow_metadata.proto.v0 import statistics_pb2
 
 from models import registry
 from pipelines.monitoring import quantiles
-from transforms import features as F
+from schemas import ColumnType, FeatureKind, UseCase
 
 if TYPE_CHECKING:
     from tfx_bsl import sketches
@@ -47,11 +47,19 @@ DISTINCT_BUCKETS = 4096  # KMV: relative error about 1 / sqrt(4096), under 2%
 REPEATED_SHARE = 0.5  # numbers with fewer distinct values than this share go to the sketch weighted
 
 
-def feature_kinds() -> dict[str, str]:
-    """The model's features by how their distribution is described: numbers or categories."""
-    kinds = {name: NUMERIC for name in (*F.DENSE_FLOAT_FEATURES, *F.BUCKET_FEATURES)}
-    kinds.update({name: CATEGORICAL for name in F.VOCAB_FEATURES})
-    kinds.update({name: CATEGORICAL for name, _ in F.CATEGORICAL_FEATURES})
+def feature_kinds(use_case: UseCase) -> dict[str, str]:
+    """The raw columns the model's inputs come from, by how their distribution is described: numbers or
+    categories. A feature of one column is described as the model takes it (a vocabulary or an integer
+    category as categories); a derived feature's source columns by their type."""
+    kinds: dict[str, str] = {}
+    for feature in use_case.features:
+        if not feature.sources:
+            categorical = feature.kind in (FeatureKind.VOCABULARY, FeatureKind.INTEGER_CATEGORY)
+            kinds.setdefault(feature.name, CATEGORICAL if categorical else NUMERIC)
+            continue
+        for name in feature.sources:
+            numbers = use_case.input.column(name).type in (ColumnType.INT64, ColumnType.FLOAT64)
+            kinds.setdefault(name, NUMERIC if numbers else CATEGORICAL)
     return kinds
 
 
@@ -206,8 +214,9 @@ class FeatureSketch:
         copy.Compact()
         fine = copy.GetQuantiles(STANDARD_RESOLUTION).flatten().to_numpy()
         stats.median = float(fine[STANDARD_RESOLUTION // 2])
-        if math.isfinite(self.low) and math.isfinite(self.high):  # validation admits finite numbers only
-            stats.histograms.append(self._standard_histogram(fine))
+        # Validation admits finite numbers only (README: Every record is accounted for), so there are
+        # no infinities to set apart in buckets of their own, as TFDV's generator would.
+        stats.histograms.append(self._standard_histogram(fine))
         edges = copy.GetQuantiles(NUM_QUANTILES).flatten().to_numpy()
         histogram = stats.histograms.add(type=statistics_pb2.Histogram.QUANTILES)
         share = self.count / NUM_QUANTILES
@@ -346,11 +355,11 @@ def read_statistics(path: str) -> statistics_pb2.DatasetFeatureStatisticsList:
         return statistics_pb2.DatasetFeatureStatisticsList.FromString(f.read())
 
 
-def vocabularies(version_path: str) -> dict[str, list[str]]:
+def vocabularies(version_path: str, use_case: UseCase) -> dict[str, list[str]]:
     """The model's vocabularies (tf.Transform's, saved as the SavedModel's assets), by feature; a value
     outside its feature's vocabulary is scored as out-of-vocabulary."""
     found = {}
-    for name in F.VOCAB_FEATURES:
+    for name in (f.name for f in use_case.of_kind(FeatureKind.VOCABULARY) if not f.sources):
         path = FileSystems.join(version_path, "assets", name)
         if FileSystems.exists(path):
             with FileSystems.open(path, compression_type="uncompressed") as f:

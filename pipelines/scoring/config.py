@@ -20,7 +20,7 @@ from pipelines.monitoring.measure import NightMonitor
 from pipelines.nights import Nights
 from pipelines.sources import NightInput, Source
 from pipelines.warehouses import RunRecord
-from schemas import InputSchema
+from schemas import InputSchema, UseCase
 
 
 @dataclass(frozen=True)
@@ -45,10 +45,10 @@ class InferenceSettings:
     large_model: bool
     verbose: bool  # everything TensorFlow and Beam log, on the workers too (--verbose)
 
-    def handler(self, model: ModelVersion, schema: InputSchema, role: str) -> ExportedModelHandler:
+    def handler(self, model: ModelVersion, use_case: UseCase, role: str) -> ExportedModelHandler:
         return ExportedModelHandler(
             model,
-            schema,
+            use_case,
             batch_size=self.batch_size,
             accelerator=self.accelerator,
             models_per_process=self.models_per_process,
@@ -83,6 +83,7 @@ class MonitoringSettings:
 class ScoringConfig:
     """A fully checked job of one night or several."""
 
+    use_case: UseCase
     nights: tuple[Night, ...]  # in date order
     source: Source  # its schema is the scoring schema, its settings how it reads
     unknown_columns: UnknownColumns

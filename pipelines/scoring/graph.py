@@ -27,21 +27,25 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig, bar_dir: str 
     read = pipeline | "ReadTrips" >> config.source.read([night.input for night in config.nights], bar_dir)
     checked = read.batches | "Validate" >> ValidateRecords(config.schema, config.unknown_columns, provenance=True)
     inference = config.inference
-    scored = checked.valid | "RunInference" >> RunInference(inference.handler(inference.model, config.schema, CHAMPION))
+    champion = inference.handler(inference.model, config.use_case, CHAMPION)
+    scored = checked.valid | "RunInference" >> RunInference(champion)
     if config.monitoring.measured:
-        described = (checked.valid, scored) | "MeasureNight" >> MeasureNight(nights, inference.model.path)
+        measure = MeasureNight(nights, inference.model.path, config.use_case)
+        described = (checked.valid, scored) | "MeasureNight" >> measure
     else:
         described = pipeline | "NoStatistics" >> beam.Create([])
     watch(scored, config, bar_dir)
     if inference.challenger is not None:
         challenged = checked.valid | "RunChallenger" >> RunInference(
-            inference.handler(inference.challenger, config.schema, CHALLENGER)
+            inference.handler(inference.challenger, config.use_case, CHALLENGER)
         )
         scored = (scored, challenged) | "BothModels" >> beam.Flatten()
     rejected = (read.rejected, checked.rejected) | "AllRejected" >> beam.Flatten()
     _ = rejected | "CountRejections" >> beam.ParDo(CountRejections())
     results = NightResults(scored, rejected, read.counts, checked.valid_counts, described)
-    return results | "WriteScores" >> LoadToWarehouse(config.publishing, nights, config.monitoring.monitor)
+    return results | "WriteScores" >> LoadToWarehouse(
+        config.publishing, nights, config.monitoring.monitor, use_case=config.use_case
+    )
 
 
 def watch(scored: beam.PCollection, config: ScoringConfig, bar_dir: str | None) -> None:

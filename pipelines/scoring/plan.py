@@ -16,22 +16,30 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions
 
-import schemas
 from models import devices, registry
 from models.registry import ModelVersion
-from pipelines.arguments import duration
 from pipelines.choices import DriftGate, Switch
-from pipelines.defaults import DEFAULT_SCORING_INPUT, DEFAULT_WAREHOUSE
+from pipelines.defaults import DEFAULT_WAREHOUSE
 from pipelines.load import PublishSettings
 from pipelines.monitoring import statistics
 from pipelines.monitoring.measure import NightMonitor
 from pipelines.options import CommandOptions, DataOptions, ScoringOptions
+from pipelines.parsing import duration
 from pipelines.scoring.config import InferenceSettings, MonitoringSettings, Night, ScoringConfig
 from pipelines.scoring.placement import LOCAL_RUNNERS, report_dir, staging_folder, workers_here
 from pipelines.sources import NightInput, ReadSettings, Source, open_source
 from pipelines.sources.shards import MIN_SPLIT_BYTES
 from pipelines.staged import run_folder
-from pipelines.warehouses import UNGUARDED, GateLimits, PublishGuard, RunRecord, heartbeat, open_warehouse
+from pipelines.warehouses import (
+    UNGUARDED,
+    GateLimits,
+    PublishGuard,
+    RunRecord,
+    Warehouse,
+    heartbeat,
+    open_warehouse,
+)
+from schemas import UseCase, load_use_case
 
 MAX_NIGHTS = 366  # a year, leap day included, in one job
 
@@ -57,19 +65,15 @@ def plan(options: PipelineOptions, guard: PublishGuard | None = None) -> Scoring
     opts = options.view_as(ScoringOptions)
     runner = options.get_all_options().get("runner")
     local = runner in LOCAL_RUNNERS  # this process runs the pipeline: its machine is the worker
+    use_case = load_use_case(data.use_case)
     settings = ReadSettings.from_options(data, opts.block_bytes)
-    source = open_source(data.input or DEFAULT_SCORING_INPUT, schemas.INPUT.for_scoring(), settings)
+    source = open_source(input_of(data, use_case.scoring_input, use_case), use_case.input.for_scoring(), settings)
     dates = score_dates(opts, data, source)
     check_options(data, opts)
     limits = gate_limits(opts, options)
-    inference = resolve_models(data, opts, options.view_as(CommandOptions).verbose)
+    inference = resolve_models(data, opts, options.view_as(CommandOptions).verbose, use_case)
     inputs = source.plan_nights(dates)
-    warehouse = open_warehouse(
-        opts.warehouse,
-        create_dataset=opts.create_dataset or opts.warehouse == DEFAULT_WAREHOUSE,
-        dataset_location=opts.dataset_location,
-        lock_timeout=opts.lock_timeout,
-    )
+    warehouse = warehouse_of(opts, use_case)
     if local:  # check the accelerator now, not mid-run (last of the checks: it loads TensorFlow)
         devices.visible_devices(devices.resolve_kind(opts.accelerator))
     here = workers_here(options)
@@ -91,11 +95,11 @@ def plan(options: PipelineOptions, guard: PublishGuard | None = None) -> Scoring
     )
     monitor = NightMonitor(
         statistics.read_baseline(inference.model.path),
-        schemas.DRIFT_THRESHOLDS,
-        schemas.DRIFT_NOT_FLAGGED,
+        use_case.drift,
         report_dir(opts.report_dir, warehouse, staging_dir, here),
     )
     return ScoringConfig(
+        use_case=use_case,
         nights=tuple(
             Night(new_run(day, inference, source, night, recorded, staging_dir, limits), night)
             for day, night in zip(dates, inputs, strict=True)
@@ -181,12 +185,33 @@ def check_options(data: DataOptions, opts: ScoringOptions) -> None:
         raise ValueError(f"--stale_after must be at least {heartbeat.MIN_STALE_AFTER.total_seconds():g}s")
 
 
-def resolve_models(data: DataOptions, opts: ScoringOptions, verbose: bool) -> InferenceSettings:
-    """The champion, and the challenger when one is asked for: usable versions on this schema."""
-    model = registry.resolve(data.model_root, data.model_name, opts.model_version, schemas.INPUT)
+def warehouse_of(opts: ScoringOptions, use_case: UseCase) -> Warehouse:
+    """The use case's warehouse: the default one, or a new BigQuery dataset when asked, is made."""
+    return open_warehouse(
+        opts.warehouse,
+        use_case,
+        create_dataset=opts.create_dataset or opts.warehouse == DEFAULT_WAREHOUSE,
+        dataset_location=opts.dataset_location,
+        lock_timeout=opts.lock_timeout,
+    )
+
+
+def input_of(data: DataOptions, default: str | None, use_case: UseCase) -> str:
+    """--input, or the use case's default input for this command."""
+    if data.input:
+        return data.input
+    if not default:
+        raise ValueError(f"use case {use_case.name} declares no default input: give --input")
+    return default
+
+
+def resolve_models(data: DataOptions, opts: ScoringOptions, verbose: bool, use_case: UseCase) -> InferenceSettings:
+    """The champion, and the challenger when one is asked for: versions of the use case, on its schema."""
+    name = data.model_name or use_case.model_name
+    model = registry.resolve(data.model_root, name, opts.model_version, use_case)
     challenger: ModelVersion | None = None
     if opts.challenger_version is not None:
-        challenger = registry.resolve(data.model_root, data.model_name, opts.challenger_version, schemas.INPUT)
+        challenger = registry.resolve(data.model_root, name, opts.challenger_version, use_case)
         if challenger.version == model.version:
             raise ValueError(f"--challenger_version {challenger.version} is the champion version itself")
     return InferenceSettings(

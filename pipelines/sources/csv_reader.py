@@ -102,7 +102,7 @@ class CsvReader(FileReader):
         self.header = names
         missing = [c for c in self.schema.columns if c.name not in names]
         # A nullable feature read as all-null would shift every prediction; a label or key the run does
-        # not need (tips at scoring, trip_id at training) may be absent.
+        # not need (the label at scoring, the key at training) may be absent.
         refuse_nullable = self.settings.missing_nullable_columns == MissingColumns.REFUSE
         refused = [c for c in missing if c.required or (c.role is Role.FEATURE and refuse_nullable)]
         self.missing = missing

@@ -1,7 +1,7 @@
 """Where nights are published: one contract (`contract.Warehouse`, exchanging `records`), one SQL (`sql`),
 two engines.
 
-    warehouse = open_warehouse("warehouse/scores.duckdb")        # or "bq://project.dataset"
+    warehouse = open_warehouse("warehouse/scores.duckdb", use_case)   # or "bq://project.dataset"
     warehouse.prepare(); warehouse.reap(stale_after, now, by=run.run_id); warehouse.record_run(run)
     ... the pipeline stages files; the run heartbeats its row ...
     with warehouse.within(Deadline(publish_timeout)):   # after the data was read: waits, saying so
@@ -34,22 +34,28 @@ from pipelines.warehouses.records import (
     StagedResults,
     WarehouseConfigError,
 )
+from schemas import UseCase
 
 
 def open_warehouse(
     location: str,
+    use_case: UseCase,
     *,
     create_dataset: bool = False,
     dataset_location: str | None = None,
     lock_timeout: float = DuckDBWarehouse.DEFAULT_LOCK_TIMEOUT,
 ) -> Warehouse:
-    """The warehouse `--warehouse` names: BigQuery for bq://project.dataset, else a DuckDB file.
-    `create_dataset`: a missing BigQuery dataset, or a DuckDB file's missing folder, is made."""
+    """The warehouse `--warehouse` names, holding `use_case`'s nights: BigQuery for bq://project.dataset,
+    else a DuckDB file. `create_dataset`: a missing BigQuery dataset, or a DuckDB file's missing folder, is made."""
     if is_bigquery_warehouse(location):
         return BigQueryWarehouse(
-            location, create_dataset=create_dataset, dataset_location=dataset_location, lock_timeout=lock_timeout
+            location,
+            use_case,
+            create_dataset=create_dataset,
+            dataset_location=dataset_location,
+            lock_timeout=lock_timeout,
         )
-    return DuckDBWarehouse(location, lock_timeout=lock_timeout, create_folder=create_dataset)
+    return DuckDBWarehouse(location, use_case, lock_timeout=lock_timeout, create_folder=create_dataset)
 
 
 __all__ = [

@@ -42,7 +42,7 @@ from pipelines.warehouses.contract import Warehouse
 from pipelines.warehouses.deadline import SAY_EVERY, Deadline, PublishTimeout, Waiting, patiently
 from pipelines.warehouses.records import AuditError, PublishedMeanwhile, RunRecord, StagedResults, WarehouseConfigError
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
-from schemas import FEATURE_DRIFT, SCORING_ERRORS, STAGED_PREDICTIONS, WAREHOUSE_TABLES, ColumnType, Field, TableSchema
+from schemas import FEATURE_DRIFT, SCORING_ERRORS, ColumnType, Field, TableSchema, UseCase, staged_predictions
 
 DATASET_DESCRIPTION = "Nightly batch scores (see the project's README)."
 STAGING_HOURS = 24  # staging tables outlive a failed run long enough to inspect, then expire
@@ -92,6 +92,7 @@ class BigQueryWarehouse(Warehouse):
     def __init__(
         self,
         uri: str,
+        use_case: UseCase,
         create_dataset: bool = False,
         dataset_location: str | None = None,
         partition_expiration_days: int | None = None,
@@ -101,6 +102,7 @@ class BigQueryWarehouse(Warehouse):
         if ref is None:
             raise WarehouseConfigError(f"--warehouse {uri!r} is not a BigQuery dataset: expected bq://project.dataset")
         self.location = uri
+        self.use_case = use_case
         self.ref = ref
         self.dialect = Dialect(
             quote_char="`",
@@ -217,9 +219,9 @@ class BigQueryWarehouse(Warehouse):
         the views made anew so that a changed definition reaches them. Existing tables are left as they
         are; the scorer refuses one that no longer matches `schemas/`."""
         self.client.create_dataset(self._dataset_definition(), exists_ok=True)
-        for table in WAREHOUSE_TABLES:
+        for table in self.tables:
             self._create_table(table)
-        for view in sql.views(self.dialect):
+        for view in self.views():
             self.client.delete_table(f"{self.ref}.{view.name}", not_found_ok=True)
             self._create_view(view)
 
@@ -286,12 +288,12 @@ class BigQueryWarehouse(Warehouse):
     def _staged(self, run: RunRecord, staged: StagedResults) -> Iterator[StagedTables]:
         """Load jobs into expiring staging tables; dropped once published, kept to inspect otherwise."""
         predictions = self._load(
-            self._staging_name(run.run_id, "predictions"), STAGED_PREDICTIONS, staged.prediction_paths
+            self._staging_name(run.run_id, "predictions"), staged_predictions(self.use_case), staged.prediction_paths
         )
         errors = self._load(self._staging_name(run.run_id, "errors"), SCORING_ERRORS, staged.error_paths)
         drift = self._load(self._staging_name(run.run_id, "drift"), FEATURE_DRIFT, staged.drift_paths)
         duplicates = self._staging_name(run.run_id, "duplicates")
-        groups = sql.duplicate_groups(self.dialect, self.dialect.table(predictions))
+        groups = sql.duplicate_groups(self.dialect, self.dialect.table(predictions), self.key)
         self._query(
             Statement(
                 f"CREATE OR REPLACE TABLE {self.dialect.table(duplicates)} OPTIONS (expiration_timestamp = "

@@ -5,12 +5,14 @@ them and then, in one transaction, replaces the date's predictions and errors an
 succeeded. A run that dies before that commit leaves the date exactly as it was, and two runs of
 one date serialise on the transaction, so the date ends with exactly one run's rows.
 
-`Warehouse` holds that life cycle: prepare (tables checked against `schemas/`, missing tables and the
-analyst views made), reap runs that stopped heartbeating, record the run, publish a night (stage, audit,
-quality gates, compare, one transaction: published, or kept in the refused tables), mark a run failed,
-record its metrics, read its row. The SQL comes from `warehouses.sql` in the warehouse's
-dialect. A backend writes only what differs between engines: its connection, how a table's columns
-are read and a table is made, how staged files become queryable, and how a transaction runs.
+`Warehouse` holds that life cycle for one use case (`use_case`: its predictions tables and key column
+come from it; the platform's other tables are every use case's): prepare (tables checked against
+`schemas/`, missing tables and the analyst views made), reap runs that stopped heartbeating, record the
+run, publish a night (stage, audit, quality gates, compare, one transaction: published, or kept in the
+refused tables), mark a run failed, record its metrics, read its row. The SQL comes from
+`warehouses.sql` in the warehouse's dialect. A backend writes only what differs between engines: its
+connection, how a table's columns are read and a table is made, how staged files become queryable, and
+how a transaction runs.
 """
 
 from __future__ import annotations
@@ -42,7 +44,16 @@ from pipelines.warehouses.records import (
     published_counts,
 )
 from pipelines.warehouses.sql import COMMIT_TIME, RUNNING, SUCCEEDED, Dialect, StagedTables, Statement
-from schemas import REFUSED_ERRORS, REFUSED_FEATURE_DRIFT, REFUSED_PREDICTIONS, WAREHOUSE_TABLES, Field, TableSchema
+from schemas import (
+    REFUSED_ERRORS,
+    REFUSED_FEATURE_DRIFT,
+    Field,
+    TableSchema,
+    UseCase,
+    predictions,
+    refused_predictions,
+    warehouse_tables,
+)
 
 FAILED, REFUSED, ABANDONED = "failed", "refused", "abandoned"
 DEFAULT_REPORT_DIR = "warehouse/reports"  # beside the default DuckDB warehouse, warehouse/scores.duckdb
@@ -75,6 +86,7 @@ class Warehouse(abc.ABC):
     """Where a run's nights are published, and its bookkeeping kept."""
 
     location: str  # what the user passed as --warehouse
+    use_case: UseCase  # whose nights it publishes: the predictions table and its key come from it
     dialect: Dialect
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT  # the wait before any data is read (--lock_timeout)
     _deadline: Deadline | None = None  # set by `within`: the step after the data was read
@@ -96,6 +108,22 @@ class Warehouse(abc.ABC):
         """The current step's deadline; before any data is read, one of --lock_timeout per call."""
         return self._deadline or Deadline(self.lock_timeout, "--lock_timeout")
 
+    # ------------------------------------------------------------ the use case's tables
+
+    @property
+    def tables(self) -> tuple[TableSchema, ...]:
+        """Every table of the use case's warehouse, in the order they are made."""
+        return warehouse_tables(self.use_case)
+
+    @property
+    def key(self) -> str:
+        """The use case's key column: what the audit, duplicate keys and the comparison pair records by."""
+        return self.use_case.input.key.name
+
+    def views(self) -> list[sql.View]:
+        """The analysts' views over the use case's predictions."""
+        return sql.views(self.dialect, predictions(self.use_case), self.key)
+
     # ------------------------------------------------------------ the life cycle, the same everywhere
 
     def prepare(self, create: bool = True) -> bool:
@@ -106,8 +134,8 @@ class Warehouse(abc.ABC):
         """
         if not self._open(create):
             return False  # nothing exists yet, so nothing can disagree with schemas/
-        made = []
-        for table in WAREHOUSE_TABLES:
+        made, tables = [], self.tables
+        for table in tables:
             have = self._columns(table.name)
             if have is None:
                 if create:
@@ -131,9 +159,9 @@ class Warehouse(abc.ABC):
                 f"defines {want}; migrate it or move it away"
             )
         if create:
-            for view in sql.views(self.dialect):
+            for view in self.views():
                 self._create_view(view)
-        return len(made) == len(WAREHOUSE_TABLES)
+        return len(made) == len(tables)
 
     def exists(self) -> bool:
         """Whether there is a warehouse to read (a BigQuery dataset missing is a configuration error)."""
@@ -167,14 +195,15 @@ class Warehouse(abc.ABC):
         except AlreadyPublished as done:  # a retried publishing step (Dataflow retries a failed bundle)
             return done.counts
         with self._staged(run, staged) as tables:
-            [row] = self._query(sql.audit(self.dialect, tables, run.run_id, run.score_date))[1]
-            [duplicates] = self._query(sql.duplicates(self.dialect, tables))[1]
+            [row] = self._query(sql.audit(self.dialect, tables, self.key, run.run_id, run.score_date))[1]
+            published = predictions(self.use_case)
+            [duplicates] = self._query(sql.duplicates(self.dialect, tables, published, self.key))[1]
             by_source = dict(self._query(sql.rejected_by_source(self.dialect, tables.errors))[1])
             counts = check_staged(run, staged, StagedCounts(*row, *duplicates), by_source)
             incomplete = [(s, d) for s, d in self._query(sql.incomplete_sources(self.dialect, tables.errors))[1]]
             comparison = None
             if run.challenger_version is not None and counts["prediction_rows"]:
-                [row] = self._query(sql.compare(self.dialect, tables.predictions))[1]
+                [row] = self._query(sql.compare(self.dialect, tables.predictions, self.key))[1]
                 comparison = comparison_result(row)
             for attempt in range(REJUDGE_ATTEMPTS):
                 decision, completion, statements = self._judge(run, staged, tables, counts, comparison, incomplete)
@@ -202,7 +231,8 @@ class Warehouse(abc.ABC):
     ) -> tuple[gates.Decision, dict[str, Any], list[Statement]]:
         """The gates' decision against the warehouse as it is now, and the transaction carrying it out."""
         trailing = [n for (n,) in self._query(sql.trailing_inputs(self.dialect, run.score_date))[1]]
-        [(published,)] = self._query(sql.published_records(self.dialect, run.score_date))[1]
+        scores = predictions(self.use_case)
+        [(published,)] = self._query(sql.published_records(self.dialect, scores, run.score_date))[1]
         decision = gates.decide(counts, trailing, published, run.limits, list(staged.drift_flagged), incomplete)
         completion = {
             "status": SUCCEEDED if decision.publish else REFUSED,
@@ -215,12 +245,13 @@ class Warehouse(abc.ABC):
         if decision.publish:
             if decision.failed:
                 completion |= {"accepted_failures": run.limits.accept_failures, "accepted_by": run.limits.accepted_by}
-            targets = {"published_seen": published}
+            targets = {"predictions": scores, "published_seen": published}
         else:
             completion["error"] = f"refused by quality gates: {decision.explain()}"[:MAX_ERROR_CHARS]
-            targets = {"predictions": REFUSED_PREDICTIONS, "errors": REFUSED_ERRORS, "drift": REFUSED_FEATURE_DRIFT}
+            refused = refused_predictions(self.use_case)
+            targets = {"predictions": refused, "errors": REFUSED_ERRORS, "drift": REFUSED_FEATURE_DRIFT}
         statements = sql.publish_night(
-            self.transaction_dialect, tables, run.run_id, run.score_date, completion, **targets
+            self.transaction_dialect, tables, run.run_id, run.score_date, completion, key=self.key, **targets
         )
         return decision, completion, statements
 
@@ -304,7 +335,7 @@ class Warehouse(abc.ABC):
         since = score_date - timedelta(days=days)
         return NightReport(
             run=run,
-            quality=self._records(sql.quality_between(self.dialect, since, score_date)),
+            quality=self._records(sql.quality_between(self.dialect, predictions(self.use_case), since, score_date)),
             rejections=self._records(sql.rejections_of_run(self.dialect, run["run_id"])),
             drift=self._records(sql.drift_between(self.dialect, since, score_date, run["run_id"])),
             previous_statistics=self.previous_statistics(score_date),
@@ -317,7 +348,10 @@ class Warehouse(abc.ABC):
             if not latest:
                 raise LookupError(f"{self.location}: no finished scoring run for {score_date}")
             return latest[0]
-        return self.run_row(run_id)
+        try:
+            return self.run_row(run_id)
+        except KeyError:
+            raise LookupError(f"{self.location}: no scoring run {run_id}") from None
 
     def run_row(self, run_id: str) -> dict[str, Any]:
         rows = self._records(sql.select_run(self.dialect, run_id))

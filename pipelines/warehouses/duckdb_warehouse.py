@@ -24,7 +24,7 @@ from pipelines.warehouses.contract import UNGUARDED, PublishGuard, Warehouse
 from pipelines.warehouses.deadline import PublishTimeout, Waiting
 from pipelines.warehouses.records import RunRecord, StagedResults, WarehouseConfigError
 from pipelines.warehouses.sql import Dialect, StagedTables, Statement, View
-from schemas import FEATURE_DRIFT, SCORING_ERRORS, STAGED_PREDICTIONS, ColumnType, Field, TableSchema
+from schemas import FEATURE_DRIFT, SCORING_ERRORS, ColumnType, Field, TableSchema, UseCase, staged_predictions
 
 if TYPE_CHECKING:  # the client is imported when a connection is made: a command's --help does not wait for it
     import duckdb
@@ -63,9 +63,12 @@ class DuckDBWarehouse(Warehouse):
     MEMORY_LIMIT = "256MB"
     dialect = DIALECT
 
-    def __init__(self, path: str, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, create_folder: bool = False):
-        """`create_folder`: make the file's folder when it is missing. Otherwise a missing folder is a
-        configuration error: a typo in --warehouse must not start a new, empty warehouse unnoticed."""
+    def __init__(
+        self, path: str, use_case: UseCase, lock_timeout: float = DEFAULT_LOCK_TIMEOUT, create_folder: bool = False
+    ):
+        """`use_case`: whose nights it publishes (its predictions table and key). `create_folder`: make the
+        file's folder when it is missing. Otherwise a missing folder is a configuration error: a typo in
+        --warehouse must not start a new, empty warehouse unnoticed."""
         if not path.strip() or path.strip().startswith(":memory:"):
             raise WarehouseConfigError(
                 f"--warehouse {path!r}: a warehouse must outlive the run; give a DuckDB file such as "
@@ -87,6 +90,7 @@ class DuckDBWarehouse(Warehouse):
                 "there needs --create_dataset)"
             )
         self.path = self.location = path
+        self.use_case = use_case
         self.lock_timeout = lock_timeout
         self._held: duckdb.DuckDBPyConnection | None = None
 
@@ -220,7 +224,7 @@ class DuckDBWarehouse(Warehouse):
         """Staged Parquet files are read where they lie, as views of the publishing connection."""
         with self._holding() as con:
             for name, table, files in (
-                (STAGED_PREDICTIONS_NAME, STAGED_PREDICTIONS, staged.prediction_paths),
+                (STAGED_PREDICTIONS_NAME, staged_predictions(self.use_case), staged.prediction_paths),
                 (STAGED_ERRORS, SCORING_ERRORS, staged.error_paths),
                 (STAGED_DRIFT, FEATURE_DRIFT, staged.drift_paths),
             ):
@@ -235,9 +239,8 @@ class DuckDBWarehouse(Warehouse):
                 con.register(name, relation)
             predictions = self.dialect.quote(STAGED_PREDICTIONS_NAME)
             duplicates = self.dialect.quote(STAGED_DUPLICATES)
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {duplicates} AS {sql.duplicate_groups(self.dialect, predictions).sql}"
-            )
+            groups = sql.duplicate_groups(self.dialect, predictions, self.key)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {duplicates} AS {groups.sql}")
             try:
                 d = self.dialect
                 yield StagedTables(predictions, d.quote(STAGED_ERRORS), duplicates, d.quote(STAGED_DRIFT))

@@ -2,7 +2,8 @@
 records a re-run would replace), by a night's report (quality, drift and rejections over the nights up
 to the date), by monitoring (the previous night's statistics) and by the `night_quality` view.
 
-Bounded by dates where BigQuery would otherwise read every partition.
+Bounded by dates where BigQuery would otherwise read every partition. The predictions table is the
+use case's (`schemas.predictions`), so the statements reading it take it from the warehouse.
 """
 
 from __future__ import annotations
@@ -13,24 +14,24 @@ from pipelines.warehouses.gates import VOLUME_HISTORY
 from schemas import (
     CHAMPION,
     FEATURE_DRIFT,
-    PREDICTIONS,
     REFUSED_ERRORS,
     REFUSED_FEATURE_DRIFT,
     SCORING_ERRORS,
     SCORING_RUNS,
     ColumnType,
+    TableSchema,
 )
 
 # ---------------------------------------------------------------- what a night's report and monitoring read
 
 
-def quality_between(d: Dialect, since, through) -> Statement:
+def quality_between(d: Dialect, predictions: TableSchema, since, through) -> Statement:
     """`night_quality` of the published nights after `since` up to `through`, oldest first. Bounded by
     dates, not by a count of nights, so that BigQuery reads only those partitions."""
     p = d.param
     window = f"AND score_date > {p('since')} AND score_date <= {p('through')}"
     return Statement(
-        f"SELECT * FROM ({night_quality(d, (through - since).days, window)}) AS q ORDER BY score_date",
+        f"SELECT * FROM ({night_quality(d, predictions, (through - since).days, window)}) AS q ORDER BY score_date",
         {"since": (ColumnType.DATE, since), "through": (ColumnType.DATE, through)},
     )
 
@@ -103,10 +104,10 @@ SCORE_PERCENTILES = (10, 25, 50, 75, 90)
 QUALITY_NIGHTS = 30  # the analysts' view; the report looks back further (pipelines/monitoring/page.py)
 
 
-def night_quality(d: Dialect, nights: int, window: str = "") -> str:
+def night_quality(d: Dialect, predictions: TableSchema, nights: int, window: str = "") -> str:
     """Per published night (its latest succeeded run): volume, rejection rate and the champion's score
     distribution, over the last `nights` nights; `window` ("AND ..." on score_date) limits what is read."""
-    runs, predictions = d.table(SCORING_RUNS.name), d.table(PREDICTIONS.name)
+    runs, scores = d.table(SCORING_RUNS.name), d.table(predictions.name)
     percentiles = ", ".join(f"{d.percentile('probability', q)} AS score_p{q}" for q in SCORE_PERCENTILES)
     return f"""
         SELECT r.score_date, r.run_id, r.model_version, r.input_records, r.scored_records, r.rejected_records,
@@ -117,14 +118,14 @@ def night_quality(d: Dialect, nights: int, window: str = "") -> str:
               FROM {runs} WHERE status = '{SUCCEEDED}' {window}) AS r
         JOIN (SELECT score_date, AVG(probability) AS score_mean,
                      AVG(CASE WHEN label THEN 1 ELSE 0 END) AS positive_rate, {percentiles}
-              FROM {predictions} WHERE model_role = '{CHAMPION}' {window}
+              FROM {scores} WHERE model_role = '{CHAMPION}' {window}
               GROUP BY score_date) AS s ON s.score_date = r.score_date
         WHERE r.newest = 1
         QUALIFY ROW_NUMBER() OVER (ORDER BY r.score_date DESC) <= {int(nights)}"""
 
 
-def published_records(d: Dialect, score_date) -> Statement:
+def published_records(d: Dialect, predictions: TableSchema, score_date) -> Statement:
     """Champion records the date holds now: what a re-run would replace."""
     params = {"score_date": (ColumnType.DATE, score_date), "champion": (ColumnType.STRING, CHAMPION)}
     where = f"score_date = {d.param('score_date')} AND model_role = {d.param('champion')}"
-    return Statement(f"SELECT COUNT(*) FROM {d.table(PREDICTIONS.name)} WHERE {where}", params)
+    return Statement(f"SELECT COUNT(*) FROM {d.table(predictions.name)} WHERE {where}", params)

@@ -4,6 +4,8 @@ the one transaction that replaces the date's rows (or keeps a refused night apar
 
 Apart from the run's row (`bookkeeping`) and the published nights read back (`history`), because this
 is the one place where a night's rows are written, and what a change here risks is a wrong night.
+The predictions table and its key column are the use case's: each statement takes them from the
+warehouse (`predictions`, `key`), so that nothing here names a use case's column.
 """
 
 from __future__ import annotations
@@ -19,8 +21,6 @@ from schemas import (
     CHALLENGER,
     CHAMPION,
     FEATURE_DRIFT,
-    INPUT,
-    PREDICTIONS,
     SCORING_ERRORS,
     SCORING_RUNS,
     ColumnType,
@@ -49,25 +49,26 @@ def publish_night(
     run_id: str,
     score_date,
     completion: Mapping[str, Any],
-    predictions: TableSchema = PREDICTIONS,
+    predictions: TableSchema,
+    key: str,
     errors: TableSchema = SCORING_ERRORS,
     drift: TableSchema = FEATURE_DRIFT,
     published_seen: int | None = None,
 ) -> list[Statement]:
-    """One transaction's statements: the night's predictions (one per key) and errors (conflicting
+    """One transaction's statements: the night's predictions (one per `key`) and errors (conflicting
     duplicates included) replaced in `predictions` and `errors` (the refused tables for a refused
     night), the run completed while it is still running. With `published_seen`, the date must still
     hold that many champion rows, as the gates saw it: a run of the same date that published in the
     meantime fails this one rather than letting it replace a night its shrink guard never saw."""
-    conflicts = conflicting_duplicates(d, tables)
+    conflicts = conflicting_duplicates(d, tables, key)
     staged_errors = ", ".join(d.quote(name) for name in SCORING_ERRORS.names)
     rejected = Statement(f"SELECT {staged_errors} FROM {tables.errors} UNION ALL {conflicts.sql}", conflicts.params)
     guards = [still_running(d, run_id)]
     if published_seen is not None:
-        guards.append(still_as_seen(d, score_date, published_seen))
+        guards.append(still_as_seen(d, predictions, score_date, published_seen))
     return [
         *guards,
-        *replace_night(d, predictions, resolved_predictions(d, tables), score_date),
+        *replace_night(d, predictions, resolved_predictions(d, tables, predictions, key), score_date),
         *replace_night(d, errors, rejected, score_date),
         *replace_night(d, drift, Statement(f"SELECT {column_list(d, FEATURE_DRIFT)} FROM {tables.drift}"), score_date),
         update_run(d, run_id, completion, while_status=RUNNING),
@@ -88,9 +89,9 @@ def still_running(d: Dialect, run_id: str) -> Statement:
 PUBLISHED_MEANWHILE = "the date was published by another run since this one checked it"
 
 
-def still_as_seen(d: Dialect, score_date, published_seen: int) -> Statement:
+def still_as_seen(d: Dialect, predictions: TableSchema, score_date, published_seen: int) -> Statement:
     """Fails the transaction unless the date holds `published_seen` champion rows, as the gates saw."""
-    counted = published_records(d, score_date)
+    counted = published_records(d, predictions, score_date)
     return Statement(
         f"SELECT CASE WHEN ({counted.sql}) = {d.param('published_seen')} THEN 1 "
         f"ELSE ERROR('{PUBLISHED_MEANWHILE}: nothing published') END",
@@ -107,13 +108,13 @@ def still_as_seen(d: Dialect, score_date, published_seen: int) -> Statement:
 # read once more, never sorted or windowed whole.
 
 
-def duplicate_groups(d: Dialect, predictions: str) -> Statement:
+def duplicate_groups(d: Dialect, predictions: str, key: str) -> Statement:
     """Per (model role, key) with more than one staged row: how many, and the lowest and highest hash.
 
     Where the engine hashes cheaply, the keys are first grouped by a 64-bit hash of (role, key), which
     is much cheaper than grouping the strings; only rows whose hash repeats (true copies, and the rare
     collision, which the exact grouping then drops) are grouped by the key itself."""
-    key = d.quote(INPUT.key.name)
+    key = d.quote(key)
     candidates = ""
     if d.hash_template:
         hashed = d.hash_template.format(columns=f"model_role, {key}")
@@ -124,41 +125,41 @@ def duplicate_groups(d: Dialect, predictions: str) -> Statement:
     )
 
 
-def _same_key(d: Dialect, left: str, right: str) -> str:
-    key = d.quote(INPUT.key.name)
+def _same_key(d: Dialect, key: str, left: str, right: str) -> str:
+    key = d.quote(key)
     return f"{left}.model_role = {right}.model_role AND {left}.{key} = {right}.{key}"
 
 
-def _unique_rows(d: Dialect, tables: StagedTables) -> str:
+def _unique_rows(d: Dialect, tables: StagedTables, predictions: TableSchema, key: str) -> str:
     """Staged rows whose (model role, key) has no copy: the night's rows, nearly all of them."""
-    columns = ", ".join(d.quote(name) for name in PREDICTIONS.names)
     return f"""
-        SELECT {columns} FROM {tables.predictions} AS s
-        WHERE NOT EXISTS (SELECT 1 FROM {tables.duplicates} AS g WHERE {_same_key(d, "g", "s")})"""
+        SELECT {column_list(d, predictions)} FROM {tables.predictions} AS s
+        WHERE NOT EXISTS (SELECT 1 FROM {tables.duplicates} AS g WHERE {_same_key(d, key, "g", "s")})"""
 
 
-def _first_copies(d: Dialect, tables: StagedTables) -> str:
+def _first_copies(d: Dialect, tables: StagedTables, predictions: TableSchema, key: str) -> str:
     """For each (model role, key) whose copies all have the same content, the first copy by file and line."""
-    columns = ", ".join(d.quote(name) for name in PREDICTIONS.names)
-    first_copies = ", ".join(f"s.{d.quote(name)}" for name in PREDICTIONS.names)
-    key = d.quote(INPUT.key.name)
+    first_copies = ", ".join(f"s.{d.quote(name)}" for name in predictions.names)
+    same_key, key = _same_key(d, key, "g", "s"), d.quote(key)
     return f"""
-        SELECT {columns} FROM (
+        SELECT {column_list(d, predictions)} FROM (
           SELECT {first_copies},
                  ROW_NUMBER() OVER (PARTITION BY s.model_role, s.{key} ORDER BY s.source, s.line_number) AS copy_number
-          FROM {tables.predictions} AS s JOIN {tables.duplicates} AS g ON {_same_key(d, "g", "s")}
+          FROM {tables.predictions} AS s JOIN {tables.duplicates} AS g ON {same_key}
           WHERE g.lowest = g.highest) AS c
         WHERE copy_number = 1"""
 
 
-def resolved_predictions(d: Dialect, tables: StagedTables) -> Statement:
-    """The staged predictions with one row per (model role, key): what publishing inserts."""
-    return Statement(f"{_unique_rows(d, tables)}\n        UNION ALL{_first_copies(d, tables)}")
+def resolved_predictions(d: Dialect, tables: StagedTables, predictions: TableSchema, key: str) -> Statement:
+    """The staged predictions with one row per (model role, key), in `predictions`' columns: what
+    publishing inserts."""
+    unique, first = _unique_rows(d, tables, predictions, key), _first_copies(d, tables, predictions, key)
+    return Statement(f"{unique}\n        UNION ALL{first}")
 
 
-def conflicting_duplicates(d: Dialect, tables: StagedTables) -> Statement:
+def conflicting_duplicates(d: Dialect, tables: StagedTables, key: str) -> Statement:
     """Champion rows whose key has copies of different content, as `scoring_errors` rows."""
-    p, key = d.param, d.quote(INPUT.key.name)
+    p, quoted = d.param, d.quote(key)
     text = d.type_name(ColumnType.STRING)
     values = {
         "score_date": "s.score_date",
@@ -170,28 +171,29 @@ def conflicting_duplicates(d: Dialect, tables: StagedTables) -> Statement:
         "error_kind": p("record"),
         "recorded_at": "s.scored_at",
         "column_name": p("key_column"),
-        "detail": f"CONCAT('key ', s.{key}, ' has ', CAST(g.copies AS {text}), ' copies with different content')",
+        "detail": f"CONCAT('key ', s.{quoted}, ' has ', CAST(g.copies AS {text}), ' copies with different content')",
         "records": "1",
     }
     selected = ", ".join(f"{values[name]} AS {d.quote(name)}" for name in SCORING_ERRORS.names)
     return Statement(
-        f"SELECT {selected} FROM {tables.predictions} AS s JOIN {tables.duplicates} AS g ON {_same_key(d, 'g', 's')} "
+        f"SELECT {selected} FROM {tables.predictions} AS s "
+        f"JOIN {tables.duplicates} AS g ON {_same_key(d, key, 'g', 's')} "
         f"WHERE g.lowest <> g.highest AND s.model_role = {p('champion')}",
         {
             "champion": (ColumnType.STRING, CHAMPION),
             "duplicate_key": (ColumnType.STRING, "duplicate_key"),
             "record": (ColumnType.STRING, RECORD_ERROR),
-            "key_column": (ColumnType.STRING, INPUT.key.name),
+            "key_column": (ColumnType.STRING, key),
         },
     )
 
 
-def duplicates(d: Dialect, tables: StagedTables) -> Statement:
+def duplicates(d: Dialect, tables: StagedTables, predictions: TableSchema, key: str) -> Statement:
     """(champion records dropped as identical copies, champion records rejected as conflicting copies,
     (role, key) pairs that publishing would still repeat: must be 0). Only a key with staged copies
     can repeat (the other rows are unique keys by `duplicate_groups`, and `_unique_rows` takes no row of
     a key with copies), so the check runs on the rows publishing inserts for those keys."""
-    key, p = d.quote(INPUT.key.name), d.param
+    quoted, p = d.quote(key), d.param
     return Statement(
         f"""
         SELECT
@@ -200,8 +202,8 @@ def duplicates(d: Dialect, tables: StagedTables) -> Statement:
           (SELECT COALESCE(SUM(CASE WHEN lowest <> highest THEN copies ELSE 0 END), 0)
            FROM {tables.duplicates} WHERE model_role = {p("champion")}),
           (SELECT COUNT(*) FROM (
-             SELECT model_role, {key} FROM ({_first_copies(d, tables)}) AS r
-             GROUP BY model_role, {key} HAVING COUNT(*) > 1) AS repeated)""",
+             SELECT model_role, {quoted} FROM ({_first_copies(d, tables, predictions, key)}) AS r
+             GROUP BY model_role, {quoted} HAVING COUNT(*) > 1) AS repeated)""",
         {"champion": (ColumnType.STRING, CHAMPION)},
     )
 
@@ -224,9 +226,9 @@ def incomplete_sources(d: Dialect, errors: str) -> Statement:
 # ---------------------------------------------------------------- audit and comparison
 
 
-def audit(d: Dialect, tables: StagedTables, run_id: str, score_date) -> Statement:
+def audit(d: Dialect, tables: StagedTables, key: str, run_id: str, score_date) -> Statement:
     """One query over the staged rows; the fields of `StagedCounts`, in order."""
-    key, p = d.quote(INPUT.key.name), d.param
+    key, p = d.quote(key), d.param
     return Statement(
         f"""
         SELECT count(*),
@@ -247,9 +249,9 @@ def audit(d: Dialect, tables: StagedTables, run_id: str, score_date) -> Statemen
     )
 
 
-def compare(d: Dialect, predictions: str) -> Statement:
+def compare(d: Dialect, predictions: str, key: str) -> Statement:
     """Champion vs challenger on the same records: how different would switching make tomorrow?"""
-    key, p = d.quote(INPUT.key.name), d.param
+    key, p = d.quote(key), d.param
     return Statement(
         f"""
         WITH champion AS (SELECT {key} AS k, probability AS cp, label AS cl FROM {predictions}

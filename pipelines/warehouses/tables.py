@@ -1,7 +1,8 @@
 """What a warehouse makes of `schemas/`: its tables (DDL), the values a migration fills into columns it
 adds to rows written before they existed, and the analysts' views. Apart from what runs issue, because
 these are made once per warehouse (`Warehouse.prepare`) and are what analysts query; the views' text is
-fixed, so they take no parameters.
+fixed, so they take no parameters. The views over predictions read the use case's table and key, which
+the warehouse passes in.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from pipelines.batches import RECORD_ERROR
 from pipelines.warehouses.dialect import Dialect, Statement
 from pipelines.warehouses.history import QUALITY_NIGHTS, night_quality
-from schemas import CHAMPION, FEATURE_DRIFT, INPUT, PREDICTIONS, SCORING_ERRORS, Field, TableSchema
+from schemas import CHAMPION, FEATURE_DRIFT, SCORING_ERRORS, Field, TableSchema
 
 
 def create_table(d: Dialect, table: TableSchema) -> Statement:
@@ -45,17 +46,18 @@ class View:
     sql: str
 
 
-def views(d: Dialect) -> list[View]:
-    """The analysts' views, over champion rows only. Their text is fixed, so no parameters."""
-    predictions, key = d.table(PREDICTIONS.name), d.quote(INPUT.key.name)
+def views(d: Dialect, predictions: TableSchema, key: str) -> list[View]:
+    """The analysts' views over `predictions` (keyed by `key`), champion rows only. Their text is fixed
+    once the use case is, so no parameters."""
+    scores, quoted = d.table(predictions.name), d.quote(key)
     return [
         View(
             "latest_predictions",
             "Each trip's most recent champion score.",
             f"""
-        SELECT * FROM {predictions}
+        SELECT * FROM {scores}
         WHERE model_role = '{CHAMPION}'
-        QUALIFY ROW_NUMBER() OVER (PARTITION BY {key} ORDER BY score_date DESC, scored_at DESC) = 1""",
+        QUALIFY ROW_NUMBER() OVER (PARTITION BY {quoted} ORDER BY score_date DESC, scored_at DESC) = 1""",
         ),
         View(
             "drift_by_night",
@@ -77,7 +79,7 @@ def views(d: Dialect) -> list[View]:
             "night_quality",
             f"Per published night, the last {QUALITY_NIGHTS}: volume, rejection rate, score mean, positive rate "
             "and score percentiles.",
-            night_quality(d, QUALITY_NIGHTS),
+            night_quality(d, predictions, QUALITY_NIGHTS),
         ),
         View(
             "daily_score_summary",
@@ -86,7 +88,7 @@ def views(d: Dialect) -> list[View]:
         SELECT score_date, model_name, model_version, COUNT(*) AS trips,
                ROUND(AVG(probability), 4) AS mean_probability,
                ROUND(AVG(CASE WHEN label THEN 1 ELSE 0 END), 4) AS big_tipper_share
-        FROM {predictions}
+        FROM {scores}
         WHERE model_role = '{CHAMPION}'
         GROUP BY score_date, model_name, model_version""",
         ),

@@ -1,0 +1,157 @@
+"""A use case: everything the platform needs to know about one team's data and model, declared once.
+
+The platform (pipelines/, the warehouses, monitoring, the scripts) names no column of its own: it reads
+the key, the event time, the features and their kinds, the label, the preprocessing, the model builder,
+the training and monitoring settings and the words people read from the `UseCase` chosen at run time
+(`--use_case NAME`), and hands that object to every step, so it reaches Beam's workers with the graph
+rather than by environment. A bundled use case is one module per top-level folder (`schemas/taxi.py`
+declares it, `transforms/taxi.py` preprocesses); one outside this repository is any importable module
+that defines `USE_CASE` (`--use_case my_team.loans`). Declaring one imports neither TensorFlow nor
+tf.Transform: the preprocessing and the model builder are named as "module:function" and imported where
+they run, so `--help` and option errors stay fast.
+"""
+
+from __future__ import annotations
+
+import enum
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from schemas.core import InputSchema
+
+TRANSFORMED_SUFFIX = "_xf"  # a model input's name: its feature's name and this
+
+
+class FeatureKind(str, enum.Enum):
+    """How a feature enters the model (README: Bringing your own data and model)."""
+
+    NUMERIC = "numeric"  # z-scored
+    BUCKETIZED = "bucketized"  # quantile buckets, embedded
+    VOCABULARY = "vocabulary"  # most frequent values to ids, embedded (strings, or ids such as tracts)
+    INTEGER_CATEGORY = "integer_category"  # an integer with a known range of ids, embedded
+
+
+@dataclass(frozen=True)
+class Feature:
+    """A model input. `sources` names the raw columns it is computed from, where that is not the column
+    of its own name (a derived feature): monitoring and explanations map a model input back through it."""
+
+    name: str
+    kind: FeatureKind
+    buckets: int = 10  # BUCKETIZED: quantile buckets
+    vocabulary_size: int = 1000  # VOCABULARY: most frequent values kept
+    oov_buckets: int = 1  # VOCABULARY: ids for values outside it (and missing ones)
+    ids: int = 0  # INTEGER_CATEGORY: ids 0 .. ids-1; others map to 0
+    sources: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.kind is FeatureKind.INTEGER_CATEGORY and self.ids < 1:
+            raise ValueError(f"feature {self.name}: an integer category needs its number of ids")
+
+    @property
+    def transformed(self) -> str:
+        return f"{self.name}{TRANSFORMED_SUFFIX}"
+
+    @property
+    def raw_columns(self) -> tuple[str, ...]:
+        return self.sources or (self.name,)
+
+
+class ThresholdRule(str, enum.Enum):
+    """How training picks the decision threshold on the evaluation split."""
+
+    MAX_F1 = "max_f1"
+    PRECISION = "precision"  # the lowest threshold whose precision reaches `target`
+    RECALL = "recall"  # the highest threshold whose recall reaches `target`
+    COST = "cost"  # the lowest expected cost, a false positive costing `target` false negatives
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    epochs: int = 8
+    batch_size: int = 256
+    class_weights: tuple[float, float] | None = None  # (negative, positive); None: unweighted
+    threshold_rule: ThresholdRule = ThresholdRule.MAX_F1
+    threshold_target: float | None = None  # PRECISION, RECALL: the share; COST: the cost ratio
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """Thresholds per feature and metric where the defaults do not suit ({"fare": {"psi": 0.4}}),
+    features measured but never flagged (with why), and the fewest values on either side to flag."""
+
+    thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
+    not_flagged: dict[str, str] = field(default_factory=dict)
+    min_values: int = 1000
+
+
+@dataclass(frozen=True)
+class Words:
+    """What people read: in the summary, the report and the tables' descriptions."""
+
+    record: str = "record"
+    records: str = "records"
+    positive: str = "positive"  # what the label's 1 means, as a noun: "big tipper", "default"
+
+
+@dataclass(frozen=True)
+class UseCase:
+    name: str
+    input: InputSchema
+    features: tuple[Feature, ...]
+    label: str  # the 0/1 output of the preprocessing the model learns (the label column, or derived)
+    preprocessing: str  # "module:function", the tf.Transform preprocessing_fn
+    model_name: str  # the default --model_name
+    training_input: str | None = None  # the default --input of training (a file, or a pattern with {date})
+    scoring_input: str | None = None  # the default --input of scoring
+    model_builder: str = "models.model:build_model"
+    training: TrainingSettings = TrainingSettings()
+    drift: DriftSettings = DriftSettings()
+    words: Words = Words()
+
+    def __post_init__(self) -> None:
+        names = set(self.input.names)
+        for feature in self.features:
+            unknown = [c for c in feature.raw_columns if c not in names]
+            if unknown:
+                raise ValueError(f"use case {self.name}: feature {feature.name} reads unknown columns {unknown}")
+
+    def of_kind(self, *kinds: FeatureKind) -> tuple[Feature, ...]:
+        return tuple(f for f in self.features if f.kind in kinds)
+
+    def preprocessing_fn(self) -> Callable[[dict], dict]:
+        return _named(self.preprocessing)
+
+    def build_model(self) -> Callable[..., Any]:
+        return _named(self.model_builder)
+
+
+def _named(reference: str) -> Any:
+    module, _, attribute = reference.partition(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+BUNDLED = {"taxi": "schemas.taxi"}  # a bundled use case: its name, and the module declaring it
+DEFAULT_USE_CASE = "taxi"
+
+
+class UseCaseError(ValueError):
+    """A use case that cannot be loaded: said in one line, exit code 2."""
+
+
+def load_use_case(name: str) -> UseCase:
+    """A bundled use case by its name, or any importable module that defines USE_CASE."""
+    module_name = BUNDLED.get(name, name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        known = ", ".join(sorted(BUNDLED))
+        raise UseCaseError(
+            f"--use_case {name}: no such use case (bundled: {known}; or a module on the path: {e})"
+        ) from None
+    declared = getattr(module, "USE_CASE", None)
+    if not isinstance(declared, UseCase):
+        raise UseCaseError(f"--use_case {name}: module {module_name} defines no USE_CASE (a schemas.UseCase)")
+    return declared
