@@ -192,7 +192,7 @@ def scoring_arguments(parser) -> None:
     monitoring.add_argument(
         "--report_dir",
         default=None,
-        help="Where each run writes its night's HTML report, report-<date>.html (default: reports/ "
+        help="Where each run writes its night's HTML report, report-<warehouse>-<date>.html (default: reports/ "
         "beside a DuckDB warehouse, else warehouse/reports/; on a remote runner reports/ under "
         "--staging_dir, which must then be a gs://... folder; 'none': no report).",
     )

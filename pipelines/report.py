@@ -45,7 +45,7 @@ def run(argv: list[str] | None = None) -> str:
     if night.run["score_date"] != night_date:
         raise ValueError(f"run {args.run_id} scored {night.run['score_date']}, not {night_date}")
     not_flagged = warehouse.use_case.drift.not_flagged.keys()
-    return page.write_page(night, args.report_dir or warehouse.default_report_dir(), not_flagged)
+    return page.write_page(night, args.report_dir or warehouse.default_report_dir(), warehouse.name, not_flagged)
 
 
 def main(argv: list[str]) -> int:

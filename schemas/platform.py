@@ -166,6 +166,18 @@ PROVENANCE = (
 )
 
 
+WAREHOUSE_INFO = TableSchema(
+    name="warehouse_info",
+    description="What the warehouse is: `use_case`, the use case whose nights it holds (set by the first run "
+    "that prepares it; another use case is refused).",
+    fields=(
+        Field("name", T.STRING, True, "What is said: use_case."),
+        Field("value", T.STRING, True, "Its value: the use case's name."),
+    ),
+)
+USE_CASE_LABEL = "use_case"  # warehouse_info's row naming the warehouse's use case
+
+
 def predictions(use_case: UseCase) -> TableSchema:
     """One row per scored record, date and model role: the use case's key, then the platform's columns."""
     key, words = use_case.input.key, use_case.words
@@ -217,4 +229,5 @@ def warehouse_tables(use_case: UseCase) -> tuple[TableSchema, ...]:
         REFUSED_ERRORS,
         FEATURE_DRIFT,
         REFUSED_FEATURE_DRIFT,
+        WAREHOUSE_INFO,
     )

@@ -94,6 +94,9 @@ class Words:
     record: str = "record"
     records: str = "records"
     positive: str = "positive"  # what the label's 1 means, as a noun: "big tipper", "default"
+    # Old names of the views' generic columns, kept beside them for one release so that existing queries
+    # keep working: {"records": "trips"} adds a column `trips` equal to `records`.
+    view_aliases: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -2,23 +2,23 @@
 -- default dataset (bq query --dataset_id=PROJECT:DATASET, or the console's query settings) and
 -- @date set to the night of interest. The test suite runs each one against the BigQuery emulator.
 
--- name: top_tippers
--- Likely big tippers for a night, best first.
-SELECT trip_id, ROUND(probability, 3) AS probability
+-- name: top_positives
+-- A night's most likely positives, best first: the use case's key and the probability.
+SELECT * EXCEPT (score_date, label, threshold, model_name, model_version, model_role, run_id, scored_at)
 FROM predictions
 WHERE score_date = @date AND model_role = 'champion' AND label
-ORDER BY probability DESC, trip_id
+ORDER BY probability DESC
 LIMIT 20;
 
 -- name: daily_summary
--- Volume, mean score and share labelled big tipper, night by night (a view).
-SELECT score_date, model_version, trips, mean_probability, big_tipper_share
+-- Volume, mean score and share labelled positive, night by night (a view).
+SELECT score_date, model_version, records, mean_probability, positive_share
 FROM daily_score_summary
 ORDER BY score_date;
 
 -- name: latest_scores
--- How many trips have a current score, and how many of those are likely big tippers.
-SELECT COUNT(*) AS trips, COUNTIF(label) AS big_tippers
+-- How many records have a current score, and how many of those are likely positives.
+SELECT COUNT(*) AS records, COUNTIF(label) AS positives
 FROM latest_predictions;
 
 -- name: reconciliation

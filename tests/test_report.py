@@ -25,13 +25,14 @@ from pipelines import score
 from pipelines.defaults import REPORT_DAYS
 from pipelines.monitoring import drift
 from pipelines.monitoring.datasets import EVAL_SCORES, NIGHT, NIGHT_SCORES, TRAINING
-from pipelines.monitoring.page import render
+from pipelines.monitoring.page import page_name, render
 from pipelines.monitoring.statistics import (
     DatasetSketch,
     feature_kinds,
     score_statistics,
     statistics_list,
 )
+from pipelines.warehouses import open_warehouse
 from pipelines.warehouses.records import NightReport
 from schemas.taxi import USE_CASE as TAXI
 from tests.conftest import GCS_BUCKET, write_partition
@@ -141,12 +142,12 @@ def test_every_run_writes_its_report_and_a_browser_draws_it_offline(model_root, 
     assert score.main(score_args(tmp_path, model_root, "2026-11-22")) == 0
     assert score.main(score_args(tmp_path, model_root, DAY)) == 0
     summary = json.load(open(tmp_path / f"summary-{DAY}.json"))
-    page = str(tmp_path / "wh" / "reports" / f"report-{DAY}.html")  # the default: beside the warehouse
-    assert summary["report"] == page and os.path.exists(tmp_path / "wh" / "reports" / "report-2026-11-22.html")
+    page = str(tmp_path / "wh" / "reports" / f"report-scores-{DAY}.html")  # the default: beside the warehouse
+    assert summary["report"] == page and os.path.exists(tmp_path / "wh" / "reports" / "report-scores-2026-11-22.html")
 
     # Night one's page (no history yet): every chart drawn with one night, no axis below zero, the drift
     # gate in words, and the heat map's values in its cells (a mail client cannot hover).
-    first = open(tmp_path / "wh" / "reports" / "report-2026-11-22.html").read()
+    first = open(tmp_path / "wh" / "reports" / "report-scores-2026-11-22.html").read()
     spread = first.split("<h3>Score percentiles per published night</h3>", 1)[1].split("</svg>", 1)[0]
     assert spread.count('<g id="LineCollection_') == 2  # the p10-p90 and p25-p75 bars of the one night
     assert "\u2212" not in first  # matplotlib's minus sign: no negative tick on any axis
@@ -201,23 +202,24 @@ def test_a_report_is_written_again_from_the_warehouse_alone(model_root, warehous
         f"--report_dir={reports}",
     ]
     assert score.main(args) == 0
-    written = (reports / f"report-{DAY}.html").read_bytes()
+    name = page_name(date.fromisoformat(DAY), open_warehouse(warehouse.location, TAXI).name)  # the warehouse's
+    written = (reports / name).read_bytes()
     again = [f"--date={DAY}", f"--warehouse={warehouse.location}", f"--report_dir={tmp_path / 'again'}"]
     assert report_cli.main(again) == 0
-    assert (tmp_path / "again" / f"report-{DAY}.html").read_bytes() == written  # nothing but the warehouse
+    assert (tmp_path / "again" / name).read_bytes() == written  # nothing but the warehouse
     folder = f"reports-{uuid.uuid4().hex[:8]}"  # and to a bucket, as on Dataflow
     assert report_cli.main([*again[:2], f"--report_dir=gs://{GCS_BUCKET}/{folder}"]) == 0
-    assert gcs.blob(f"{folder}/report-{DAY}.html").download_as_bytes() == written
-    assert [b.name for b in gcs.list_blobs(prefix=folder)] == [f"{folder}/report-{DAY}.html"]  # no partial left
+    assert gcs.blob(f"{folder}/{name}").download_as_bytes() == written
+    assert [b.name for b in gcs.list_blobs(prefix=folder)] == [f"{folder}/{name}"]  # no partial left
 
     # A refused night's report says so, and what it would have published; the published night is kept.
     capsys.readouterr()
     assert score.main([*args, "--min_records=1000"]) == 3
-    assert f"(report: {reports / f'report-{DAY}.html'})" in capsys.readouterr().err
-    refused = (reports / f"report-{DAY}.html").read_text()
+    assert f"(report: {reports / name})" in capsys.readouterr().err
+    refused = (reports / name).read_text()
     assert f"Scoring report {DAY}: refused" in refused and "min_records" in refused
     assert report_cli.main(again) == 0
-    assert (tmp_path / "again" / f"report-{DAY}.html").read_text() == refused
+    assert (tmp_path / "again" / name).read_text() == refused
 
     capsys.readouterr()
     assert report_cli.main([f"--date={date.fromisoformat(DAY) + timedelta(days=1)}", *again[1:]]) == 2

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
-from pipelines import score, train
+from pipelines import report, score, train
 from tests.conftest import query
 
 NIGHT = "2026-11-23"
@@ -121,7 +121,7 @@ def loans(request, tmp_path, monkeypatch):
     return install(tmp_path / "team_code", request.param, monkeypatch), request.param
 
 
-def test_a_use_case_from_outside_trains_scores_and_flags_drift_on_a_small_night(loans, tmp_path):
+def test_a_use_case_from_outside_trains_scores_and_flags_drift_on_a_small_night(loans, tmp_path, capsys):
     module, event_type = loans
     training_file = tmp_path / "applications.csv"
     pacsv.write_csv(dated(applications(3000, date(2026, 9, 1), 60, seed=1), event_type), training_file)
@@ -150,6 +150,11 @@ def test_a_use_case_from_outside_trains_scores_and_flags_drift_on_a_small_night(
     flagged = query(warehouse, "SELECT DISTINCT feature FROM feature_drift WHERE flagged AND baseline = 'training'")
     assert ("amount",) in flagged  # 600 values a side: judged under this use case's minimum of 100
     assert ("income",) not in flagged
+    assert query(warehouse, "SELECT value FROM warehouse_info WHERE name = 'use_case'") == [("loans",)]
+    # The loans warehouse is not taxi's: the report command (default --use_case) refuses it, naming both.
+    assert report.main([f"--date={NIGHT}", f"--warehouse={warehouse}", "--report_dir=none"]) == 2
+    [line] = capsys.readouterr().err.strip().splitlines()
+    assert "holds use case loans's nights, not taxi's: --use_case loans" in line
 
 
 def test_a_version_of_another_use_case_is_refused_naming_both(tmp_path, trained, model_root, capsys, monkeypatch):

@@ -29,6 +29,7 @@ from pipelines.warehouses import (
     RunRecord,
     StagedResults,
     Warehouse,
+    WarehouseConfigError,
     open_warehouse,
 )
 from schemas.taxi import USE_CASE as TAXI
@@ -312,12 +313,12 @@ def test_views_and_every_example_query(model_root, warehouse, tmp_path):
     score.run(score_args(tmp_path, model_root, warehouse, "2026-11-22"))
     score.run(score_args(tmp_path, model_root, warehouse))
     queries = warehouse.example_queries()
-    names = {"top_tippers", "daily_summary", "latest_scores", "reconciliation", "rejections", "why_refused"}
+    names = {"top_positives", "daily_summary", "latest_scores", "reconciliation", "rejections", "why_refused"}
     names |= {"drift_heat_map", "night_quality"}
     assert set(queries) == names
     d = date.fromisoformat(DAY)
 
-    top = warehouse.rows(queries["top_tippers"], date=d)
+    top = warehouse.rows(queries["top_positives"], date=d)
     labelled = warehouse.rows("SELECT COUNT(*) FROM predictions WHERE score_date = ? AND label", d)[0][0]
     assert len(top) == min(20, labelled) > 0 and [p for _, p in top] == sorted((p for _, p in top), reverse=True)
 
@@ -330,8 +331,10 @@ def test_views_and_every_example_query(model_root, warehouse, tmp_path):
     assert [r[4] for r in summary] == [pytest.approx(s, abs=1e-4) for _, s in shares]
     assert all(0 <= r[3] <= 1 and 0 <= r[4] <= 1 for r in summary)
 
-    trips, big_tippers = warehouse.rows(queries["latest_scores"])[0]
-    assert trips == 550 and 0 < big_tippers < trips  # keys carry their night, so none repeats
+    records, positives = warehouse.rows(queries["latest_scores"])[0]
+    assert records == 550 and 0 < positives < records  # keys carry their night, so none repeats
+    aliases = warehouse.rows("SELECT trips, big_tipper_share FROM daily_score_summary ORDER BY score_date")
+    assert aliases == [(r[2], r[4]) for r in summary]  # taxi's earlier names, kept beside the generic ones
 
     assert warehouse.rows(queries["reconciliation"]) == [
         (date(2026, 11, 22), 150, 150, 0, 0, True),
@@ -471,3 +474,16 @@ def test_another_use_cases_key_is_what_its_warehouse_publishes_and_resolves_by(t
         query(location, "SELECT reason, column_name, detail FROM scoring_errors")
         == [("duplicate_key", "loan_id", "key 3 has 2 copies with different content")] * 2
     )
+
+
+def test_a_warehouse_belongs_to_the_use_case_that_first_prepared_it(warehouse):
+    """Prepared once, labelled once; another use case is refused before anything of the warehouse is
+    touched, naming both."""
+    contract = open_warehouse(warehouse.location, TAXI)
+    contract.prepare()
+    contract.prepare()
+    assert warehouse.rows("SELECT name, value FROM warehouse_info") == [("use_case", "taxi")]
+    other = keyed_by("loan_id", schemas.ColumnType.INT64)
+    with pytest.raises(WarehouseConfigError, match=f"holds use case taxi's nights, not {other.name}'s"):
+        open_warehouse(warehouse.location, other).prepare()
+    assert [name for name, _ in warehouse.columns("predictions")][1] == "trip_id"  # untouched

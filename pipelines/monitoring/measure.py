@@ -114,7 +114,7 @@ class NightMonitor:
             # The night is settled: a silent warehouse holds it up a minute or two for its page, no more.
             with warehouse.within(Deadline(min(publish_timeout, PAGE_WAIT_SECONDS))):
                 night = warehouse.night_report(run.score_date, REPORT_DAYS, run.run_id)
-            path = page.write_page(night, self.page_dir, self.drift.not_flagged.keys())
+            path = page.write_page(night, self.page_dir, warehouse.name, self.drift.not_flagged.keys())
         except Exception as e:
             logging.warning("run %s: its report was not written: %s: %s", run.run_id, type(e).__name__, e)
             return

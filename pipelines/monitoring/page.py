@@ -34,16 +34,17 @@ HEAT_CAP = 3.0
 STATUS_COLOURS = {SUCCEEDED: "#1b7f3b", REFUSED: "#b3261e", FAILED: "#b3261e", ABANDONED: "#8a6d00"}
 
 
-def page_name(score_date: date) -> str:
-    """The page's file name: one per date, replaced when the date is scored again."""
-    return f"report-{score_date.isoformat()}.html"
+def page_name(score_date: date, warehouse: str) -> str:
+    """The page's file name: one per warehouse and date, replaced when the date is scored again. The
+    warehouse's name is in it, so that warehouses whose pages share a folder never overwrite each other's."""
+    return f"report-{warehouse}-{score_date.isoformat()}.html"
 
 
-def write_page(report: NightReport, report_dir: str, not_flagged: Collection[str] = ()) -> str:
+def write_page(report: NightReport, report_dir: str, warehouse: str, not_flagged: Collection[str] = ()) -> str:
     """Renders the page and writes it under `report_dir` (a local folder or gs://...), replacing
-    the date's previous page only once the new one is whole. `not_flagged`: the use case's features
-    measured but never judged (listed last in the heat map, blank)."""
-    path = FileSystems.join(report_dir, page_name(report.run["score_date"]))
+    the date's previous page only once the new one is whole. `warehouse`: its name, in the page's;
+    `not_flagged`: the use case's features measured but never judged (listed last in the heat map, blank)."""
+    path = FileSystems.join(report_dir, page_name(report.run["score_date"], warehouse))
     partial = f"{path}.partial"
     with FileSystems.create(partial, mime_type="text/html") as f:
         f.write(render(report, not_flagged).encode("utf-8"))

@@ -74,7 +74,7 @@ def summarize(
         "warehouse": config.warehouse.location,
         "report_dir": page_dir,
         "report": (
-            FileSystems.join(page_dir, page.page_name(row["score_date"]))
+            FileSystems.join(page_dir, page.page_name(row["score_date"], config.warehouse.name))
             if counters.get(metrics.REPORTS_WRITTEN.key, 0) >= len(config.nights)  # every night's written
             else None
         ),

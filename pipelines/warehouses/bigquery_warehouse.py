@@ -187,6 +187,10 @@ class BigQueryWarehouse(Warehouse):
 
     # ------------------------------------------------------------------ tables
 
+    @property
+    def name(self) -> str:
+        return self.ref.dataset
+
     def _open(self, create: bool) -> bool:
         from google.api_core import exceptions
 
@@ -217,13 +221,17 @@ class BigQueryWarehouse(Warehouse):
     def set_up(self) -> None:
         """What scripts/setup_bigquery.py does: the dataset (located, described), the missing tables, and
         the views made anew so that a changed definition reaches them. Existing tables are left as they
-        are; the scorer refuses one that no longer matches `schemas/`."""
+        are; the scorer refuses one that no longer matches `schemas/`. Like `prepare`, it refuses a
+        dataset of another use case and labels an unlabelled one as this use case's."""
         self.client.create_dataset(self._dataset_definition(), exists_ok=True)
+        labelled = self._check_use_case()
         for table in self.tables:
             self._create_table(table)
         for view in self.views():
             self.client.delete_table(f"{self.ref}.{view.name}", not_found_ok=True)
             self._create_view(view)
+        if labelled is None:
+            self._query(sql.label(self.dialect, self.use_case.name))
 
     def _columns(self, table: str) -> list[tuple[str, str]] | None:
         from google.api_core import exceptions

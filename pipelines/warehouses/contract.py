@@ -54,6 +54,7 @@ from schemas import (
     refused_predictions,
     warehouse_tables,
 )
+from schemas.platform import WAREHOUSE_INFO
 
 FAILED, REFUSED, ABANDONED = "failed", "refused", "abandoned"
 DEFAULT_REPORT_DIR = "warehouse/reports"  # beside the default DuckDB warehouse, warehouse/scores.duckdb
@@ -122,7 +123,7 @@ class Warehouse(abc.ABC):
 
     def views(self) -> list[sql.View]:
         """The analysts' views over the use case's predictions."""
-        return sql.views(self.dialect, predictions(self.use_case), self.key)
+        return sql.views(self.dialect, predictions(self.use_case), self.key, self.use_case.words)
 
     # ------------------------------------------------------------ the life cycle, the same everywhere
 
@@ -134,6 +135,7 @@ class Warehouse(abc.ABC):
         """
         if not self._open(create):
             return False  # nothing exists yet, so nothing can disagree with schemas/
+        labelled = self._check_use_case()
         made, tables = [], self.tables
         for table in tables:
             have = self._columns(table.name)
@@ -161,7 +163,23 @@ class Warehouse(abc.ABC):
         if create:
             for view in self.views():
                 self._create_view(view)
+            if labelled is None:  # a new warehouse, or one made before use cases: it is this one's now
+                self._query(sql.label(self.dialect, self.use_case.name))
         return len(made) == len(tables)
+
+    def _check_use_case(self) -> str | None:
+        """The use case the warehouse belongs to (None: not labelled yet); another use case's is refused
+        before anything of it is touched."""
+        if self._columns(WAREHOUSE_INFO.name) is None:
+            return None
+        rows = self._query(sql.label_of(self.dialect))[1]
+        labelled = rows[0][0] if rows else None
+        if labelled is not None and labelled != self.use_case.name:
+            raise WarehouseConfigError(
+                f"{self.location} holds use case {labelled}'s nights, not {self.use_case.name}'s: "
+                f"--use_case {labelled}, or another --warehouse"
+            )
+        return labelled
 
     def exists(self) -> bool:
         """Whether there is a warehouse to read (a BigQuery dataset missing is a configuration error)."""
@@ -374,6 +392,11 @@ class Warehouse(abc.ABC):
     @abc.abstractmethod
     def default_staging_dir(self) -> str:
         """Where a run stages its files when --staging_dir is not given."""
+
+    @property
+    @abc.abstractmethod
+    def name(self) -> str:
+        """A short name of the warehouse for what it writes beside others: its report pages' names."""
 
     def default_report_dir(self) -> str:
         """Where a local run writes its night's report when --report_dir is not given."""

@@ -100,6 +100,10 @@ class DuckDBWarehouse(Warehouse):
     def default_staging_dir(self) -> str:
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), "_staging")
 
+    @property
+    def name(self) -> str:
+        return os.path.splitext(os.path.basename(self.path))[0]
+
     def default_report_dir(self) -> str:
         return os.path.join(os.path.dirname(os.path.abspath(self.path)), "reports")
 

@@ -49,7 +49,7 @@ from pipelines.warehouses.publishing import (
     still_as_seen,
     still_running,
 )
-from pipelines.warehouses.tables import View, backfill, create_table, views
+from pipelines.warehouses.tables import View, backfill, create_table, label, label_of, views
 
 __all__ = [
     "COMMIT_TIME",
@@ -93,4 +93,6 @@ __all__ = [
     "trailing_inputs",
     "update_run",
     "views",
+    "label",
+    "label_of",
 ]

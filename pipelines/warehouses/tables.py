@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pipelines.batches import RECORD_ERROR
 from pipelines.warehouses.dialect import Dialect, Statement
 from pipelines.warehouses.history import QUALITY_NIGHTS, night_quality
-from schemas import CHAMPION, FEATURE_DRIFT, SCORING_ERRORS, Field, TableSchema
+from schemas import CHAMPION, FEATURE_DRIFT, SCORING_ERRORS, ColumnType, Field, TableSchema, Words
+from schemas.platform import USE_CASE_LABEL, WAREHOUSE_INFO
 
 
 def create_table(d: Dialect, table: TableSchema) -> Statement:
@@ -39,6 +40,21 @@ def backfill(d: Dialect, table: TableSchema, added: tuple[Field, ...]) -> list[S
     ]
 
 
+def label_of(d: Dialect) -> Statement:
+    """The use case a warehouse belongs to, if it has been labelled."""
+    return Statement(
+        f"SELECT value FROM {d.table(WAREHOUSE_INFO.name)} WHERE name = {d.param('name')}",
+        {"name": (ColumnType.STRING, USE_CASE_LABEL)},
+    )
+
+
+def label(d: Dialect, use_case: str) -> Statement:
+    return Statement(
+        f"INSERT INTO {d.table(WAREHOUSE_INFO.name)} (name, value) VALUES ({d.param('name')}, {d.param('value')})",
+        {"name": (ColumnType.STRING, USE_CASE_LABEL), "value": (ColumnType.STRING, use_case)},
+    )
+
+
 @dataclass(frozen=True)
 class View:
     name: str
@@ -46,14 +62,22 @@ class View:
     sql: str
 
 
-def views(d: Dialect, predictions: TableSchema, key: str) -> list[View]:
-    """The analysts' views over `predictions` (keyed by `key`), champion rows only. Their text is fixed
-    once the use case is, so no parameters."""
+def views(d: Dialect, predictions: TableSchema, key: str, words: Words) -> list[View]:
+    """The analysts' views over `predictions` (keyed by `key`), champion rows only, their columns named
+    for any use case, with the use case's old names beside them (`words.view_aliases`). Their text is
+    fixed once the use case is, so no parameters."""
     scores, quoted = d.table(predictions.name), d.quote(key)
+    summary = {
+        "records": "COUNT(*)",
+        "mean_probability": "ROUND(AVG(probability), 4)",
+        "positive_share": "ROUND(AVG(CASE WHEN label THEN 1 ELSE 0 END), 4)",
+    }
+    summary.update({alias: summary[name] for name, alias in words.view_aliases.items() if name in summary})
+    columns = ",\n               ".join(f"{expression} AS {d.quote(name)}" for name, expression in summary.items())
     return [
         View(
             "latest_predictions",
-            "Each trip's most recent champion score.",
+            f"Each {words.record}'s most recent champion score.",
             f"""
         SELECT * FROM {scores}
         WHERE model_role = '{CHAMPION}'
@@ -83,11 +107,10 @@ def views(d: Dialect, predictions: TableSchema, key: str) -> list[View]:
         ),
         View(
             "daily_score_summary",
-            "Per night and model version: volume, mean score, share labelled big tipper.",
+            f"Per night and model version: {words.records}, mean score, share labelled {words.positive}.",
             f"""
-        SELECT score_date, model_name, model_version, COUNT(*) AS trips,
-               ROUND(AVG(probability), 4) AS mean_probability,
-               ROUND(AVG(CASE WHEN label THEN 1 ELSE 0 END), 4) AS big_tipper_share
+        SELECT score_date, model_name, model_version,
+               {columns}
         FROM {scores}
         WHERE model_role = '{CHAMPION}'
         GROUP BY score_date, model_name, model_version""",
