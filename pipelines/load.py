@@ -24,7 +24,7 @@ from pipelines.observe import add_seconds
 from pipelines.staged import WriteParquetFiles, delete_tree, run_folder
 from pipelines.warehouses import UNGUARDED, GateRefused, PublishGuard, RunRecord, StagedResults, Warehouse
 from pipelines.warehouses.deadline import Deadline
-from schemas import SCORING_ERRORS, UseCase
+from schemas import SCORING_ERRORS
 
 if TYPE_CHECKING:
     from pipelines.monitoring.measure import NightMonitor
@@ -137,16 +137,10 @@ class LoadToWarehouse(beam.PTransform):
     """`NightResults` -> the published nights' counts. Each night is staged under its own run's folder
     and published as its own run."""
 
-    def __init__(self, publishing: PublishSettings, nights: Nights, monitor: NightMonitor, *, use_case: UseCase):
-        """`use_case`: whose predictions are staged (their key); the warehouse must hold that use case's
-        tables, or every night would fail its audit after the whole job had run."""
+    def __init__(self, publishing: PublishSettings, nights: Nights, monitor: NightMonitor):
+        """Whose predictions are staged (their key) is the warehouse's use case: the one it was opened for."""
         super().__init__()
-        if publishing.warehouse.use_case.name != use_case.name:
-            raise ValueError(
-                f"use case {use_case.name}: the warehouse {publishing.warehouse.location} was opened for use case "
-                f"{publishing.warehouse.use_case.name}"
-            )
-        self._use_case = use_case
+        self._use_case = publishing.warehouse.use_case
         self._publishing = publishing
         self._nights = nights
         self._monitor = monitor

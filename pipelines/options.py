@@ -19,6 +19,18 @@ class DataOptions(PipelineOptions):
     def _add_argparse_args(cls, parser) -> None:
         arguments.data_arguments(parser)
 
+    def input_or(self, default: str | None, use_case: str) -> str:
+        """--input, or the use case's default input for this command (`default`)."""
+        if self.input:
+            return self.input
+        if not default:
+            raise ValueError(f"use case {use_case} declares no default input here: give --input")
+        return default
+
+    def model_name_or(self, default: str) -> str:
+        """--model_name, or the use case's (`default`)."""
+        return self.model_name or default
+
 
 class ScoringOptions(PipelineOptions):
     @classmethod

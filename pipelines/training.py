@@ -314,9 +314,7 @@ def train(pipeline_options: PipelineOptions, use_case: UseCase) -> TrainingResul
     data = pipeline_options.view_as(DataOptions)
     opts = pipeline_options.view_as(TrainingOptions)
     rule = threshold_rule_words(use_case)
-    training_input = data.input or use_case.training_input
-    if not training_input:
-        raise ValueError(f"use case {use_case.name} declares no default training input: give --input")
+    training_input = data.input_or(use_case.training_input, use_case.name)
     FileSystems.set_options(pipeline_options)
     schema = use_case.input.for_training()
     source, nights = training_nights(training_input, data.start_date, data.end_date, schema, data)
@@ -341,7 +339,7 @@ def train(pipeline_options: PipelineOptions, use_case: UseCase) -> TrainingResul
         "class_weights": list(settings.class_weights) if settings.class_weights else None,
         "seed": opts.seed,
     }
-    name = data.model_name or use_case.model_name
+    name = data.model_name_or(use_case.model_name)
     baseline = fitted.baseline.SerializeToString()
     version = export.export_version(model, transform_dir, data.model_root, name, use_case, metadata, baseline)
     said = {"model": version.name, "version": version.version, "path": version.path}

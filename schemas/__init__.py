@@ -19,7 +19,6 @@ from schemas.platform import (
     warehouse_tables,
 )
 from schemas.use_case import (
-    DEFAULT_USE_CASE,
     DriftSettings,
     Feature,
     FeatureKind,
@@ -50,7 +49,6 @@ __all__ = [
     "refused_predictions",
     "staged_predictions",
     "warehouse_tables",
-    "DEFAULT_USE_CASE",
     "DriftSettings",
     "Feature",
     "FeatureKind",

@@ -13,13 +13,14 @@ they run, so `--help` and option errors stay fast.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from schemas.core import InputSchema
+from schemas.core import ColumnType, InputSchema, Role
 
 TRANSFORMED_SUFFIX = "_xf"  # a model input's name: its feature's name and this
 
@@ -57,6 +58,15 @@ class Feature:
     @property
     def raw_columns(self) -> tuple[str, ...]:
         return self.sources or (self.name,)
+
+
+# The column types each kind of feature takes.
+_KIND_TYPES = {
+    FeatureKind.NUMERIC: (ColumnType.INT64, ColumnType.FLOAT64),
+    FeatureKind.BUCKETIZED: (ColumnType.INT64, ColumnType.FLOAT64),
+    FeatureKind.VOCABULARY: (ColumnType.STRING, ColumnType.INT64),
+    FeatureKind.INTEGER_CATEGORY: (ColumnType.INT64,),
+}
 
 
 class ThresholdRule(str, enum.Enum):
@@ -115,11 +125,31 @@ class UseCase:
     words: Words = Words()
 
     def __post_init__(self) -> None:
-        names = set(self.input.names)
         for feature in self.features:
-            unknown = [c for c in feature.raw_columns if c not in names]
-            if unknown:
-                raise ValueError(f"use case {self.name}: feature {feature.name} reads unknown columns {unknown}")
+            for name in feature.raw_columns:
+                self._check_source(feature, name)
+
+    def _check_source(self, feature: Feature, name: str) -> None:
+        """A model input reads feature columns only (the others never reach the preprocessing, and are
+        not described by monitoring), of a type its kind can take."""
+        try:
+            column = self.input.column(name)
+        except KeyError:
+            raise ValueError(f"use case {self.name}: feature {feature.name} reads unknown column {name}") from None
+        if column.role is not Role.FEATURE:
+            raise ValueError(
+                f"use case {self.name}: feature {feature.name} reads {name}, a {column.role.value} column; "
+                "model inputs read feature columns only"
+            )
+        if feature.sources:
+            return  # a derived feature's preprocessing decides what it makes of its sources
+        allowed = _KIND_TYPES[feature.kind]
+        if column.type not in allowed:
+            kinds = ", ".join(t.value for t in allowed)
+            raise ValueError(
+                f"use case {self.name}: feature {name} is {feature.kind.value}, which takes {kinds}, "
+                f"not {column.type.value}"
+            )
 
     def of_kind(self, *kinds: FeatureKind) -> tuple[Feature, ...]:
         return tuple(f for f in self.features if f.kind in kinds)
@@ -137,7 +167,6 @@ def _named(reference: str) -> Any:
 
 
 BUNDLED = {"taxi": "schemas.taxi"}  # a bundled use case: its name, and the module declaring it
-DEFAULT_USE_CASE = "taxi"
 
 
 class UseCaseError(ValueError):
@@ -145,16 +174,18 @@ class UseCaseError(ValueError):
 
 
 def load_use_case(name: str) -> UseCase:
-    """A bundled use case by its name, or any importable module that defines USE_CASE."""
+    """A bundled use case by its name, or any importable module that defines USE_CASE. A use case is
+    known by what `--use_case` names (its bundled name, or its module's path): that is the name its model
+    versions and its warehouse record, and the one a refusal tells to use."""
     module_name = BUNDLED.get(name, name)
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
+        if e.name is None or not module_name.startswith(e.name):  # the module is there; one of its imports is not
+            raise UseCaseError(f"--use_case {name}: module {module_name} cannot be imported: {e}") from None
         known = ", ".join(sorted(BUNDLED))
-        raise UseCaseError(
-            f"--use_case {name}: no such use case (bundled: {known}; or a module on the path: {e})"
-        ) from None
+        raise UseCaseError(f"--use_case {name}: no such use case (bundled: {known}; or a module on the path)") from None
     declared = getattr(module, "USE_CASE", None)
     if not isinstance(declared, UseCase):
         raise UseCaseError(f"--use_case {name}: module {module_name} defines no USE_CASE (a schemas.UseCase)")
-    return declared
+    return declared if declared.name == name else dataclasses.replace(declared, name=name)

@@ -449,7 +449,8 @@ def ensure_inputs(args) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from schemas import DEFAULT_USE_CASE, load_use_case
+    from pipelines.defaults import DEFAULT_USE_CASE
+    from schemas import load_use_case
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--use_case", default=DEFAULT_USE_CASE, help="Whose data and model (as the scorer's).")

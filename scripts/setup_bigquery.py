@@ -20,8 +20,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from pipelines import bigquery as bq  # noqa: E402
 from pipelines.arguments import USE_CASE_HELP  # noqa: E402
+from pipelines.defaults import DEFAULT_USE_CASE  # noqa: E402
 from pipelines.warehouses import BigQueryWarehouse  # noqa: E402
-from schemas import DEFAULT_USE_CASE, UseCaseError, load_use_case  # noqa: E402
+from schemas import UseCaseError, load_use_case  # noqa: E402
 
 
 def setup(

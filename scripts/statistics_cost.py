@@ -41,6 +41,8 @@ def prepare(use_case_name: str, rows: int, folder: str) -> str:
     from schemas import load_use_case
 
     use_case = load_use_case(use_case_name)
+    if not use_case.training_input:
+        raise SystemExit(f"error: use case {use_case.name} declares no training input to resample")
     schema = use_case.input.for_scoring()
     as_text = pacsv.ConvertOptions(
         column_types={n: pa.string() for n in schema.names}, strings_can_be_null=True, null_values=[""]
@@ -69,7 +71,7 @@ def measure(parquet: str, use_case_name: str) -> float:
     from tfx_bsl import sketches  # noqa: F401 (loaded before the clock starts: its import is not the work)
 
     from pipelines.monitoring.statistics import NUMERIC, SCORE, DatasetSketch, feature_kinds
-    from schemas import load_use_case
+    from schemas import FeatureKind, load_use_case
 
     use_case = load_use_case(use_case_name)
     table = pq.read_table(parquet)
@@ -77,8 +79,8 @@ def measure(parquet: str, use_case_name: str) -> float:
     kinds = feature_kinds(use_case)
     vocabularies = {
         f.name: pc.unique(pc.drop_null(table.column(f.name).combine_chunks())).cast(pa.string())
-        for f in use_case.features
-        if f.kind == "vocabulary" and pa.types.is_string(table.schema.field(f.name).type)
+        for f in use_case.of_kind(FeatureKind.VOCABULARY)
+        if not f.sources and pa.types.is_string(table.schema.field(f.name).type)
     }
     half = len(batches) // 2
     start = time.perf_counter()

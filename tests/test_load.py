@@ -117,7 +117,6 @@ def load(tmp_path, runs: tuple[RunRecord, ...], published: list[dict]) -> tuple[
             PublishSettings(warehouse, staging, timeout=60, fail_job_on_refusal=False),
             nights,
             NightMonitor(None, TAXI.drift, None),
-            use_case=TAXI,
         )
         assert_that(counts, equal_to(published), label="Published")
     return location, staging

@@ -130,7 +130,7 @@ def test_a_use_case_from_outside_trains_scores_and_flags_drift_on_a_small_night(
         [f"--use_case={module}", f"--input={training_file}", f"--model_root={root}", f"--work_dir={tmp_path / 'work'}"]
     )
     metadata = result.version.metadata
-    assert (result.version.name, metadata["use_case"]) == ("loan_default", "loans")
+    assert (result.version.name, metadata["use_case"]) == ("loan_default", module)  # known by --use_case
     assert metadata["training_data_range"]["start"].startswith("2026-09-0")  # the event time, read as a date
     assert "recall" in metadata["threshold_rule"]
 
@@ -150,11 +150,11 @@ def test_a_use_case_from_outside_trains_scores_and_flags_drift_on_a_small_night(
     flagged = query(warehouse, "SELECT DISTINCT feature FROM feature_drift WHERE flagged AND baseline = 'training'")
     assert ("amount",) in flagged  # 600 values a side: judged under this use case's minimum of 100
     assert ("income",) not in flagged
-    assert query(warehouse, "SELECT value FROM warehouse_info WHERE name = 'use_case'") == [("loans",)]
+    assert query(warehouse, "SELECT value FROM warehouse_info WHERE name = 'use_case'") == [(module,)]
     # The loans warehouse is not taxi's: the report command (default --use_case) refuses it, naming both.
     assert report.main([f"--date={NIGHT}", f"--warehouse={warehouse}", "--report_dir=none"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()
-    assert "holds use case loans's nights, not taxi's: --use_case loans" in line
+    assert f"holds use case {module}'s nights, not taxi's: --use_case {module}, or another --warehouse" in line
 
 
 def test_a_version_of_another_use_case_is_refused_naming_both(tmp_path, trained, model_root, capsys, monkeypatch):
@@ -173,6 +173,24 @@ def test_a_version_of_another_use_case_is_refused_naming_both(tmp_path, trained,
         ]
     )
     assert code == 2
-    err = capsys.readouterr().err
-    assert "taxi" in err and "loans" in err
+    [line] = capsys.readouterr().err.strip().splitlines()
+    name = trained.version.name
+    assert f"was trained for use case taxi, not {module}: --use_case taxi, or another --model_name" in line
+    assert line.startswith(f"error: model '{name}' version ")
     assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_a_use_case_that_feeds_the_model_what_it_cannot_take_is_refused_when_declared():
+    from schemas import Feature, FeatureKind, UseCase
+    from schemas.taxi import USE_CASE as TAXI
+
+    def declared(*features):
+        return UseCase("broken", TAXI.input, features, "big_tipper", "transforms.taxi:preprocessing_fn", "m")
+
+    with pytest.raises(ValueError, match="feature company is numeric, which takes INT64, FLOAT64, not STRING"):
+        declared(Feature("company", FeatureKind.NUMERIC))
+    with pytest.raises(ValueError, match="reads trip_id, a key column; model inputs read feature columns only"):
+        declared(Feature("trip_id", FeatureKind.VOCABULARY))
+    with pytest.raises(ValueError, match="reads unknown column tolls"):
+        declared(Feature("tolls_share", FeatureKind.NUMERIC, sources=("fare", "tolls")))
+    declared(Feature("fare_per_mile", FeatureKind.NUMERIC, sources=("fare", "trip_miles")))  # derived: fine

@@ -24,6 +24,15 @@ def fill_in_missing(x: tf.Tensor | tf.SparseTensor, default=None) -> tf.Tensor:
     return tf.squeeze(dense, axis=1)
 
 
+def _as_text(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor | tf.SparseTensor:
+    """Ids (census tracts, say) as the strings a vocabulary holds, before missing ones are filled in."""
+    if x.dtype == tf.string:
+        return x
+    if isinstance(x, tf.SparseTensor):
+        return tf.SparseTensor(x.indices, tf.strings.as_string(x.values), x.dense_shape)
+    return tf.strings.as_string(x)
+
+
 def transform_features(inputs: dict, use_case: UseCase) -> dict:
     """Every declared feature of one column (not a derived one: its use case makes those), by kind."""
     outputs = {}
@@ -36,9 +45,7 @@ def transform_features(inputs: dict, use_case: UseCase) -> dict:
         elif feature.kind is FeatureKind.BUCKETIZED:
             outputs[feature.transformed] = tft.bucketize(tf.cast(value, tf.float32), feature.buckets)
         elif feature.kind is FeatureKind.VOCABULARY:
-            if value.dtype != tf.string:
-                # Ids such as census tracts: a missing one (filled with 0) must not look like a real id.
-                value = tf.where(tf.equal(value, 0), tf.constant(""), tf.strings.as_string(value))
+            value = fill_in_missing(_as_text(inputs[feature.name]))  # an id missing is "", a real 0 is "0"
             outputs[feature.transformed] = tft.compute_and_apply_vocabulary(
                 value, top_k=feature.vocabulary_size, num_oov_buckets=feature.oov_buckets, vocab_filename=feature.name
             )

@@ -43,9 +43,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig, bar_dir: str 
     rejected = (read.rejected, checked.rejected) | "AllRejected" >> beam.Flatten()
     _ = rejected | "CountRejections" >> beam.ParDo(CountRejections())
     results = NightResults(scored, rejected, read.counts, checked.valid_counts, described)
-    return results | "WriteScores" >> LoadToWarehouse(
-        config.publishing, nights, config.monitoring.monitor, use_case=config.use_case
-    )
+    return results | "WriteScores" >> LoadToWarehouse(config.publishing, nights, config.monitoring.monitor)
 
 
 def watch(scored: beam.PCollection, config: ScoringConfig, bar_dir: str | None) -> None:

@@ -67,7 +67,7 @@ def plan(options: PipelineOptions, guard: PublishGuard | None = None) -> Scoring
     local = runner in LOCAL_RUNNERS  # this process runs the pipeline: its machine is the worker
     use_case = load_use_case(data.use_case)
     settings = ReadSettings.from_options(data, opts.block_bytes)
-    source = open_source(input_of(data, use_case.scoring_input, use_case), use_case.input.for_scoring(), settings)
+    source = open_source(data.input_or(use_case.scoring_input, use_case.name), use_case.input.for_scoring(), settings)
     dates = score_dates(opts, data, source)
     check_options(data, opts)
     limits = gate_limits(opts, options)
@@ -196,18 +196,9 @@ def warehouse_of(opts: ScoringOptions, use_case: UseCase) -> Warehouse:
     )
 
 
-def input_of(data: DataOptions, default: str | None, use_case: UseCase) -> str:
-    """--input, or the use case's default input for this command."""
-    if data.input:
-        return data.input
-    if not default:
-        raise ValueError(f"use case {use_case.name} declares no default input: give --input")
-    return default
-
-
 def resolve_models(data: DataOptions, opts: ScoringOptions, verbose: bool, use_case: UseCase) -> InferenceSettings:
     """The champion, and the challenger when one is asked for: versions of the use case, on its schema."""
-    name = data.model_name or use_case.model_name
+    name = data.model_name_or(use_case.model_name)
     model = registry.resolve(data.model_root, name, opts.model_version, use_case)
     challenger: ModelVersion | None = None
     if opts.challenger_version is not None:

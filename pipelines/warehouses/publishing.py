@@ -171,7 +171,9 @@ def conflicting_duplicates(d: Dialect, tables: StagedTables, key: str) -> Statem
         "error_kind": p("record"),
         "recorded_at": "s.scored_at",
         "column_name": p("key_column"),
-        "detail": f"CONCAT('key ', s.{quoted}, ' has ', CAST(g.copies AS {text}), ' copies with different content')",
+        # The key cast to text: BigQuery's CONCAT takes strings only, and a use case's key may be a number.
+        "detail": f"CONCAT('key ', CAST(s.{quoted} AS {text}), ' has ', CAST(g.copies AS {text}), "
+        "' copies with different content')",
         "records": "1",
     }
     selected = ", ".join(f"{values[name]} AS {d.quote(name)}" for name in SCORING_ERRORS.names)
