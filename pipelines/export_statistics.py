@@ -53,8 +53,6 @@ def run(argv: list[str] | None = None) -> str:
 
     warehouse = existing_warehouse(args.warehouse, args.use_case, rest)
     night = warehouse.night_run(night_date, args.run_id)
-    if night["score_date"] != night_date:
-        raise ValueError(f"run {args.run_id} scored {night['score_date']}, not {night_date}")
     if not night.get("statistics"):
         raise LookupError(
             f"run {night['run_id']} ({night['status']}) kept no statistics (--monitoring off, or it failed "

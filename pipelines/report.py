@@ -42,8 +42,6 @@ def run(argv: list[str] | None = None) -> str:
         raise ValueError("--days must be at least 1")
     warehouse = existing_warehouse(args.warehouse, args.use_case, rest)
     night = warehouse.night_report(night_date, args.days, args.run_id)
-    if night.run["score_date"] != night_date:
-        raise ValueError(f"run {args.run_id} scored {night.run['score_date']}, not {night_date}")
     not_flagged = warehouse.use_case.drift.not_flagged.keys()
     return page.write_page(night, args.report_dir or warehouse.default_report_dir(), warehouse.name, not_flagged)
 

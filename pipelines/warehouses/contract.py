@@ -360,16 +360,20 @@ class Warehouse(abc.ABC):
         )
 
     def night_run(self, score_date: date, run_id: str | None = None) -> dict[str, Any]:
-        """A night's run row: `run_id`, or the date's latest finished run (published, refused or failed)."""
+        """A night's run row: `run_id` (which must have scored that date), or the date's latest finished run
+        (published, refused or failed)."""
         if run_id is None:
             latest = self._records(sql.latest_finished_run(self.dialect, score_date))
             if not latest:
                 raise LookupError(f"{self.location}: no finished scoring run for {score_date}")
             return latest[0]
         try:
-            return self.run_row(run_id)
+            run = self.run_row(run_id)
         except KeyError:
             raise LookupError(f"{self.location}: no scoring run {run_id}") from None
+        if run["score_date"] != score_date:
+            raise LookupError(f"run {run_id} scored {run['score_date']}, not {score_date}")
+        return run
 
     def run_row(self, run_id: str) -> dict[str, Any]:
         rows = self._records(sql.select_run(self.dialect, run_id))
