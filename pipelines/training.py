@@ -152,7 +152,7 @@ def build_pipeline(
     schema = source.schema
     config = tensor_adapter_config(schema)
     data = pipeline.options.view_as(DataOptions)
-    read = pipeline | "ReadTrips" >> source.read(nights)
+    read = pipeline | "ReadRecords" >> source.read(nights)
     checked = read.batches | "Validate" >> validate.ValidateRecords(schema, data.unknown_columns)
     rejected = metrics.TRAINING_REJECTED.counter()
     _ = (
@@ -271,18 +271,13 @@ def choose_threshold(
 
 
 def threshold_rule_words(use_case: UseCase) -> str:
-    """The use case's threshold rule in words, as the version's metadata records it; checked before any
-    data is read, so that a rule without a usable target fails in seconds rather than after training."""
-    settings = use_case.training
-    rule, target = settings.threshold_rule, settings.threshold_target
+    """The use case's threshold rule in words, as the version's metadata records it (TrainingSettings
+    refused a rule without a usable target when the use case was declared)."""
+    rule, target = use_case.training.threshold_rule, use_case.training.threshold_target
     if rule is ThresholdRule.MAX_F1:
         return "maximises F1 on the evaluation split"
     if rule is ThresholdRule.COST:
-        if target is None or not target > 0:
-            raise ValueError(f"use case {use_case.name}: threshold rule cost needs a threshold_target above 0")
         return f"minimises {target:g} x false positives + false negatives on the evaluation split"
-    if target is None or not 0 < target <= 1:
-        raise ValueError(f"use case {use_case.name}: threshold rule {rule.value} needs a threshold_target in (0, 1]")
     if rule is ThresholdRule.PRECISION:
         return f"the lowest threshold whose precision on the evaluation split reaches {target:g}"
     return f"the highest threshold whose recall on the evaluation split reaches {target:g}"

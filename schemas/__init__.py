@@ -2,7 +2,7 @@
 
 `core` has the building blocks, `platform` the platform's own tables (and the predictions table, derived
 from a use case's key), `use_case` what a use case declares and how one is chosen by name; each use case
-declares its input in a module of its own (`taxi`, the bundled example).
+declares its input in a module of its own (`taxi` and `flights`, the bundled examples).
 """
 
 from schemas.core import CHALLENGER, CHAMPION, Column, ColumnType, Field, InputSchema, Role, TableSchema
@@ -22,6 +22,7 @@ from schemas.use_case import (
     DriftSettings,
     Feature,
     FeatureKind,
+    Sample,
     ThresholdRule,
     TrainingSettings,
     UseCase,
@@ -52,6 +53,7 @@ __all__ = [
     "DriftSettings",
     "Feature",
     "FeatureKind",
+    "Sample",
     "ThresholdRule",
     "TrainingSettings",
     "UseCase",

@@ -8,7 +8,7 @@ Column layout follows the City of Chicago Taxi Trips data set as TFX's taxi exam
 
 from schemas.core import Column, InputSchema, Role
 from schemas.core import ColumnType as T
-from schemas.use_case import DriftSettings, Feature, TrainingSettings, UseCase, Words
+from schemas.use_case import DriftSettings, Feature, Sample, TrainingSettings, UseCase, Words
 from schemas.use_case import FeatureKind as K
 
 # Declared ranges, from the data set's documentation (Chicago's 77 community areas, Cook County's census
@@ -100,4 +100,5 @@ USE_CASE = UseCase(
         # The views' column names before use cases (README: For analysts); kept until the next release.
         view_aliases={"records": "trips", "positive_share": "big_tipper_share"},
     ),
+    sample=Sample(module="scripts.make_trips", night="2026-11-23"),
 )

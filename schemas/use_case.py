@@ -4,8 +4,9 @@ The platform (pipelines/, the warehouses, monitoring, the scripts) names no colu
 the key, the event time, the features and their kinds, the label, the preprocessing, the model builder,
 the training and monitoring settings and the words people read from the `UseCase` chosen at run time
 (`--use_case NAME`), and hands that object to every step, so it reaches Beam's workers with the graph
-rather than by environment. A bundled use case is one module per top-level folder (`schemas/taxi.py`
-declares it, `transforms/taxi.py` preprocesses); one outside this repository is any importable module
+rather than by environment. A bundled use case is one module per top-level folder (`schemas/NAME.py`
+declares it, `transforms/NAME.py` preprocesses, `scripts/make_*.py` makes its sample data); one outside
+this repository is any importable module
 that defines `USE_CASE` (`--use_case my_team.loans`). Declaring one imports neither TensorFlow nor
 tf.Transform: the preprocessing and the model builder are named as "module:function" and imported where
 they run, so `--help` and option errors stay fast.
@@ -86,10 +87,28 @@ class TrainingSettings:
     threshold_rule: ThresholdRule = ThresholdRule.MAX_F1
     threshold_target: float | None = None  # PRECISION, RECALL: the share; COST: the cost ratio
 
+    def __post_init__(self) -> None:
+        """Refused when declared, not hours into a training run."""
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"training needs at least one epoch and one record a batch, not {self}")
+        if self.class_weights is not None and (len(self.class_weights) != 2 or min(self.class_weights) <= 0):
+            raise ValueError(f"class_weights are two positive weights (negative, positive), not {self.class_weights}")
+        target = self.threshold_target
+        if self.threshold_rule in (ThresholdRule.PRECISION, ThresholdRule.RECALL):
+            if target is None or not 0 < target <= 1:
+                raise ValueError(
+                    f"threshold rule {self.threshold_rule.value} needs a target share in (0, 1], not {target}"
+                )
+        elif self.threshold_rule is ThresholdRule.COST:
+            if target is None or target <= 0:
+                raise ValueError(f"threshold rule cost needs a positive cost ratio as its target, not {target}")
+        elif target is not None:
+            raise ValueError(f"threshold rule {self.threshold_rule.value} takes no target (given {target})")
+
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """Thresholds per feature and metric where the defaults do not suit ({"fare": {"psi": 0.4}}),
+    """Thresholds per feature and metric where the defaults do not suit ({"amount": {"psi": 0.4}}),
     features measured but never flagged (with why), and the fewest values on either side to flag."""
 
     thresholds: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -103,10 +122,23 @@ class Words:
 
     record: str = "record"
     records: str = "records"
-    positive: str = "positive"  # what the label's 1 means, as a noun: "big tipper", "default"
+    positive: str = "positive"  # what the label's 1 means, as a noun: "default", "late arrival"
     # Old names of the views' generic columns, kept beside them for one release so that existing queries
-    # keep working: {"records": "trips"} adds a column `trips` equal to `records`.
+    # keep working: {"records": "applications"} adds a column `applications` equal to `records`.
     view_aliases: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A use case's demo data, made by a module of its own (its "sample maker"): the walk-through
+    (`scripts/make_sample.py`), the conformance test and the benchmark call the module's
+    `write_training(path, records=None) -> int` (a labelled file for `pipelines.train`; the records
+    written) and `write_night(day, folder, records=None, rows_per_file=1_000_000) -> list[str]` (one
+    night's input files in `folder`; None: as many as the maker's data has for `day`), and score
+    `night`, a date its data has."""
+
+    module: str
+    night: str  # ISO date
 
 
 @dataclass(frozen=True)
@@ -123,6 +155,7 @@ class UseCase:
     training: TrainingSettings = TrainingSettings()
     drift: DriftSettings = DriftSettings()
     words: Words = Words()
+    sample: Sample | None = None
 
     def __post_init__(self) -> None:
         for feature in self.features:
@@ -166,7 +199,9 @@ def _named(reference: str) -> Any:
     return getattr(importlib.import_module(module), attribute)
 
 
-BUNDLED = {"taxi": "schemas.taxi"}  # a bundled use case: its name, and the module declaring it
+# The bundled use cases: each name, and the module declaring it. A use case outside this repository is
+# named by its module instead, and needs no entry here.
+BUNDLED = {"taxi": "schemas.taxi", "flights": "schemas.flights"}
 
 
 class UseCaseError(ValueError):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import importlib
 import json
 import os
 import platform
@@ -38,7 +39,6 @@ from datetime import date
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-DAY = "2026-11-23"
 MEASUREMENTS = {
     "a": "ceiling",
     "b": "baseline",
@@ -203,7 +203,7 @@ def measure_baseline(args) -> dict:
     with beam.Pipeline(argv=["--runner=DirectRunner"]) as p:
         _ = (
             p
-            | "ReadTrips" >> beam.io.ReadFromText(args.input_glob, skip_header_lines=1)
+            | "ReadRecords" >> beam.io.ReadFromText(args.input_glob, skip_header_lines=1)
             | "Parse" >> beam.Map(parse)
             | "RunInference" >> RunInference(DictHandler())
             | "Format" >> beam.Map(lambda r: f"{r.example[key]},{r.inference:.6f}")
@@ -224,7 +224,7 @@ def measure_pipeline(args, *extra: str) -> dict:
 
     argv = [
         f"--use_case={args.use_case}",
-        f"--date={DAY}",
+        f"--date={args.day}",
         f"--input={args.input_glob}",
         f"--model_root={args.model_root}",
         f"--warehouse={os.path.join(args.work_dir, 'warehouse', 'scores.duckdb')}",
@@ -261,15 +261,15 @@ def json_files(args) -> list[str]:
         target = os.path.join(args.work_dir, "json", os.path.basename(path).replace(".csv", ".jsonl"))
         if not os.path.exists(target):
             os.makedirs(os.path.dirname(target), exist_ok=True)
-            trips = pacsv.read_csv(
+            records = pacsv.read_csv(
                 path,
                 convert_options=pacsv.ConvertOptions(
                     column_types={c.name: c.type.arrow for c in args.case.input.columns}
                 ),
             )
             with duckdb.connect() as con:
-                con.register("trips", trips)
-                con.execute(f"COPY trips TO '{target}' (FORMAT json)")
+                con.register("records", records)
+                con.execute(f"COPY records TO '{target}' (FORMAT json)")
         paths.append(target)
     return paths
 
@@ -338,8 +338,8 @@ def staged_predictions(args) -> tuple[list[tuple[str, int]], dict[str, int]]:
         n = len(k)
         if not os.path.exists(path):
             columns = {
-                "score_date": pa.repeat(pa.scalar(date.fromisoformat(DAY), pa.date32()), n),
-                key.name: pc.binary_join_element_wise("trip-", pc.cast(pa.array(k), pa.string()), "")
+                "score_date": pa.repeat(pa.scalar(date.fromisoformat(args.day), pa.date32()), n),
+                key.name: pc.binary_join_element_wise("record-", pc.cast(pa.array(k), pa.string()), "")
                 if key.type.arrow == pa.string()
                 else pa.array(k),
                 "probability": pa.array(rng.random(n)),
@@ -376,7 +376,7 @@ def measure_publish(args, resolve: bool) -> dict:
     warehouse.prepare()
     run = RunRecord(
         run_id="benchmark",
-        score_date=date.fromisoformat(DAY),
+        score_date=date.fromisoformat(args.day),
         model_name=args.case.model_name,
         model_version=1,
         input="benchmark",
@@ -408,7 +408,7 @@ def run_measurement(name: str, args) -> dict:
         f"--measure={name}",
         f"--use_case={args.use_case}",
         f"--rows={args.rows}",
-        f"--work_dir={args.work_dir}",
+        f"--work_dir={args.root_dir}",
         f"--model_root={args.model_root}",
         f"--accelerator={args.accelerator}",
     ]
@@ -426,25 +426,22 @@ def run_measurement(name: str, args) -> dict:
 
 def ensure_inputs(args) -> None:
     from models import registry
-    from scripts import make_trips
 
+    maker = importlib.import_module(args.case.sample.module)  # the use case's sample maker
     if not registry.list_versions(args.model_root, args.case.model_name):
+        training = os.path.join(REPO, args.case.training_input)
+        if not os.path.exists(training):
+            maker.write_training(training)
         subprocess.run(
             [sys.executable, "-m", "pipelines.train", f"--use_case={args.use_case}", f"--model_root={args.model_root}"],
             cwd=REPO,
             check=True,
             env={**os.environ, "PYTHONPATH": REPO},
         )
-    partition = os.path.join(args.work_dir, "trips", f"dt={DAY}")
-    marker = os.path.join(partition, f"_rows_{args.rows}")
+    partition = os.path.dirname(args.input_glob)
+    marker = os.path.join(partition, f"_rows_{args.rows}_{args.rows_per_file}")
     if not os.path.exists(marker):
-        make_trips.write_partition(
-            date.fromisoformat(DAY),
-            args.rows,
-            partition,
-            args.rows_per_file,
-            os.path.join(REPO, make_trips.DEFAULT_SOURCE),
-        )
+        maker.write_night(date.fromisoformat(args.day), partition, args.rows, args.rows_per_file)
         open(marker, "w").close()
 
 
@@ -473,7 +470,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--measure", default=None, help=argparse.SUPPRESS)
     args, args.pipeline_args = parser.parse_known_args(argv)
     args.case = load_use_case(args.use_case)
-    args.input_glob = os.path.join(args.work_dir, "trips", f"dt={DAY}", "*.csv")
+    if args.case.sample is None:
+        parser.error(f"--use_case {args.use_case} declares no sample maker (schemas.Sample): nothing to measure on")
+    args.day = args.case.sample.night
+    args.root_dir, args.work_dir = (
+        args.work_dir,
+        os.path.join(args.work_dir, args.case.name),
+    )  # two use cases' inputs and warehouses apart
+    args.input_glob = os.path.join(args.work_dir, args.case.name, f"dt={args.day}", "*.csv")
     args.files = sorted(glob.glob(args.input_glob))
 
     if args.measure:  # child process: one measurement, its result as the last line of stdout

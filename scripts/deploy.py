@@ -8,10 +8,15 @@ Steps, in order (README "Run on Dataflow" walks through them):
   model     copy an exported model version to gs://BUCKET/models (metadata.json last, as the registry expects)
   images    build and push the CPU worker image (also the template launcher) and, with --accelerator gpu,
             the GPU worker image
-  template  write the template metadata and build the Flex Template spec at gs://BUCKET/templates/
+  template  write the template metadata and build the Flex Template spec at gs://BUCKET/templates/SLUG/
   run       launch the template once, for --date or (without it) yesterday in --timezone
   schedule  create or update the Cloud Scheduler job that launches the template every night
   dag       write the Airflow DAG's launch configuration beside the DAG, for Cloud Composer
+
+Every step takes --use_case (default: taxi), and the names carry it, so use cases run side by side: the
+Dataflow and Scheduler job score-SLUG-nightly, the template gs://BUCKET/templates/SLUG/score-VERSION.json,
+the DAGs score_nightly_SLUG and score_backfill_SLUG (SLUG: the use case's name in lower case, with "." and
+"_" as "-"; "_" in DAG ids). An unknown use case is refused before anything runs.
 
 Each step prints the commands it runs before running them; --dry-run prints them and runs nothing.
 Steps that create something skip it when it exists, so every step can be re-run.
@@ -31,12 +36,16 @@ from dataclasses import dataclass, field, fields
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from pipelines.arguments import USE_CASE_HELP  # noqa: E402
+from pipelines.defaults import DEFAULT_USE_CASE  # noqa: E402
+from schemas.use_case import UseCaseError, load_use_case  # noqa: E402
 from scripts import flex_template  # noqa: E402
 
 APIS = ["dataflow", "compute", "storage", "bigquery", "bigquerystorage", "artifactregistry", "cloudscheduler", "iam"]
 GPU_EXPERIMENTS = ["no_use_multiple_sdk_containers"]
+JOB_NAME = "[a-z]([-a-z0-9]*[a-z0-9])?"  # what Dataflow takes as a job name
 LAUNCH_URI = "https://dataflow.googleapis.com/v1b3/projects/{project}/locations/{region}/flexTemplates:launch"
-DAG_CONFIG = "score_nightly.json"
+DAG_CONFIG = "score_nightly_{slug}.json"  # one per use case, beside the DAG file, which defines DAGs for each
 
 # Least privilege: each role, where it is granted, and why the job cannot do without it.
 WORKER_ROLES = [
@@ -58,6 +67,22 @@ LAUNCHER_ROLES = [
 ]
 
 
+def use_case_slug(use_case: str) -> str:
+    """A use case's name as Dataflow, Cloud Scheduler and GCS paths take it: `my_team.loans` is `my-team-loans`."""
+    return use_case.lower().replace(".", "-").replace("_", "-")
+
+
+def default_input(use_case: str, declared: str | None, bucket: str) -> str:
+    """The use case's own scoring input (`declared`), its `data/` on the bucket, or gs://BUCKET/SLUG/dt={date}/*.csv."""
+    if not declared:
+        return f"{bucket}/{use_case_slug(use_case)}/dt={{date}}/*.csv"
+    if "://" in declared:
+        return declared
+    if os.path.isabs(declared):
+        raise SystemExit(f"--use_case {use_case}: its scoring input {declared} is a local path; give --input")
+    return f"{bucket}/{declared.removeprefix('data/')}"
+
+
 def _version() -> str:
     return re.search(r'version="([^"]+)"', open(os.path.join(REPO, "setup.py")).read()).group(1)
 
@@ -65,10 +90,12 @@ def _version() -> str:
 @dataclass(frozen=True, kw_only=True)
 class Deployment:
     """Where the job lives. Each default is stated here once; `parser()` offers them as options, and
-    the bucket, the machine type and the input derive from the others unless given."""
+    the bucket, the machine type, the job name and the input derive from the others unless given. The
+    names carry the use case, so that use cases deploy side by side."""
 
     project: str
     region: str
+    use_case: str = DEFAULT_USE_CASE
     bucket: str = ""
     dataset: str = "scoring"
     repository: str = "scoring"
@@ -79,10 +106,14 @@ class Deployment:
     max_workers: int = 10
     timezone: str = "America/Chicago"
     hour: int = 3
-    job_name: str = "score-nightly"
+    job_name: str = ""
     input: str = ""
 
     def __post_init__(self) -> None:
+        try:  # first: a use case that does not load is refused before anything else is said or done
+            scoring_input = load_use_case(self.use_case).scoring_input
+        except UseCaseError as e:
+            raise SystemExit(str(e)) from None
         bucket = (self.bucket or f"gs://{self.project}-scoring").rstrip("/")
         if not bucket.startswith("gs://"):
             raise SystemExit(f"--bucket must be gs://..., not {bucket!r}")
@@ -91,8 +122,41 @@ class Deployment:
         object.__setattr__(self, "bucket", bucket)
         if not self.machine_type:
             object.__setattr__(self, "machine_type", "g2-standard-8" if self.accelerator == "gpu" else "n2-standard-4")
+        if not self.job_name:
+            object.__setattr__(self, "job_name", f"score-{self.slug}-nightly")
+        if not re.fullmatch(JOB_NAME, self.job_name):
+            raise SystemExit(f"--job_name must match {JOB_NAME} (Dataflow's job names), not {self.job_name!r}")
         if not self.input:
-            object.__setattr__(self, "input", f"{bucket}/trips/dt={{date}}/*.csv")
+            object.__setattr__(self, "input", default_input(self.use_case, scoring_input, bucket))
+
+    @property
+    def slug(self) -> str:
+        return use_case_slug(self.use_case)
+
+    @property
+    def scheduler_job(self) -> str:
+        """The Cloud Scheduler job, named as the Dataflow job it launches."""
+        return self.job_name
+
+    @property
+    def dag_ids(self) -> dict[str, str]:
+        """The Airflow DAGs of this use case (DAG ids take "_" where job names take "-")."""
+        dag_slug = self.slug.replace("-", "_")
+        return {"nightly": f"score_nightly_{dag_slug}", "backfill": f"score_backfill_{dag_slug}"}
+
+    @property
+    def dag_config(self) -> str:
+        """The DAG's launch configuration for this use case, a file beside the DAG file."""
+        return DAG_CONFIG.format(slug=self.slug.replace("-", "_"))
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """The job's labels; values take lower case letters, digits, "-" and "_", at most 63."""
+        return {
+            "app": "nightly-scoring",
+            "use_case": re.sub(r"[^a-z0-9_-]", "-", self.use_case.lower())[:63],
+            "version": self.version.replace(".", "_"),
+        }
 
     @property
     def registry(self) -> str:
@@ -108,7 +172,7 @@ class Deployment:
 
     @property
     def template(self) -> str:
-        return f"{self.bucket}/templates/score-{self.version}.json"
+        return f"{self.bucket}/templates/{self.slug}/score-{self.version}.json"
 
     @property
     def worker_account(self) -> str:
@@ -122,6 +186,7 @@ class Deployment:
     def parameters(self) -> dict[str, str]:
         """The template parameters of a nightly run: no date, so each night scores its yesterday."""
         return {
+            "use_case": self.use_case,
             "input": self.input,
             "model_root": f"{self.bucket}/models",
             "warehouse": f"bq://{self.project}.{self.dataset}",
@@ -156,7 +221,7 @@ class Deployment:
                     "maxWorkers": self.max_workers,
                     "sdkContainerImage": self.gpu_image if self.accelerator == "gpu" else self.worker_image,
                     "additionalExperiments": self.experiments,
-                    "additionalUserLabels": {"app": "nightly-scoring", "version": self.version.replace(".", "_")},
+                    "additionalUserLabels": self.labels,
                 },
             }
         }
@@ -342,7 +407,8 @@ def run_steps(d: Deployment, date: str | None) -> list[Step]:
     ]
 
 
-def schedule_steps(d: Deployment, body_file: str) -> list[Step]:
+def schedule_steps(d: Deployment, body_file: str | None = None) -> list[Step]:
+    body_file = body_file or f"build/{d.scheduler_job}-launch.json"
     flags = [
         f"--location={d.region}",
         f"--project={d.project}",
@@ -360,13 +426,13 @@ def schedule_steps(d: Deployment, body_file: str) -> list[Step]:
     # A retry after a launch that did create the job fails on the duplicate job name: no double runs.
     return [
         Step(
-            ["gcloud", "scheduler", "jobs", "create", "http", d.job_name, *flags],
+            ["gcloud", "scheduler", "jobs", "create", "http", d.scheduler_job, *flags],
             exists=[
                 "gcloud",
                 "scheduler",
                 "jobs",
                 "describe",
-                d.job_name,
+                d.scheduler_job,
                 f"--location={d.region}",
                 f"--project={d.project}",
             ],
@@ -376,7 +442,7 @@ def schedule_steps(d: Deployment, body_file: str) -> list[Step]:
                 "jobs",
                 "update",
                 "http",
-                d.job_name,
+                d.scheduler_job,
                 *(f for f in flags if not f.startswith("--http-method")),
             ],
             files={body_file: json.dumps(d.launch_body(), indent=2) + "\n"},
@@ -386,6 +452,8 @@ def schedule_steps(d: Deployment, body_file: str) -> list[Step]:
 
 def dag_steps(d: Deployment, dags_dir: str, environment: str, alert_emails: list[str]) -> list[Step]:
     config = {
+        "use_case": d.use_case,
+        "dag_ids": d.dag_ids,
         "project": d.project,
         "region": d.region,
         "timezone": d.timezone,
@@ -393,7 +461,7 @@ def dag_steps(d: Deployment, dags_dir: str, environment: str, alert_emails: list
         "alert_emails": alert_emails,
         "launch": d.launch_body(),
     }
-    config_file = os.path.join(dags_dir, DAG_CONFIG)
+    config_file = os.path.join(dags_dir, d.dag_config)
     return [
         Step(
             [
@@ -443,6 +511,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("step", choices=["setup", "model", "images", "template", "run", "schedule", "dag"])
     p.add_argument("--project", required=True)
+    p.add_argument("--use_case", default=d["use_case"], help=USE_CASE_HELP + " The deployment's names carry it.")
     p.add_argument("--region", required=True, help="Dataflow region; also the bucket's and the images'.")
     p.add_argument(
         "--bucket",
@@ -451,7 +520,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dataset", default=d["dataset"], help="BigQuery warehouse dataset (scripts/setup_bigquery.py).")
     p.add_argument(
-        "--input", default=d["input"], help="The pipeline's --input (default: gs://BUCKET/trips/dt={date}/*.csv)."
+        "--input",
+        default=d["input"],
+        help="The pipeline's --input (default: the use case's scoring input with data/ on the bucket, for taxi "
+        "gs://BUCKET/trips/dt={date}/*.csv; gs://BUCKET/SLUG/dt={date}/*.csv where it declares none).",
     )
     p.add_argument("--repository", default=d["repository"], help="Artifact Registry repository of the images.")
     p.add_argument("--version", default=None, help="Image tag and template version (default: setup.py's).")
@@ -469,15 +541,17 @@ def parser() -> argparse.ArgumentParser:
         help="The schedule's time zone, and the one that decides which date is 'yesterday'.",
     )
     p.add_argument("--hour", type=int, default=d["hour"], help="Hour of the night the job starts, in --timezone.")
-    p.add_argument("--job_name", default=d["job_name"])
+    p.add_argument(
+        "--job_name", default=d["job_name"], help="Dataflow and Scheduler job name (default: score-SLUG-nightly)."
+    )
     p.add_argument("--date", default=None, help="run: the date to score (default: yesterday in --timezone).")
     p.add_argument(
         "--model_dir", default=None, help="model: the exported version, e.g. artifacts/models/taxi_tipper/1."
     )
     p.add_argument(
         "--body_file",
-        default="build/score-nightly-launch.json",
-        help="schedule: where the launch request body is written.",
+        default=None,
+        help="schedule: where the launch request body is written (default: build/JOB_NAME-launch.json).",
     )
     p.add_argument("--dags_dir", default="scripts/airflow", help="dag: the folder of the DAG file.")
     p.add_argument("--composer_environment", default="scoring", help="dag: the Cloud Composer environment.")
@@ -491,8 +565,7 @@ def deployment(args: argparse.Namespace) -> Deployment:
     return Deployment(**given)
 
 
-def steps_for(args: argparse.Namespace) -> list[Step]:
-    d = deployment(args)
+def steps_for(args: argparse.Namespace, d: Deployment) -> list[Step]:
     if args.step == "setup":
         return setup_steps(d)
     if args.step == "images":
@@ -506,12 +579,12 @@ def steps_for(args: argparse.Namespace) -> list[Step]:
     return dag_steps(d, args.dags_dir, args.composer_environment, args.alert_email)
 
 
-def publish_model(args: argparse.Namespace) -> None:
+def publish_model(args: argparse.Namespace, d: Deployment) -> None:
     from models import registry
 
     if not args.model_dir:
         raise SystemExit("model: give --model_dir, an exported version such as artifacts/models/taxi_tipper/1")
-    model_root = f"{deployment(args).bucket}/models"
+    model_root = f"{d.bucket}/models"
     print(f"publish {args.model_dir} -> {model_root} (files first, metadata.json last)", flush=True)
     if not args.dry_run:
         try:
@@ -522,10 +595,11 @@ def publish_model(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    d = deployment(args)  # refuses an unknown use case, or a bad option, before any step
     if args.step == "model":
-        publish_model(args)
+        publish_model(args, d)
     else:
-        execute(steps_for(args), args.dry_run)
+        execute(steps_for(args, d), args.dry_run)
 
 
 if __name__ == "__main__":

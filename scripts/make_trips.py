@@ -27,6 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from schemas.taxi import TRIPS  # noqa: E402
 
 DEFAULT_SOURCE = "data/chicago_taxi/trips.csv"
+SAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), DEFAULT_SOURCE)
+NIGHT_RECORDS = 100_000  # a night of scripts/run_sample.sh when no number is asked for
 CHUNK_ROWS = 500_000  # generated and written a chunk at a time, so 10 million rows fit in memory easily
 
 
@@ -86,6 +88,23 @@ def write_partition(day: date, rows: int, out: str, rows_per_file: int, source_p
         paths.append(path)
         written += file_rows
     return paths
+
+
+def write_training(path: str, records: int | None = None) -> int:
+    """The taxi use case's sample maker (schemas/taxi.py): the real sample as training data, all of it or
+    `records` trips drawn from it without replacement (seeded: the same file every time)."""
+    source = read_source(SAMPLE)
+    if records is not None and records < source.num_rows:
+        rng = np.random.default_rng(records)
+        source = source.take(pa.array(np.sort(rng.choice(source.num_rows, records, replace=False))))
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    pacsv.write_csv(source, path, pacsv.WriteOptions(quoting_style="needed"))
+    return source.num_rows
+
+
+def write_night(day: date, folder: str, records: int | None = None, rows_per_file: int = 1_000_000) -> list[str]:
+    """The taxi use case's sample maker: one night's trips, resampled from the real sample."""
+    return write_partition(day, NIGHT_RECORDS if records is None else records, folder, rows_per_file, SAMPLE)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -21,7 +21,7 @@ class FailedJobDataflow:
     """The Dataflow REST API as the provider's hook calls it: the launch answers with a job, and every
     read of that job says JOB_STATE_FAILED."""
 
-    JOB = {"id": "job-1", "name": "score-nightly", "type": "JOB_TYPE_BATCH", "currentState": "JOB_STATE_FAILED"}
+    JOB = {"id": "job-1", "name": "score-taxi-nightly", "type": "JOB_TYPE_BATCH", "currentState": "JOB_STATE_FAILED"}
 
     def __init__(self):
         self.calls = []
@@ -60,50 +60,61 @@ class _NoXCom:
         pass
 
 
+def nightly(dag, logical_date: str, date_param: str | None) -> dict:
+    [task] = dag.tasks
+    context = {"params": {"date": date_param}, "logical_date": pendulum.parse(logical_date), "dag_run": None}
+    out = {
+        "schedule": getattr(dag.timetable, "_expression", None) or str(dag.timetable.summary),
+        "timezone": str(dag.timetable._timezone.name),
+        "max_active_runs": dag.max_active_runs,
+        "catchup": dag.catchup,
+        "tags": sorted(dag.tags),
+        "operator": type(task).__name__,
+        "wait_until_finished": task.wait_until_finished,
+        "retries": task.retries,
+        "on_failure_callback": [
+            getattr(f, "__name__", str(f))
+            for f in (
+                task.on_failure_callback if isinstance(task.on_failure_callback, list) else [task.on_failure_callback]
+            )
+        ],
+        "project_id": task.project_id,
+        "location": task.location,
+        "body": task.render_template(task.body, context, dag.get_template_env()),
+    }
+    task.body = out["body"]
+    out["failed_job"] = run_against_a_failed_job(task, {**context, "ti": _NoXCom(), "task_instance": _NoXCom()})
+    return out
+
+
+def backfill(dag, logical_date: str) -> dict:
+    [task] = dag.tasks
+    params = {"start_date": "2026-01-01", "end_date": "2026-12-31"}
+    context = {"params": params, "logical_date": pendulum.parse(logical_date), "dag_run": None}
+    return {
+        "schedule": getattr(dag.timetable, "summary", None),
+        "params": sorted(dag.params.keys()),
+        "max_active_runs": dag.max_active_runs,
+        "retries": task.retries,
+        "wait_until_finished": task.wait_until_finished,
+        "body": task.render_template(task.body, context, dag.get_template_env()),
+    }
+
+
 def main(dags_dir: str, logical_date: str, date_param: str | None) -> None:
+    """Every DAG the folder defines: the nightly ones (score_nightly_*) run as above, the backfills rendered."""
     bag = DagBag(dag_folder=dags_dir)
-    out = {"import_errors": {k: str(v) for k, v in bag.import_errors.items()}, "dags": sorted(bag.dag_ids)}
-    dag = bag.dags.get("score_nightly")
-    if dag is not None:
-        [task] = dag.tasks
-        context = {"params": {"date": date_param}, "logical_date": pendulum.parse(logical_date), "dag_run": None}
-        out.update(
-            {
-                "schedule": getattr(dag.timetable, "_expression", None) or str(dag.timetable.summary),
-                "timezone": str(dag.timetable._timezone.name),
-                "max_active_runs": dag.max_active_runs,
-                "catchup": dag.catchup,
-                "operator": type(task).__name__,
-                "wait_until_finished": task.wait_until_finished,
-                "retries": task.retries,
-                "on_failure_callback": [
-                    getattr(f, "__name__", str(f))
-                    for f in (
-                        task.on_failure_callback
-                        if isinstance(task.on_failure_callback, list)
-                        else [task.on_failure_callback]
-                    )
-                ],
-                "project_id": task.project_id,
-                "location": task.location,
-                "body": task.render_template(task.body, context, dag.get_template_env()),
-            }
-        )
-        task.body = out["body"]
-        out["failed_job"] = run_against_a_failed_job(task, {**context, "ti": _NoXCom(), "task_instance": _NoXCom()})
-    backfill = bag.dags.get("score_backfill")
-    if backfill is not None:
-        [task] = backfill.tasks
-        params = {"start_date": "2026-01-01", "end_date": "2026-12-31"}
-        context = {"params": params, "logical_date": pendulum.parse(logical_date), "dag_run": None}
-        out["backfill"] = {
-            "schedule": getattr(backfill.timetable, "summary", None),
-            "params": sorted(backfill.params.keys()),
-            "max_active_runs": backfill.max_active_runs,
-            "retries": task.retries,
-            "wait_until_finished": task.wait_until_finished,
-            "body": task.render_template(task.body, context, backfill.get_template_env()),
-        }
+    out = {
+        "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
+        "dags": sorted(bag.dag_ids),
+        "nightly": {},
+        "backfill": {},
+    }
+    for dag_id, dag in sorted(bag.dags.items()):
+        if dag_id.startswith("score_nightly_"):
+            out["nightly"][dag_id] = nightly(dag, logical_date, date_param)
+        elif dag_id.startswith("score_backfill_"):
+            out["backfill"][dag_id] = backfill(dag, logical_date)
     print(json.dumps(out))
 
 

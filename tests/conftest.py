@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import date
@@ -343,3 +344,23 @@ def warehouse(request, tmp_path):
     if request.param == "duckdb":
         return DuckDBUnderTest(tmp_path)
     return BigQueryUnderTest(request.getfixturevalue("bigquery"), tmp_path)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's chromium, installed when missing (CI runs as root on a clean machine)."""
+    if shutil.which("chromium"):
+        return shutil.which("chromium")
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        pytest.skip("no chromium, and it cannot be installed here (needs apt-get as root): apt-get install -y chromium")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    with open(os.path.join(tempfile.gettempdir(), "chromium-install.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # test processes (pytest-xdist) install it one at a time
+        if not shutil.which("chromium"):
+            if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
+                subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=900)
+                done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
+                if done.returncode != 0:
+                    pytest.skip(f"chromium could not be installed: {done.stderr.strip()[-300:]}")
+    return shutil.which("chromium")

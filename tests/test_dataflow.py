@@ -6,11 +6,13 @@ so the configuration checks that run before a real submission run here too.
 
 import json
 import os
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 import pytest
 
-from pipelines import score
+from pipelines import score, train
+from schemas import load_use_case
+from scripts import make_flights
 from tests.conftest import BQ_PROJECT, GCS_BUCKET, write_partition
 
 DAY = "2026-11-23"
@@ -18,14 +20,19 @@ GPU = "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver"
 IMAGE = "us-docker.pkg.dev/my-project/scoring/worker-gpu:0.1.0"
 
 
+def upload_version(gcs, version, models: str) -> None:
+    """A model version's folder, under `models`/<name>/<version>/ in the emulated bucket."""
+    root = os.path.dirname(os.path.dirname(version.path))
+    for folder, _, files in os.walk(version.path):
+        for name in files:
+            path = os.path.join(folder, name)
+            gcs.blob(f"{models}/{os.path.relpath(path, root)}").upload_from_filename(path)
+
+
 @pytest.fixture(scope="module")
 def on_gcs(trained, gcs, tmp_path_factory):
     """The trained model and a night's trips, uploaded to the emulated bucket."""
-    root = os.path.dirname(trained.version.path)
-    for folder, _, files in os.walk(trained.version.path):
-        for name in files:
-            path = os.path.join(folder, name)
-            gcs.blob(f"models/taxi_tipper/{os.path.relpath(path, root)}").upload_from_filename(path)
+    upload_version(gcs, trained.version, "models")
     [part] = write_partition(tmp_path_factory.mktemp("night"), DAY, 50)
     gcs.blob(f"trips/dt={DAY}/part-00000.csv").upload_from_filename(part)
     return f"gs://{GCS_BUCKET}"
@@ -66,13 +73,55 @@ def test_the_job_translates_for_dataflow_with_gpus(on_gcs, bigquery, tmp_path):
         "g2-standard-8",
         '"accelerator": "gpu"',
         f"bq://{BQ_PROJECT}.nightly",
-        "ReadTrips",
+        "ReadRecords",
         "RunInference",
         "WriteScores",
     ):
         assert expected in text, expected
     # Nothing ran and nothing was written.
     assert [t.table_id for t in bigquery.list_tables(f"{BQ_PROJECT}.nightly")] == []
+
+
+def test_the_second_use_case_translates_for_dataflow(gcs, bigquery, tmp_path):
+    """The flights use case (README: the flights walk-through) as a CPU job on Dataflow, chosen by name."""
+    use_case = load_use_case("flights")
+    make_flights.write_training(str(tmp_path / "training.csv"), 2000)
+    trained = train.run(
+        [
+            "--use_case=flights",
+            f"--input={tmp_path / 'training.csv'}",
+            f"--model_root={tmp_path / 'models'}",
+            f"--work_dir={tmp_path / 'work'}",
+            "--epochs=1",
+        ]
+    )
+    upload_version(gcs, trained.version, "flights-models")
+    night = use_case.sample.night
+    [part] = make_flights.write_night(date.fromisoformat(night), str(tmp_path / "night"))
+    gcs.blob(f"flights/dt={night}/part-00000.csv").upload_from_filename(part)
+    bigquery.create_dataset("flights_nightly", exists_ok=True)
+    bucket = f"gs://{GCS_BUCKET}"
+    summary = score.run(
+        [
+            "--use_case=flights",
+            f"--date={night}",
+            f"--input={bucket}/flights/dt={{date}}/*.csv",
+            f"--model_root={bucket}/flights-models",
+            f"--warehouse=bq://{BQ_PROJECT}.flights_nightly",
+            f"--staging_dir={bucket}/flights-staging",
+            "--runner=DataflowRunner",
+            "--dry_run=True",
+            "--project=my-project",
+            "--region=us-central1",
+            f"--temp_location={bucket}/tmp",
+            "--no_auth",
+        ]
+    )
+    assert summary["dry_run"] and (summary["model_name"], summary["model_version"]) == ("late_arrival", 1)
+    text = json.dumps(summary["job"])
+    for expected in ("ReadRecords", "RunInference", "WriteScores", '"use_case": "flights"'):
+        assert expected in text, expected
+    assert [t.table_id for t in bigquery.list_tables(f"{BQ_PROJECT}.flights_nightly")] == []
 
 
 def test_default_date_is_yesterday_in_the_configured_time_zone():

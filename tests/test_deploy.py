@@ -1,5 +1,6 @@
 """The way to Dataflow, offline: the README's walkthrough command by command, images pinned as
-setup.py pins, the template spec and the scheduler command as documented, the DAG in a real Airflow.
+setup.py pins, the template spec and the scheduler command as documented, the DAG in a real Airflow;
+two use cases deployed side by side under names of their own.
 
 `gcloud` commands are parsed by the real gcloud CLI where it is installed: with no account, a
 command whose flags parse stops at authentication (exit 1), a bad flag exits 2.
@@ -13,6 +14,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -24,6 +26,7 @@ DAY = "2026-11-23"
 GCLOUD = shutil.which("gcloud")
 AIRFLOW_PYTHON = os.path.join(REPO, ".venv-airflow", "bin", "python")
 EXAMPLE = ["--project", "my-project", "--region", "us-central1", "--accelerator", "gpu"]
+OTHER = "tests.fixture_use_case"  # a use case named by a dotted module path, as one outside this repository is
 
 
 def readme_section() -> str:
@@ -96,7 +99,16 @@ def test_readme_walkthrough_runs_offline(trained, gcs, bigquery, tmp_path, monke
             exercised.append("dry_run")
         else:
             pytest.fail(f"README command that no test exercises: {shlex.join(command)}")
-    assert exercised == ["setup", "setup_bigquery", "model", "images", "dry_run", "template", "run", "schedule", "dag"]
+    taxi = ["setup", "setup_bigquery", "model", "images", "dry_run", "template", "run", "schedule", "dag"]
+    assert exercised == taxi + ["setup_bigquery", "setup", "template", "schedule", "dag"]  # then flights, beside it
+    assert sorted(os.listdir(tmp_path / "scripts" / "airflow")) == [
+        "score_nightly_flights.json",
+        "score_nightly_taxi.json",
+    ]
+    assert sorted(os.listdir(tmp_path / "build")) == [
+        "score-flights-nightly-launch.json",
+        "score-taxi-nightly-launch.json",
+    ]
     # The dry run wrote nothing: the warehouse holds only what setup_bigquery made, no run.
     assert list(bigquery.query(f"SELECT COUNT(*) FROM `{BQ_PROJECT}.scoring.scoring_runs`").result())[0][0] == 0
 
@@ -104,14 +116,27 @@ def test_readme_walkthrough_runs_offline(trained, gcs, bigquery, tmp_path, monke
 def test_the_schedule_is_what_the_readme_documents(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     [documented] = block_commands("text")
-    [schedule] = [c for c in block_commands("bash") if c[:3] == ["python", "scripts/deploy.py", "schedule"]]
+    [schedule] = [
+        c
+        for c in block_commands("bash")
+        if c[:3] == ["python", "scripts/deploy.py", "schedule"] and "--use_case" not in c  # taxi's, the default
+    ]
     assert dry_run(schedule[2:]) == [documented]
     if GCLOUD:
         assert_gcloud_parses(documented, tmp_path / "gcloud")
     # The request it posts launches the template with parameters the template declares, valid by its regexes.
-    launch = json.load(open(tmp_path / "build" / "score-nightly-launch.json"))["launchParameter"]
+    launch = json.load(open(tmp_path / "build" / "score-taxi-nightly-launch.json"))["launchParameter"]
     d = deploy.deployment(deploy.parser().parse_args(schedule[2:]))
-    assert launch["containerSpecGcsPath"] == d.template == "gs://my-project-scoring/templates/score-0.1.0.json"
+    assert launch["containerSpecGcsPath"] == d.template == "gs://my-project-scoring/templates/taxi/score-0.1.0.json"
+    assert launch["jobName"] == d.scheduler_job == documented[5] == "score-taxi-nightly"
+    # taxi's input is where it always was; the launch names the use case, and so do the job's labels.
+    assert launch["parameters"]["input"] == "gs://my-project-scoring/trips/dt={date}/*.csv"
+    assert launch["parameters"]["use_case"] == "taxi"
+    assert launch["environment"]["additionalUserLabels"] == {
+        "app": "nightly-scoring",
+        "use_case": "taxi",
+        "version": "0_1_0",
+    }
     declared = {p["name"]: p for p in flex_template.metadata()["parameters"]}
     for name, value in launch["parameters"].items():
         assert re.match(declared[name]["regexes"][0], value), (name, value)
@@ -124,6 +149,92 @@ def test_the_schedule_is_what_the_readme_documents(tmp_path, monkeypatch):
         "no_use_multiple_sdk_containers",
         "worker_accelerator=type:nvidia-l4;count:1;install-nvidia-driver",
     ]
+
+
+@pytest.fixture
+def other_use_case() -> str:
+    """A second use case beside taxi, named by its module's dotted path: the platform's fixture use case."""
+    return OTHER
+
+
+def names(d: deploy.Deployment) -> tuple:
+    return d.job_name, d.scheduler_job, d.template, d.dag_ids, d.dag_config
+
+
+def test_two_use_cases_deploy_side_by_side_under_names_of_their_own(other_use_case, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    taxi = deploy.Deployment(project="my-project", region="us-central1")
+    other = deploy.Deployment(project="my-project", region="us-central1", use_case=other_use_case)
+    assert taxi.use_case == "taxi" and taxi.input == "gs://my-project-scoring/trips/dt={date}/*.csv"  # as before
+    assert names(taxi) == (
+        "score-taxi-nightly",
+        "score-taxi-nightly",
+        "gs://my-project-scoring/templates/taxi/score-0.1.0.json",
+        {"nightly": "score_nightly_taxi", "backfill": "score_backfill_taxi"},
+        "score_nightly_taxi.json",
+    )
+    assert names(other) == (
+        "score-tests-fixture-use-case-nightly",
+        "score-tests-fixture-use-case-nightly",
+        "gs://my-project-scoring/templates/tests-fixture-use-case/score-0.1.0.json",
+        {"nightly": "score_nightly_tests_fixture_use_case", "backfill": "score_backfill_tests_fixture_use_case"},
+        "score_nightly_tests_fixture_use_case.json",
+    )
+    # It declares no scoring input: its own folder on the bucket.
+    assert other.input == "gs://my-project-scoring/tests-fixture-use-case/dt={date}/*.csv"
+    assert other.labels == {"app": "nightly-scoring", "use_case": "tests-fixture_use_case", "version": "0_1_0"}
+    for d in (taxi, other):
+        assert re.fullmatch(deploy.JOB_NAME, d.job_name)
+        assert all(re.fullmatch(r"[a-z0-9_-]{1,63}", v) for v in d.labels.values()), d.labels
+        args = ["--project", "my-project", "--region", "us-central1", "--use_case", d.use_case]
+        [build] = dry_run(["template", *args])
+        [run] = dry_run(["run", *args, "--date", DAY])
+        [schedule] = dry_run(["schedule", *args])
+        dry_run(["dag", *args, "--dags_dir", "dags"])
+        assert build[4] == d.template and run[4] == f"{d.job_name}-{DAY}" and schedule[5] == d.scheduler_job
+        assert f"--template-file-gcs-location={d.template}" in run and f"^~^use_case={d.use_case}~" in run[8]
+        for launch in (
+            json.load(open(f"build/{d.scheduler_job}-launch.json")),
+            json.load(open(os.path.join("dags", d.dag_config)))["launch"],
+        ):
+            assert launch == d.launch_body() and launch["launchParameter"]["parameters"]["use_case"] == d.use_case
+        assert json.load(open(os.path.join("dags", d.dag_config)))["dag_ids"] == d.dag_ids
+    # --job_name still names both jobs.
+    renamed = deploy.Deployment(project="my-project", region="us-central1", use_case=OTHER, job_name="loans-nightly")
+    assert (renamed.job_name, renamed.scheduler_job) == ("loans-nightly", "loans-nightly")
+    with pytest.raises(SystemExit, match="--job_name must match"):
+        deploy.Deployment(project="my-project", region="us-central1", job_name="Score_Nightly")
+
+
+def test_the_default_input_is_the_use_cases_own_on_the_bucket():
+    bucket = "gs://my-project-scoring"
+    assert deploy.default_input("taxi", "data/trips/dt={date}/*.csv", bucket) == f"{bucket}/trips/dt={{date}}/*.csv"
+    assert deploy.default_input("my_team.loans", None, bucket) == f"{bucket}/my-team-loans/dt={{date}}/*.csv"
+    assert deploy.default_input("x", "bq://p.d.t", bucket) == "bq://p.d.t"  # already remote: as declared
+    with pytest.raises(SystemExit, match="local path; give --input"):
+        deploy.default_input("x", "/mnt/loans/dt={date}/*.csv", bucket)
+
+
+def test_an_unknown_use_case_is_refused_in_one_line_before_anything(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = subprocess.run(
+        [sys.executable, os.path.join(REPO, "scripts", "deploy.py"), "schedule", *EXAMPLE, "--use_case", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # As the script refuses a bad option: one line on stderr, exit code 1, nothing printed or written.
+    [line] = out.stderr.splitlines()
+    assert out.returncode == 1 and out.stdout == "" and os.listdir(tmp_path) == []
+    assert re.fullmatch(r"--use_case nope: no such use case \(bundled: .*taxi.*; or a module on the path\)", line)
+    with pytest.raises(SystemExit) as hour:
+        deploy.main(["schedule", *EXAMPLE, "--hour", "24"])
+    assert hour.value.code == "--hour must be 0..23"  # the same kind of refusal, the same exit code
+    for step in ("setup", "model", "template", "run", "dag"):  # every step, before its own checks
+        with pytest.raises(SystemExit) as refused:
+            deploy.main([step, *EXAMPLE, "--use_case", "no_such_team.loans", "--hour", "24"])
+        assert str(refused.value.code).startswith("--use_case no_such_team.loans: no such use case")
+    assert os.listdir(tmp_path) == []
 
 
 def test_readme_lists_every_role_the_setup_grants():
@@ -207,51 +318,83 @@ def dag_check(dags_dir, logical_date: str, date_param: str | None = None) -> dic
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(
-    not os.path.exists(AIRFLOW_PYTHON),
-    reason="Airflow could not be installed into .venv-airflow (scripts/run_tests.sh says why)",
-)
-def test_the_dag_imports_and_launches_the_template(tmp_path):
-    dags = tmp_path / "dags"
-    args = ["dag", *EXAMPLE, "--dags_dir", str(dags), "--alert_email", "oncall@example.com"]
-    dry_run(args)
-    shutil.copy(os.path.join(REPO, "scripts", "airflow", "score_nightly_dag.py"), dags)
-    d = deploy.deployment(deploy.parser().parse_args(args))
-
-    # 03:00 in Chicago on the 24th: the night of the 23rd.
-    loaded = dag_check(dags, "2026-11-24T03:00:00-06:00")
-    assert loaded["import_errors"] == {} and loaded["dags"] == ["score_backfill", "score_nightly"]
-    assert loaded["operator"] == "DataflowStartFlexTemplateOperator"
-    assert (loaded["project_id"], loaded["location"]) == ("my-project", "us-central1")
-    launch = loaded["body"]["launchParameter"]
-    assert launch["containerSpecGcsPath"] == d.template == "gs://my-project-scoring/templates/score-0.1.0.json"
-    assert launch["parameters"] == {**d.parameters, "date": "2026-11-23"}
+def assert_fails_loudly(nightly: dict, backfill: dict, d: deploy.Deployment) -> None:
+    """One use case's pair of DAGs: the nightly one launches its template for the night and fails loudly
+    (waits for the job, no retries, a failure callback; one night at a time); the backfill takes a range."""
+    assert nightly["operator"] == "DataflowStartFlexTemplateOperator" and d.use_case in nightly["tags"]
+    assert (nightly["project_id"], nightly["location"]) == ("my-project", "us-central1")
+    launch = nightly["body"]["launchParameter"]
+    assert launch["containerSpecGcsPath"] == d.template
+    assert launch["jobName"].startswith(d.job_name + "-")  # as launched: the attempt's suffix appended
+    assert launch["parameters"] == {**d.parameters, "date": launch["parameters"]["date"]}
+    assert launch["parameters"]["use_case"] == d.use_case
     assert launch["environment"] == d.launch_body()["launchParameter"]["environment"]
-    # Fails loudly: waits for the job, no retries, a failure callback; one night at a time.
-    assert loaded["wait_until_finished"] is True and loaded["retries"] == 0
-    assert loaded["on_failure_callback"] == ["report_failure"] and loaded["max_active_runs"] == 1
-    assert (loaded["schedule"], loaded["timezone"], loaded["catchup"]) == ("0 3 * * *", "America/Chicago", False)
+    assert nightly["wait_until_finished"] is True and nightly["retries"] == 0
+    assert nightly["on_failure_callback"] == ["report_failure"] and nightly["max_active_runs"] == 1
+    assert (nightly["schedule"], nightly["timezone"], nightly["catchup"]) == (f"0 {d.hour} * * *", d.timezone, False)
     # A night refused by a quality gate (exit code 3 on a local run) fails its Dataflow job
     # (tests/test_run_safety.py), and a failed job fails the task: the task run against a Dataflow API
     # whose job ends JOB_STATE_FAILED raises, which is how Airflow marks it failed and alerts.
-    failed = loaded["failed_job"]
+    failed = nightly["failed_job"]
     assert failed["launched"] and failed["raised"] == "AirflowException" and "JOB_STATE_FAILED" in failed["message"]
-
     # Backfills: manual runs only, a range of nights in one job, the same launch otherwise.
-    backfill = loaded["backfill"]
     assert backfill["params"] == ["end_date", "start_date"] and backfill["max_active_runs"] == 1
     assert backfill["schedule"] in (None, "None") and backfill["retries"] == 0 and backfill["wait_until_finished"]
     ranged = backfill["body"]["launchParameter"]
     assert ranged["parameters"] == {**d.parameters, "start_date": "2026-01-01", "end_date": "2026-12-31"}
     assert ranged["containerSpecGcsPath"] == d.template and "date" not in ranged["parameters"]
 
-    # The date is yesterday in Chicago, not in UTC; a manual run's date param wins.
-    evening = dag_check(dags, "2026-11-24T00:30:00+00:00")  # 18:30 on the 23rd in Chicago
-    assert evening["body"]["launchParameter"]["parameters"]["date"] == "2026-11-22"
-    manual = dag_check(dags, "2026-11-24T03:00:00-06:00", "2026-10-01")
-    assert manual["body"]["launchParameter"]["parameters"]["date"] == "2026-10-01"
 
-    # Without its launch configuration the DAG does not load: an import error, not a silent no-op.
-    os.remove(dags / deploy.DAG_CONFIG)
+def nights(loaded: dict, *deployments: deploy.Deployment) -> list[str]:
+    return [
+        loaded["nightly"][d.dag_ids["nightly"]]["body"]["launchParameter"]["parameters"]["date"] for d in deployments
+    ]
+
+
+@pytest.mark.skipif(
+    not os.path.exists(AIRFLOW_PYTHON),
+    reason="Airflow could not be installed into .venv-airflow (scripts/run_tests.sh says why)",
+)
+def test_the_dag_imports_and_launches_the_template_of_each_use_case(other_use_case, tmp_path):
+    """taxi's configuration as the README writes it, and another use case's on its own schedule in
+    another time zone: one DAG file defines both pairs of DAGs, each launching its own template."""
+    dags = tmp_path / "dags"
+    taxi_args = ["dag", *EXAMPLE, "--dags_dir", str(dags), "--alert_email", "oncall@example.com"]
+    other_args = ["dag", "--project", "my-project", "--region", "us-central1", "--dags_dir", str(dags)]
+    other_args += ["--use_case", other_use_case, "--dataset", "loans", "--hour", "5", "--timezone", "Europe/Berlin"]
+    dry_run(taxi_args)
+    dry_run(other_args)
+    shutil.copy(os.path.join(REPO, "scripts", "airflow", "score_nightly_dag.py"), dags)
+    taxi, other = (deploy.deployment(deploy.parser().parse_args(a)) for a in (taxi_args, other_args))
+    assert sorted(os.listdir(dags)) == sorted(["score_nightly_dag.py", taxi.dag_config, other.dag_config])
+
+    # 03:00 in Chicago on the 24th: the night of the 23rd there, and in Berlin (10:00 on the 24th).
+    loaded = dag_check(dags, "2026-11-24T03:00:00-06:00")
+    assert loaded["import_errors"] == {}
+    assert loaded["dags"] == sorted([*taxi.dag_ids.values(), *other.dag_ids.values()])
+    assert loaded["dags"] == ["score_backfill_taxi", "score_backfill_tests_fixture_use_case"] + [
+        "score_nightly_taxi",
+        "score_nightly_tests_fixture_use_case",
+    ]
+    for d in (taxi, other):
+        assert_fails_loudly(loaded["nightly"][d.dag_ids["nightly"]], loaded["backfill"][d.dag_ids["backfill"]], d)
+    assert taxi.template == "gs://my-project-scoring/templates/taxi/score-0.1.0.json"
+    assert nights(loaded, taxi, other) == ["2026-11-23", "2026-11-23"]
+
+    # The date is yesterday in each use case's time zone, not in UTC; a manual run's date param wins.
+    evening = dag_check(dags, "2026-11-24T00:30:00+00:00")  # 18:30 on the 23rd in Chicago, 01:30 on the 24th in Berlin
+    assert nights(evening, taxi, other) == ["2026-11-22", "2026-11-23"]
+    manual = dag_check(dags, "2026-11-24T03:00:00-06:00", "2026-10-01")
+    assert nights(manual, taxi, other) == ["2026-10-01", "2026-10-01"]
+
+    # Two configurations naming the same DAG, or none at all, and the DAGs do not load: an import error,
+    # not a silent no-op.
+    shutil.copy(dags / taxi.dag_config, dags / "score_nightly_taxi_again.json")
+    twice = dag_check(dags, "2026-11-24T03:00:00-06:00")
+    assert twice["dags"] == [] and "both define the DAG score_nightly_taxi" in next(
+        iter(twice["import_errors"].values())
+    )
+    for config in (taxi.dag_config, other.dag_config, "score_nightly_taxi_again.json"):
+        os.remove(dags / config)
     broken = dag_check(dags, "2026-11-24T03:00:00-06:00")
-    assert broken["dags"] == [] and "score_nightly.json" in next(iter(broken["import_errors"].values()))
+    assert broken["dags"] == [] and "score_nightly_*.json" in next(iter(broken["import_errors"].values()))

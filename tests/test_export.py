@@ -314,7 +314,7 @@ def _with_rule(rule: ThresholdRule, target: float | None):
     return dataclasses.replace(USE_CASE, training=TrainingSettings(threshold_rule=rule, threshold_target=target))
 
 
-def test_the_rule_is_recorded_in_words_and_checked_before_training():
+def test_the_rule_is_recorded_in_words_and_checked_when_declared():
     words = {
         (ThresholdRule.MAX_F1, None): "maximises F1 on the evaluation split",
         (ThresholdRule.PRECISION, 0.9): "the lowest threshold whose precision on the evaluation split reaches 0.9",
@@ -323,9 +323,17 @@ def test_the_rule_is_recorded_in_words_and_checked_before_training():
     }
     for (rule, target), said in words.items():
         assert threshold_rule_words(_with_rule(rule, target)) == said
-    for rule, target in [(ThresholdRule.PRECISION, None), (ThresholdRule.RECALL, 1.5), (ThresholdRule.COST, 0)]:
-        with pytest.raises(ValueError, match=f"use case taxi: threshold rule {rule.value} needs a threshold_target"):
-            threshold_rule_words(_with_rule(rule, target))
+    refused = {
+        (ThresholdRule.PRECISION, None): "threshold rule precision needs a target share in \\(0, 1\\], not None",
+        (ThresholdRule.RECALL, 1.5): "threshold rule recall needs a target share in \\(0, 1\\], not 1.5",
+        (ThresholdRule.COST, 0): "threshold rule cost needs a positive cost ratio as its target, not 0",
+        (ThresholdRule.MAX_F1, 0.5): "threshold rule max_f1 takes no target \\(given 0.5\\)",
+    }
+    for (rule, target), said in refused.items():
+        with pytest.raises(ValueError, match=said):
+            TrainingSettings(threshold_rule=rule, threshold_target=target)
+    with pytest.raises(ValueError, match="class_weights are two positive weights"):
+        TrainingSettings(class_weights=(1.0, 0.0))
 
 
 UTC = timezone.utc

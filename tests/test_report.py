@@ -2,14 +2,9 @@
 alone, aggregates only, and drawn by a real browser with the network cut off."""
 
 import base64
-import fcntl
-import html
 import json
 import os
 import re
-import shutil
-import subprocess
-import tempfile
 import uuid
 from datetime import date, timedelta
 
@@ -17,7 +12,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
-import pytest
 from PIL import Image
 
 from pipelines import report as report_cli
@@ -35,10 +29,10 @@ from pipelines.monitoring.statistics import (
 from pipelines.warehouses import open_warehouse
 from pipelines.warehouses.records import NightReport
 from schemas.taxi import USE_CASE as TAXI
+from tests.browser import MAX_BYTES, assert_self_contained, browse, probe
 from tests.conftest import GCS_BUCKET, write_partition
 
 DAY = "2026-11-23"
-MAX_BYTES = 2 * 1024 * 1024
 # Sections every report has.
 SECTIONS = [
     "Quality gates",
@@ -46,76 +40,6 @@ SECTIONS = [
     "Rejected records by reason",
     "Drift against training",
 ]
-
-
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's chromium, installed when missing (CI runs as root on a clean machine)."""
-    if shutil.which("chromium"):
-        return shutil.which("chromium")
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip("no chromium, and it cannot be installed here (needs apt-get as root): apt-get install -y chromium")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
-    with open(os.path.join(tempfile.gettempdir(), "chromium-install.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # test processes (pytest-xdist) install it one at a time
-        if not shutil.which("chromium"):
-            if subprocess.run(install, env=env, capture_output=True, timeout=900).returncode != 0:
-                subprocess.run(["apt-get", "update"], env=env, capture_output=True, timeout=900)
-                done = subprocess.run(install, env=env, capture_output=True, text=True, timeout=900)
-                if done.returncode != 0:
-                    pytest.skip(f"chromium could not be installed: {done.stderr.strip()[-300:]}")
-    return shutil.which("chromium")
-
-
-def browse(chromium: str, page: str, *how: str) -> subprocess.CompletedProcess:
-    """Headless chromium on a file with every host name unresolvable: nothing can come from a network."""
-    return subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--host-resolver-rules=MAP * ~NOTFOUND",
-            *how,
-            f"file://{page}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-
-
-# Added to a copy of a page (the report itself has no script): records load errors from the start, and
-# once the page has loaded writes them, with every chart's rendered size, into the DOM chromium dumps.
-PROBE = """<script>window.problems = [];
-addEventListener("error", e => problems.push(String(e.message || e.target.src || e.target.href)), true);
-</script>"""
-MEASURE = """<script>addEventListener("load", () => document.body.insertAdjacentHTML("beforeend",
-  '<pre id="probe">' + JSON.stringify({
-    problems: problems,
-    charts: [...document.querySelectorAll("svg")].map(s => s.getBoundingClientRect()).map(r => [r.width, r.height])
-  }) + "</pre>"));</script>"""
-
-
-def probe(chromium: str, page: str, tmp_path) -> tuple[dict, list[str]]:
-    """What a browser shows of a page: load errors and chart sizes, and its console messages."""
-    text = open(page).read().replace("<head>", "<head>" + PROBE, 1).replace("</body>", MEASURE + "</body>", 1)
-    probed = tmp_path / "probed.html"
-    probed.write_text(text)
-    done = browse(chromium, str(probed), "--window-size=1200,3000", "--enable-logging=stderr", "--v=0", "--dump-dom")
-    found = json.loads(html.unescape(re.findall(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)[-1]))
-    return found, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
-
-
-def assert_self_contained(page: str) -> None:
-    """No script, and nothing a browser would fetch: no src or href leaving the page, no CSS import or url()."""
-    text = open(page).read()
-    assert "<script" not in text.lower()
-    assert re.findall(r"""(?:src|href)\s*=\s*["'](?!#|data:)""", text) == []
-    assert "@import" not in text and re.findall(r"url\((?!#)", text) == []  # url(#id): the page's own clip paths
-    assert os.path.getsize(page) < MAX_BYTES
 
 
 def score_args(tmp_path, model_root, day, *extra):

@@ -24,7 +24,7 @@ def build_pipeline(pipeline: beam.Pipeline, config: ScoringConfig, bar_dir: str 
     `bar_dir`: where the workers report bytes read and records scored for a progress bar (None: plain
     progress lines, if any)."""
     nights = config.by_night()
-    read = pipeline | "ReadTrips" >> config.source.read([night.input for night in config.nights], bar_dir)
+    read = pipeline | "ReadRecords" >> config.source.read([night.input for night in config.nights], bar_dir)
     checked = read.batches | "Validate" >> ValidateRecords(config.schema, config.unknown_columns, provenance=True)
     inference = config.inference
     champion = inference.handler(inference.model, config.use_case, CHAMPION)

@@ -2,7 +2,7 @@
 
     source = open_source(input, schema, ReadSettings.from_options(data))
     nights = source.plan_nights(days)            # checked before anything is written; or InputNotFoundError
-    read = pipeline | "ReadTrips" >> source.read(nights)    # Read(batches, rejected, counts)
+    read = pipeline | "ReadRecords" >> source.read(nights)    # Read(batches, rejected, counts)
 
 `open_source` picks the first source that claims `--input`, in the order of SOURCES; a third source
 (Kafka, PostgreSQL) is a `Source` subclass in a module of its own and one entry there (README: "Adding

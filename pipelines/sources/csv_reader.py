@@ -105,7 +105,7 @@ class CsvReader(FileReader):
         # not need (the label at scoring, the key at training) may be absent.
         refuse_nullable = self.settings.missing_nullable_columns == MissingColumns.REFUSE
         refused = [c for c in missing if c.required or (c.role is Role.FEATURE and refuse_nullable)]
-        self.missing = missing
+        self.missing = [c for c in missing if c.role is Role.FEATURE]  # counted: features scored as null
         if refused:
             kind = "required" if any(c.required for c in refused) else "nullable"
             json_instead = _json_record_of(raw, self.schema)

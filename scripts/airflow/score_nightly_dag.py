@@ -1,22 +1,26 @@
 """Nightly batch scoring on Cloud Composer (Airflow 2.x or 3.x with the Google provider).
 
 Launches the same Flex Template as the Cloud Scheduler job, with the same launch request, which
-`python scripts/deploy.py dag ...` writes beside this file as score_nightly.json. The task waits
-for the Dataflow job and fails when the job fails or is cancelled (no retries: a re-run is a
-decision, made by clearing the task), so the failure shows in Airflow, its alerts and its e-mails.
+`python scripts/deploy.py dag --use_case NAME ...` writes beside this file as score_nightly_SLUG.json, one
+per use case. This file defines two DAGs for each such configuration, named after its use case, so that
+use cases run side by side, each on its own schedule and its own history: `score_nightly_SLUG` and
+`score_backfill_SLUG` (taxi's are score_nightly_taxi and score_backfill_taxi).
 
-The date is explicit here, unlike on Cloud Scheduler: the night before the run's logical date in
-the configured time zone, or the `date` param of a manual run, so clearing an old run re-scores
-that night and a manual run can score any night.
+The nightly task waits for the Dataflow job and fails when the job fails or is cancelled (no retries: a
+re-run is a decision, made by clearing the task), so the failure shows in Airflow, its alerts and its
+e-mails. The date is explicit here, unlike on Cloud Scheduler: the night before the run's logical date in
+the configured time zone, or the `date` param of a manual run, so clearing an old run re-scores that night
+and a manual run can score any night.
 
-A second DAG, `score_backfill`, has no schedule: triggered with `start_date` and `end_date`, it scores
-that range of nights in one Dataflow job (each night published or refused as its own run; the job
-fails, and so the task, if any night is refused). After a new model, it rescores history.
+The backfill DAG has no schedule: triggered with `start_date` and `end_date`, it scores that range of
+nights in one Dataflow job (each night published or refused as its own run; the job fails, and so the
+task, if any night is refused). After a new model, it rescores history.
 """
 
 from __future__ import annotations
 
 import copy
+import glob
 import json
 import logging
 import os
@@ -31,41 +35,62 @@ except ImportError:  # Airflow 2
     from airflow import DAG
     from airflow.models.param import Param
 
-CONFIG = json.load(open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "score_nightly.json")))
-TIMEZONE = CONFIG["timezone"]
-# Manual runs in Airflow 3 may have no logical date; they run "now", like the schedule would.
-DATE = (
-    "{{ params.date or (logical_date or dag_run.run_after).in_timezone('" + TIMEZONE + "')"
-    ".subtract(days=1).to_date_string() }}"
-)
+HERE = os.path.dirname(os.path.abspath(__file__))
+CONFIGS = "score_nightly_*.json"  # what scripts/deploy.py dag writes, one per use case
 
 log = logging.getLogger(__name__)
 
 
-def report_failure(context) -> None:
-    """Say which night failed and where to look, in the task log and to Airflow's alerting."""
-    date = context["task"].body["launchParameter"]["parameters"].get("date")
-    log.error(
-        "nightly scoring FAILED for %s (DAG run %s): %s. The date's previous results are intact; see the "
-        "Dataflow job in %s and the run's row in the warehouse's scoring_runs table.",
-        date,
-        context["run_id"],
-        context.get("exception"),
-        CONFIG["region"],
+def load_configs() -> list[dict]:
+    """Every use case's launch configuration beside this file. None is an import error, not a silent
+    no-op; nor are two configurations naming the same DAG."""
+    paths = sorted(glob.glob(os.path.join(HERE, CONFIGS)))
+    if not paths:
+        raise FileNotFoundError(
+            f"no launch configuration {CONFIGS} beside {__file__}: write one with python scripts/deploy.py dag"
+        )
+    configs, named = [], {}
+    for path in paths:
+        with open(path) as f:
+            config = json.load(f)
+        for dag_id in config["dag_ids"].values():
+            if dag_id in named:
+                raise ValueError(f"{path} and {named[dag_id]} both define the DAG {dag_id}")
+            named[dag_id] = path
+        configs.append(config)
+    return configs
+
+
+def night(timezone: str) -> str:
+    """The night a run scores: the date param, or the day before the run in `timezone`. Manual runs in
+    Airflow 3 may have no logical date; they run "now", like the schedule would."""
+    return (
+        "{{ params.date or (logical_date or dag_run.run_after).in_timezone('" + timezone + "')"
+        ".subtract(days=1).to_date_string() }}"
     )
 
 
-def launch_body(**dates: str) -> dict:
-    body = copy.deepcopy(CONFIG["launch"])
-    body["launchParameter"]["parameters"].update(dates)
-    return body
+def report_failure(context) -> None:
+    """Say which night failed and where to look, in the task log and to Airflow's alerting."""
+    task = context["task"]
+    parameters = task.body["launchParameter"]["parameters"]
+    log.error(
+        "nightly scoring of %s FAILED for %s (DAG run %s): %s. The date's previous results are intact; see "
+        "the Dataflow job in %s and the run's row in the warehouse's scoring_runs table.",
+        parameters.get("use_case"),
+        parameters.get("date"),
+        context["run_id"],
+        context.get("exception"),
+        task.location,
+    )
 
 
 def report_backfill_failure(context) -> None:
     parameters = context["task"].body["launchParameter"]["parameters"]
     log.error(
-        "backfill FAILED or partly refused for %s to %s (DAG run %s): %s. Each night's outcome is in the "
-        "warehouse's scoring_runs table; refused and failed nights keep their previous results.",
+        "backfill of %s FAILED or partly refused for %s to %s (DAG run %s): %s. Each night's outcome is in "
+        "the warehouse's scoring_runs table; refused and failed nights keep their previous results.",
+        parameters.get("use_case"),
         parameters.get("start_date"),
         parameters.get("end_date"),
         context["run_id"],
@@ -73,58 +98,74 @@ def report_backfill_failure(context) -> None:
     )
 
 
-with DAG(
-    dag_id="score_nightly",
-    description="Nightly batch scoring: Flex Template " + CONFIG["launch"]["launchParameter"]["containerSpecGcsPath"],
-    schedule=CronTriggerTimetable(CONFIG["schedule"], timezone=TIMEZONE),
-    start_date=pendulum.datetime(2026, 1, 1, tz=TIMEZONE),
-    catchup=False,
-    max_active_runs=1,  # two nights never publish at once
-    params={
-        "date": Param(
-            None, type=["null", "string"], description="Night to score (YYYY-MM-DD); default: the night before the run"
+def launch_body(config: dict, **dates: str) -> dict:
+    body = copy.deepcopy(config["launch"])
+    body["launchParameter"]["parameters"].update(dates)
+    return body
+
+
+def alerts(config: dict) -> dict:
+    return {"email": config["alert_emails"], "email_on_failure": True} if config.get("alert_emails") else {}
+
+
+def nightly_dag(config: dict) -> DAG:
+    timezone = config["timezone"]
+    with DAG(
+        dag_id=config["dag_ids"]["nightly"],
+        description=f"Nightly batch scoring of {config['use_case']}: Flex Template "
+        + config["launch"]["launchParameter"]["containerSpecGcsPath"],
+        schedule=CronTriggerTimetable(config["schedule"], timezone=timezone),
+        start_date=pendulum.datetime(2026, 1, 1, tz=timezone),
+        catchup=False,
+        max_active_runs=1,  # two nights never publish at once
+        params={
+            "date": Param(
+                None,
+                type=["null", "string"],
+                description="Night to score (YYYY-MM-DD); default: the night before the run",
+            )
+        },
+        default_args={"retries": 0, "on_failure_callback": report_failure, **alerts(config)},
+        tags=["scoring", "dataflow", config["use_case"]],
+    ) as dag:
+        DataflowStartFlexTemplateOperator(
+            task_id="score",
+            project_id=config["project"],
+            location=config["region"],
+            body=launch_body(config, date=night(timezone)),
+            wait_until_finished=True,  # the task's state is the job's: failed or cancelled fails it
+            append_job_name=True,  # a unique job name per attempt
         )
-    },
-    default_args={
-        "retries": 0,
-        "on_failure_callback": report_failure,
-        **({"email": CONFIG["alert_emails"], "email_on_failure": True} if CONFIG.get("alert_emails") else {}),
-    },
-    tags=["scoring", "dataflow"],
-) as dag:
-    DataflowStartFlexTemplateOperator(
-        task_id="score",
-        project_id=CONFIG["project"],
-        location=CONFIG["region"],
-        body=launch_body(date=DATE),
-        wait_until_finished=True,  # the task's state is the job's: failed or cancelled fails it
-        append_job_name=True,  # a unique job name per attempt
-    )
+    return dag
 
 
-with DAG(
-    dag_id="score_backfill",
-    description="Rescore a range of nights in one Dataflow job (manual runs only)",
-    schedule=None,
-    start_date=pendulum.datetime(2026, 1, 1, tz=TIMEZONE),
-    catchup=False,
-    max_active_runs=1,
-    params={
-        "start_date": Param(type="string", format="date", description="First night to score (YYYY-MM-DD)"),
-        "end_date": Param(type="string", format="date", description="Last night, inclusive (at most 366 nights)"),
-    },
-    default_args={
-        "retries": 0,
-        "on_failure_callback": report_backfill_failure,
-        **({"email": CONFIG["alert_emails"], "email_on_failure": True} if CONFIG.get("alert_emails") else {}),
-    },
-    tags=["scoring", "dataflow", "backfill"],
-) as backfill:
-    DataflowStartFlexTemplateOperator(
-        task_id="score_range",
-        project_id=CONFIG["project"],
-        location=CONFIG["region"],
-        body=launch_body(start_date="{{ params.start_date }}", end_date="{{ params.end_date }}"),
-        wait_until_finished=True,
-        append_job_name=True,
-    )
+def backfill_dag(config: dict) -> DAG:
+    with DAG(
+        dag_id=config["dag_ids"]["backfill"],
+        description=f"Rescore a range of nights of {config['use_case']} in one Dataflow job (manual runs only)",
+        schedule=None,
+        start_date=pendulum.datetime(2026, 1, 1, tz=config["timezone"]),
+        catchup=False,
+        max_active_runs=1,
+        params={
+            "start_date": Param(type="string", format="date", description="First night to score (YYYY-MM-DD)"),
+            "end_date": Param(type="string", format="date", description="Last night, inclusive (at most 366 nights)"),
+        },
+        default_args={"retries": 0, "on_failure_callback": report_backfill_failure, **alerts(config)},
+        tags=["scoring", "dataflow", "backfill", config["use_case"]],
+    ) as dag:
+        DataflowStartFlexTemplateOperator(
+            task_id="score_range",
+            project_id=config["project"],
+            location=config["region"],
+            body=launch_body(config, start_date="{{ params.start_date }}", end_date="{{ params.end_date }}"),
+            wait_until_finished=True,
+            append_job_name=True,
+        )
+    return dag
+
+
+# Each DAG at module level, where Airflow looks for them.
+for _config in load_configs():
+    for _dag in (nightly_dag(_config), backfill_dag(_config)):
+        globals()[_dag.dag_id] = _dag
