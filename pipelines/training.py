@@ -311,7 +311,7 @@ def train(pipeline_options: PipelineOptions, use_case: UseCase) -> TrainingResul
     rule = threshold_rule_words(use_case)
     training_input = data.input_or(use_case.training_input, use_case.name)
     FileSystems.set_options(pipeline_options)
-    schema = use_case.input.for_training()
+    schema = use_case.input.for_training(use_case.missing_label_is_outcome)
     source, nights = training_nights(training_input, data.start_date, data.end_date, schema, data)
     os.makedirs(opts.work_dir, exist_ok=True)
     work = tempfile.mkdtemp(prefix="run-", dir=opts.work_dir)

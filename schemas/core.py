@@ -128,11 +128,12 @@ class InputSchema:
         """The columns a trained model depends on: its features and its label."""
         return self.with_role(Role.FEATURE, Role.LABEL)
 
-    def for_training(self) -> InputSchema:
-        """Training needs the label on every row but no record key."""
+    def for_training(self, missing_label_is_outcome: bool = False) -> InputSchema:
+        """Training needs no record key, and the label on every row, unless a missing label is itself an
+        outcome (UseCase.missing_label_is_outcome): then the label keeps its declared nullability."""
         cols = []
         for c in self.columns:
-            if c.role is Role.LABEL:
+            if c.role is Role.LABEL and not missing_label_is_outcome:
                 c = c.with_required(True)
             elif c.role is Role.KEY:
                 c = c.with_required(False)

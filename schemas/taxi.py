@@ -101,4 +101,5 @@ USE_CASE = UseCase(
         view_aliases={"records": "trips", "positive_share": "big_tipper_share"},
     ),
     sample=Sample(module="scripts.make_trips", night="2026-11-23"),
+    timezone="America/Chicago",
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,16 +92,17 @@ class TrainingSettings:
         """Refused when declared, not hours into a training run."""
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"training needs at least one epoch and one record a batch, not {self}")
-        if self.class_weights is not None and (len(self.class_weights) != 2 or min(self.class_weights) <= 0):
+        weights = self.class_weights
+        if weights is not None and (len(weights) != 2 or not all(math.isfinite(w) and w > 0 for w in weights)):
             raise ValueError(f"class_weights are two positive weights (negative, positive), not {self.class_weights}")
         target = self.threshold_target
         if self.threshold_rule in (ThresholdRule.PRECISION, ThresholdRule.RECALL):
-            if target is None or not 0 < target <= 1:
+            if target is None or not (math.isfinite(target) and 0 < target <= 1):
                 raise ValueError(
                     f"threshold rule {self.threshold_rule.value} needs a target share in (0, 1], not {target}"
                 )
         elif self.threshold_rule is ThresholdRule.COST:
-            if target is None or target <= 0:
+            if target is None or not (math.isfinite(target) and target > 0):
                 raise ValueError(f"threshold rule cost needs a positive cost ratio as its target, not {target}")
         elif target is not None:
             raise ValueError(f"threshold rule {self.threshold_rule.value} takes no target (given {target})")
@@ -131,11 +133,12 @@ class Words:
 @dataclass(frozen=True)
 class Sample:
     """A use case's demo data, made by a module of its own (its "sample maker"): the walk-through
-    (`scripts/make_sample.py`), the conformance test and the benchmark call the module's
+    (`scripts/prepare_sample.py`), the conformance test and the benchmark call the module's
     `write_training(path, records=None) -> int` (a labelled file for `pipelines.train`; the records
     written) and `write_night(day, folder, records=None, rows_per_file=1_000_000) -> list[str]` (one
     night's input files in `folder`; None: as many as the maker's data has for `day`), and score
-    `night`, a date its data has."""
+    `night`, a date its data has. A maker raises ValueError for what it cannot make (a date its data
+    lacks), said in one line."""
 
     module: str
     night: str  # ISO date
@@ -156,6 +159,11 @@ class UseCase:
     drift: DriftSettings = DriftSettings()
     words: Words = Words()
     sample: Sample | None = None
+    timezone: str = "UTC"  # where its nights are dated: the nightly schedule's time zone (scripts/deploy.py)
+    # Whether a missing label value is itself an outcome the preprocessing reads (flights: no arrival delay
+    # means the flight never arrived, which counts as late). Otherwise a record without its label is
+    # rejected at training, as one that cannot be learnt from.
+    missing_label_is_outcome: bool = False
 
     def __post_init__(self) -> None:
         for feature in self.features:

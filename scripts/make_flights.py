@@ -38,7 +38,7 @@ TRAINING = (date(2013, 9, 1), date(2013, 10, 31))
 YEAR = 2013  # the data set's only year
 
 
-class FlightsDataError(RuntimeError):
+class FlightsDataError(ValueError):
     """The data package is missing, or a date outside its year was asked for."""
 
 
@@ -75,8 +75,8 @@ def all_flights() -> pa.Table:
 
 
 def _keys(raw: pa.Table, local: pd.Series) -> pa.Array:
-    """`<yyyymmdd>-<carrier><flight>-<origin>`, unique: the data has a few flights twice on one day under
-    one number and origin, whose later ones get `-2`, `-3` in the data's order."""
+    """`<yyyymmdd>-<carrier><flight>-<origin>`. The pinned data has no flight twice under one number and
+    origin on one day; should a repeat ever appear, the later ones get `-2`, `-3` in the data's order."""
     frame = raw.select(["carrier", "flight", "origin"]).to_pandas()
     names = local.dt.strftime("%Y%m%d") + "-" + frame["carrier"] + frame["flight"].astype(str) + "-" + frame["origin"]
     repeat = names.groupby(names).cumcount() + 1
@@ -97,7 +97,13 @@ def _draw(table: pa.Table, records: int, seed_text: str, replace: bool) -> pa.Ta
 def _write(table: pa.Table, path: str) -> None:
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     table = table.set_column(1, "scheduled_departure", pc.strftime(table["scheduled_departure"], "%Y-%m-%dT%H:%M:%SZ"))
-    pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed"))
+    # Values unquoted, as a plain export writes them, unless one needs quotes.
+    needs_quotes = any(
+        pc.any(pc.match_substring_regex(table[n], r'[,"\r\n]')).as_py()
+        for n in table.column_names
+        if table[n].type == pa.string()
+    )
+    pacsv.write_csv(table, path, pacsv.WriteOptions(quoting_style="needed" if needs_quotes else "none"))
 
 
 def write_training(path: str, records: int | None = None) -> int:

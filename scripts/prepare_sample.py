@@ -4,12 +4,15 @@
     python scripts/prepare_sample.py [--use_case NAME] [--date D] [--records N] [other options]
 
 Options it does not know are the scorer's (scripts/run_sample.sh passes its own arguments to both) and
-are left alone. Files that exist are kept: the training file, and a night's folder that has input.
+are left alone. Files that exist are kept: the training file, and a night's folder that has input (so
+--records counts only when the night is first written). The night goes where the use case's own
+scoring input is (the scorer's --input, if given, is not followed).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import glob
 import importlib
 import os
@@ -53,7 +56,8 @@ def prepare(argv: list[str]) -> str:
     if not registry.list_versions(args.model_root, use_case.model_name):
         from pipelines import train
 
-        train.run([f"--use_case={args.use_case}", f"--model_root={args.model_root}"])
+        with contextlib.redirect_stdout(sys.stderr):  # what was trained, shown; stdout is the date alone
+            train.run([f"--use_case={args.use_case}", f"--model_root={args.model_root}"])
     return day.isoformat()
 
 

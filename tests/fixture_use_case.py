@@ -100,7 +100,7 @@ def orders(records: int, first: date, days: int, seed: int, labelled: bool) -> p
 
 
 def write_training(path: str, records: int | None = None) -> int:
-    table = orders(records or 3000, date(2026, 9, 1), 60, seed=1, labelled=True)
+    table = orders(3000 if records is None else records, date(2026, 9, 1), 60, seed=1, labelled=True)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     pacsv.write_csv(table, path)
     return table.num_rows

@@ -34,7 +34,7 @@ def counted(paths: list[str], key: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", USE_CASES)
-def test_a_registered_use_case_trains_scores_reconciles_and_reports(name, tmp_path, chromium, capsys):
+def test_a_registered_use_case_trains_scores_reconciles_and_reports(name, tmp_path, request, capsys):
     use_case = load_use_case(name)
     maker = importlib.import_module(use_case.sample.module)
     training = tmp_path / "training.csv"
@@ -42,8 +42,11 @@ def test_a_registered_use_case_trains_scores_reconciles_and_reports(name, tmp_pa
     models = tmp_path / "models"
     common = [f"--use_case={name}", f"--model_root={models}"]
     result = train.run([*common, f"--input={training}", f"--work_dir={tmp_path / 'work'}", "--epochs=2"])
-    assert (result.version.name, result.version.metadata["use_case"]) == (use_case.model_name, name)
-    assert 0 < result.version.metadata["threshold"] < 1
+    metadata = result.version.metadata
+    assert (result.version.name, metadata["use_case"]) == (use_case.model_name, name)
+    assert metadata["rejected_records"] == 0  # the sample is clean: every record learnt from
+    assert metadata["training_records"] + metadata["eval_records"] == TRAINING_RECORDS
+    assert 0 < metadata["threshold"] < 1 and metadata["metrics"]["auc"] > 0.6  # it learnt something
 
     night = use_case.sample.night
     files = maker.write_night(date.fromisoformat(night), str(tmp_path / "night" / f"dt={night}"), NIGHT_RECORDS)
@@ -65,6 +68,7 @@ def test_a_registered_use_case_trains_scores_reconciles_and_reports(name, tmp_pa
     assert_views_and_queries(warehouse, use_case, night, said["scored_records"])
     [page] = glob.glob(str(tmp_path / "reports" / f"report-{warehouse.stem}-{night}.html"))
     assert_self_contained(page)
+    chromium = request.getfixturevalue("chromium")  # last: where it cannot be had, only this step skips
     found, console = probe(chromium, page, tmp_path)
     assert found["problems"] == [] and console == []
     assert found["charts"] and all(w > 0 and h > 0 for w, h in found["charts"])

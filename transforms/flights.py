@@ -18,12 +18,15 @@ def present(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
     return fill_in_missing(ones)
 
 
+def late(arr_delay: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
+    """1 for an arrival LATE_MINUTES late or later, or none at all; 0 otherwise; int64 [batch]."""
+    never = tf.equal(present(arr_delay), 0)
+    return tf.cast(tf.logical_or(never, tf.greater_equal(fill_in_missing(arr_delay), LATE_MINUTES)), tf.int64)
+
+
 def preprocessing_fn(inputs: dict) -> dict:
     outputs = transform_features(inputs, USE_CASE)
     outputs[DEPARTED.transformed] = present(inputs["dep_delay"])
     if "arr_delay" in inputs:  # training; tonight's flights have not all landed
-        arrived = present(inputs["arr_delay"])
-        delay = fill_in_missing(inputs["arr_delay"])
-        late = tf.logical_or(tf.equal(arrived, 0), tf.greater_equal(delay, LATE_MINUTES))
-        outputs[USE_CASE.label] = tf.cast(late, tf.int64)
+        outputs[USE_CASE.label] = late(inputs["arr_delay"])
     return outputs
