@@ -16,7 +16,9 @@ Steps, in order (README "Run on Dataflow" walks through them):
 Every step takes --use_case (default: taxi), and the names carry it, so use cases run side by side: the
 Dataflow and Scheduler job score-SLUG-nightly, the template gs://BUCKET/templates/SLUG/score-VERSION.json,
 the DAGs score_nightly_SLUG and score_backfill_SLUG (SLUG: the use case's name in lower case, with "." and
-"_" as "-"; "_" in DAG ids). An unknown use case is refused before anything runs.
+"_" as "-"; "_" in DAG ids), the job's use_case label SLUG. The warehouse is the use case's own too: the
+dataset scoring_SLUG ("_" for "-"), except taxi's, which stays scoring. Its nights are dated in the use
+case's own time zone (UseCase.timezone). An unknown use case is refused before anything runs.
 
 Each step prints the commands it runs before running them; --dry-run prints them and runs nothing.
 Steps that create something skip it when it exists, so every step can be re-run.
@@ -72,6 +74,14 @@ def use_case_slug(use_case: str) -> str:
     return use_case.lower().replace(".", "-").replace("_", "-")
 
 
+def default_dataset(use_case: str) -> str:
+    """The use case's own warehouse dataset: `scoring` for the default use case (taxi; its history is
+    there), `scoring_SLUG` for any other (`my_team.loans`: `scoring_my_team_loans`), as BigQuery takes it."""
+    if use_case == DEFAULT_USE_CASE:
+        return "scoring"
+    return "scoring_" + re.sub(r"[^a-z0-9_]", "_", use_case_slug(use_case).replace("-", "_"))
+
+
 def default_input(use_case: str, declared: str | None, bucket: str) -> str:
     """The use case's own scoring input (`declared`), its `data/` on the bucket, or gs://BUCKET/SLUG/dt={date}/*.csv."""
     if not declared:
@@ -90,28 +100,28 @@ def _version() -> str:
 @dataclass(frozen=True, kw_only=True)
 class Deployment:
     """Where the job lives. Each default is stated here once; `parser()` offers them as options, and
-    the bucket, the machine type, the job name and the input derive from the others unless given. The
-    names carry the use case, so that use cases deploy side by side."""
+    the bucket, the dataset, the machine type, the time zone, the job name and the input derive from the
+    others unless given. The names carry the use case, so that use cases deploy side by side."""
 
     project: str
     region: str
     use_case: str = DEFAULT_USE_CASE
     bucket: str = ""
-    dataset: str = "scoring"
+    dataset: str = ""
     repository: str = "scoring"
     version: str = field(default_factory=_version)
     accelerator: str = "cpu"
     gpu: str = "nvidia-l4"
     machine_type: str = ""
     max_workers: int = 10
-    timezone: str = "America/Chicago"
+    timezone: str = ""
     hour: int = 3
     job_name: str = ""
     input: str = ""
 
     def __post_init__(self) -> None:
         try:  # first: a use case that does not load is refused before anything else is said or done
-            scoring_input = load_use_case(self.use_case).scoring_input
+            use_case = load_use_case(self.use_case)
         except UseCaseError as e:
             raise SystemExit(str(e)) from None
         bucket = (self.bucket or f"gs://{self.project}-scoring").rstrip("/")
@@ -120,6 +130,8 @@ class Deployment:
         if not 0 <= self.hour <= 23:
             raise SystemExit("--hour must be 0..23")
         object.__setattr__(self, "bucket", bucket)
+        object.__setattr__(self, "dataset", self.dataset or default_dataset(self.use_case))
+        object.__setattr__(self, "timezone", self.timezone or use_case.timezone)
         if not self.machine_type:
             object.__setattr__(self, "machine_type", "g2-standard-8" if self.accelerator == "gpu" else "n2-standard-4")
         if not self.job_name:
@@ -127,7 +139,7 @@ class Deployment:
         if not re.fullmatch(JOB_NAME, self.job_name):
             raise SystemExit(f"--job_name must match {JOB_NAME} (Dataflow's job names), not {self.job_name!r}")
         if not self.input:
-            object.__setattr__(self, "input", default_input(self.use_case, scoring_input, bucket))
+            object.__setattr__(self, "input", default_input(self.use_case, use_case.scoring_input, bucket))
 
     @property
     def slug(self) -> str:
@@ -151,10 +163,11 @@ class Deployment:
 
     @property
     def labels(self) -> dict[str, str]:
-        """The job's labels; values take lower case letters, digits, "-" and "_", at most 63."""
+        """The job's labels; values take lower case letters, digits, "-" and "_", at most 63. The use case
+        is its slug, as the job's name carries it."""
         return {
             "app": "nightly-scoring",
-            "use_case": re.sub(r"[^a-z0-9_-]", "-", self.use_case.lower())[:63],
+            "use_case": re.sub(r"[^a-z0-9_-]", "-", self.slug)[:63],
             "version": self.version.replace(".", "_"),
         }
 
@@ -450,6 +463,21 @@ def schedule_steps(d: Deployment, body_file: str | None = None) -> list[Step]:
     ]
 
 
+def refuse_another_use_cases_config(d: Deployment, config_file: str) -> None:
+    """Two use cases whose names share a slug (`a_b`, `a.b`) would share a DAG configuration file: the
+    second `dag` would silently replace the first's. Refused when the file there names another use case."""
+    try:
+        with open(config_file) as f:
+            written_for = json.load(f).get("use_case")
+    except (OSError, ValueError, AttributeError):
+        return  # none there, or one no DAG can read: this step writes it
+    if written_for is not None and written_for != d.use_case:
+        raise SystemExit(
+            f"dag: {config_file} is the DAG configuration of --use_case {written_for}, not {d.use_case}: the two "
+            f"names have the same slug, {d.slug}, and so the same DAGs, jobs and template; rename one of them"
+        )
+
+
 def dag_steps(d: Deployment, dags_dir: str, environment: str, alert_emails: list[str]) -> list[Step]:
     config = {
         "use_case": d.use_case,
@@ -462,6 +490,9 @@ def dag_steps(d: Deployment, dags_dir: str, environment: str, alert_emails: list
         "launch": d.launch_body(),
     }
     config_file = os.path.join(dags_dir, d.dag_config)
+    refuse_another_use_cases_config(d, config_file)
+    # The configuration first: Composer parses the DAG file as soon as it arrives, and a new DAG file
+    # with no configuration of its kind beside it would be an import error (every use case's DAGs gone).
     return [
         Step(
             [
@@ -478,7 +509,7 @@ def dag_steps(d: Deployment, dags_dir: str, environment: str, alert_emails: list
             ],
             files={config_file: json.dumps(config, indent=2) + "\n"} if source == config_file else {},
         )
-        for source in (os.path.join(dags_dir, "score_nightly_dag.py"), config_file)
+        for source in (config_file, os.path.join(dags_dir, "score_nightly_dag.py"))
     ]
 
 
@@ -518,7 +549,12 @@ def parser() -> argparse.ArgumentParser:
         default=d["bucket"],
         help="gs://... for input, models, staging, templates (default: gs://PROJECT-scoring).",
     )
-    p.add_argument("--dataset", default=d["dataset"], help="BigQuery warehouse dataset (scripts/setup_bigquery.py).")
+    p.add_argument(
+        "--dataset",
+        default=d["dataset"],
+        help="BigQuery warehouse dataset (scripts/setup_bigquery.py); a warehouse belongs to one use case (default: "
+        "scoring for taxi, scoring_SLUG with '_' for '-' for any other, e.g. scoring_flights).",
+    )
     p.add_argument(
         "--input",
         default=d["input"],
@@ -538,7 +574,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--timezone",
         default=d["timezone"],
-        help="The schedule's time zone, and the one that decides which date is 'yesterday'.",
+        help="The schedule's time zone, and the one that decides which date is 'yesterday' (default: the use "
+        "case's own, UseCase.timezone: America/Chicago for taxi, America/New_York for flights).",
     )
     p.add_argument("--hour", type=int, default=d["hour"], help="Hour of the night the job starts, in --timezone.")
     p.add_argument(

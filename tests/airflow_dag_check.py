@@ -5,6 +5,7 @@ It also runs the DAG's task against a Dataflow API whose job ends failed, as a r
 does (the scorer fails the job after recording the refusal), and reports how the task ended."""
 
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -101,11 +102,26 @@ def backfill(dag, logical_date: str) -> dict:
     }
 
 
+class DagFileLog(logging.Handler):
+    """What the DAG file logs while Airflow parses it (its logger is named after the file)."""
+
+    def __init__(self):
+        super().__init__(logging.WARNING)
+        self.messages = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name.endswith("score_nightly_dag"):
+            self.messages.append(record.getMessage())
+
+
 def main(dags_dir: str, logical_date: str, date_param: str | None) -> None:
     """Every DAG the folder defines: the nightly ones (score_nightly_*) run as above, the backfills rendered."""
+    logged = DagFileLog()
+    logging.getLogger().addHandler(logged)
     bag = DagBag(dag_folder=dags_dir)
     out = {
         "import_errors": {k: str(v) for k, v in bag.import_errors.items()},
+        "logged": logged.messages,
         "dags": sorted(bag.dag_ids),
         "nightly": {},
         "backfill": {},

@@ -182,7 +182,10 @@ def test_two_use_cases_deploy_side_by_side_under_names_of_their_own(other_use_ca
     )
     # It declares no scoring input: its own folder on the bucket.
     assert other.input == "gs://my-project-scoring/tests-fixture-use-case/dt={date}/*.csv"
-    assert other.labels == {"app": "nightly-scoring", "use_case": "tests-fixture_use_case", "version": "0_1_0"}
+    # The job's label is its slug, as its name carries it; its warehouse and time zone are its own.
+    assert other.labels == {"app": "nightly-scoring", "use_case": "tests-fixture-use-case", "version": "0_1_0"}
+    assert (taxi.dataset, taxi.timezone) == ("scoring", "America/Chicago")
+    assert (other.dataset, other.timezone) == ("scoring_tests_fixture_use_case", "UTC")
     for d in (taxi, other):
         assert re.fullmatch(deploy.JOB_NAME, d.job_name)
         assert all(re.fullmatch(r"[a-z0-9_-]{1,63}", v) for v in d.labels.values()), d.labels
@@ -206,6 +209,70 @@ def test_two_use_cases_deploy_side_by_side_under_names_of_their_own(other_use_ca
         deploy.Deployment(project="my-project", region="us-central1", job_name="Score_Nightly")
 
 
+def test_the_dag_step_uploads_the_configuration_before_the_dag_file(tmp_path, monkeypatch):
+    """Composer parses a DAG file as it arrives: a new one with no configuration of its own beside it would be
+    an import error, every use case's DAGs gone until the configuration came."""
+    monkeypatch.chdir(tmp_path)
+    config, dag_file = dry_run(["dag", *EXAMPLE, "--dags_dir", "dags"])
+    assert config[:6] == dag_file[:6] == ["gcloud", "composer", "environments", "storage", "dags", "import"]
+    assert config[-1] == "--source=" + os.path.join("dags", "score_nightly_taxi.json")
+    assert dag_file[-1] == "--source=" + os.path.join("dags", "score_nightly_dag.py")
+
+
+@pytest.fixture
+def same_slug(tmp_path, monkeypatch):
+    """A use case named otherwise than OTHER, with OTHER's slug: tests_fixture.use_case, a module of its own."""
+    package = tmp_path / "modules" / "tests_fixture"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "use_case.py").write_text("from tests.fixture_use_case import USE_CASE  # noqa: F401\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "modules"))
+    yield "tests_fixture.use_case"
+    for name in ("tests_fixture.use_case", "tests_fixture"):
+        sys.modules.pop(name, None)
+
+
+def test_the_dag_step_refuses_to_overwrite_another_use_cases_configuration(other_use_case, same_slug, tmp_path):
+    """`a_b` and `a.b` share a slug, and so a DAG configuration file: the second is refused in one line, as
+    the script refuses a bad option, before any command, and the first's configuration stays as it was."""
+    first, second = (deploy.Deployment(project="p", region="r", use_case=u) for u in (other_use_case, same_slug))
+    assert first.slug == second.slug and first.dag_config == second.dag_config
+    dags = tmp_path / "dags"
+    args = ["dag", "--project", "my-project", "--region", "us-central1", "--dags_dir", str(dags), "--use_case"]
+    dry_run(args + [other_use_case])
+    dry_run(args + [other_use_case])  # its own configuration: written again
+    config = dags / first.dag_config
+    written = config.read_text()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as refused:
+        deploy.main(args + [same_slug, "--dry-run"])
+    assert refused.value.code == (
+        f"dag: {config} is the DAG configuration of --use_case tests.fixture_use_case, not tests_fixture.use_case: "
+        "the two names have the same slug, tests-fixture-use-case, and so the same DAGs, jobs and template; "
+        "rename one of them"
+    )
+    assert out.getvalue() == "" and config.read_text() == written
+    config.write_text('{"use_case": ')  # one no DAG can read is no one's: written over
+    dry_run(args + [same_slug])
+    assert json.load(open(config))["use_case"] == same_slug
+
+
+def test_the_readme_deletes_the_old_dag_configuration_and_nothing_else(tmp_path, monkeypatch):
+    """The upgrade note's command names the one file it deletes from the DAG folder (without one, gcloud
+    deletes the whole folder), in the environment the README's dag step uploads to; gcloud parses it."""
+    monkeypatch.chdir(tmp_path)
+    prose = " ".join(readme_section().split())  # a command in the text may break across lines
+    [command] = re.findall(r"`(gcloud composer environments storage dags delete [^`]+)`", prose)
+    command = shlex.split(command)
+    [dag] = [
+        c for c in block_commands("bash") if c[:3] == ["python", "scripts/deploy.py", "dag"] and "--use_case" not in c
+    ]
+    uploads = dry_run(dag[2:])[0]
+    assert command[6] == "score_nightly.json" and command[7:] == uploads[6:9] + ["--quiet"]
+    if GCLOUD:
+        assert_gcloud_parses(command, tmp_path / "gcloud")
+
+
 def test_the_default_input_is_the_use_cases_own_on_the_bucket():
     bucket = "gs://my-project-scoring"
     assert deploy.default_input("taxi", "data/trips/dt={date}/*.csv", bucket) == f"{bucket}/trips/dt={{date}}/*.csv"
@@ -213,6 +280,66 @@ def test_the_default_input_is_the_use_cases_own_on_the_bucket():
     assert deploy.default_input("x", "bq://p.d.t", bucket) == "bq://p.d.t"  # already remote: as declared
     with pytest.raises(SystemExit, match="local path; give --input"):
         deploy.default_input("x", "/mnt/loans/dt={date}/*.csv", bucket)
+
+
+def test_the_dataset_and_the_time_zone_default_to_the_use_cases_own(tmp_path, monkeypatch):
+    """A warehouse belongs to one use case, and its nights are dated in its own time zone: flights, deployed
+    without --dataset or --timezone, is scheduled on scoring_flights at 03:00 in New York, not on taxi's."""
+    monkeypatch.chdir(tmp_path)
+    assert deploy.default_dataset(deploy.DEFAULT_USE_CASE) == deploy.default_dataset("taxi") == "scoring"
+    assert deploy.default_dataset("flights") == "scoring_flights"
+    assert deploy.default_dataset("my_team.loans") == "scoring_my_team_loans"
+    assert deploy.default_dataset("tests.fixture_use_case") == "scoring_tests_fixture_use_case"
+    args = ["--project", "my-project", "--region", "us-central1", "--use_case", "flights"]
+    [schedule] = dry_run(["schedule", *args])
+    assert "--time-zone=America/New_York" in schedule and "--schedule=0 3 * * *" in schedule
+    launch = json.load(open("build/score-flights-nightly-launch.json"))["launchParameter"]
+    assert launch["parameters"]["warehouse"] == "bq://my-project.scoring_flights"
+    assert launch["parameters"]["timezone"] == "America/New_York"
+    assert launch["environment"]["additionalUserLabels"]["use_case"] == "flights"
+    granted = [c for c in dry_run(["setup", *args]) if "-d" in c]
+    assert [c[c.index("-d") + 1] for c in granted] == ["my-project:scoring_flights"]
+    # Given, they win; taxi's defaults are what they were.
+    given = deploy.deployment(deploy.parser().parse_args(["run", *args, "--dataset", "f", "--timezone", "UTC"]))
+    assert (given.dataset, given.timezone, given.parameters["warehouse"]) == ("f", "UTC", "bq://my-project.f")
+    taxi = deploy.deployment(deploy.parser().parse_args(["run", *args[:4]]))
+    assert (taxi.dataset, taxi.timezone) == ("scoring", "America/Chicago")
+    assert all(re.fullmatch(r"[A-Za-z0-9_]{1,1024}", deploy.default_dataset(n)) for n in ("flights", "a.b_c"))
+
+
+def test_each_readme_warehouse_is_the_dataset_its_deployment_uses():
+    """The README's setup_bigquery.py commands create the dataset that the deploy.py commands of the same
+    use case point at (each use case's own)."""
+    created = {}
+    for command in block_commands("bash"):
+        if command[:2] == ["python", "scripts/setup_bigquery.py"]:
+            use_case, dataset = setup_bigquery_options(command[2:])
+            created[use_case] = dataset
+    assert created == {"taxi": "scoring", "flights": "scoring_flights"}
+    deployed = set()
+    for command in block_commands("bash"):
+        if command[:2] == ["python", "scripts/deploy.py"]:
+            d = deploy.deployment(deploy.parser().parse_args(command[2:]))
+            assert d.dataset == created[d.use_case], shlex.join(command)
+            deployed.add(d.use_case)
+    assert deployed == set(created)
+
+
+class _Parsed(Exception):
+    pass
+
+
+def setup_bigquery_options(argv: list[str]) -> tuple[str, str]:
+    """(use case, dataset) of a setup_bigquery.py command as its own parser reads them; nothing is set up."""
+
+    def parsed(project, dataset, location, partition_expiration_days, use_case):
+        raise _Parsed(use_case, dataset)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(setup_bigquery, "setup", parsed)
+        with pytest.raises(_Parsed) as stopped:
+            setup_bigquery.main(argv)
+    return stopped.value.args
 
 
 def test_an_unknown_use_case_is_refused_in_one_line_before_anything(tmp_path, monkeypatch):
@@ -351,6 +478,16 @@ def nights(loaded: dict, *deployments: deploy.Deployment) -> list[str]:
     ]
 
 
+def write_unreadable_configs(dags, readable) -> None:
+    """Two configurations the DAG file cannot read, a torn one and one in no time zone: each is to be
+    skipped and logged with its file's name, and to take no other use case's DAGs down."""
+    (dags / "score_nightly_torn.json").write_text('{"use_case": "torn", ')
+    nowhere = json.load(open(readable))
+    nowhere.update(use_case="nowhere", timezone="Nowhere/Atlantis")
+    nowhere["dag_ids"] = {"nightly": "score_nightly_nowhere", "backfill": "score_backfill_nowhere"}
+    (dags / "score_nightly_nowhere.json").write_text(json.dumps(nowhere))
+
+
 @pytest.mark.skipif(
     not os.path.exists(AIRFLOW_PYTHON),
     reason="Airflow could not be installed into .venv-airflow (scripts/run_tests.sh says why)",
@@ -367,10 +504,16 @@ def test_the_dag_imports_and_launches_the_template_of_each_use_case(other_use_ca
     shutil.copy(os.path.join(REPO, "scripts", "airflow", "score_nightly_dag.py"), dags)
     taxi, other = (deploy.deployment(deploy.parser().parse_args(a)) for a in (taxi_args, other_args))
     assert sorted(os.listdir(dags)) == sorted(["score_nightly_dag.py", taxi.dag_config, other.dag_config])
+    write_unreadable_configs(dags, dags / other.dag_config)
 
     # 03:00 in Chicago on the 24th: the night of the 23rd there, and in Berlin (10:00 on the 24th).
     loaded = dag_check(dags, "2026-11-24T03:00:00-06:00")
     assert loaded["import_errors"] == {}
+    [nowhere_skipped, torn_skipped] = loaded["logged"]
+    assert f"skipped the launch configuration {dags / 'score_nightly_nowhere.json'}" in nowhere_skipped
+    assert "Nowhere/Atlantis" in nowhere_skipped
+    assert f"skipped the launch configuration {dags / 'score_nightly_torn.json'}" in torn_skipped
+    assert "JSONDecodeError" in torn_skipped
     assert loaded["dags"] == sorted([*taxi.dag_ids.values(), *other.dag_ids.values()])
     assert loaded["dags"] == ["score_backfill_taxi", "score_backfill_tests_fixture_use_case"] + [
         "score_nightly_taxi",
@@ -387,8 +530,8 @@ def test_the_dag_imports_and_launches_the_template_of_each_use_case(other_use_ca
     manual = dag_check(dags, "2026-11-24T03:00:00-06:00", "2026-10-01")
     assert nights(manual, taxi, other) == ["2026-10-01", "2026-10-01"]
 
-    # Two configurations naming the same DAG, or none at all, and the DAGs do not load: an import error,
-    # not a silent no-op.
+    # Two configurations naming the same DAG, none readable, or none at all, and the DAGs do not load: an
+    # import error, not a silent no-op.
     shutil.copy(dags / taxi.dag_config, dags / "score_nightly_taxi_again.json")
     twice = dag_check(dags, "2026-11-24T03:00:00-06:00")
     assert twice["dags"] == [] and "both define the DAG score_nightly_taxi" in next(
@@ -396,5 +539,12 @@ def test_the_dag_imports_and_launches_the_template_of_each_use_case(other_use_ca
     )
     for config in (taxi.dag_config, other.dag_config, "score_nightly_taxi_again.json"):
         os.remove(dags / config)
+    unreadable = dag_check(dags, "2026-11-24T03:00:00-06:00")
+    [error] = unreadable["import_errors"].values()
+    assert unreadable["dags"] == [] and "no readable launch configuration score_nightly_*.json" in error
+    assert "score_nightly_nowhere.json" in error and "score_nightly_torn.json" in error
+    for config in ("score_nightly_nowhere.json", "score_nightly_torn.json"):
+        os.remove(dags / config)
     broken = dag_check(dags, "2026-11-24T03:00:00-06:00")
-    assert broken["dags"] == [] and "score_nightly_*.json" in next(iter(broken["import_errors"].values()))
+    [error] = broken["import_errors"].values()
+    assert broken["dags"] == [] and "no launch configuration score_nightly_*.json" in error

@@ -4,7 +4,9 @@ Launches the same Flex Template as the Cloud Scheduler job, with the same launch
 `python scripts/deploy.py dag --use_case NAME ...` writes beside this file as score_nightly_SLUG.json, one
 per use case. This file defines two DAGs for each such configuration, named after its use case, so that
 use cases run side by side, each on its own schedule and its own history: `score_nightly_SLUG` and
-`score_backfill_SLUG` (taxi's are score_nightly_taxi and score_backfill_taxi).
+`score_backfill_SLUG` (taxi's are score_nightly_taxi and score_backfill_taxi). A configuration that cannot
+be read is skipped, and logged with its file's name, so the other use cases' DAGs still load; two that name
+the same DAG, or none readable, are an import error.
 
 The nightly task waits for the Dataflow job and fails when the job fails or is cancelled (no retries: a
 re-run is a decision, made by clearing the task), so the failure shows in Airflow, its alerts and its
@@ -24,6 +26,7 @@ import glob
 import json
 import logging
 import os
+import re
 
 import pendulum
 from airflow.providers.google.cloud.operators.dataflow import DataflowStartFlexTemplateOperator
@@ -37,27 +40,59 @@ except ImportError:  # Airflow 2
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = "score_nightly_*.json"  # what scripts/deploy.py dag writes, one per use case
+DAG_ID = r"[A-Za-z0-9_.-]{1,250}"  # what Airflow takes as a DAG id
 
 log = logging.getLogger(__name__)
 
 
+def read_config(path: str) -> dict:
+    """One use case's launch configuration, as `deploy.py dag` writes it. Raises ValueError, saying why,
+    where its DAGs could not be built from it."""
+    try:
+        with open(path) as f:
+            config = json.load(f)
+        launch = config["launch"]["launchParameter"]
+        names = [config["use_case"], config["project"], config["region"], launch["containerSpecGcsPath"]]
+        dag_ids = [config["dag_ids"]["nightly"], config["dag_ids"]["backfill"]]
+        if not isinstance(launch["parameters"], dict) or not isinstance(config.get("alert_emails", []), list):
+            raise TypeError("launch parameters or alert_emails of the wrong type")
+    except (OSError, ValueError, KeyError, TypeError) as e:  # ValueError: not JSON
+        raise ValueError(f"not a launch configuration: {type(e).__name__}: {e}") from None
+    if not all(isinstance(name, str) and name for name in names):
+        raise ValueError("use_case, project, region and the template must be non-empty strings")
+    if not all(isinstance(dag_id, str) and re.fullmatch(DAG_ID, dag_id) for dag_id in dag_ids):
+        raise ValueError(f"DAG ids must match {DAG_ID}: {dag_ids}")
+    try:
+        CronTriggerTimetable(config["schedule"], timezone=config["timezone"]).validate()
+    except Exception as e:  # a bad time zone is a ValueError, a bad cron expression Airflow's own
+        raise ValueError(f"schedule {config.get('schedule')!r} in {config.get('timezone')!r}: {e}") from None
+    return config
+
+
 def load_configs() -> list[dict]:
-    """Every use case's launch configuration beside this file. None is an import error, not a silent
-    no-op; nor are two configurations naming the same DAG."""
+    """Every use case's launch configuration beside this file. One that cannot be read is skipped, and
+    logged with its file's name, so that it does not take the other use cases' DAGs down. None at all (or
+    none readable) is an import error, not a silent no-op; nor are two configurations naming the same DAG."""
     paths = sorted(glob.glob(os.path.join(HERE, CONFIGS)))
     if not paths:
         raise FileNotFoundError(
             f"no launch configuration {CONFIGS} beside {__file__}: write one with python scripts/deploy.py dag"
         )
-    configs, named = [], {}
+    configs, named, skipped = [], {}, []
     for path in paths:
-        with open(path) as f:
-            config = json.load(f)
+        try:
+            config = read_config(path)
+        except ValueError as e:
+            log.error("skipped the launch configuration %s, which defines no DAGs: %s", path, e)
+            skipped.append(f"{os.path.basename(path)}: {e}")
+            continue
         for dag_id in config["dag_ids"].values():
             if dag_id in named:
                 raise ValueError(f"{path} and {named[dag_id]} both define the DAG {dag_id}")
             named[dag_id] = path
         configs.append(config)
+    if not configs:
+        raise ValueError(f"no readable launch configuration {CONFIGS} beside {__file__}: " + "; ".join(skipped))
     return configs
 
 
