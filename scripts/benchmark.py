@@ -7,9 +7,11 @@
               RunInference with a handler that stacks dicts into tensors, WriteToText;
 (c) pipeline: `pipelines.score` end to end, CSV to the local DuckDB warehouse, on DirectRunner;
 (m) the same with --monitoring off: no night statistics, no drift (c against m is monitoring's cost);
-(f) fused: the shortest honest single-process program doing the same work without Beam: pyarrow
-              reads the CSV typed, batches become the signature's tensors, the model scores them,
-              predictions are written as Parquet (no validation, no accounting: clean input only);
+(f) fused: the best single-process program for the same work without Beam (issue 24's reference,
+              frozen): pyarrow reads the CSV typed in 16 MiB blocks, full batches become the signature's
+              tensors in one thread while another scores and a third writes the predictions as Parquet
+              and inserts them into a new DuckDB table (no validation, no accounting: clean input only);
+(s) (f)'s parts alone on the same files: parse, to tensors, write, insert (the model alone is (a));
 and extraction alone: CSV (x) and JSON (j) read, typed and validated into Arrow batches on Beam,
 beside pyarrow's own read_csv (y) and read_json (k) on the same files; and publishing alone: --rows
 staged predictions (1% of keys with an identical copy, 0.1% with a conflicting one) published into a
@@ -45,6 +47,7 @@ MEASUREMENTS = {
     "c": "pipeline",
     "m": "pipeline_unmonitored",
     "f": "fused",
+    "s": "parts",
     "x": "extract_csv",
     "y": "pyarrow_csv",
     "j": "extract_json",
@@ -107,9 +110,52 @@ def measure_ceiling(args) -> dict:
 # ---------------------------------------------------------------- (f) the fused program
 
 
+FUSED_BLOCK_BYTES = 16 << 20  # pyarrow's CSV blocks in (f): large enough that a block holds a full batch
+QUEUE_DEPTH = 2  # batches waiting between (f)'s threads: enough to keep each busy, little memory
+
+
+def full_batches(path: str, convert, batch_size: int):
+    """A CSV file's records, typed by pyarrow in large blocks, re-cut into batches of exactly
+    `batch_size` records (the last one shorter): a model call never sees a block's leftover alone."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    pending, held = [], 0
+    reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=FUSED_BLOCK_BYTES), convert_options=convert)
+    for block in reader:
+        pending.append(block)
+        held += block.num_rows
+        while held >= batch_size:
+            table = pa.Table.from_batches(pending)
+            yield table.slice(0, batch_size).combine_chunks().to_batches()[0]
+            rest = table.slice(batch_size)
+            pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
+def predictions_sql(args, model) -> str:
+    """The warehouse's predictions columns, as the pipeline publishes them, from a staged batch."""
+    return (
+        f"SELECT DATE '{args.day}' AS score_date, key, probability, label, {model.threshold} AS threshold, "
+        f"'{model.name}' AS model_name, {model.version} AS model_version, 'champion' AS model_role, "
+        "'fused' AS run_id, now() AS scored_at FROM staged"
+    )
+
+
 def measure_fused(args) -> dict:
-    """Read, convert, score and write one batch after another in one process: what the pipeline's
-    work costs with nothing around it. Model loading is timed, as it is in (c)."""
+    """The best single-process program I can write for the pipeline's core work, loading the warehouse
+    included (no validation, no accounting, no monitoring: clean input only). Three threads, each
+    handing the next full batches through a short queue: one reads the CSV typed in 16 MiB blocks and
+    builds the signature's tensors for full --batch_size batches; one calls the model; one writes each
+    batch's predictions to Parquet and inserts them into a new DuckDB table with a plain INSERT (the
+    warehouse's predictions columns). Parsing, converting, scoring and loading overlap, so both cores
+    work the whole run. Model loading is timed, as it is in (c). Frozen as the reference of issue 24:
+    change it only to make it faster without dropping work, and say so."""
+    import queue
+    import threading
+
+    import duckdb
     import pyarrow as pa
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
@@ -125,34 +171,130 @@ def measure_fused(args) -> dict:
     convert = pacsv.ConvertOptions(
         column_types={c.name: c.type.arrow for c in schema.columns}, strings_can_be_null=True, null_values=[""]
     )
-    key = (schema.key.name, schema.key.type.arrow)
-    out_schema = pa.schema([key, ("probability", pa.float32()), ("label", pa.bool_())])
+    out_schema = pa.schema([("key", schema.key.type.arrow), ("probability", pa.float32()), ("label", pa.bool_())])
     out = os.path.join(args.work_dir, "fused")
     os.makedirs(out, exist_ok=True)
-    rows = 0
+    database = os.path.join(out, "warehouse.duckdb")
+    for stale in glob.glob(database + "*"):
+        os.remove(stale)
+    tensors, scored = queue.Queue(QUEUE_DEPTH), queue.Queue(QUEUE_DEPTH)
+    done = object()
+    failures: list[BaseException] = []
+
+    def guarded(work):
+        def run():
+            try:
+                work()
+            except BaseException as e:  # said by the main thread, which then fails the measurement
+                failures.append(e)
+                for q in (tensors, scored):
+                    q.put(done)
+
+        return threading.Thread(target=run, daemon=True)
+
+    def read() -> None:
+        with tf.device(device):
+            for path in args.files:
+                for batch in full_batches(path, convert, batch_size):
+                    tensors.put((batch.column(schema.key.name), signature.batch_to_inputs(batch, schema)))
+        tensors.put(done)
+
+    def load() -> None:
+        rows = 0
+        with (
+            duckdb.connect(database) as con,
+            pq.ParquetWriter(os.path.join(out, "predictions.parquet"), out_schema) as writer,
+        ):
+            created = False
+            while (item := scored.get()) is not done:
+                staged = pa.record_batch([item[0], pa.array(item[1]), pa.array(item[1] >= model.threshold)], out_schema)
+                writer.write_batch(staged)
+                con.register("staged", staged)
+                con.execute(
+                    ("INSERT INTO predictions " if created else "CREATE TABLE predictions AS ")
+                    + predictions_sql(args, model)
+                )
+                con.unregister("staged")
+                created, rows = True, rows + staged.num_rows
+            if rows:
+                [(inserted,)] = con.execute("SELECT COUNT(*) FROM predictions").fetchall()
+                assert inserted == rows, (inserted, rows)
+
     t0 = time.perf_counter()
     model = latest_model(args)
     with tf.device(device):
         score = tf.saved_model.load(model.path).signatures[signature.RAW_SIGNATURE]
-        for i, path in enumerate(args.files):
-            with pq.ParquetWriter(os.path.join(out, f"part-{i}.parquet"), out_schema) as writer:
-                for block in pacsv.open_csv(path, convert_options=convert):
-                    for start in range(0, block.num_rows, batch_size):
-                        batch = block.slice(start, batch_size)
-                        inputs = signature.batch_to_inputs(batch, schema)
-                        probability = score(**inputs)[signature.PROBABILITY].numpy().ravel()
-                        writer.write_batch(
-                            pa.record_batch(
-                                [
-                                    batch.column(schema.key.name),
-                                    pa.array(probability),
-                                    pa.array(probability >= model.threshold),
-                                ],
-                                schema=out_schema,
-                            )
-                        )
-                        rows += batch.num_rows
+        reader, loader = guarded(read), guarded(load)
+        reader.start()
+        loader.start()
+        rows = 0
+        while (item := tensors.get()) is not done:
+            keys, inputs = item
+            scored.put((keys, score(**inputs)[signature.PROBABILITY].numpy().ravel()))
+            rows += len(keys)
+        scored.put(done)
+        reader.join()
+        loader.join()
+    if failures:
+        raise failures[0]
     return {"rows": rows, "seconds": time.perf_counter() - t0, "device": device, "batch_size": batch_size}
+
+
+def measure_parts(args) -> dict:
+    """(f)'s parts alone, one after another on the same files, each timed by itself: parse (pyarrow's
+    typed read in 16 MiB blocks, re-cut into full batches), to tensors (the signature's inputs from
+    those batches), write (the predictions as Parquet) and insert (the same into a new DuckDB table,
+    the warehouse's columns). With (a), the model alone, these are the floor of each stage."""
+    import duckdb
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    from models import signature
+    from pipelines.defaults import DEFAULT_BATCH_SIZE
+
+    batch_size = args.batch_size or DEFAULT_BATCH_SIZE["cpu"]
+    schema = args.case.input.for_scoring()
+    convert = pacsv.ConvertOptions(
+        column_types={c.name: c.type.arrow for c in schema.columns}, strings_can_be_null=True, null_values=[""]
+    )
+    parts, t0 = {}, time.perf_counter()
+    batches = [b for path in args.files for b in full_batches(path, convert, batch_size)]
+    parts["parse"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    for batch in batches:
+        signature.batch_to_inputs(batch, schema)
+    parts["to_tensors"] = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    out_schema = pa.schema([("key", schema.key.type.arrow), ("probability", pa.float32()), ("label", pa.bool_())])
+    staged = [
+        pa.record_batch([b.column(schema.key.name), pa.array(p), pa.array(p >= 0.5)], out_schema)
+        for b in batches
+        for p in [rng.random(b.num_rows, dtype=np.float32)]
+    ]
+    out = os.path.join(args.work_dir, "parts")
+    os.makedirs(out, exist_ok=True)
+    t0 = time.perf_counter()
+    with pq.ParquetWriter(os.path.join(out, "predictions.parquet"), out_schema) as writer:
+        for batch in staged:
+            writer.write_batch(batch)
+    parts["write"] = time.perf_counter() - t0
+    database = os.path.join(out, "warehouse.duckdb")
+    for stale in glob.glob(database + "*"):
+        os.remove(stale)
+    model = latest_model(args)
+    t0 = time.perf_counter()
+    with duckdb.connect(database) as con:
+        for i, batch in enumerate(staged):
+            con.register("staged", batch)
+            con.execute(
+                ("INSERT INTO predictions " if i else "CREATE TABLE predictions AS ") + predictions_sql(args, model)
+            )
+            con.unregister("staged")
+    parts["insert"] = time.perf_counter() - t0
+    rows = sum(b.num_rows for b in batches)
+    return {"rows": rows, "seconds": sum(parts.values()), "parts": {k: rows / v for k, v in parts.items()}}
 
 
 # ---------------------------------------------------------------- (b) the per-row baseline
@@ -416,24 +558,32 @@ def run_measurement(name: str, args) -> dict:
         cmd.append(f"--batch_size={args.batch_size}")
     cmd += args.pipeline_args
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"measurement {name} failed:\n{proc.stderr[-4000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     result["rows_per_s"] = result["rows"] / result["seconds"]
+    # As /usr/bin/time sees the child: user + system CPU over wall time, start-up included.
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    result["cores_busy"] = cpu / wall
     return result
 
 
 def ensure_inputs(args) -> None:
+    """The use case's model (trained on its sample maker's training file, when it has no version yet) and
+    --rows records of its night, written by its sample maker once per size."""
     from models import registry
 
     maker = importlib.import_module(args.case.sample.module)  # the use case's sample maker
     if not registry.list_versions(args.model_root, args.case.model_name):
-        training = os.path.join(REPO, args.case.training_input)
+        training = os.path.join(args.work_dir, "training.csv")
         if not os.path.exists(training):
             maker.write_training(training)
         subprocess.run(
-            [sys.executable, "-m", "pipelines.train", f"--use_case={args.use_case}", f"--model_root={args.model_root}"],
+            [sys.executable, "-m", "pipelines.train", f"--use_case={args.use_case}", f"--input={training}"]
+            + [f"--model_root={args.model_root}", f"--work_dir={os.path.join(args.work_dir, 'train')}"],
             cwd=REPO,
             check=True,
             env={**os.environ, "PYTHONPATH": REPO},
@@ -441,6 +591,8 @@ def ensure_inputs(args) -> None:
     partition = os.path.dirname(args.input_glob)
     marker = os.path.join(partition, f"_rows_{args.rows}_{args.rows_per_file}")
     if not os.path.exists(marker):
+        for stale in glob.glob(os.path.join(partition, "*")):  # another size's files and marker
+            os.remove(stale)
         maker.write_night(date.fromisoformat(args.day), partition, args.rows, args.rows_per_file)
         open(marker, "w").close()
 
@@ -457,6 +609,7 @@ def main(argv: list[str] | None = None) -> None:
         "--only",
         default="a,b,c,x,y,j,k",
         help="Which measurements: a (ceiling), b (baseline), c (pipeline), m (pipeline, --monitoring off), f (fused), "
+        "s (f's parts alone), "
         "x / y (CSV extraction through the pipeline / pyarrow.csv.read_csv), j / k (JSON: pipeline / "
         "pyarrow.json.read_json), p / q (publishing staged predictions into DuckDB, duplicate keys "
         "resolved / inserted as staged).",
@@ -473,11 +626,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.case.sample is None:
         parser.error(f"--use_case {args.use_case} declares no sample maker (schemas.Sample): nothing to measure on")
     args.day = args.case.sample.night
-    args.root_dir, args.work_dir = (
-        args.work_dir,
-        os.path.join(args.work_dir, args.case.name),
-    )  # two use cases' inputs and warehouses apart
-    args.input_glob = os.path.join(args.work_dir, args.case.name, f"dt={args.day}", "*.csv")
+    # Each use case's inputs and warehouses in a folder of its own; a child process is handed the root.
+    args.root_dir, args.work_dir = args.work_dir, os.path.join(args.work_dir, args.case.name)
+    args.input_glob = os.path.join(args.work_dir, "input", f"dt={args.day}", "*.csv")
     args.files = sorted(glob.glob(args.input_glob))
 
     if args.measure:  # child process: one measurement, its result as the last line of stdout
@@ -487,6 +638,7 @@ def main(argv: list[str] | None = None) -> None:
             "pipeline": measure_pipeline,
             "pipeline_unmonitored": lambda a: measure_pipeline(a, "--monitoring=off"),
             "fused": measure_fused,
+            "parts": measure_parts,
             "extract_csv": lambda a: measure_extract(a, "csv"),
             "pyarrow_csv": lambda a: measure_pyarrow(a, "csv"),
             "extract_json": lambda a: measure_extract(a, "json"),
@@ -508,7 +660,7 @@ def main(argv: list[str] | None = None) -> None:
             result = run_measurement(name, args)
             print(
                 f"{name:9s} {result['rows']:>10,d} rows  {result['rows_per_s']:>12,.0f} rows/s  "
-                f"peak {result['peak_memory_bytes'] / 2**20:>8,.0f} MiB",
+                f"peak {result['peak_memory_bytes'] / 2**20:>8,.0f} MiB  cores busy {result['cores_busy']:.2f}",
                 flush=True,
             )
             if name not in results or result["rows_per_s"] > results[name]["rows_per_s"]:
@@ -525,6 +677,7 @@ def main(argv: list[str] | None = None) -> None:
         report[f"{name}_rows_per_s"] = round(result["rows_per_s"], 1)
         report[f"{name}_seconds"] = round(result["seconds"], 3)
         report[f"{name}_peak_memory_bytes"] = result["peak_memory_bytes"]
+        report[f"{name}_cores_busy"] = round(result["cores_busy"], 2)
     if "ceiling" in results:
         report["ceiling_device"] = results["ceiling"]["device"]
         report["batch_size"] = results["ceiling"]["batch_size"]
@@ -549,12 +702,17 @@ def main(argv: list[str] | None = None) -> None:
             )
     if "publish" in results and "publish_plain" in results:
         report["publish_ratio_vs_plain"] = round(report["publish_rows_per_s"] / report["publish_plain_rows_per_s"], 3)
-    print("\n| measurement | rows/s | seconds | peak memory (MiB) |\n|---|---:|---:|---:|")
+    print("\n| measurement | rows/s | seconds | peak memory (MiB) | cores busy |\n|---|---:|---:|---:|---:|")
     for name in results:
         print(
             f"| {name} | {report[f'{name}_rows_per_s']:,.0f} | {report[f'{name}_seconds']:.2f} | "
-            f"{report[f'{name}_peak_memory_bytes'] / 2**20:,.0f} |"
+            f"{report[f'{name}_peak_memory_bytes'] / 2**20:,.0f} | {report[f'{name}_cores_busy']:.2f} |"
         )
+    if "parts" in results:
+        report["parts_rows_per_s"] = {k: round(v, 1) for k, v in results["parts"]["parts"].items()}
+        print("\n| (f)'s part alone | rows/s |\n|---|---:|")
+        for part, rate in results["parts"]["parts"].items():
+            print(f"| {part} | {rate:,.0f} |")
     if "pipeline" in results:
         # Each step's own work, summed over threads and workers: more than the wall time when they overlap.
         print("\n| step | seconds of work |\n|---|---:|")
