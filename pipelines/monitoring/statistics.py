@@ -113,7 +113,9 @@ class FeatureSketch:
         if not len(array):
             return
         self.total += float(array.sum())
-        self.total_squares += float(np.dot(array, array))
+        # Not np.dot: that is BLAS, whose own threads, beside TensorFlow's and the other bundle's, waited
+        # milliseconds for a core on every call (a quarter of a 10M-record run's work, profiled).
+        self.total_squares += float(np.einsum("i,i->", array, array))
         self.zeros += len(array) - int(np.count_nonzero(array))
         self.low, self.high = min(self.low, float(array.min())), max(self.high, float(array.max()))
         values, counts = _repeated(pa.array(array))
