@@ -34,6 +34,9 @@ def options(argv: list[str] | None) -> PipelineOptions:
     any step is imported; the rest go to Beam."""
     declare = (arguments.data_arguments, arguments.scoring_arguments)
     arguments.parser(__doc__, *declare, prog=PROG, what=WHAT).parse_known_args(argv)
+    # Before pyarrow is loaded: its memory pool from the start is one that returns freed memory
+    # (pipelines.batches.returning_memory_pool, which workers elsewhere call when they set up).
+    os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     from apache_beam.options.pipeline_options import PipelineOptions
 
     import pipelines.options  # noqa: F401  its import registers the commands' options with Beam

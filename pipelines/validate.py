@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 from apache_beam.metrics import Metrics
 
 from pipelines import metrics
-from pipelines.batches import PROVENANCE_LAYOUT, REJECTED, RawBatch, raw_text, rejected_batch
+from pipelines.batches import PROVENANCE_LAYOUT, REJECTED, RawBatch, raw_text, rejected_batch, returning_memory_pool
 from pipelines.choices import UnknownColumns
 from pipelines.observe import timed
 from schemas import Column, ColumnType, InputSchema
@@ -357,6 +357,9 @@ class ValidateBatch(beam.DoFn):
         self._valid = metrics.RECORDS_VALID.counter()
         self._rejected = metrics.RECORDS_REJECTED.counter()
         self._time = metrics.step_timer("validate")
+
+    def setup(self) -> None:
+        returning_memory_pool()
 
     def process(self, raw: RawBatch) -> Iterator:
         return timed(self._time, self._validate(raw))

@@ -558,6 +558,10 @@ def run_measurement(name: str, args) -> dict:
         cmd.append(f"--batch_size={args.batch_size}")
     cmd += args.pipeline_args
     env = {**os.environ, "PYTHONPATH": REPO, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    if name.startswith("pipeline"):
+        # As `python -m pipelines.score` starts (pipelines/score.py): here TensorFlow, loaded before the
+        # timed run, loads pyarrow first, so the command's own default would come too late.
+        env.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
     before, started = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
     wall, after = time.perf_counter() - started, resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -28,6 +28,7 @@ from models.devices import AcceleratorError
 from models.registry import ModelVersionError
 from pipelines import progress
 from pipelines.arguments import TERMINATED
+from pipelines.batches import returning_memory_pool
 from pipelines.options import CommandOptions, ScoringOptions
 from pipelines.scoring.config import ScoringConfig
 from pipelines.scoring.graph import build_pipeline
@@ -155,6 +156,7 @@ def run_job(options: PipelineOptions, argv: list[str], pipeline: beam.Pipeline |
     written), a failed job (its runs marked failed) or a refused night (Refused: marked refused, any
     other nights of the range published; the summary is written first)."""
     quiet.configure(options.view_as(CommandOptions).verbose)
+    returning_memory_pool()  # this process's steps, where workers run here; remote workers set theirs up
     FileSystems.set_options(options)  # gs:// and other filesystems take their settings from the options
     overlap_locally(options, argv)
     config = plan(options, SigtermGuard())

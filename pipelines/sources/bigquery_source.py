@@ -20,7 +20,7 @@ from datetime import date, datetime, timedelta, timezone
 import apache_beam as beam
 
 from pipelines import bigquery as bq
-from pipelines.batches import REJECTED, TABLE, RawBatch, count_read
+from pipelines.batches import REJECTED, TABLE, RawBatch, count_read, returning_memory_pool
 from pipelines.bigquery import IDENTIFIER, SCHEME, TableRef, standard_type
 from pipelines.choices import MissingColumns
 from pipelines.sources.contract import InputNotFoundError, NightInput, Read, ReadSettings, Source, SourceConfigError
@@ -219,6 +219,7 @@ class ReadStream(beam.DoFn):
     def setup(self) -> None:
         from google.cloud.bigquery_storage_v1 import types
 
+        returning_memory_pool()
         self._client = bq.read_client()
         self._read_session = types.ReadSession.deserialize(self._session)
 

@@ -24,7 +24,18 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import metrics, progress
-from pipelines.batches import COUNTS, CSV, FILE_ERROR, INCOMPLETE_FILE, JSON, REJECTED, RawBatch, count_read, file_error
+from pipelines.batches import (
+    COUNTS,
+    CSV,
+    FILE_ERROR,
+    INCOMPLETE_FILE,
+    JSON,
+    REJECTED,
+    RawBatch,
+    count_read,
+    file_error,
+    returning_memory_pool,
+)
 from pipelines.choices import InputFormat
 from pipelines.observe import timed
 from pipelines.sources.contract import InputNotFoundError, NightInput, Read, ReadSettings, Source, SourceConfigError
@@ -150,6 +161,9 @@ class ReadFiles(beam.DoFn):
         self._files_rejected = metrics.FILES_REJECTED.counter()
         self._time = metrics.step_timer("extract")
         self._shards = metrics.INPUT_SHARDS.counter()
+
+    def setup(self) -> None:
+        returning_memory_pool()
 
     def process(self, part: str | Shard, cuts: dict[str, list[Cut]] | None = None) -> Iterator:
         """A file (its path), or one shard of a split file with the first pass's cuts of every split file."""

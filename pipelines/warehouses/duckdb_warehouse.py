@@ -59,8 +59,10 @@ _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.*?\(PID \d+\))( by use
 class DuckDBWarehouse(Warehouse):
     DEFAULT_LOCK_TIMEOUT = DEFAULT_LOCK_TIMEOUT  # --lock_timeout's default (pipelines.defaults)
     # Publishing copies the whole night into the table inside the scoring process; without a cap
-    # DuckDB's buffer cache grows with the night's size. It spills to disk past the cap instead.
-    MEMORY_LIMIT = "256MB"
+    # DuckDB's buffer cache grows with the night's size. It spills to disk past the cap instead. The
+    # cap is the peak of a large night: at 10M records, 256MB put the run's peak 1.3 times above a 1M
+    # night's, 128MB cost publishing a second; 192MB is between (README: Benchmark).
+    MEMORY_LIMIT = "192MB"
     dialect = DIALECT
 
     def __init__(
