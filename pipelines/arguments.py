@@ -165,8 +165,9 @@ def scoring_arguments(parser) -> None:
     )
     warehouse.add_argument(
         "--warehouse",
-        default=defaults.DEFAULT_WAREHOUSE,
-        help="Warehouse: a local DuckDB database file, or BigQuery as bq://project.dataset.",
+        default=None,
+        help="Warehouse: a local DuckDB database file, or BigQuery as bq://project.dataset (default: "
+        f"{defaults.DEFAULT_WAREHOUSE} for {defaults.DEFAULT_USE_CASE}, warehouse/<use case>.duckdb for another).",
     )
     warehouse.add_argument(
         "--create_dataset",
@@ -174,7 +175,7 @@ def scoring_arguments(parser) -> None:
         default=False,
         help="Start a new warehouse where none is: create a missing BigQuery dataset, or a DuckDB "
         "file's missing folder (otherwise either is an error, so that a typo starts nothing; the default "
-        f"{defaults.DEFAULT_WAREHOUSE} is created without it; scripts/setup_bigquery.py creates a dataset "
+        "default warehouse is created without it; scripts/setup_bigquery.py creates a dataset "
         "properly).",
     )
     warehouse.add_argument(

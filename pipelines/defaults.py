@@ -26,7 +26,18 @@ SHRINK_LIMIT = 0.5  # a re-run keeps at least this share of the date's published
 DRIFT_GATE = DriftGate.WARN
 DEFAULT_MODEL_ROOT = "artifacts/models"
 DEFAULT_USE_CASE = "taxi"  # the bundled example (schemas/taxi.py); stated here so that --help imports no schema
-DEFAULT_WAREHOUSE = "warehouse/scores.duckdb"
+DEFAULT_WAREHOUSE = "warehouse/scores.duckdb"  # the default use case's local warehouse
+
+
+def default_warehouse(use_case: str) -> str:
+    """The local warehouse when --warehouse is not given: the default use case's is DEFAULT_WAREHOUSE (as
+    before use cases), any other's a file of its own beside it, since a warehouse holds one use case's
+    nights: `warehouse/flights.duckdb`."""
+    if use_case == DEFAULT_USE_CASE:
+        return DEFAULT_WAREHOUSE
+    return f"{DEFAULT_WAREHOUSE.rsplit('/', 1)[0]}/{use_case}.duckdb"
+
+
 DEFAULT_STALE_AFTER = "30m"
 # A night's publishing, after the whole night was scored: long enough to outlast another run's publishing
 # (seconds on DuckDB, a few minutes for tens of millions of rows on BigQuery) and a short outage of the

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pipelines.arguments import USE_CASE_HELP
-from pipelines.defaults import DEFAULT_USE_CASE, DEFAULT_WAREHOUSE
+from pipelines.defaults import DEFAULT_USE_CASE, DEFAULT_WAREHOUSE, default_warehouse
 from pipelines.parsing import CommandParser, ShowDefaults, iso_date
 
 if TYPE_CHECKING:
@@ -29,15 +29,21 @@ def night_parser(module: str, usage: str, description: str, what: str) -> argpar
     )
     built.add_argument("--date", required=True, type=iso_date, help="The night, YYYY-MM-DD.")
     built.add_argument("--use_case", default=DEFAULT_USE_CASE, help=USE_CASE_HELP)
-    built.add_argument("--warehouse", default=DEFAULT_WAREHOUSE, help="A DuckDB file or bq://project.dataset.")
+    built.add_argument(
+        "--warehouse",
+        default=None,
+        help=f"A DuckDB file or bq://project.dataset (default: {DEFAULT_WAREHOUSE} for {DEFAULT_USE_CASE}, "
+        "warehouse/<use case>.duckdb for another).",
+    )
     latest = f"{what} this run of the date, not its latest (default: the latest)."
     built.add_argument("--run_id", default=None, help=latest)
     return built
 
 
-def existing_warehouse(location: str, use_case: str, beam_args: list[str]) -> Warehouse:
-    """The use case's warehouse at `location`, its tables as schemas/ defines them, or a clear error; the
-    other arguments (gs:// settings such as --project) go to Beam's file systems, as the scoring job takes them."""
+def existing_warehouse(location: str | None, use_case: str, beam_args: list[str]) -> Warehouse:
+    """The use case's warehouse at `location` (None: its default), its tables as schemas/ defines them,
+    or a clear error; the other arguments (gs:// settings such as --project) go to Beam's file systems,
+    as the scoring job takes them."""
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -55,6 +61,7 @@ def existing_warehouse(location: str, use_case: str, beam_args: list[str]) -> Wa
     if unknown:  # a misspelt option of the command's own would otherwise be dropped without a word
         raise ValueError(f"unknown option --{unknown[0]} (--help lists the options)")
     FileSystems.set_options(options)
+    location = location or default_warehouse(use_case)
     warehouse = open_warehouse(location, load_use_case(use_case))
     if not warehouse.exists():
         raise WarehouseConfigError(f"{location}: no such warehouse")

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to predictions in the local warehouse: installs the project, writes a
 # use case's sample night (and training file) with its sample maker, trains its model if it has none,
-# and scores the night. Arguments go to the scorer: `--use_case flights --warehouse warehouse/flights.duckdb`
-# runs the second bundled use case; DATE=... and ROWS=... choose another night and its size.
+# and scores the night. Arguments go to the scorer: `--use_case flights` runs the second bundled use
+# case, into warehouse/flights.duckdb; DATE=... and ROWS=... choose another night and its size.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXTRAS=samples source scripts/env.sh

@@ -13,6 +13,7 @@ from datetime import date
 import pytest
 
 from pipelines import report, score, train
+from pipelines.defaults import DEFAULT_WAREHOUSE, default_warehouse
 from schemas import load_use_case
 from schemas.use_case import BUNDLED
 from tests.browser import assert_self_contained, probe
@@ -34,7 +35,7 @@ def counted(paths: list[str], key: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", USE_CASES)
-def test_a_registered_use_case_trains_scores_reconciles_and_reports(name, tmp_path, request, capsys):
+def test_a_registered_use_case_trains_scores_reconciles_and_reports(name, tmp_path, request, capsys, monkeypatch):
     use_case = load_use_case(name)
     maker = importlib.import_module(use_case.sample.module)
     training = tmp_path / "training.csv"
@@ -51,13 +52,15 @@ def test_a_registered_use_case_trains_scores_reconciles_and_reports(name, tmp_pa
     night = use_case.sample.night
     files = maker.write_night(date.fromisoformat(night), str(tmp_path / "night" / f"dt={night}"), NIGHT_RECORDS)
     keys = counted(files, use_case.input.key.name)
-    warehouse = tmp_path / "wh" / f"{use_case.model_name}.duckdb"
-    warehouse.parent.mkdir()
+    # No --warehouse: each use case's own local default, its folder made on the first night.
+    monkeypatch.chdir(tmp_path)
+    warehouse = tmp_path / default_warehouse(name)
     summary_file = tmp_path / "summary.json"
-    args = [f"--date={night}", f"--input={tmp_path}/night/dt={{date}}/*.csv", f"--warehouse={warehouse}"]
+    args = [f"--date={night}", f"--input={tmp_path}/night/dt={{date}}/*.csv"]
     args += [f"--report_dir={tmp_path / 'reports'}", f"--summary_json={summary_file}", "--progress_seconds=0"]
     assert score.main([*common, *args]) == 0, capsys.readouterr().err
     said = json.loads(summary_file.read_text())
+    assert warehouse.exists() and (name == "taxi") == (default_warehouse(name) == DEFAULT_WAREHOUSE)
     assert said["reconciled"] and said["input_records"] == len(keys) == NIGHT_RECORDS
     assert said["scored_records"] + said["rejected_records"] + said["duplicates_dropped"] == len(keys)
     key = use_case.input.key.name
@@ -73,7 +76,9 @@ def test_a_registered_use_case_trains_scores_reconciles_and_reports(name, tmp_pa
     assert found["problems"] == [] and console == []
     assert found["charts"] and all(w > 0 and h > 0 for w, h in found["charts"])
 
-    other = next(u for u in USE_CASES if u != name)  # its warehouse is not another use case's
+    # The report finds the same default warehouse; another use case is refused by it.
+    assert report.main([f"--use_case={name}", f"--date={night}", "--report_dir=none"]) == 0
+    other = next(u for u in USE_CASES if u != name)
     capsys.readouterr()
     assert report.main([f"--use_case={other}", f"--date={night}", f"--warehouse={warehouse}", "--report_dir=none"]) == 2
     [line] = capsys.readouterr().err.strip().splitlines()

@@ -19,7 +19,7 @@ from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOpt
 from models import devices, registry
 from models.registry import ModelVersion
 from pipelines.choices import DriftGate, Switch
-from pipelines.defaults import DEFAULT_WAREHOUSE
+from pipelines.defaults import default_warehouse
 from pipelines.load import PublishSettings
 from pipelines.monitoring import statistics
 from pipelines.monitoring.measure import NightMonitor
@@ -187,10 +187,11 @@ def check_options(data: DataOptions, opts: ScoringOptions) -> None:
 
 def warehouse_of(opts: ScoringOptions, use_case: UseCase) -> Warehouse:
     """The use case's warehouse: the default one, or a new BigQuery dataset when asked, is made."""
+    location = opts.warehouse or default_warehouse(use_case.name)
     return open_warehouse(
-        opts.warehouse,
+        location,
         use_case,
-        create_dataset=opts.create_dataset or opts.warehouse == DEFAULT_WAREHOUSE,
+        create_dataset=opts.create_dataset or location == default_warehouse(use_case.name),
         dataset_location=opts.dataset_location,
         lock_timeout=opts.lock_timeout,
     )
