@@ -61,7 +61,7 @@ def existing_warehouse(location: str | None, use_case: str, beam_args: list[str]
     if unknown:  # a misspelt option of the command's own would otherwise be dropped without a word
         raise ValueError(f"unknown option --{unknown[0]} (--help lists the options)")
     FileSystems.set_options(options)
-    location = location or default_warehouse(use_case)
+    location = default_warehouse(use_case) if location is None else location
     warehouse = open_warehouse(location, load_use_case(use_case))
     if not warehouse.exists():
         raise WarehouseConfigError(f"{location}: no such warehouse")

@@ -187,7 +187,8 @@ def check_options(data: DataOptions, opts: ScoringOptions) -> None:
 
 def warehouse_of(opts: ScoringOptions, use_case: UseCase) -> Warehouse:
     """The use case's warehouse: the default one, or a new BigQuery dataset when asked, is made."""
-    location = opts.warehouse or default_warehouse(use_case.name)
+    # Not given is the default; given empty is refused by the warehouse, as any other bad location.
+    location = default_warehouse(use_case.name) if opts.warehouse is None else opts.warehouse
     return open_warehouse(
         location,
         use_case,
