@@ -44,6 +44,9 @@ USE_CASE_HELP = (
     "Whose data and model: a bundled use case by name, or an importable module defining USE_CASE "
     "(README: Bringing your own data and model)."
 )
+WAREHOUSE_DEFAULT_HELP = (
+    f"default: {defaults.DEFAULT_WAREHOUSE} for {defaults.DEFAULT_USE_CASE}, warehouse/<use case>.duckdb for another"
+)
 RUNNER_HELP = """\
 Every other option goes to Beam, for example:
   --runner DataflowRunner --project P --region R --temp_location gs://...   run on Dataflow
@@ -166,8 +169,7 @@ def scoring_arguments(parser) -> None:
     warehouse.add_argument(
         "--warehouse",
         default=None,
-        help="Warehouse: a local DuckDB database file, or BigQuery as bq://project.dataset (default: "
-        f"{defaults.DEFAULT_WAREHOUSE} for {defaults.DEFAULT_USE_CASE}, warehouse/<use case>.duckdb for another).",
+        help=f"Warehouse: a local DuckDB file, or BigQuery as bq://project.dataset ({WAREHOUSE_DEFAULT_HELP}).",
     )
     warehouse.add_argument(
         "--create_dataset",

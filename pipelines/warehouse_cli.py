@@ -9,8 +9,8 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pipelines.arguments import USE_CASE_HELP
-from pipelines.defaults import DEFAULT_USE_CASE, DEFAULT_WAREHOUSE, default_warehouse
+from pipelines.arguments import USE_CASE_HELP, WAREHOUSE_DEFAULT_HELP
+from pipelines.defaults import DEFAULT_USE_CASE, default_warehouse
 from pipelines.parsing import CommandParser, ShowDefaults, iso_date
 
 if TYPE_CHECKING:
@@ -30,10 +30,7 @@ def night_parser(module: str, usage: str, description: str, what: str) -> argpar
     built.add_argument("--date", required=True, type=iso_date, help="The night, YYYY-MM-DD.")
     built.add_argument("--use_case", default=DEFAULT_USE_CASE, help=USE_CASE_HELP)
     built.add_argument(
-        "--warehouse",
-        default=None,
-        help=f"A DuckDB file or bq://project.dataset (default: {DEFAULT_WAREHOUSE} for {DEFAULT_USE_CASE}, "
-        "warehouse/<use case>.duckdb for another).",
+        "--warehouse", default=None, help=f"A DuckDB file or bq://project.dataset ({WAREHOUSE_DEFAULT_HELP})."
     )
     latest = f"{what} this run of the date, not its latest (default: the latest)."
     built.add_argument("--run_id", default=None, help=latest)

@@ -188,11 +188,12 @@ def check_options(data: DataOptions, opts: ScoringOptions) -> None:
 def warehouse_of(opts: ScoringOptions, use_case: UseCase) -> Warehouse:
     """The use case's warehouse: the default one, or a new BigQuery dataset when asked, is made."""
     # Not given is the default; given empty is refused by the warehouse, as any other bad location.
-    location = default_warehouse(use_case.name) if opts.warehouse is None else opts.warehouse
+    default = default_warehouse(use_case.name)
+    location = default if opts.warehouse is None else opts.warehouse
     return open_warehouse(
         location,
         use_case,
-        create_dataset=opts.create_dataset or location == default_warehouse(use_case.name),
+        create_dataset=opts.create_dataset or location == default,
         dataset_location=opts.dataset_location,
         lock_timeout=opts.lock_timeout,
     )
